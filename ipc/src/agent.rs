@@ -1,0 +1,63 @@
+//! A validated agent definition as the supervisor hands it to a worker.
+//!
+//! Parsing and validation of the TOML file live in the supervisor (`supervisor/src/agent_file.rs`);
+//! this is the checked result that crosses the process boundary.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Memory settings of an agent (`[memory]`). The memory service arrives in its own issue;
+/// the settings are parsed and carried now so agent files written today stay valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemorySpec {
+    pub enabled: bool,
+    pub scope: String,
+    pub auto_store: bool,
+    pub search_limit: u32,
+    pub min_similarity: f32,
+}
+
+/// LLM settings of an agent (`[llm]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmSpec {
+    /// Name of a provider configured in the toolhost.
+    pub provider: String,
+    /// Model name passed to the provider; `None` = the provider's default.
+    pub model: Option<String>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    /// Providers to try, in order, when `provider` fails.
+    pub fallback: Vec<String>,
+}
+
+/// Limits of one run of an agent (`[limits]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsSpec {
+    pub max_turns: u32,
+    pub max_tool_calls: u32,
+    pub timeout_ms: u64,
+    /// Per tool call deadline.
+    pub tool_timeout_ms: u64,
+}
+
+/// A validated agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSpec {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+    /// The only tools this agent may call.
+    pub tools: Vec<String>,
+    pub system_prompt: String,
+    pub user_prompt_template: String,
+    pub documentation: Option<String>,
+    pub memory: MemorySpec,
+    /// `[parameters]`, each value rendered as template text (strings verbatim, others as TOML).
+    pub parameters: BTreeMap<String, String>,
+    pub llm: LlmSpec,
+    pub limits: LimitsSpec,
+    /// The file it was loaded from.
+    pub source: String,
+}

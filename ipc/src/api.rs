@@ -1,0 +1,283 @@
+//! The public API: requests a client sends to `caxton serve`, and the responses and run events it gets back.
+//!
+//! The same types travel as bincode frames (the `caxton` CLI) or as newline-delimited JSON (scripts);
+//! see the README's "Socket API" section for the JSON shapes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::AgentSpec;
+
+/// Run an agent once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Name of a loaded agent.
+    pub agent: String,
+    /// The user's request; fills `{{request}}` in the agent's templates.
+    pub input: String,
+    /// Extra template values (`{{name}}`), overriding the agent's `[parameters]`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Wall-clock limit for this run; capped by the agent's `[limits] timeout`.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A request on the public API socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiRequest {
+    /// Run an agent; answered by a stream of [`ApiResponse::Event`] ending in a terminal event.
+    Run(RunRequest),
+    /// List loaded agents.
+    ListAgents,
+    /// Show one loaded agent.
+    ShowAgent { name: String },
+    /// Validate an agent file's text against the running service's tools and providers.
+    ValidateAgent { file_name: String, source: String },
+    /// Service status: uptime, workers, queue, toolhost, counters.
+    Status,
+    /// Liveness and readiness.
+    Health,
+}
+
+/// A response on the public API socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiResponse {
+    Event(RunEvent),
+    Agents(Vec<AgentSummary>),
+    Agent(Box<AgentSpec>),
+    Validation(ValidationReport),
+    Status(StatusReport),
+    Health(HealthReport),
+    Error(ErrorBody),
+}
+
+/// What kind of failure an error is; scripts match on this, people read `message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was malformed or not understood.
+    BadRequest,
+    /// The peer's credentials are not allowed on this socket.
+    PermissionDenied,
+    /// The named agent (or thing) does not exist.
+    NotFound,
+    /// Every worker slot and every queue place is taken; retry later.
+    Busy,
+    /// The service is draining for shutdown and accepts no new runs.
+    ShuttingDown,
+    /// The run exceeded its wall-clock limit and its worker was killed.
+    Timeout,
+    /// The worker process died (signal, panic, non-zero exit) without finishing.
+    WorkerCrashed,
+    /// The toolhost was unreachable or failed.
+    Toolhost,
+    /// A tool call failed.
+    Tool,
+    /// The LLM provider failed.
+    Llm,
+    /// The agent's templates could not be rendered (for example a placeholder with no value).
+    Template,
+    /// A limit of the agent (`max_turns`, `max_tool_calls`) was reached before an answer.
+    LimitExceeded,
+    /// The agent definition is invalid.
+    InvalidAgent,
+    /// The client went away and the run was cancelled.
+    Cancelled,
+    /// Anything else; a bug if seen.
+    Internal,
+}
+
+/// An error with its kind and a message that says what failed, where, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorBody {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunUsage {
+    pub turns: u32,
+    pub llm_calls: u32,
+    pub tool_calls: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub wall_ms: u64,
+}
+
+/// Something that happened during a run, streamed to the client in order.
+///
+/// A run's stream always ends with exactly one terminal event: `Finished` or `Failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEvent {
+    /// A worker process was started for the run.
+    Started {
+        run_id: String,
+        agent: String,
+        worker_pid: u32,
+    },
+    /// The agent loop began turn `turn` (1-based).
+    TurnStarted { turn: u32 },
+    /// The worker asked the LLM provider for the next step.
+    LlmCall {
+        turn: u32,
+        provider: String,
+        model: String,
+    },
+    /// The LLM asked for a tool call; `arguments` is JSON text.
+    ToolCall {
+        call_id: String,
+        tool: String,
+        arguments: String,
+    },
+    /// A tool call finished; `output` is the tool's text (or the error when `ok` is false).
+    ToolResult {
+        call_id: String,
+        tool: String,
+        ok: bool,
+        output: String,
+        duration_us: u64,
+    },
+    /// Terminal: the agent answered.
+    Finished {
+        run_id: String,
+        answer: String,
+        usage: RunUsage,
+    },
+    /// Terminal: the run failed.
+    Failed { run_id: String, error: ErrorBody },
+}
+
+impl RunEvent {
+    /// True for the event that ends a run's stream.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, RunEvent::Finished { .. } | RunEvent::Failed { .. })
+    }
+}
+
+/// One line of `caxton agent list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+    pub tools: Vec<String>,
+    pub provider: String,
+    pub source: String,
+}
+
+/// A problem found in an agent file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based line and column; 0 when the problem has no position (for example an unreadable file).
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )?;
+        } else {
+            write!(f, "{}: {}", self.file, self.message)?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of validating an agent file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationReport {
+    /// The agent's name when the file is valid.
+    pub agent: Option<String>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A worker process currently running a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub run_id: String,
+    pub agent: String,
+    pub pid: u32,
+    pub age_ms: u64,
+}
+
+/// State of a supervised child service (the toolhost).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Starting,
+    Running { pid: u32, since_ms: u64 },
+    Restarting { attempt: u32, last_exit: String },
+    Stopped,
+}
+
+/// Cumulative counters since the service started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub runs_started: u64,
+    pub runs_finished: u64,
+    pub runs_failed: u64,
+    pub runs_timed_out: u64,
+    pub workers_crashed: u64,
+    pub busy_rejections: u64,
+    pub toolhost_restarts: u64,
+    pub connections_rejected: u64,
+}
+
+/// `caxton status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub agents: u32,
+    pub workers: Vec<WorkerInfo>,
+    pub max_workers: u32,
+    pub queue_depth: u32,
+    pub queue_capacity: u32,
+    pub toolhost: ServiceState,
+    pub draining: bool,
+    pub counters: Counters,
+}
+
+/// `caxton health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// The process answers.
+    pub live: bool,
+    /// Runs can be served right now (toolhost up, not draining).
+    pub ready: bool,
+    pub detail: String,
+}

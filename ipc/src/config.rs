@@ -1,0 +1,250 @@
+//! The server configuration file (`caxton.toml`), read by the supervisor and by the toolhost.
+//!
+//! Every section has defaults, so `caxton serve` runs with no file at all. Unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default cap on concurrently running workers.
+pub const DEFAULT_MAX_WORKERS: u32 = 16;
+/// Default number of runs that may wait for a worker slot before new ones get "busy".
+pub const DEFAULT_QUEUE_CAPACITY: u32 = 64;
+/// Default wall-clock limit of one run when neither the agent nor the request sets one.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time SIGTERM gives in-flight runs before their workers are killed.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default per tool call deadline.
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bytes of a child's stderr kept for error messages.
+pub const DEFAULT_STDERR_TAIL: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// `caxton.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the sockets live. Default: `$CAXTON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/caxton`,
+    /// else `/tmp/caxton-$UID`.
+    pub runtime_dir: Option<PathBuf>,
+    /// Directory of agent TOML files. Default: `./agents`.
+    pub agents_dir: Option<PathBuf>,
+    pub api: ApiConfig,
+    pub workers: WorkersConfig,
+    pub toolhost: ToolhostConfig,
+    /// LLM providers by name. A `scripted` provider with the built-in rules always exists
+    /// unless one with that name is configured here.
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// File mode of `api.sock`, as an octal string.
+    pub socket_mode: String,
+    /// Group owning `api.sock` (name or numeric gid); default: the server's group.
+    pub socket_group: Option<String>,
+    /// Uids allowed to connect besides the server's own uid and root.
+    pub allowed_uids: Vec<u32>,
+    /// Gids whose members may connect (checked against the peer's primary gid).
+    pub allowed_gids: Vec<u32>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket_mode: "0660".into(),
+            socket_group: None,
+            allowed_uids: vec![],
+            allowed_gids: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    pub max_concurrent: u32,
+    pub queue_capacity: u32,
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Path of `caxton-worker`; default: next to the `caxton` binary.
+    pub binary: Option<PathBuf>,
+    pub stderr_tail_bytes: usize,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            max_concurrent: DEFAULT_MAX_WORKERS,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            default_timeout: DEFAULT_RUN_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            binary: None,
+            stderr_tail_bytes: DEFAULT_STDERR_TAIL,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolhostConfig {
+    /// Path of `caxton-toolhost`; default: next to the `caxton` binary.
+    pub binary: Option<PathBuf>,
+    /// Default deadline of one tool call (an agent's `[limits] tool_timeout` may lower it).
+    #[serde(with = "humantime_serde")]
+    pub tool_timeout: Duration,
+    /// Extra directory of `*.wasm` tool servers, loaded besides the built-in ones.
+    pub tools_dir: Option<PathBuf>,
+}
+
+impl Default for ToolhostConfig {
+    fn default() -> Self {
+        ToolhostConfig {
+            binary: None,
+            tool_timeout: DEFAULT_TOOL_TIMEOUT,
+            tools_dir: None,
+        }
+    }
+}
+
+/// One LLM provider.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    /// Deterministic replies from a rule file, for tests, demos and reproducible agent checks.
+    Scripted {
+        /// Rule file; default: the built-in rules.
+        rules: Option<PathBuf>,
+    },
+}
+
+impl ProviderConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Scripted { .. } => "scripted",
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads and checks a config file. Relative paths inside it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: ServerConfig = toml_from_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut cfg.runtime_dir);
+        fix(&mut cfg.agents_dir);
+        fix(&mut cfg.workers.binary);
+        fix(&mut cfg.toolhost.binary);
+        fix(&mut cfg.toolhost.tools_dir);
+        for p in cfg.providers.values_mut() {
+            match p {
+                ProviderConfig::Scripted { rules } => fix(rules),
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The runtime directory in effect.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.runtime_dir.clone().unwrap_or_else(default_runtime_dir)
+    }
+
+    /// The agents directory in effect.
+    pub fn agents_dir(&self) -> PathBuf {
+        self.agents_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("agents"))
+    }
+
+    /// Providers in effect: the configured ones plus the built-in `scripted` one.
+    pub fn providers(&self) -> BTreeMap<String, ProviderConfig> {
+        let mut all = self.providers.clone();
+        all.entry("scripted".into())
+            .or_insert(ProviderConfig::Scripted { rules: None });
+        all
+    }
+}
+
+fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+/// `$CAXTON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/caxton`, else `/tmp/caxton-$UID`.
+pub fn default_runtime_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAXTON_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("caxton");
+    }
+    PathBuf::from(format!("/tmp/caxton-{}", nix::unistd::getuid()))
+}
+
+/// The public socket path for a runtime directory.
+pub fn api_socket_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("api.sock")
+}
+
+/// The private directory (mode 0700) holding internal sockets.
+pub fn private_dir(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("private")
+}
+
+/// Default socket path for clients: `$CAXTON_SOCKET` is handled by the CLI; this is the fallback.
+pub fn default_api_socket() -> PathBuf {
+    api_socket_path(&default_runtime_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_has_defaults() {
+        let cfg: ServerConfig = toml_from_str("").unwrap();
+        assert_eq!(cfg.workers.max_concurrent, DEFAULT_MAX_WORKERS);
+        assert_eq!(cfg.api.socket_mode, "0660");
+        assert!(cfg.providers().contains_key("scripted"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_position() {
+        let err = toml_from_str::<ServerConfig>("[workers]\nmax_concurent = 3\n").unwrap_err();
+        assert!(err.contains("max_concurent"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let cfg: ServerConfig = toml_from_str("[workers]\ndefault_timeout = \"1m 30s\"\n").unwrap();
+        assert_eq!(cfg.workers.default_timeout, Duration::from_secs(90));
+    }
+}

@@ -1,0 +1,396 @@
+//! The frame format: a fixed 12-byte header (magic, protocol version, payload length) and a
+//! bincode payload, with sync and async readers that check the length before allocating.
+//!
+//! ```text
+//! offset 0  4 bytes  magic  b"CXTN"
+//! offset 4  2 bytes  protocol version, big endian
+//! offset 6  2 bytes  reserved, zero
+//! offset 8  4 bytes  payload length, big endian (at most the reader's maximum)
+//! offset 12 ...      payload: bincode 2 (standard config) of the message
+//! ```
+
+use std::io::{self, Read, Write};
+
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The first four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"CXTN";
+/// Version of the wire protocol; bump on any incompatible change to a type in this crate.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Size of the fixed frame header.
+pub const HEADER_LEN: usize = 12;
+/// Largest payload any Caxton process accepts by default (8 MiB). Checked before allocating.
+pub const MAX_FRAME_LEN: u32 = 8 * 1024 * 1024;
+
+/// What can go wrong reading or writing a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The buffer holds only part of a frame; `needed` more bytes are required at least.
+    #[error("incomplete frame: {needed} more bytes needed")]
+    Incomplete { needed: usize },
+    /// The peer closed the connection cleanly at a frame boundary.
+    #[error("connection closed by peer")]
+    Closed,
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({got} of {expected} bytes)")]
+    Truncated { got: usize, expected: usize },
+    /// The announced payload is larger than this reader accepts.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: u32, max: u32 },
+    /// The first bytes are not a Caxton frame.
+    #[error(
+        "bad frame magic {found:02x?} (expected {MAGIC:02x?}): the peer does not speak the Caxton protocol"
+    )]
+    BadMagic { found: [u8; 4] },
+    /// The peer speaks another protocol version.
+    #[error(
+        "protocol version mismatch: this side speaks v{ours}, the peer speaks v{theirs}; run matching Caxton binaries"
+    )]
+    VersionMismatch { ours: u16, theirs: u16 },
+    /// The payload is not a valid message of the expected type.
+    #[error("malformed frame payload")]
+    Decode(#[source] bincode::error::DecodeError),
+    /// The message could not be encoded.
+    #[error("cannot encode message")]
+    Encode(#[source] bincode::error::EncodeError),
+    /// The message is too large to send.
+    #[error("message of {len} bytes exceeds the {max}-byte frame limit")]
+    MessageTooLarge { len: usize, max: u32 },
+    /// Reading or writing the stream failed.
+    #[error("i/o error on the connection")]
+    Io(#[source] io::Error),
+}
+
+impl FrameError {
+    /// True when the peer simply went away (clean close, truncation, reset or broken pipe).
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            FrameError::Closed | FrameError::Truncated { .. } => true,
+            FrameError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub version: u16,
+    pub len: u32,
+}
+
+impl Header {
+    /// Parses and checks a header: magic first, then version, then the length against `max`.
+    pub fn parse(bytes: &[u8; HEADER_LEN], max: u32) -> Result<Header, FrameError> {
+        let mut found = [0u8; 4];
+        found.copy_from_slice(&bytes[0..4]);
+        if found != MAGIC {
+            return Err(FrameError::BadMagic { found });
+        }
+        let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+        if version != PROTOCOL_VERSION {
+            return Err(FrameError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: version,
+            });
+        }
+        let len = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if len > max {
+            return Err(FrameError::TooLarge { len, max });
+        }
+        Ok(Header { version, len })
+    }
+
+    fn encode(len: u32) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..4].copy_from_slice(&MAGIC);
+        h[4..6].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        h[8..12].copy_from_slice(&len.to_be_bytes());
+        h
+    }
+}
+
+/// Encodes `msg` as one complete frame (header and payload).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![0u8; HEADER_LEN];
+    bincode::serde::encode_into_std_write(msg, &mut out, config()).map_err(FrameError::Encode)?;
+    let len = out.len() - HEADER_LEN;
+    let len32 = u32::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_FRAME_LEN)
+        .ok_or(FrameError::MessageTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        })?;
+    out[..HEADER_LEN].copy_from_slice(&Header::encode(len32));
+    Ok(out)
+}
+
+/// Decodes one frame from the front of `buf`, returning the message and the bytes consumed.
+///
+/// Tells "not enough bytes yet" ([`FrameError::Incomplete`]) from "bad bytes" (every other error),
+/// so a caller with its own buffer can wait for more data on the first and drop the peer on the rest.
+pub fn decode<T: DeserializeOwned>(buf: &[u8], max: u32) -> Result<(T, usize), FrameError> {
+    let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
+        // Check the magic early so garbage is rejected without waiting for 12 bytes.
+        let n = buf.len().min(4);
+        if buf[..n] != MAGIC[..n] {
+            let mut found = [0u8; 4];
+            found[..n].copy_from_slice(&buf[..n]);
+            return Err(FrameError::BadMagic { found });
+        }
+        return Err(FrameError::Incomplete {
+            needed: HEADER_LEN - buf.len(),
+        });
+    };
+    let header = Header::parse(head, max)?;
+    let total = HEADER_LEN + header.len as usize;
+    if buf.len() < total {
+        return Err(FrameError::Incomplete {
+            needed: total - buf.len(),
+        });
+    }
+    let msg = decode_payload(&buf[HEADER_LEN..total])?;
+    Ok((msg, total))
+}
+
+fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    let (msg, used) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(FrameError::Decode)?;
+    if used != payload.len() {
+        return Err(FrameError::Decode(
+            bincode::error::DecodeError::OtherString(format!(
+                "{} trailing bytes after the message",
+                payload.len() - used
+            )),
+        ));
+    }
+    Ok(msg)
+}
+
+/// Fills `buf` from `r`, telling a clean close before the first byte from a truncation.
+fn read_exact_or_close(
+    r: &mut impl Read,
+    buf: &mut [u8],
+    at_boundary: bool,
+) -> Result<(), FrameError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 && at_boundary => return Err(FrameError::Closed),
+            Ok(0) => {
+                return Err(FrameError::Truncated {
+                    got,
+                    expected: buf.len(),
+                });
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one frame from a blocking stream.
+pub fn read_sync<T: DeserializeOwned>(r: &mut impl Read, max: u32) -> Result<T, FrameError> {
+    let mut head = [0u8; HEADER_LEN];
+    read_exact_or_close(r, &mut head, true)?;
+    let header = Header::parse(&head, max)?;
+    let mut payload = vec![0u8; header.len as usize];
+    read_exact_or_close(r, &mut payload, false)?;
+    decode_payload(&payload)
+}
+
+/// Writes one frame to a blocking stream and flushes it.
+pub fn write_sync<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    let bytes = encode(msg)?;
+    w.write_all(&bytes).map_err(FrameError::Io)?;
+    w.flush().map_err(FrameError::Io)
+}
+
+async fn read_exact_or_close_async(
+    r: &mut (impl AsyncRead + Unpin),
+    buf: &mut [u8],
+    at_boundary: bool,
+) -> Result<(), FrameError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]).await {
+            Ok(0) if got == 0 && at_boundary => return Err(FrameError::Closed),
+            Ok(0) => {
+                return Err(FrameError::Truncated {
+                    got,
+                    expected: buf.len(),
+                });
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one frame from an async stream.
+pub async fn read_async<T: DeserializeOwned>(
+    r: &mut (impl AsyncRead + Unpin),
+    max: u32,
+) -> Result<T, FrameError> {
+    let mut head = [0u8; HEADER_LEN];
+    read_exact_or_close_async(r, &mut head, true).await?;
+    read_after_header_async(r, &head, max).await
+}
+
+/// Reads the rest of a frame whose header has already been read (used after protocol sniffing).
+pub async fn read_after_header_async<T: DeserializeOwned>(
+    r: &mut (impl AsyncRead + Unpin),
+    head: &[u8; HEADER_LEN],
+    max: u32,
+) -> Result<T, FrameError> {
+    let header = Header::parse(head, max)?;
+    let mut payload = vec![0u8; header.len as usize];
+    read_exact_or_close_async(r, &mut payload, false).await?;
+    decode_payload(&payload)
+}
+
+/// Writes one frame to an async stream and flushes it.
+pub async fn write_async<T: Serialize>(
+    w: &mut (impl AsyncWrite + Unpin),
+    msg: &T,
+) -> Result<(), FrameError> {
+    let bytes = encode(msg)?;
+    w.write_all(&bytes).await.map_err(FrameError::Io)?;
+    w.flush().await.map_err(FrameError::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::{Hello, Role};
+
+    #[test]
+    fn golden_bytes_of_a_hello_frame() {
+        let hello = Hello {
+            role: Role::Cli,
+            protocol: PROTOCOL_VERSION,
+            software: "t".into(),
+            pid: 7,
+        };
+        let bytes = encode(&hello).unwrap();
+        // header: magic, v1, reserved, len=5; payload: role variant 0, protocol 1, "t", pid 7.
+        assert_eq!(
+            bytes,
+            [
+                b'C', b'X', b'T', b'N', 0, 1, 0, 0, 0, 0, 0, 5, 0, 1, 1, b't', 7
+            ]
+        );
+        let (back, used): (Hello, usize) = decode(&bytes, MAX_FRAME_LEN).unwrap();
+        assert_eq!(back, hello);
+        assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn golden_bytes_of_a_run_request() {
+        use crate::api::{ApiRequest, RunRequest};
+        let req = ApiRequest::Run(RunRequest {
+            agent: "a".into(),
+            input: "hi".into(),
+            vars: [("k".to_string(), "v".to_string())].into(),
+            timeout_ms: Some(300),
+        });
+        let bytes = encode(&req).unwrap();
+        assert_eq!(
+            &bytes[HEADER_LEN..],
+            // variant 0 (Run), "a", "hi", map len 1, "k", "v", Some, 300 as varint (251 + u16 LE)
+            &[
+                0, 1, b'a', 2, b'h', b'i', 1, 1, b'k', 1, b'v', 1, 251, 44, 1
+            ]
+        );
+    }
+
+    #[test]
+    fn incomplete_is_told_apart_from_garbage() {
+        let bytes = encode(&"hello".to_string()).unwrap();
+        for cut in 1..bytes.len() {
+            match decode::<String>(&bytes[..cut], MAX_FRAME_LEN) {
+                Err(FrameError::Incomplete { needed }) => assert!(needed > 0),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            decode::<String>(b"GET / HTTP/1.1\r\n", MAX_FRAME_LEN),
+            Err(FrameError::BadMagic { .. })
+        ));
+        assert!(matches!(
+            decode::<String>(b"G", MAX_FRAME_LEN),
+            Err(FrameError::BadMagic { .. })
+        ));
+    }
+
+    #[test]
+    fn huge_length_is_rejected_before_allocating() {
+        let mut head = Header::encode(u32::MAX);
+        head[4..6].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        let err = read_sync::<String>(&mut &head[..], MAX_FRAME_LEN).unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooLarge { len: u32::MAX, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn version_mismatch_is_named() {
+        let mut bytes = encode(&1u8).unwrap();
+        bytes[5] = 9;
+        let err = read_sync::<u8>(&mut &bytes[..], MAX_FRAME_LEN).unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::VersionMismatch { ours: 1, theirs: 9 }
+        ));
+        assert!(err.to_string().contains("v9"));
+    }
+
+    #[test]
+    fn truncated_and_closed_are_distinct() {
+        let bytes = encode(&"abc".to_string()).unwrap();
+        let err = read_sync::<String>(&mut &bytes[..bytes.len() - 1], MAX_FRAME_LEN).unwrap_err();
+        assert!(matches!(err, FrameError::Truncated { .. }));
+        let err = read_sync::<String>(&mut &[][..], MAX_FRAME_LEN).unwrap_err();
+        assert!(matches!(err, FrameError::Closed));
+    }
+
+    #[test]
+    fn trailing_bytes_are_a_decode_error() {
+        let mut bytes = encode(&1u8).unwrap();
+        bytes.push(0);
+        bytes[11] = 2;
+        assert!(matches!(
+            decode::<u8>(&bytes, MAX_FRAME_LEN),
+            Err(FrameError::Decode(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn async_round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        write_async(&mut a, &vec![1u32, 2, 3]).await.unwrap();
+        let v: Vec<u32> = read_async(&mut b, MAX_FRAME_LEN).await.unwrap();
+        assert_eq!(v, vec![1, 2, 3]);
+        drop(a);
+        assert!(matches!(
+            read_async::<u8>(&mut b, MAX_FRAME_LEN).await,
+            Err(FrameError::Closed)
+        ));
+    }
+}

@@ -1,0 +1,586 @@
+//! The `caxton` command line: `serve`, `agent run|list|show|validate`, `status`, `health`.
+//!
+//! Exit codes (also in the README): 0 success; 1 the run or the check failed; 2 usage error;
+//! 3 no daemon reachable; 4 busy or shutting down (retry later); 5 the run timed out.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use caxton_ipc::api::{
+    ApiRequest, ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, ServiceState,
+};
+use caxton_ipc::config::{self, ServerConfig};
+use caxton_ipc::toolhost::Catalog;
+use clap::{Parser, Subcommand};
+
+use crate::agent_file::{self, ValidationContext};
+use crate::client::{Client, ClientError};
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the run failed, the agent is invalid, or the thing asked for does not exist.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status: bad command line (clap uses it too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: no daemon reachable on the socket.
+pub const EXIT_NO_DAEMON: u8 = 3;
+/// Exit status: the daemon is busy or shutting down; retry later.
+pub const EXIT_BUSY: u8 = 4;
+/// Exit status: the run hit its wall-clock limit.
+pub const EXIT_TIMEOUT: u8 = 5;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "caxton",
+    version,
+    about = "Caxton: run configuration-defined agents with sandboxed WASM tools"
+)]
+struct Cli {
+    /// Path of the daemon's API socket [default: $CAXTON_RUNTIME_DIR/api.sock, else $XDG_RUNTIME_DIR/caxton/api.sock, else /tmp/caxton-$UID/api.sock]
+    #[arg(long, global = true, env = "CAXTON_SOCKET")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the supervisor) in the foreground.
+    Serve {
+        /// Server configuration file (TOML); without it the built-in defaults apply.
+        #[arg(long, env = "CAXTON_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run, list, show and validate agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Show uptime, running workers, queue, toolhost state and counters.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the daemon is live and ready (exit 0 when ready).
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Run an agent once and print its answer (progress goes to stderr).
+    Run {
+        /// Name of a loaded agent (see `caxton agent list`).
+        name: String,
+        /// The request; fills {{request}} in the agent's prompt template.
+        #[arg(long)]
+        input: String,
+        /// Extra template value, repeatable: --var context="Q3 sales".
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Print every event as one JSON line on stdout (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Wall-clock limit for this run (for example 30s); capped by the agent's own limit.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// List the loaded agents.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a loaded agent's definition.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate an agent file. Works offline (no daemon needed): tools and providers are checked
+    /// against what `caxton-toolhost` offers with the given config.
+    Validate {
+        file: PathBuf,
+        /// Server configuration whose tools and providers the agent is checked against.
+        #[arg(long, env = "CAXTON_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}` has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Entry point of the `caxton` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(config::default_api_socket);
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Agent { command } => agent(command, &socket),
+        Command::Status { json } => status(&socket, json),
+        Command::Health { json } => health(&socket, json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = match e.downcast_ref::<ClientError>() {
+                Some(ClientError::NoDaemon { .. })
+                | Some(ClientError::PermissionDenied { .. })
+                | Some(ClientError::Connect { .. }) => EXIT_NO_DAEMON,
+                _ => EXIT_FAILED,
+            };
+            eprintln!("caxton: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> anyhow::Result<u8> {
+    let config = match &config_path {
+        Some(p) => ServerConfig::load(p)?,
+        None => ServerConfig::default(),
+    };
+    init_tracing();
+    let config_path = config_path.map(|p| std::path::absolute(&p).unwrap_or(p));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(crate::serve(config, config_path))
+        .map_err(|e| {
+            tracing::error!(
+                error = format!(
+                    "{:#}",
+                    anyhow::Error::from(ErrorChain(e.to_string(), source_chain(&e)))
+                ),
+                "caxton serve failed"
+            );
+            anyhow::anyhow!("{}", ErrorChain(e.to_string(), source_chain(&e)))
+        })?;
+    Ok(EXIT_OK)
+}
+
+#[derive(Debug)]
+struct ErrorChain(String, String);
+
+impl std::fmt::Display for ErrorChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
+    }
+}
+
+impl std::error::Error for ErrorChain {}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// Logs: readable text on a terminal, JSON otherwise (`CAXTON_LOG_FORMAT=text|json` overrides);
+/// level from `CAXTON_LOG` (default `info`).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match std::env::var("CAXTON_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
+    match command {
+        AgentCommand::Run {
+            name,
+            input,
+            vars,
+            json,
+            timeout,
+        } => {
+            let req = RunRequest {
+                agent: name,
+                input,
+                vars: vars.into_iter().collect(),
+                timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            };
+            run(socket, req, json)
+        }
+        AgentCommand::List { json } => {
+            let resp = Client::connect(socket)?.call(&ApiRequest::ListAgents)?;
+            match resp {
+                ApiResponse::Agents(agents) if json => print_json(&agents),
+                ApiResponse::Agents(agents) => {
+                    if agents.is_empty() {
+                        println!("no agents loaded (the daemon logs the files it skipped)");
+                    }
+                    for a in agents {
+                        let tools = if a.tools.is_empty() {
+                            "-".to_string()
+                        } else {
+                            a.tools.join(",")
+                        };
+                        println!(
+                            "{:<20} {:<8} {:<10} tools={:<24} {}",
+                            a.name, a.version, a.provider, tools, a.description
+                        );
+                    }
+                    Ok(EXIT_OK)
+                }
+                other => unexpected(other),
+            }
+        }
+        AgentCommand::Show { name, json } => {
+            let resp = Client::connect(socket)?.call(&ApiRequest::ShowAgent { name })?;
+            match resp {
+                ApiResponse::Agent(a) if json => print_json(&a),
+                ApiResponse::Agent(a) => {
+                    println!("name:        {} {}", a.name, a.version);
+                    println!("description: {}", a.description);
+                    println!("source:      {}", a.source);
+                    println!("capabilities: {}", a.capabilities.join(", "));
+                    println!("tools:       {}", a.tools.join(", "));
+                    println!(
+                        "llm:         provider={} model={}",
+                        a.llm.provider,
+                        a.llm.model.as_deref().unwrap_or("(provider default)")
+                    );
+                    println!(
+                        "limits:      max_turns={} max_tool_calls={} timeout={}ms tool_timeout={}ms",
+                        a.limits.max_turns,
+                        a.limits.max_tool_calls,
+                        a.limits.timeout_ms,
+                        a.limits.tool_timeout_ms
+                    );
+                    for (k, v) in &a.parameters {
+                        println!("parameter:   {k} = {v}");
+                    }
+                    println!(
+                        "\nsystem_prompt:\n{}\n\nuser_prompt_template:\n{}",
+                        a.system_prompt.trim_end(),
+                        a.user_prompt_template.trim_end()
+                    );
+                    Ok(EXIT_OK)
+                }
+                ApiResponse::Error(e) => error_exit(&e),
+                other => unexpected(other),
+            }
+        }
+        AgentCommand::Validate { file, config, json } => validate(&file, config.as_deref(), json),
+    }
+}
+
+fn run(socket: &Path, req: RunRequest, json: bool) -> anyhow::Result<u8> {
+    let mut client = Client::connect(socket)?;
+    client.send(&ApiRequest::Run(req))?;
+    let mut err = std::io::stderr();
+    loop {
+        let resp = client.recv()?;
+        if json {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&caxton_ipc::json::to_line(&resp))?;
+            out.flush()?;
+        }
+        let event = match resp {
+            ApiResponse::Event(e) => e,
+            ApiResponse::Error(e) => {
+                if !json {
+                    eprintln!("caxton: {}", e.message);
+                }
+                return Ok(exit_for(e.kind));
+            }
+            other => return unexpected(other),
+        };
+        if json {
+            match &event {
+                RunEvent::Finished { .. } => return Ok(EXIT_OK),
+                RunEvent::Failed { error, .. } => return Ok(exit_for(error.kind)),
+                _ => continue,
+            }
+        }
+        match event {
+            RunEvent::Started {
+                run_id,
+                agent,
+                worker_pid,
+            } => {
+                let _ = writeln!(err, "▶ {agent}: run {run_id} in worker pid {worker_pid}");
+            }
+            RunEvent::TurnStarted { .. } => {}
+            RunEvent::LlmCall {
+                turn,
+                provider,
+                model,
+            } => {
+                let model = if model.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({model})")
+                };
+                let _ = writeln!(err, "  turn {turn}: asking {provider}{model}");
+            }
+            RunEvent::ToolCall {
+                tool, arguments, ..
+            } => {
+                let _ = writeln!(err, "  tool {tool} {arguments}");
+            }
+            RunEvent::ToolResult {
+                ok,
+                output,
+                duration_us,
+                ..
+            } => {
+                let mark = if ok { "→" } else { "✗" };
+                let _ = writeln!(
+                    err,
+                    "    {mark} {} ({:.1} ms)",
+                    one_line(&output, 200),
+                    duration_us as f64 / 1000.0
+                );
+            }
+            RunEvent::Finished { answer, usage, .. } => {
+                println!("{answer}");
+                let _ = writeln!(
+                    err,
+                    "✓ done in {} ms: {} turns, {} LLM calls, {} tool calls, {}+{} tokens",
+                    usage.wall_ms,
+                    usage.turns,
+                    usage.llm_calls,
+                    usage.tool_calls,
+                    usage.prompt_tokens,
+                    usage.completion_tokens
+                );
+                return Ok(EXIT_OK);
+            }
+            RunEvent::Failed { error, .. } => {
+                let _ = writeln!(err, "✗ {}", error.message);
+                return Ok(exit_for(error.kind));
+            }
+        }
+    }
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let flat = s.replace('\n', " ⏎ ");
+    match flat.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
+}
+
+fn exit_for(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Busy | ErrorKind::ShuttingDown => EXIT_BUSY,
+        ErrorKind::Timeout => EXIT_TIMEOUT,
+        _ => EXIT_FAILED,
+    }
+}
+
+fn error_exit(e: &ErrorBody) -> anyhow::Result<u8> {
+    eprintln!("caxton: {}", e.message);
+    Ok(exit_for(e.kind))
+}
+
+fn unexpected(resp: ApiResponse) -> anyhow::Result<u8> {
+    match resp {
+        ApiResponse::Error(e) => error_exit(&e),
+        other => anyhow::bail!("unexpected response from the daemon: {other:?}"),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<u8> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(EXIT_OK)
+}
+
+fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
+    let resp = Client::connect(socket)?.call(&ApiRequest::Status)?;
+    let ApiResponse::Status(s) = resp else {
+        return unexpected(resp);
+    };
+    if json {
+        return print_json(&s);
+    }
+    let toolhost = match &s.toolhost {
+        ServiceState::Running { pid, .. } => format!("running (pid {pid})"),
+        ServiceState::Restarting { attempt, last_exit } => {
+            format!("restarting (attempt {attempt}; it {last_exit})")
+        }
+        ServiceState::Starting => "starting".into(),
+        ServiceState::Stopped => "stopped".into(),
+    };
+    println!(
+        "caxton {} pid {}, up {}s{}",
+        s.version,
+        s.pid,
+        s.uptime_ms / 1000,
+        if s.draining { ", DRAINING" } else { "" }
+    );
+    println!("agents:   {}", s.agents);
+    println!("toolhost: {toolhost}");
+    println!(
+        "workers:  {} running of {} max; queue {}/{}",
+        s.workers.len(),
+        s.max_workers,
+        s.queue_depth,
+        s.queue_capacity
+    );
+    for w in &s.workers {
+        println!(
+            "  pid {:<8} {:<20} {} ({} ms)",
+            w.pid, w.agent, w.run_id, w.age_ms
+        );
+    }
+    let c = &s.counters;
+    println!(
+        "runs:     {} started, {} finished, {} failed ({} timed out, {} worker crashes), {} busy rejections; toolhost restarts {}",
+        c.runs_started,
+        c.runs_finished,
+        c.runs_failed,
+        c.runs_timed_out,
+        c.workers_crashed,
+        c.busy_rejections,
+        c.toolhost_restarts
+    );
+    Ok(EXIT_OK)
+}
+
+fn health(socket: &Path, json: bool) -> anyhow::Result<u8> {
+    let resp = Client::connect(socket)?.call(&ApiRequest::Health)?;
+    let ApiResponse::Health(h) = resp else {
+        return unexpected(resp);
+    };
+    if json {
+        print_json(&h)?;
+    } else {
+        println!(
+            "{}: {}",
+            if h.ready { "ready" } else { "not ready" },
+            h.detail
+        );
+    }
+    Ok(if h.ready { EXIT_OK } else { EXIT_BUSY })
+}
+
+/// Offline validation: the catalog comes from running `caxton-toolhost catalog` with the config.
+fn validate(file: &Path, config_path: Option<&Path>, json: bool) -> anyhow::Result<u8> {
+    let config = match config_path {
+        Some(p) => ServerConfig::load(p)?,
+        None => ServerConfig::default(),
+    };
+    let (catalog, warning) = match offline_catalog(&config, config_path) {
+        Ok(c) => (Some(c), None),
+        Err(e) => (
+            None,
+            Some(format!("tools and providers were not checked: {e:#}")),
+        ),
+    };
+    let ctx = ValidationContext {
+        catalog: catalog.as_ref(),
+        default_timeout: config.workers.default_timeout,
+        default_tool_timeout: config.toolhost.tool_timeout,
+    };
+    let result = agent_file::load_file(file, &ctx);
+    if json {
+        let report = match &result {
+            Ok(a) => caxton_ipc::api::ValidationReport {
+                agent: Some(a.name.clone()),
+                diagnostics: vec![],
+            },
+            Err(d) => caxton_ipc::api::ValidationReport {
+                agent: None,
+                diagnostics: d.clone(),
+            },
+        };
+        print_json(&report)?;
+    } else {
+        if let Some(w) = &warning {
+            eprintln!("warning: {w}");
+        }
+        match &result {
+            Ok(a) => println!(
+                "{}: ok: agent `{}` ({} tools, provider {})",
+                file.display(),
+                a.name,
+                a.tools.len(),
+                a.llm.provider
+            ),
+            Err(diags) => {
+                for d in diags {
+                    eprintln!("error: {d}");
+                }
+            }
+        }
+    }
+    Ok(if result.is_ok() { EXIT_OK } else { EXIT_FAILED })
+}
+
+fn offline_catalog(config: &ServerConfig, config_path: Option<&Path>) -> anyhow::Result<Catalog> {
+    let program = config
+        .toolhost
+        .binary
+        .clone()
+        .unwrap_or_else(|| crate::spawn::sibling_binary("caxton-toolhost"));
+    let mut spec =
+        crate::spawn::ChildSpec::new(program, config.workers.stderr_tail_bytes).arg("catalog");
+    if let Some(p) = config_path {
+        spec = spec.arg("--config").arg(p);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut child = crate::spawn::spawn(&spec)?;
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            tokio::time::timeout(crate::toolhost::READY_TIMEOUT, stdout.read_to_end(&mut out))
+                .await
+                .context("caxton-toolhost catalog timed out")??;
+        }
+        let status = child.wait().await?;
+        if !status.success() {
+            let stderr = child.stderr_tail().await;
+            anyhow::bail!(
+                "`{}` {}: {stderr}",
+                child.command,
+                crate::spawn::describe_exit(&status)
+            );
+        }
+        Ok(
+            serde_json::from_slice(&out)
+                .context("caxton-toolhost printed an unreadable catalog")?,
+        )
+    })
+}

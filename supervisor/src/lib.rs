@@ -1,0 +1,269 @@
+//! `caxton`: the supervisor daemon (`caxton serve`) and the command-line client, as a library the
+//! tests can drive. The binary (`main.rs`) only calls [`cli::main`].
+//!
+//! The supervisor owns the public API socket, the agent registry, the request queue and worker
+//! limits, and supervises `caxton-toolhost`. It never runs tool code or calls an LLM: each run
+//! happens in a fresh `caxton-worker` process.
+
+pub mod agent_file;
+pub mod cli;
+pub mod client;
+pub mod registry;
+pub mod runs;
+pub mod server;
+pub mod service;
+pub mod signals;
+pub mod spawn;
+pub mod toolhost;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use caxton_ipc::config::{self, ServerConfig};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::Signal;
+use tokio::sync::{Semaphore, watch};
+
+use crate::registry::Registry;
+use crate::service::{Service, Stats};
+use crate::signals::Request;
+
+/// Why `caxton serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot prepare the runtime directory {path}")]
+    RuntimeDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another caxton serve ({holder}) owns {path}; stop it first, or give this one another runtime_dir"
+    )]
+    AlreadyRunning { path: PathBuf, holder: String },
+    #[error("cannot bind the API socket {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid [api] socket_mode `{0}`: expected an octal mode such as \"0660\"")]
+    SocketMode(String),
+    #[error("invalid [api] socket_group `{0}`: no such group")]
+    SocketGroup(String),
+    #[error("cannot start the toolhost")]
+    Toolhost(#[from] toolhost::ToolhostError),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Time in-flight runs get after the drain deadline to report their cancellation.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the daemon until SIGTERM/SIGINT (drain) or a second one (immediate).
+pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result<(), ServeError> {
+    let runtime_dir = config.runtime_dir();
+    let dir_err = |source| ServeError::RuntimeDir {
+        path: runtime_dir.clone(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&runtime_dir)
+        .map_err(dir_err)?;
+    let _lock = lock_runtime_dir(&runtime_dir)?;
+    let private = config::private_dir(&runtime_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&private)
+        .map_err(dir_err)?;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+    let api_path = config::api_socket_path(&runtime_dir);
+    // We hold the lock, so a socket file left here belongs to a dead instance.
+    remove_if_exists(&api_path).map_err(dir_err)?;
+    let mode = parse_mode(&config.api.socket_mode)?;
+    let signals = signals::listen().map_err(ServeError::Signals)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let toolhost_binary = config
+        .toolhost
+        .binary
+        .clone()
+        .unwrap_or_else(|| spawn::sibling_binary("caxton-toolhost"));
+    let (toolhost, toolhost_task) = toolhost::Toolhost::start(
+        toolhost_binary,
+        config_path.as_deref(),
+        private.join("toolhost.sock"),
+        config.workers.stderr_tail_bytes,
+        stop_rx.clone(),
+    )
+    .await?;
+    let worker_binary = config
+        .workers
+        .binary
+        .clone()
+        .unwrap_or_else(|| spawn::sibling_binary("caxton-worker"));
+    let svc = Arc::new(Service {
+        slots: Arc::new(Semaphore::new(config.workers.max_concurrent.max(1) as usize)),
+        config,
+        config_path,
+        worker_binary,
+        registry: RwLock::new(Arc::new(Registry::default())),
+        toolhost,
+        queued: AtomicUsize::new(0),
+        running: Mutex::new(Default::default()),
+        in_flight: watch::channel(0).0,
+        draining: AtomicBool::new(false),
+        aborting: AtomicBool::new(false),
+        stats: Stats::default(),
+        started: Instant::now(),
+        run_seq: AtomicU64::new(0),
+    });
+    svc.reload_agents().await;
+
+    let listener =
+        tokio::net::UnixListener::bind(&api_path).map_err(|source| ServeError::Bind {
+            path: api_path.clone(),
+            source,
+        })?;
+    std::fs::set_permissions(&api_path, std::fs::Permissions::from_mode(mode)).map_err(dir_err)?;
+    if let Some(group) = &svc.config.api.socket_group {
+        let gid = resolve_group(group)?;
+        nix::unistd::chown(&api_path, None, Some(gid)).map_err(|e| dir_err(e.into()))?;
+    }
+    let accept = tokio::spawn(server::accept_loop(svc.clone(), listener, stop_rx.clone()));
+    tracing::info!(socket = %api_path.display(), pid = std::process::id(), agents = svc.registry().agents.len(), "caxton ready");
+
+    run_until_stopped(&svc, signals).await;
+
+    // Stop accepting, then drain.
+    let _ = stop_tx.send(true);
+    let _ = accept.await;
+    let _ = std::fs::remove_file(&api_path);
+    let _ =
+        tokio::time::timeout(toolhost::STOP_GRACE + Duration::from_secs(1), toolhost_task).await;
+    tracing::info!("caxton stopped");
+    Ok(())
+}
+
+/// Serves signals until a stop: SIGHUP reloads; SIGTERM/SIGINT drains within the drain deadline
+/// (a second one cuts the drain short) and then kills what is left.
+async fn run_until_stopped(
+    svc: &Service,
+    mut signals: tokio::sync::mpsc::UnboundedReceiver<Request>,
+) {
+    loop {
+        match signals.recv().await {
+            Some(Request::Reload) => {
+                tracing::info!("SIGHUP: reloading agents");
+                svc.reload_agents().await;
+            }
+            Some(Request::Stop) | None => break,
+        }
+    }
+    svc.draining.store(true, Ordering::Relaxed);
+    let deadline = svc.config.workers.drain_timeout;
+    let in_flight = *svc.in_flight.borrow();
+    tracing::info!(
+        in_flight,
+        deadline_ms = deadline.as_millis() as u64,
+        "draining: no new runs; waiting for in-flight runs"
+    );
+    let mut watch = svc.in_flight.subscribe();
+    let drained = tokio::select! {
+        r = tokio::time::timeout(deadline, watch.wait_for(|n| *n == 0)) => r.is_ok(),
+        _ = second_stop(&mut signals) => { tracing::warn!("second stop signal: stopping now"); false }
+    };
+    if !drained {
+        svc.aborting.store(true, Ordering::Relaxed);
+        let pids: Vec<u32> = svc
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|w| w.pid)
+            .collect();
+        tracing::warn!(workers = pids.len(), "killing the remaining workers");
+        for pid in pids {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let _ = tokio::time::timeout(ABORT_GRACE, watch.wait_for(|n| *n == 0)).await;
+    }
+}
+
+async fn second_stop(signals: &mut tokio::sync::mpsc::UnboundedReceiver<Request>) {
+    while let Some(r) = signals.recv().await {
+        if r == Request::Stop {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Takes the runtime directory's lock file (flock), writing our pid into it.
+fn lock_runtime_dir(dir: &Path) -> Result<Flock<File>, ServeError> {
+    let path = dir.join("caxton.lock");
+    let io_err = |source| ServeError::RuntimeDir {
+        path: path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => "pid unknown".to_string(),
+                p => format!("pid {p}"),
+            };
+            return Err(ServeError::AlreadyRunning {
+                path: dir.to_owned(),
+                holder,
+            });
+        }
+    };
+    lock.set_len(0).map_err(io_err)?;
+    lock.rewind().map_err(io_err)?;
+    write!(lock, "{}", std::process::id()).map_err(io_err)?;
+    Ok(lock)
+}
+
+fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn parse_mode(text: &str) -> Result<u32, ServeError> {
+    let digits = text.trim().trim_start_matches("0o");
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| ServeError::SocketMode(text.to_string()))
+}
+
+fn resolve_group(group: &str) -> Result<nix::unistd::Gid, ServeError> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid),
+        _ => Err(ServeError::SocketGroup(group.to_string())),
+    }
+}

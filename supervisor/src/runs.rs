@@ -1,0 +1,335 @@
+//! One agent run as the supervisor sees it: admission (slots and a bounded queue), a fresh
+//! `caxton-worker` process, relaying its events to the client, the wall-clock limit, and a clear
+//! error when the worker dies, hangs, or the client goes away.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use caxton_ipc::agent::AgentSpec;
+use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest};
+use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
+use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::worker::WorkerJob;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use crate::service::{RunningWorker, Service};
+use crate::spawn::{self, ChildSpec, ManagedChild};
+
+/// Environment a worker inherits; everything else (provider keys included) is withheld.
+pub const WORKER_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "RUST_BACKTRACE",
+    "CAXTON_LOG",
+    "CAXTON_WORKER_FAULTS",
+];
+/// Time a worker has to exit after sending its terminal event before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Counts a run in flight for the drain, from admission to the end.
+struct InFlight<'a>(&'a Service);
+
+impl<'a> InFlight<'a> {
+    fn new(svc: &'a Service) -> Self {
+        svc.in_flight.send_modify(|n| *n += 1);
+        InFlight(svc)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Takes a run out of the status table when it ends, however it ends.
+struct Registered<'a>(&'a Service, String);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
+/// Leaves the queue count when admission ends.
+struct Queued<'a>(&'a Service);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `req` and sends every response (events, or one error) to `tx`.
+pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiResponse>) {
+    if svc.draining.load(Ordering::Relaxed) {
+        let _ = tx
+            .send(ApiResponse::Error(ErrorBody::new(
+                ErrorKind::ShuttingDown,
+                "the service is shutting down and accepts no new runs",
+            )))
+            .await;
+        return;
+    }
+    let Some(agent) = svc.registry().get(&req.agent) else {
+        let _ = tx
+            .send(ApiResponse::Error(svc.unknown_agent(&req.agent)))
+            .await;
+        return;
+    };
+    let _flight = InFlight::new(&svc);
+    let limit = Duration::from_millis(
+        req.timeout_ms
+            .map_or(agent.limits.timeout_ms, |t| t.min(agent.limits.timeout_ms)),
+    );
+    let started = Instant::now();
+    let _permit = match admit(&svc, &agent, limit).await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = tx.send(ApiResponse::Error(e)).await;
+            return;
+        }
+    };
+    let run_id = new_run_id(&svc);
+    svc.stats.runs_started.fetch_add(1, Ordering::Relaxed);
+    let remaining = limit.saturating_sub(started.elapsed());
+    let terminal = drive_worker(&svc, &agent, req, &run_id, remaining, &tx).await;
+    let counter = match &terminal {
+        RunEvent::Finished { .. } => &svc.stats.runs_finished,
+        _ => &svc.stats.runs_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if let RunEvent::Failed { error, .. } = &terminal {
+        tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
+    }
+    let _ = tx.send(ApiResponse::Event(terminal)).await;
+}
+
+async fn admit(
+    svc: &Service,
+    agent: &AgentSpec,
+    limit: Duration,
+) -> Result<OwnedSemaphorePermit, ErrorBody> {
+    if let Ok(p) = svc.slots.clone().try_acquire_owned() {
+        return Ok(p);
+    }
+    let cap = svc.config.workers.queue_capacity as usize;
+    if svc.queued.fetch_add(1, Ordering::Relaxed) >= cap {
+        svc.queued.fetch_sub(1, Ordering::Relaxed);
+        svc.stats.busy_rejections.fetch_add(1, Ordering::Relaxed);
+        return Err(ErrorBody::new(
+            ErrorKind::Busy,
+            format!(
+                "busy: all {} worker slots are in use and {cap} runs are already queued; retry later, or raise [workers] max_concurrent / queue_capacity",
+                svc.config.workers.max_concurrent
+            ),
+        ));
+    }
+    let _queued = Queued(svc);
+    match tokio::time::timeout(limit, svc.slots.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(_)) => Err(ErrorBody::new(
+            ErrorKind::ShuttingDown,
+            "the service is shutting down",
+        )),
+        Err(_) => {
+            svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
+            Err(ErrorBody::new(
+                ErrorKind::Timeout,
+                format!(
+                    "agent `{}`: waited {}ms in the queue for a worker slot without getting one",
+                    agent.name,
+                    limit.as_millis()
+                ),
+            ))
+        }
+    }
+}
+
+fn new_run_id(svc: &Service) -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("run-{ms:x}-{}", svc.run_seq.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Why talking to the worker stopped before its terminal event.
+enum Broken {
+    /// The pipe broke or carried garbage: the worker died or misbehaved.
+    Worker(FrameError),
+    /// The client went away.
+    ClientGone,
+}
+
+async fn drive_worker(
+    svc: &Service,
+    agent: &Arc<AgentSpec>,
+    req: RunRequest,
+    run_id: &str,
+    limit: Duration,
+    tx: &mpsc::Sender<ApiResponse>,
+) -> RunEvent {
+    let failed = |kind, message: String| RunEvent::Failed {
+        run_id: run_id.to_string(),
+        error: ErrorBody::new(kind, message),
+    };
+    let mut spec = ChildSpec::new(&svc.worker_binary, svc.config.workers.stderr_tail_bytes);
+    spec.inherit_only = Some(WORKER_ENV);
+    let mut child = match spawn::spawn(&spec) {
+        Ok(c) => c,
+        Err(e) => {
+            return failed(
+                ErrorKind::Internal,
+                format!("agent `{}`: {e}: {}", agent.name, e.source),
+            );
+        }
+    };
+    svc.running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            run_id.to_string(),
+            RunningWorker {
+                agent: agent.name.clone(),
+                pid: child.pid,
+                started: Instant::now(),
+            },
+        );
+    let _registered = Registered(svc, run_id.to_string());
+    tracing::debug!(run = %run_id, agent = %agent.name, pid = child.pid, "worker started");
+    let started = RunEvent::Started {
+        run_id: run_id.to_string(),
+        agent: agent.name.clone(),
+        worker_pid: child.pid,
+    };
+    if tx.send(ApiResponse::Event(started)).await.is_err() {
+        let _ = child.kill_and_wait().await;
+        return failed(ErrorKind::Cancelled, "the client went away".into());
+    }
+    let job = WorkerJob {
+        run_id: run_id.to_string(),
+        agent: (**agent).clone(),
+        input: req.input,
+        vars: req.vars,
+        toolhost_socket: svc.toolhost.socket().display().to_string(),
+        deadline_ms: limit.as_millis() as u64,
+    };
+    let outcome = tokio::time::timeout(limit, talk(&mut child, &job, tx)).await;
+    match outcome {
+        Ok(Ok(terminal)) => {
+            if tokio::time::timeout(EXIT_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill_and_wait().await;
+            }
+            terminal
+        }
+        Ok(Err(Broken::ClientGone)) => {
+            let _ = child.kill_and_wait().await;
+            tracing::info!(run = %run_id, agent = %agent.name, "client went away; run cancelled and worker killed");
+            failed(
+                ErrorKind::Cancelled,
+                "the client went away; the run was cancelled".into(),
+            )
+        }
+        Ok(Err(Broken::Worker(err))) => {
+            let how = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+                Ok(Ok(status)) => spawn::describe_exit(&status),
+                Ok(Err(e)) => format!("could not be waited for ({e})"),
+                Err(_) => {
+                    let _ = child.kill_and_wait().await;
+                    format!("stopped speaking the protocol ({err}) and was killed")
+                }
+            };
+            let stderr = child.stderr_tail().await;
+            if svc.aborting.load(Ordering::Relaxed) {
+                return failed(
+                    ErrorKind::ShuttingDown,
+                    format!(
+                        "agent `{}`: the service shut down and killed the worker (pid {}) after its drain deadline",
+                        agent.name, child.pid
+                    ),
+                );
+            }
+            svc.stats.workers_crashed.fetch_add(1, Ordering::Relaxed);
+            let tail = if stderr.is_empty() {
+                String::new()
+            } else {
+                format!("; last stderr:\n{}", last_lines(&stderr, 10))
+            };
+            failed(
+                ErrorKind::WorkerCrashed,
+                format!(
+                    "agent `{}`: worker (pid {}) {how} before finishing the run{tail}",
+                    agent.name, child.pid
+                ),
+            )
+        }
+        Err(_) => {
+            let _ = child.kill_and_wait().await;
+            svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
+            failed(
+                ErrorKind::Timeout,
+                format!(
+                    "agent `{}` did not finish within {}ms (its wall-clock limit); worker pid {} was killed",
+                    agent.name,
+                    limit.as_millis(),
+                    child.pid
+                ),
+            )
+        }
+    }
+}
+
+/// Hands the job to the worker and relays its events until the terminal one, which is returned.
+async fn talk(
+    child: &mut ManagedChild,
+    job: &WorkerJob,
+    tx: &mpsc::Sender<ApiResponse>,
+) -> Result<RunEvent, Broken> {
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(Broken::Worker(FrameError::Closed));
+    };
+    frame::write_async(&mut stdin, &Hello::new(Role::Supervisor))
+        .await
+        .map_err(Broken::Worker)?;
+    frame::write_async(&mut stdin, job)
+        .await
+        .map_err(Broken::Worker)?;
+    drop(stdin);
+    match frame::read_async::<HelloReply>(&mut stdout, MAX_FRAME_LEN)
+        .await
+        .map_err(Broken::Worker)?
+    {
+        HelloReply::Welcome(_) => {}
+        HelloReply::Rejected { reason } => {
+            return Err(Broken::Worker(FrameError::Io(std::io::Error::other(
+                format!("the worker refused the job: {reason}"),
+            ))));
+        }
+    }
+    loop {
+        let event: RunEvent = frame::read_async(&mut stdout, MAX_FRAME_LEN)
+            .await
+            .map_err(Broken::Worker)?;
+        if event.is_terminal() {
+            return Ok(event);
+        }
+        tx.send(ApiResponse::Event(event))
+            .await
+            .map_err(|_| Broken::ClientGone)?;
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

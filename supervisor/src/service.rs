@@ -1,0 +1,190 @@
+//! The supervisor's shared state (config, registry, toolhost, running workers, counters) and the
+//! handlers of the non-run requests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use caxton_ipc::api::{
+    ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, StatusReport, ValidationReport,
+    WorkerInfo,
+};
+use caxton_ipc::config::ServerConfig;
+use tokio::sync::{Semaphore, watch};
+
+use crate::agent_file::{self, ValidationContext};
+use crate::registry::Registry;
+use crate::toolhost::Toolhost;
+
+/// A worker that is running a request right now.
+#[derive(Debug, Clone)]
+pub struct RunningWorker {
+    pub agent: String,
+    pub pid: u32,
+    pub started: Instant,
+}
+
+/// Cumulative counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub runs_started: AtomicU64,
+    pub runs_finished: AtomicU64,
+    pub runs_failed: AtomicU64,
+    pub runs_timed_out: AtomicU64,
+    pub workers_crashed: AtomicU64,
+    pub busy_rejections: AtomicU64,
+    pub connections_rejected: AtomicU64,
+}
+
+pub struct Service {
+    pub config: ServerConfig,
+    pub config_path: Option<PathBuf>,
+    pub worker_binary: PathBuf,
+    pub registry: RwLock<Arc<Registry>>,
+    pub toolhost: Arc<Toolhost>,
+    pub slots: Arc<Semaphore>,
+    pub queued: AtomicUsize,
+    pub running: Mutex<BTreeMap<String, RunningWorker>>,
+    /// Number of runs in flight (admitted or queued), watched by the drain.
+    pub in_flight: watch::Sender<usize>,
+    pub draining: AtomicBool,
+    /// Set when the drain deadline passed and remaining workers were killed.
+    pub aborting: AtomicBool,
+    pub stats: Stats,
+    pub started: Instant,
+    pub run_seq: AtomicU64,
+}
+
+impl Service {
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn validation_context(&self) -> ValidationContext<'static> {
+        ValidationContext {
+            catalog: None,
+            default_timeout: self.config.workers.default_timeout,
+            default_tool_timeout: self.config.toolhost.tool_timeout,
+        }
+    }
+
+    /// Loads the agents directory against the toolhost's current catalog and swaps the registry in.
+    pub async fn reload_agents(&self) -> usize {
+        let catalog = self.toolhost.refresh_catalog().await;
+        let ctx = ValidationContext {
+            catalog: Some(&catalog),
+            ..self.validation_context()
+        };
+        let dir = self.config.agents_dir();
+        let (registry, problems) = Registry::load_dir(&dir, &ctx);
+        for p in &problems {
+            tracing::error!(file = %p.file, line = p.line, column = p.column, hint = p.hint.as_deref().unwrap_or(""), "agent skipped: {}", p.message);
+        }
+        let count = registry.agents.len();
+        tracing::info!(dir = %dir.display(), agents = count, skipped_problems = problems.len(), "agents loaded");
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+        count
+    }
+
+    pub fn validate(&self, file_name: &str, source: &str) -> ApiResponse {
+        let catalog = self.toolhost.catalog();
+        let ctx = ValidationContext {
+            catalog: Some(&catalog),
+            ..self.validation_context()
+        };
+        let report = match agent_file::parse(file_name, source.as_bytes(), &ctx) {
+            Ok(agent) => ValidationReport {
+                agent: Some(agent.name),
+                diagnostics: vec![],
+            },
+            Err(diagnostics) => ValidationReport {
+                agent: None,
+                diagnostics,
+            },
+        };
+        ApiResponse::Validation(report)
+    }
+
+    pub fn show(&self, name: &str) -> ApiResponse {
+        match self.registry().get(name) {
+            Some(a) => ApiResponse::Agent(Box::new((*a).clone())),
+            None => ApiResponse::Error(self.unknown_agent(name)),
+        }
+    }
+
+    pub fn unknown_agent(&self, name: &str) -> ErrorBody {
+        let registry = self.registry();
+        let known: Vec<_> = registry.agents.keys().map(String::as_str).collect();
+        ErrorBody::new(
+            ErrorKind::NotFound,
+            format!(
+                "no agent named `{name}` is loaded (loaded: {}); see `caxton agent list`, and check the daemon's log for agent files it skipped",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let now = Instant::now();
+        let workers = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, w)| WorkerInfo {
+                run_id: id.clone(),
+                agent: w.agent.clone(),
+                pid: w.pid,
+                age_ms: now.duration_since(w.started).as_millis() as u64,
+            })
+            .collect();
+        let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            agents: self.registry().agents.len() as u32,
+            workers,
+            max_workers: self.config.workers.max_concurrent,
+            queue_depth: self.queued.load(Ordering::Relaxed) as u32,
+            queue_capacity: self.config.workers.queue_capacity,
+            toolhost: self.toolhost.state(),
+            draining: self.draining.load(Ordering::Relaxed),
+            counters: Counters {
+                runs_started: load(&s.runs_started),
+                runs_finished: load(&s.runs_finished),
+                runs_failed: load(&s.runs_failed),
+                runs_timed_out: load(&s.runs_timed_out),
+                workers_crashed: load(&s.workers_crashed),
+                busy_rejections: load(&s.busy_rejections),
+                toolhost_restarts: self.toolhost.restarts(),
+                connections_rejected: load(&s.connections_rejected),
+            },
+        }
+    }
+
+    pub fn health(&self) -> HealthReport {
+        let draining = self.draining.load(Ordering::Relaxed);
+        let toolhost = self.toolhost.is_running();
+        let detail = match (draining, toolhost) {
+            (true, _) => "draining for shutdown".to_string(),
+            (false, false) => format!("toolhost not running: {:?}", self.toolhost.state()),
+            (false, true) => format!("ok: {} agents loaded", self.registry().agents.len()),
+        };
+        HealthReport {
+            live: true,
+            ready: toolhost && !draining,
+            detail,
+        }
+    }
+}

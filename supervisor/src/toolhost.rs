@@ -1,0 +1,287 @@
+//! Supervision of `caxton-toolhost`: start it, wait for readiness, fetch its catalog, and restart
+//! it with exponential backoff when it dies (logging the exit status and stderr tail).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use caxton_ipc::api::ServiceState;
+use caxton_ipc::frame::{self, MAX_FRAME_LEN};
+use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::toolhost::{Catalog, ToolhostRequest, ToolhostResponse};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+
+use crate::spawn::{self, ChildSpec, ManagedChild};
+
+/// Time the toolhost has to print `ready` (it compiles its WASM modules first).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// First restart delay; doubles on each consecutive failure.
+pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest restart delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A toolhost that ran this long resets the backoff.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Time the toolhost gets to exit after SIGTERM at shutdown.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Deadline of a catalog request.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolhostError {
+    #[error(transparent)]
+    Spawn(#[from] spawn::SpawnError),
+    #[error("`{command}` {how} before it was ready{}", stderr_suffix(.stderr))]
+    DiedEarly {
+        command: String,
+        how: String,
+        stderr: String,
+    },
+    #[error("`{command}` did not report ready within {}s{}", .after.as_secs(), stderr_suffix(.stderr))]
+    NotReady {
+        command: String,
+        after: Duration,
+        stderr: String,
+    },
+    #[error("cannot get the catalog from the toolhost at {socket}: {detail}")]
+    Catalog { socket: String, detail: String },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends with:\n{stderr}")
+    }
+}
+
+/// The supervised toolhost, shared with the rest of the supervisor.
+pub struct Toolhost {
+    spec: ChildSpec,
+    socket: PathBuf,
+    state: Mutex<ServiceState>,
+    catalog: Mutex<Catalog>,
+    restarts: std::sync::atomic::AtomicU64,
+    started: Instant,
+}
+
+impl Toolhost {
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn state(&self) -> ServiceState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.state(), ServiceState::Running { .. })
+    }
+
+    pub fn catalog(&self) -> Catalog {
+        self.catalog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_state(&self, s: ServiceState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// Starts the toolhost (failing loudly if the first start fails) and supervises it until
+    /// `stop` turns true; then stops it.
+    pub async fn start(
+        program: PathBuf,
+        config: Option<&Path>,
+        socket: PathBuf,
+        stderr_tail: usize,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Arc<Toolhost>, tokio::task::JoinHandle<()>), ToolhostError> {
+        let mut spec = ChildSpec::new(program, stderr_tail)
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket);
+        if let Some(c) = config {
+            spec = spec.arg("--config").arg(c);
+        }
+        spec.die_with_parent = true;
+        let host = Arc::new(Toolhost {
+            spec,
+            socket,
+            state: Mutex::new(ServiceState::Starting),
+            catalog: Mutex::new(Catalog {
+                tools: vec![],
+                providers: vec![],
+            }),
+            restarts: Default::default(),
+            started: Instant::now(),
+        });
+        let child = host.launch().await?;
+        let supervisor = tokio::spawn(host.clone().supervise(child, stop));
+        Ok((host, supervisor))
+    }
+
+    /// Spawns one toolhost, waits for `ready`, and fetches the catalog.
+    async fn launch(&self) -> Result<ManagedChild, ToolhostError> {
+        let mut child = spawn::spawn(&self.spec)?;
+        let stdout = child.stdout.take();
+        let ready = async {
+            let mut lines = BufReader::new(stdout?).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim() == "ready" {
+                    return Some(());
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(READY_TIMEOUT, ready).await {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                let how = match child.wait().await {
+                    Ok(status) => spawn::describe_exit(&status),
+                    Err(e) => format!("could not be waited for ({e})"),
+                };
+                return Err(ToolhostError::DiedEarly {
+                    command: child.command.clone(),
+                    how,
+                    stderr: child.stderr_tail().await,
+                });
+            }
+            Err(_) => {
+                let stderr = child.stderr_tail().await;
+                let _ = child.kill_and_wait().await;
+                return Err(ToolhostError::NotReady {
+                    command: child.command.clone(),
+                    after: READY_TIMEOUT,
+                    stderr,
+                });
+            }
+        }
+        let catalog = fetch_catalog(&self.socket).await?;
+        tracing::info!(
+            pid = child.pid,
+            tools = catalog.tools.len(),
+            providers = catalog.providers.len(),
+            "toolhost ready"
+        );
+        *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = catalog;
+        self.set_state(ServiceState::Running {
+            pid: child.pid,
+            since_ms: self.started.elapsed().as_millis() as u64,
+        });
+        Ok(child)
+    }
+
+    async fn supervise(self: Arc<Self>, mut child: ManagedChild, mut stop: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let up_since = Instant::now();
+            let exited = tokio::select! {
+                status = child.wait() => Some(status),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(status) = exited else {
+                self.shutdown(child).await;
+                return;
+            };
+            let how = match status {
+                Ok(s) => spawn::describe_exit(&s),
+                Err(e) => format!("could not be waited for ({e})"),
+            };
+            let stderr = child.stderr_tail().await;
+            tracing::error!(pid = child.pid, exit = %how, stderr = %stderr, "toolhost died; restarting");
+            if up_since.elapsed() > STABLE_AFTER {
+                backoff = BACKOFF_START;
+            }
+            let mut attempt = 0;
+            child = loop {
+                attempt += 1;
+                self.set_state(ServiceState::Restarting {
+                    attempt,
+                    last_exit: how.clone(),
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => { self.set_state(ServiceState::Stopped); return; }
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                self.restarts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.launch().await {
+                    Ok(c) => break c,
+                    Err(e) => tracing::error!(attempt, error = %e, "toolhost restart failed"),
+                }
+            };
+        }
+    }
+
+    async fn shutdown(&self, mut child: ManagedChild) {
+        child.signal_group(Signal::SIGTERM);
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill_and_wait().await;
+        }
+        self.set_state(ServiceState::Stopped);
+        let _ = std::fs::remove_file(&self.socket);
+        tracing::info!("toolhost stopped");
+    }
+
+    /// Re-reads the catalog (after SIGHUP); keeps the old one if the toolhost does not answer.
+    pub async fn refresh_catalog(&self) -> Catalog {
+        match fetch_catalog(&self.socket).await {
+            Ok(c) => {
+                *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = c.clone();
+                c
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "keeping the previous toolhost catalog");
+                self.catalog()
+            }
+        }
+    }
+}
+
+/// Asks the toolhost at `socket` for its tools and providers.
+pub async fn fetch_catalog(socket: &Path) -> Result<Catalog, ToolhostError> {
+    let err = |detail: String| ToolhostError::Catalog {
+        socket: socket.display().to_string(),
+        detail,
+    };
+    let work = async {
+        let mut stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        frame::write_async(&mut stream, &Hello::new(Role::Supervisor))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        match frame::read_async(&mut stream, MAX_FRAME_LEN)
+            .await
+            .map_err(|e| err(e.to_string()))?
+        {
+            HelloReply::Welcome(_) => {}
+            HelloReply::Rejected { reason } => return Err(err(reason)),
+        }
+        frame::write_async(&mut stream, &ToolhostRequest::Catalog)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        match frame::read_async(&mut stream, MAX_FRAME_LEN)
+            .await
+            .map_err(|e| err(e.to_string()))?
+        {
+            ToolhostResponse::Catalog(c) => Ok(c),
+            other => Err(err(format!("unexpected response {other:?}"))),
+        }
+    };
+    tokio::time::timeout(CATALOG_TIMEOUT, work)
+        .await
+        .map_err(|_| err("no answer within 10s".into()))?
+}

@@ -1,0 +1,113 @@
+//! The toolhost process: WASM MCP tool servers under wasmtime and LLM providers, served to workers
+//! over a Unix socket. Started and supervised by `caxton serve`; never trusts a guest.
+//!
+//! Usage (normally only the supervisor runs it):
+//! `caxton-toolhost serve --socket PATH [--config FILE]` binds PATH, prints `ready` on stdout, serves.
+//! `caxton-toolhost catalog [--config FILE]` prints the tools and providers as JSON and exits
+//! (used by `caxton agent validate` offline).
+
+pub mod host;
+pub mod mcp;
+pub mod providers;
+pub mod scripted;
+pub mod server;
+pub mod wasm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use caxton_ipc::config::ServerConfig;
+
+/// The tool servers compiled into this binary by build.rs: (server name, module bytes).
+pub const BUILTIN_SERVERS: &[(&str, &[u8])] = &[(
+    "calc",
+    include_bytes!(concat!(env!("OUT_DIR"), "/calc.wasm")),
+)];
+
+enum Command {
+    Serve { socket: PathBuf },
+    Catalog,
+}
+
+fn parse_args() -> anyhow::Result<(Command, Option<PathBuf>)> {
+    let mut args = std::env::args_os().skip(1);
+    let cmd = args.next().context(
+        "usage: caxton-toolhost serve --socket PATH [--config FILE] | catalog [--config FILE]",
+    )?;
+    let mut socket = None;
+    let mut config = None;
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{} needs a value", flag.to_string_lossy()))?;
+        match flag.to_str() {
+            Some("--socket") => socket = Some(PathBuf::from(value)),
+            Some("--config") => config = Some(PathBuf::from(value)),
+            _ => anyhow::bail!("unknown argument {}", flag.to_string_lossy()),
+        }
+    }
+    let cmd = match cmd.to_str() {
+        Some("serve") => Command::Serve {
+            socket: socket.context("serve needs --socket PATH")?,
+        },
+        Some("catalog") => Command::Catalog,
+        _ => anyhow::bail!(
+            "unknown command {}; expected serve or catalog",
+            cmd.to_string_lossy()
+        ),
+    };
+    Ok((cmd, config))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    init_tracing();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "caxton-toolhost failed");
+            eprintln!("caxton-toolhost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let (cmd, config_path) = parse_args()?;
+    let config = match &config_path {
+        Some(p) => ServerConfig::load(p)?,
+        None => ServerConfig::default(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let host = Arc::new(host::Host::load(&config).await?);
+        match cmd {
+            Command::Catalog => {
+                let catalog = host.catalog();
+                println!("{}", serde_json::to_string_pretty(&catalog)?);
+                Ok(())
+            }
+            Command::Serve { socket } => server::serve(host, &socket).await,
+        }
+    })
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // stdout carries the readiness line; logs go to stderr, which the supervisor captures.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("CAXTON_LOG_FORMAT").is_some_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
