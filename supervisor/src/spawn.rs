@@ -51,6 +51,8 @@ pub struct ChildSpec {
     /// Start from an empty environment plus these inherited variables (and `env`), so nothing the
     /// service was given (provider keys, for one) reaches the child. `None` inherits everything.
     pub inherit_only: Option<&'static [&'static str]>,
+    /// Also log each stderr line under this name (for long-lived services whose logs matter).
+    pub log_stderr_as: Option<&'static str>,
 }
 
 impl ChildSpec {
@@ -62,6 +64,7 @@ impl ChildSpec {
             stderr_tail,
             die_with_parent: false,
             inherit_only: None,
+            log_stderr_as: None,
         }
     }
 
@@ -139,11 +142,16 @@ pub fn spawn(spec: &ChildSpec) -> Result<ManagedChild, SpawnError> {
     let drain = child.stderr.take().map(|mut stderr| {
         let tail = tail.clone();
         let cap = spec.stderr_tail;
+        let log_as = spec.log_stderr_as;
         tokio::spawn(async move {
             let mut buf = [0u8; 4096];
+            let mut partial = Vec::new();
             while let Ok(n) = stderr.read(&mut buf).await {
                 if n == 0 {
                     break;
+                }
+                if let Some(name) = log_as {
+                    log_lines(name, pid, &mut partial, &buf[..n]);
                 }
                 let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
                 t.extend(&buf[..n]);
@@ -208,6 +216,24 @@ impl Drop for ManagedChild {
         if let Some(drain) = self.drain.take() {
             drain.abort();
         }
+    }
+}
+
+/// Longest stderr line forwarded to the log; longer ones are cut.
+const MAX_LOGGED_LINE: usize = 8192;
+
+/// Forwards complete lines of a child's stderr to our log, keeping an unfinished line in `partial`.
+fn log_lines(name: &str, pid: u32, partial: &mut Vec<u8>, chunk: &[u8]) {
+    partial.extend_from_slice(chunk);
+    while let Some(i) = partial.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = partial.drain(..=i).collect();
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        tracing::info!(child = name, pid, "{}", text.trim_end());
+    }
+    if partial.len() > MAX_LOGGED_LINE {
+        let text = String::from_utf8_lossy(&partial[..MAX_LOGGED_LINE]).into_owned();
+        tracing::info!(child = name, pid, "{text}…");
+        partial.clear();
     }
 }
 

@@ -112,6 +112,7 @@ impl Toolhost {
             spec = spec.arg("--config").arg(c);
         }
         spec.die_with_parent = true;
+        spec.log_stderr_as = Some("toolhost");
         let host = Arc::new(Toolhost {
             spec,
             socket,

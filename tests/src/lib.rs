@@ -1,1 +1,434 @@
-//! placeholder
+//! Test harness: start the real `caxton serve` (which starts the real toolhost and workers) in a
+//! temporary runtime directory, wait until it is ready, talk to it over its real socket, and kill
+//! it on drop, printing its log when the test failed.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, RunEvent, RunRequest, StatusReport};
+use caxton_ipc::frame::{self, MAX_FRAME_LEN};
+use caxton_ipc::handshake::{Hello, HelloReply, Role};
+
+/// How long a daemon may take to become ready (a cold debug toolhost compiles its modules).
+pub const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// Deadline for conditions tests wait on.
+pub const WAIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Directory holding the built binaries: `$CAXTON_BIN_DIR`, else the cargo target dir of this test.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CAXTON_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/debug/deps/<test-binary> → target/debug
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    for b in ["caxton", "caxton-worker", "caxton-toolhost"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: build the binaries first with `cargo build --workspace --bins`",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repo")
+        .to_path_buf()
+}
+
+/// How to start a daemon.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Agent files copied into the agents directory (paths relative to the repo root).
+    pub agents: Vec<PathBuf>,
+    /// Extra TOML appended to the server config.
+    pub extra_config: String,
+    /// Scripted rules file for the `scripted` provider (relative to the repo root), if not the built-in.
+    pub rules: Option<PathBuf>,
+    /// Enable the worker's fault-injection hook.
+    pub faults: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            agents: vec![
+                "agents/calculator.toml".into(),
+                "agents/greeter.toml".into(),
+                "tests/agents/slow.toml".into(),
+            ],
+            extra_config: String::new(),
+            rules: Some("tests/agents/rules.toml".into()),
+            faults: true,
+        }
+    }
+}
+
+/// A running `caxton serve`.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(opts: Options) -> anyhow::Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("cx").tempdir_in("/tmp")?;
+        let agents = dir.path().join("agents");
+        std::fs::create_dir(&agents)?;
+        for a in &opts.agents {
+            let src = repo_root().join(a);
+            std::fs::copy(
+                &src,
+                agents.join(src.file_name().context("agent file name")?),
+            )
+            .with_context(|| format!("copy {}", src.display()))?;
+        }
+        let mut config = format!(
+            "runtime_dir = \"{}\"\nagents_dir = \"{}\"\n",
+            dir.path().join("run").display(),
+            agents.display()
+        );
+        config.push_str(&opts.extra_config);
+        if let Some(rules) = &opts.rules {
+            config.push_str(&format!(
+                "\n[providers.scripted]\nkind = \"scripted\"\nrules = \"{}\"\n",
+                repo_root().join(rules).display()
+            ));
+        }
+        let config_path = dir.path().join("caxton.toml");
+        std::fs::write(&config_path, config)?;
+        let mut d = Daemon {
+            child: None,
+            socket: dir.path().join("run/api.sock"),
+            log: dir.path().join("serve.log"),
+            config: config_path,
+            dir,
+        };
+        d.spawn(opts.faults)?;
+        d.wait_ready()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self, faults: bool) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = Command::new(bin("caxton"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("CAXTON_LOG_FORMAT", "text")
+            .env("CAXTON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if faults {
+            cmd.env("CAXTON_WORKER_FAULTS", "1");
+        } else {
+            cmd.env_remove("CAXTON_WORKER_FAULTS");
+        }
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        self.child = Some(cmd.spawn().context("spawn caxton serve")?);
+        Ok(())
+    }
+
+    /// Polls health until ready (or the daemon exits, or the deadline passes).
+    pub fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "caxton serve exited with {status} before it was ready; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(ApiResponse::Health(h)) =
+                self.connect().and_then(|mut c| c.call(&ApiRequest::Health))
+            {
+                if h.ready {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > READY_DEADLINE {
+                bail!(
+                    "caxton serve not ready after {READY_DEADLINE:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn connect(&self) -> anyhow::Result<Conn> {
+        Conn::connect(&self.socket)
+    }
+
+    /// Runs an agent and collects its whole response stream.
+    pub fn run(&self, agent: &str, input: &str) -> anyhow::Result<RunOutcome> {
+        self.run_req(RunRequest {
+            agent: agent.into(),
+            input: input.into(),
+            vars: Default::default(),
+            timeout_ms: None,
+        })
+    }
+
+    pub fn run_req(&self, req: RunRequest) -> anyhow::Result<RunOutcome> {
+        let mut c = self.connect()?;
+        c.send(&ApiRequest::Run(req))?;
+        c.collect_run()
+    }
+
+    pub fn status(&self) -> anyhow::Result<StatusReport> {
+        match self.connect()?.call(&ApiRequest::Status)? {
+            ApiResponse::Status(s) => Ok(s),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+
+    /// Waits until `cond` holds on the status report.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        cond: impl Fn(&StatusReport) -> bool,
+    ) -> anyhow::Result<StatusReport> {
+        let started = Instant::now();
+        loop {
+            if let Ok(s) = self.status() {
+                if cond(&s) {
+                    return Ok(s);
+                }
+            }
+            if started.elapsed() > WAIT_DEADLINE {
+                bail!("timed out waiting for {what}; status: {:?}", self.status());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the `caxton` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("caxton"))
+            .args(args)
+            .env("CAXTON_SOCKET", &self.socket)
+            .output()
+            .expect("run caxton")
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig)
+            .expect("signal daemon");
+    }
+
+    /// Waits for the daemon to exit, returning its status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let started = Instant::now();
+        let child = self.child.as_mut().context("no child")?;
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(s);
+            }
+            if started.elapsed() > deadline {
+                bail!("daemon still running after {deadline:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- caxton serve log ({}) -----\n{}\n-----",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// A client connection speaking frames.
+pub struct Conn {
+    pub stream: UnixStream,
+}
+
+impl Conn {
+    /// Connects and completes the Hello exchange.
+    pub fn connect(socket: &Path) -> anyhow::Result<Conn> {
+        let mut c = Conn::raw(socket)?;
+        frame::write_sync(&mut c.stream, &Hello::new(Role::Cli))?;
+        match frame::read_sync::<HelloReply>(&mut c.stream, MAX_FRAME_LEN)? {
+            HelloReply::Welcome(_) => Ok(c),
+            HelloReply::Rejected { reason } => bail!("rejected: {reason}"),
+        }
+    }
+
+    /// Connects without a handshake.
+    pub fn raw(socket: &Path) -> anyhow::Result<Conn> {
+        let stream =
+            UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Conn { stream })
+    }
+
+    pub fn send(&mut self, req: &ApiRequest) -> anyhow::Result<()> {
+        Ok(frame::write_sync(&mut self.stream, req)?)
+    }
+
+    pub fn recv(&mut self) -> anyhow::Result<ApiResponse> {
+        Ok(frame::read_sync(&mut self.stream, MAX_FRAME_LEN)?)
+    }
+
+    pub fn call(&mut self, req: &ApiRequest) -> anyhow::Result<ApiResponse> {
+        self.send(req)?;
+        self.recv()
+    }
+
+    pub fn write_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Reads until the peer closes; returns everything.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.stream.read_to_end(&mut out);
+        out
+    }
+
+    /// Reads responses until the run's terminal event (or an error response).
+    pub fn collect_run(&mut self) -> anyhow::Result<RunOutcome> {
+        let mut events = Vec::new();
+        loop {
+            match self.recv()? {
+                ApiResponse::Event(e) => {
+                    let terminal = e.is_terminal();
+                    events.push(e);
+                    if terminal {
+                        return Ok(RunOutcome {
+                            events,
+                            error: None,
+                        });
+                    }
+                }
+                ApiResponse::Error(e) => {
+                    return Ok(RunOutcome {
+                        events,
+                        error: Some(e),
+                    });
+                }
+                other => bail!("unexpected response during a run: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Everything a run sent back.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub events: Vec<RunEvent>,
+    /// An error response instead of a run (unknown agent, busy…).
+    pub error: Option<ErrorBody>,
+}
+
+impl RunOutcome {
+    pub fn answer(&self) -> Option<&str> {
+        self.events.iter().find_map(|e| match e {
+            RunEvent::Finished { answer, .. } => Some(answer.as_str()),
+            _ => None,
+        })
+    }
+
+    pub fn failure(&self) -> Option<&ErrorBody> {
+        self.error.as_ref().or_else(|| {
+            self.events.iter().find_map(|e| match e {
+                RunEvent::Failed { error, .. } => Some(error),
+                _ => None,
+            })
+        })
+    }
+
+    pub fn worker_pid(&self) -> Option<u32> {
+        self.events.iter().find_map(|e| match e {
+            RunEvent::Started { worker_pid, .. } => Some(*worker_pid),
+            _ => None,
+        })
+    }
+}
+
+/// True while a process exists (zombies included).
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Children of `pid` that are zombies.
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if state == Some("Z") && ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Number of open file descriptors of `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

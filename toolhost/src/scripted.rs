@@ -42,6 +42,10 @@ struct RawRule {
 struct RawCall {
     tool: String,
     arguments: String,
+    /// Emit the call even when the agent was not offered this tool, to simulate a model that
+    /// invents tool calls (tests the worker's allowlist).
+    #[serde(default)]
+    unoffered: bool,
 }
 
 /// Which last message a rule looks at.
@@ -57,7 +61,11 @@ enum When {
 #[derive(Debug)]
 enum Action {
     Reply(String),
-    Call { tool: String, arguments: String },
+    Call {
+        tool: String,
+        arguments: String,
+        unoffered: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -102,6 +110,7 @@ impl ScriptedProvider {
                 (None, Some(call)) => Action::Call {
                     tool: call.tool,
                     arguments: call.arguments,
+                    unoffered: call.unoffered,
                 },
                 _ => return Err(format!("{at}: give exactly one of `reply` or `call`")),
             };
@@ -154,7 +163,12 @@ impl ScriptedProvider {
                     }
                 }
             }
-            if let Action::Call { tool, .. } = &rule.action {
+            if let Action::Call {
+                tool,
+                unoffered: false,
+                ..
+            } = &rule.action
+            {
                 if !req.tools.iter().any(|t| &t.name == tool) {
                     continue; // the agent may not call this tool: the rule does not apply
                 }
@@ -186,7 +200,9 @@ impl ScriptedProvider {
                         prompt_tokens,
                     }
                 }
-                Action::Call { tool, arguments } => {
+                Action::Call {
+                    tool, arguments, ..
+                } => {
                     let arguments = render(arguments, &values, true)
                         .map_err(|e| llm_err(format!("{}: {e}", at())))?;
                     serde_json::from_str::<serde_json::Value>(&arguments).map_err(|e| {
