@@ -99,8 +99,7 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
     };
     let run_id = new_run_id(&svc);
     svc.stats.runs_started.fetch_add(1, Ordering::Relaxed);
-    let remaining = limit.saturating_sub(started.elapsed());
-    let terminal = drive_worker(&svc, &agent, req, &run_id, remaining, &tx).await;
+    let terminal = drive_worker(&svc, &agent, req, &run_id, (limit, started + limit), &tx).await;
     let counter = match &terminal {
         RunEvent::Finished { .. } => &svc.stats.runs_finished,
         _ => &svc.stats.runs_failed,
@@ -173,7 +172,7 @@ async fn drive_worker(
     agent: &Arc<AgentSpec>,
     req: RunRequest,
     run_id: &str,
-    limit: Duration,
+    (limit, deadline): (Duration, Instant),
     tx: &mpsc::Sender<ApiResponse>,
 ) -> RunEvent {
     let failed = |kind, message: String| RunEvent::Failed {
@@ -219,9 +218,11 @@ async fn drive_worker(
         input: req.input,
         vars: req.vars,
         toolhost_socket: svc.toolhost.socket().display().to_string(),
-        deadline_ms: limit.as_millis() as u64,
+        deadline_ms: deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64,
     };
-    let outcome = tokio::time::timeout(limit, talk(&mut child, &job, tx)).await;
+    let outcome = tokio::time::timeout_at(deadline.into(), talk(&mut child, &job, tx)).await;
     match outcome {
         Ok(Ok(terminal)) => {
             if tokio::time::timeout(EXIT_GRACE, child.wait())
@@ -329,7 +330,13 @@ async fn talk(
     }
 }
 
+/// The most telling `n` lines of a crashed worker's stderr: from its panic message if it has one
+/// (a backtrace would otherwise push the message out), else the last lines.
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<_> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let start = match lines.iter().rposition(|l| l.contains("panicked at")) {
+        Some(i) => i,
+        None => lines.len().saturating_sub(n),
+    };
+    lines[start..lines.len().min(start + n)].join("\n")
 }

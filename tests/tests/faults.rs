@@ -1,0 +1,138 @@
+//! Faults: workers killed, hung or panicking, and the toolhost killed mid-run. Each costs only its
+//! own run, with a clear error; the next run succeeds.
+
+use caxton_ipc::api::{ApiRequest, ErrorKind, RunEvent, RunRequest, ServiceState};
+use caxton_tests::{Daemon, Options, process_exists};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Reads events until the worker reports its LLM call (it is connected to the toolhost by then).
+fn wait_for_llm_call(c: &mut caxton_tests::Conn) {
+    loop {
+        match c.recv().unwrap() {
+            caxton_ipc::api::ApiResponse::Event(RunEvent::LlmCall { .. }) => return,
+            caxton_ipc::api::ApiResponse::Event(e) if !e.is_terminal() => continue,
+            other => panic!("run ended before its LLM call: {other:?}"),
+        }
+    }
+}
+
+fn assert_next_run_succeeds(d: &Daemon) {
+    let out = d.run("calculator", "2 * 21").unwrap();
+    assert_eq!(out.answer(), Some("The result is 42."), "{out:?}");
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_mid_run_is_reported() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let mut c = d.connect().unwrap();
+    c.send(&ApiRequest::Run(RunRequest {
+        agent: "slow".into(),
+        input: "hi".into(),
+        vars: Default::default(),
+        timeout_ms: None,
+    }))
+    .unwrap();
+    let pid = match c.recv().unwrap() {
+        caxton_ipc::api::ApiResponse::Event(RunEvent::Started { worker_pid, .. }) => worker_pid,
+        other => panic!("{other:?}"),
+    };
+    // Wait until the worker is inside its (3 s) LLM call, then kill it.
+    wait_for_llm_call(&mut c);
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let out = c.collect_run().unwrap();
+    let err = out.failure().expect("the run fails");
+    assert_eq!(err.kind, ErrorKind::WorkerCrashed, "{err:?}");
+    assert!(
+        err.message.contains("agent `slow`")
+            && err.message.contains("SIGKILL")
+            && err.message.contains(&pid.to_string()),
+        "{}",
+        err.message
+    );
+    assert_next_run_succeeds(&d);
+    assert_eq!(d.status().unwrap().counters.workers_crashed, 1);
+}
+
+#[test]
+fn a_worker_that_hangs_past_its_timeout_is_killed() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let req = RunRequest {
+        agent: "calculator".into(),
+        input: "caxton-fault:hang".into(),
+        vars: Default::default(),
+        timeout_ms: Some(500),
+    };
+    let out = d.run_req(req).unwrap();
+    let pid = out.worker_pid().unwrap();
+    let err = out.failure().expect("the run fails");
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");
+    assert!(
+        err.message.contains("did not finish within 500ms") && err.message.contains("killed"),
+        "{}",
+        err.message
+    );
+    assert!(!process_exists(pid), "the hung worker {pid} must be gone");
+    assert_next_run_succeeds(&d);
+}
+
+#[test]
+fn a_worker_that_panics_is_reported_with_its_stderr() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let out = d.run("calculator", "caxton-fault:panic").unwrap();
+    let err = out.failure().expect("the run fails");
+    assert_eq!(err.kind, ErrorKind::WorkerCrashed, "{err:?}");
+    assert!(
+        err.message.contains("exited with status 101"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("injected fault: panic"),
+        "stderr tail missing: {}",
+        err.message
+    );
+    let out = d.run("calculator", "caxton-fault:exit").unwrap();
+    assert!(
+        out.failure()
+            .unwrap()
+            .message
+            .contains("exited with status 3")
+    );
+    assert_next_run_succeeds(&d);
+}
+
+#[test]
+fn the_toolhost_killed_mid_run_fails_that_run_and_is_restarted() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let old = match d.status().unwrap().toolhost {
+        ServiceState::Running { pid, .. } => pid,
+        other => panic!("{other:?}"),
+    };
+    let mut c = d.connect().unwrap();
+    c.send(&ApiRequest::Run(RunRequest {
+        agent: "slow".into(),
+        input: "hi".into(),
+        vars: Default::default(),
+        timeout_ms: None,
+    }))
+    .unwrap();
+    wait_for_llm_call(&mut c);
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    let out = c.collect_run().unwrap();
+    let err = out.failure().expect("the run fails");
+    assert_eq!(err.kind, ErrorKind::Toolhost, "{err:?}");
+    assert!(err.message.contains("toolhost"), "{}", err.message);
+    let s = d
+        .wait_status(
+            "a new toolhost",
+            |s| matches!(s.toolhost, ServiceState::Running { pid, .. } if pid != old),
+        )
+        .unwrap();
+    assert_eq!(s.counters.toolhost_restarts, 1);
+    assert_next_run_succeeds(&d);
+    assert!(
+        d.log_text().contains("toolhost died"),
+        "the crash is logged"
+    );
+}
