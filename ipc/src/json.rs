@@ -1,6 +1,6 @@
 //! The newline-delimited JSON form of the public API, for scripts.
 //!
-//! A connection whose first byte is `{` (or ASCII whitespace) speaks JSON: one request per line,
+//! A connection whose first byte is `{`, `"` (or ASCII whitespace) speaks JSON: one request per line,
 //! one response per line, with the same types as the bincode frames (see the README for the shapes).
 //! A `{"hello": {...}}` line is optional; when sent, its protocol version is checked.
 
@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 /// True when a connection starting with `byte` speaks JSON rather than frames.
 pub fn is_json_start(byte: u8) -> bool {
-    byte == b'{' || byte.is_ascii_whitespace()
+    byte == b'{' || byte == b'"' || byte.is_ascii_whitespace()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,247 @@
+//! Service lifecycle and limits: saturation, SIGTERM drain, second signal, SIGHUP reload, one
+//! instance per runtime directory, peer credentials, and a stdlib-only Python script client.
+
+use std::process::Command;
+use std::time::Duration;
+
+use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorKind, RunEvent, RunRequest};
+use caxton_tests::{Daemon, Options, bin, repo_root};
+use nix::sys::signal::Signal;
+
+fn slow_request() -> ApiRequest {
+    ApiRequest::Run(RunRequest {
+        agent: "slow".into(),
+        input: "x".into(),
+        vars: Default::default(),
+        timeout_ms: None,
+    })
+}
+
+#[test]
+fn beyond_slots_and_queue_requests_get_busy_promptly() {
+    let d = Daemon::start(Options {
+        extra_config: "[workers]\nmax_concurrent = 1\nqueue_capacity = 1\n".into(),
+        ..Options::default()
+    })
+    .unwrap();
+    // One running, one queued.
+    let mut running = d.connect().unwrap();
+    running.send(&slow_request()).unwrap();
+    assert!(matches!(
+        running.recv().unwrap(),
+        ApiResponse::Event(RunEvent::Started { .. })
+    ));
+    let mut queued = d.connect().unwrap();
+    queued.send(&slow_request()).unwrap();
+    d.wait_status("one queued run", |s| s.queue_depth == 1)
+        .unwrap();
+    // Everything beyond gets "busy" while the first run is still in its 3 s LLM call.
+    for _ in 0..5 {
+        let out = d.run("calculator", "1+1").unwrap();
+        let err = out.error.expect("busy");
+        assert_eq!(err.kind, ErrorKind::Busy, "{err:?}");
+        assert!(err.message.contains("max_concurrent"), "{}", err.message);
+    }
+    let status = d.status().unwrap();
+    assert_eq!(
+        status.workers.len(),
+        1,
+        "the first run is still running: busy came before it finished"
+    );
+    assert_eq!(status.counters.busy_rejections, 5);
+    let cli = d.cli(&["agent", "run", "calculator", "--input", "1+1"]);
+    assert_eq!(cli.status.code(), Some(4), "busy exits 4");
+    // The admitted runs complete.
+    assert!(running.collect_run().unwrap().answer().is_some());
+    assert!(queued.collect_run().unwrap().answer().is_some());
+}
+
+#[test]
+fn sigterm_drains_in_flight_runs_then_exits() {
+    let mut d = Daemon::start(Options::default()).unwrap();
+    let mut c = d.connect().unwrap();
+    c.send(&slow_request()).unwrap();
+    assert!(matches!(
+        c.recv().unwrap(),
+        ApiResponse::Event(RunEvent::Started { .. })
+    ));
+    d.signal(Signal::SIGTERM);
+    // The in-flight run still finishes.
+    let out = c.collect_run().unwrap();
+    assert_eq!(out.answer(), Some("slow answer to: x"), "{out:?}");
+    let status = d.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!d.socket.exists(), "the API socket is removed at exit");
+    assert!(d.log_text().contains("draining"));
+}
+
+#[test]
+fn a_second_signal_cuts_the_drain_short() {
+    let mut d = Daemon::start(Options::default()).unwrap();
+    let mut c = d.connect().unwrap();
+    c.send(&slow_request()).unwrap();
+    let pid = match c.recv().unwrap() {
+        ApiResponse::Event(RunEvent::Started { worker_pid, .. }) => worker_pid,
+        other => panic!("{other:?}"),
+    };
+    d.signal(Signal::SIGTERM);
+    d.wait_status("draining", |s| s.draining).ok();
+    d.signal(Signal::SIGINT);
+    let out = c.collect_run().unwrap();
+    let err = out.failure().expect("the run is cut short");
+    assert_eq!(err.kind, ErrorKind::ShuttingDown, "{err:?}");
+    d.wait_exit(Duration::from_secs(20)).unwrap();
+    assert!(!caxton_tests::process_exists(pid));
+}
+
+#[test]
+fn sighup_reloads_agents() {
+    let d = Daemon::start(Options {
+        agents: vec!["agents/calculator.toml".into()],
+        ..Options::default()
+    })
+    .unwrap();
+    assert_eq!(d.status().unwrap().agents, 1);
+    let agents_dir = d.dir.path().join("agents");
+    std::fs::copy(
+        repo_root().join("agents/greeter.toml"),
+        agents_dir.join("greeter.toml"),
+    )
+    .unwrap();
+    std::fs::write(agents_dir.join("broken.toml"), "name = \n").unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_status("two agents", |s| s.agents == 2).unwrap();
+    assert!(d.run("greeter", "Bob").unwrap().answer().is_some());
+    assert!(d.log_text().contains("broken.toml"));
+}
+
+#[test]
+fn a_second_instance_on_the_same_runtime_dir_is_refused() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let out = Command::new(bin("caxton"))
+        .args(["serve", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another caxton serve") && stderr.contains(&format!("pid {}", d.pid())),
+        "{stderr}"
+    );
+    assert!(
+        d.run("calculator", "1+2").unwrap().answer().is_some(),
+        "the first instance is unaffected"
+    );
+}
+
+#[test]
+fn stale_sockets_from_a_killed_instance_are_replaced() {
+    let mut d = Daemon::start(Options::default()).unwrap();
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(d.pid() as i32), Signal::SIGKILL).unwrap();
+    d.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(
+        d.socket.exists(),
+        "a SIGKILLed daemon leaves its socket behind"
+    );
+    // Restart on the same runtime directory.
+    let mut cmd = Command::new(bin("caxton"));
+    cmd.args(["serve", "--config"])
+        .arg(&d.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let ok = loop {
+        if let Ok(ApiResponse::Health(h)) =
+            d.connect().and_then(|mut c| c.call(&ApiRequest::Health))
+        {
+            if h.ready {
+                break true;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let answer = d
+        .run("calculator", "3*3")
+        .ok()
+        .and_then(|o| o.answer().map(str::to_string));
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGKILL,
+    );
+    let _ = child.wait();
+    assert!(ok, "restart on the same runtime dir became ready");
+    assert_eq!(answer.as_deref(), Some("The result is 9."));
+}
+
+#[test]
+fn peer_credentials_are_checked() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root to connect as another uid");
+        return;
+    }
+    let d = Daemon::start(Options {
+        extra_config: "[api]\nsocket_mode = \"0666\"\n".into(),
+        ..Options::default()
+    })
+    .unwrap();
+    std::fs::set_permissions(
+        d.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let probe = r#"
+import json, os, socket, sys
+os.setgid(65534); os.setuid(65534)
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b'"health"\n')
+print(s.makefile().readline().strip())
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(probe)
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("permission_denied") && line.contains("uid 65534"),
+        "{line} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.status().unwrap().counters.connections_rejected >= 1);
+}
+
+#[test]
+fn a_python_script_runs_an_agent_over_json_with_only_the_standard_library() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let out = Command::new("python3")
+        .arg(repo_root().join("examples/run_agent.py"))
+        .args(["--socket"])
+        .arg(&d.socket)
+        .args(["calculator", "What is 12 * 12?"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "The result is 144.");
+    assert!(
+        stderr.contains("event tool_call") && stderr.contains("\"calculate\""),
+        "{stderr}"
+    );
+    let out = Command::new("python3")
+        .arg(repo_root().join("examples/run_agent.py"))
+        .args(["--socket"])
+        .arg(&d.socket)
+        .args(["nope", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+}
