@@ -91,7 +91,7 @@ mod tests {
 
     #[tokio::test]
     async fn long_lines_are_refused() {
-        let data = vec![b'x'; 100];
+        let data = [b'x'; 100];
         let mut r = tokio::io::BufReader::with_capacity(16, &data[..]);
         assert!(matches!(
             read_line(&mut r, 50).await,

@@ -305,8 +305,8 @@ pub fn parse(
         fallback: vec![],
     });
     let mut check_provider = |p: &Spanned<String>| {
-        if let Some(cat) = ctx.catalog {
-            if !cat.providers.iter().any(|x| &x.name == p.get_ref()) {
+        if let Some(cat) = ctx.catalog
+            && !cat.providers.iter().any(|x| &x.name == p.get_ref()) {
                 let known: Vec<_> = cat.providers.iter().map(|x| x.name.as_str()).collect();
                 problem(
                     p.span().start,
@@ -314,7 +314,6 @@ pub fn parse(
                     Some(format!("configured providers: {}", known.join(", "))),
                 );
             }
-        }
     };
     let provider = raw_llm
         .provider
@@ -378,8 +377,8 @@ pub fn parse(
 
     let mut tools = Vec::new();
     for t in raw.tools {
-        if let Some(cat) = ctx.catalog {
-            if !cat.tools.iter().any(|x| &x.name == t.get_ref()) {
+        if let Some(cat) = ctx.catalog
+            && !cat.tools.iter().any(|x| &x.name == t.get_ref()) {
                 let known: Vec<_> = cat.tools.iter().map(|x| x.name.as_str()).collect();
                 problem(
                     t.span().start,
@@ -387,7 +386,6 @@ pub fn parse(
                     Some(format!("available tools: {}", known.join(", "))),
                 );
             }
-        }
         if tools.contains(t.get_ref()) {
             problem(
                 t.span().start,
@@ -453,11 +451,10 @@ fn parameters_trap(src: &str) -> Option<(String, usize)> {
                 || trimmed.starts_with("[parameters]");
         } else if in_parameters {
             for key in TOP_LEVEL_TEXT_KEYS {
-                if let Some(rest) = trimmed.strip_prefix(key) {
-                    if rest.trim_start().starts_with('=') {
+                if let Some(rest) = trimmed.strip_prefix(key)
+                    && rest.trim_start().starts_with('=') {
                         return Some((key.to_string(), offset + (line.len() - trimmed.len())));
                     }
-                }
             }
         }
         offset += line.len();

@@ -159,14 +159,9 @@ async fn run_until_stopped(
     svc: &Service,
     mut signals: tokio::sync::mpsc::UnboundedReceiver<Request>,
 ) {
-    loop {
-        match signals.recv().await {
-            Some(Request::Reload) => {
-                tracing::info!("SIGHUP: reloading agents");
-                svc.reload_agents().await;
-            }
-            Some(Request::Stop) | None => break,
-        }
+    while let Some(Request::Reload) = signals.recv().await {
+        tracing::info!("SIGHUP: reloading agents");
+        svc.reload_agents().await;
     }
     svc.draining.store(true, Ordering::Relaxed);
     let deadline = svc.config.workers.drain_timeout;

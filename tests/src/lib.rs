@@ -168,11 +168,9 @@ impl Daemon {
             }
             if let Ok(ApiResponse::Health(h)) =
                 self.connect().and_then(|mut c| c.call(&ApiRequest::Health))
-            {
-                if h.ready {
+                && h.ready {
                     return Ok(());
                 }
-            }
             if started.elapsed() > READY_DEADLINE {
                 bail!(
                     "caxton serve not ready after {READY_DEADLINE:?}; log:\n{}",
@@ -226,11 +224,10 @@ impl Daemon {
     ) -> anyhow::Result<StatusReport> {
         let started = Instant::now();
         loop {
-            if let Ok(s) = self.status() {
-                if cond(&s) {
+            if let Ok(s) = self.status()
+                && cond(&s) {
                     return Ok(s);
                 }
-            }
             if started.elapsed() > WAIT_DEADLINE {
                 bail!("timed out waiting for {what}; status: {:?}", self.status());
             }

@@ -101,11 +101,10 @@ pub fn tool_result_text(result: &Value) -> (String, bool) {
             None => {}
         }
     }
-    if text.is_empty() {
-        if let Some(s) = result.get("structuredContent") {
+    if text.is_empty()
+        && let Some(s) = result.get("structuredContent") {
             text = s.to_string();
         }
-    }
     (text, is_error)
 }
 
