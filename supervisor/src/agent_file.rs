@@ -306,14 +306,15 @@ pub fn parse(
     });
     let mut check_provider = |p: &Spanned<String>| {
         if let Some(cat) = ctx.catalog
-            && !cat.providers.iter().any(|x| &x.name == p.get_ref()) {
-                let known: Vec<_> = cat.providers.iter().map(|x| x.name.as_str()).collect();
-                problem(
-                    p.span().start,
-                    format!("unknown LLM provider `{}`", p.get_ref()),
-                    Some(format!("configured providers: {}", known.join(", "))),
-                );
-            }
+            && !cat.providers.iter().any(|x| &x.name == p.get_ref())
+        {
+            let known: Vec<_> = cat.providers.iter().map(|x| x.name.as_str()).collect();
+            problem(
+                p.span().start,
+                format!("unknown LLM provider `{}`", p.get_ref()),
+                Some(format!("configured providers: {}", known.join(", "))),
+            );
+        }
     };
     let provider = raw_llm
         .provider
@@ -378,14 +379,15 @@ pub fn parse(
     let mut tools = Vec::new();
     for t in raw.tools {
         if let Some(cat) = ctx.catalog
-            && !cat.tools.iter().any(|x| &x.name == t.get_ref()) {
-                let known: Vec<_> = cat.tools.iter().map(|x| x.name.as_str()).collect();
-                problem(
-                    t.span().start,
-                    format!("unknown tool `{}`", t.get_ref()),
-                    Some(format!("available tools: {}", known.join(", "))),
-                );
-            }
+            && !cat.tools.iter().any(|x| &x.name == t.get_ref())
+        {
+            let known: Vec<_> = cat.tools.iter().map(|x| x.name.as_str()).collect();
+            problem(
+                t.span().start,
+                format!("unknown tool `{}`", t.get_ref()),
+                Some(format!("available tools: {}", known.join(", "))),
+            );
+        }
         if tools.contains(t.get_ref()) {
             problem(
                 t.span().start,
@@ -452,9 +454,10 @@ fn parameters_trap(src: &str) -> Option<(String, usize)> {
         } else if in_parameters {
             for key in TOP_LEVEL_TEXT_KEYS {
                 if let Some(rest) = trimmed.strip_prefix(key)
-                    && rest.trim_start().starts_with('=') {
-                        return Some((key.to_string(), offset + (line.len() - trimmed.len())));
-                    }
+                    && rest.trim_start().starts_with('=')
+                {
+                    return Some((key.to_string(), offset + (line.len() - trimmed.len())));
+                }
             }
         }
         offset += line.len();

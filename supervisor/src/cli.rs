@@ -343,11 +343,7 @@ fn run(socket: &Path, req: RunRequest, json: bool) -> anyhow::Result<u8> {
                 provider,
                 model,
             } => {
-                let model = if model.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({model})")
-                };
+                let model = model.map(|m| format!(" ({m})")).unwrap_or_default();
                 let _ = writeln!(err, "  turn {turn}: asking {provider}{model}");
             }
             RunEvent::ToolCall {
@@ -578,7 +574,6 @@ fn offline_catalog(config: &ServerConfig, config_path: Option<&Path>) -> anyhow:
                 crate::spawn::describe_exit(&status)
             );
         }
-        serde_json::from_slice(&out)
-                .context("caxton-toolhost printed an unreadable catalog")
+        serde_json::from_slice(&out).context("caxton-toolhost printed an unreadable catalog")
     })
 }

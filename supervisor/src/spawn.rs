@@ -197,9 +197,10 @@ impl ManagedChild {
     /// The last bytes the child wrote to stderr, waiting briefly for the pipe to drain.
     pub async fn stderr_tail(&mut self) -> String {
         if let Some(drain) = self.drain.as_mut()
-            && tokio::time::timeout(STDERR_SETTLE, drain).await.is_ok() {
-                self.drain = None;
-            }
+            && tokio::time::timeout(STDERR_SETTLE, drain).await.is_ok()
+        {
+            self.drain = None;
+        }
         let t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let (a, b) = t.as_slices();
         let mut bytes = a.to_vec();

@@ -168,9 +168,10 @@ impl Daemon {
             }
             if let Ok(ApiResponse::Health(h)) =
                 self.connect().and_then(|mut c| c.call(&ApiRequest::Health))
-                && h.ready {
-                    return Ok(());
-                }
+                && h.ready
+            {
+                return Ok(());
+            }
             if started.elapsed() > READY_DEADLINE {
                 bail!(
                     "caxton serve not ready after {READY_DEADLINE:?}; log:\n{}",
@@ -225,9 +226,10 @@ impl Daemon {
         let started = Instant::now();
         loop {
             if let Ok(s) = self.status()
-                && cond(&s) {
-                    return Ok(s);
-                }
+                && cond(&s)
+            {
+                return Ok(s);
+            }
             if started.elapsed() > WAIT_DEADLINE {
                 bail!("timed out waiting for {what}; status: {:?}", self.status());
             }

@@ -156,9 +156,10 @@ fn stale_sockets_from_a_killed_instance_are_replaced() {
     let ok = loop {
         if let Ok(ApiResponse::Health(h)) =
             d.connect().and_then(|mut c| c.call(&ApiRequest::Health))
-            && h.ready {
-                break true;
-            }
+            && h.ready
+        {
+            break true;
+        }
         if started.elapsed() > Duration::from_secs(60) {
             break false;
         }

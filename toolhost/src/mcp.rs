@@ -102,9 +102,10 @@ pub fn tool_result_text(result: &Value) -> (String, bool) {
         }
     }
     if text.is_empty()
-        && let Some(s) = result.get("structuredContent") {
-            text = s.to_string();
-        }
+        && let Some(s) = result.get("structuredContent")
+    {
+        text = s.to_string();
+    }
     (text, is_error)
 }
 

@@ -168,9 +168,10 @@ impl ScriptedProvider {
                 unoffered: false,
                 ..
             } = &rule.action
-                && !req.tools.iter().any(|t| &t.name == tool) {
-                    continue; // the agent may not call this tool: the rule does not apply
-                }
+                && !req.tools.iter().any(|t| &t.name == tool)
+            {
+                continue; // the agent may not call this tool: the rule does not apply
+            }
             if let Some(delay) = rule.delay {
                 if delay > timeout {
                     tokio::time::sleep(timeout).await;

@@ -63,9 +63,10 @@ pub async fn serve(host: Arc<Host>, socket: &Path) -> anyhow::Result<()> {
         let host = host.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(host, stream).await
-                && !e.is_disconnect() {
-                    tracing::warn!(error = %e, "toolhost connection ended with an error");
-                }
+                && !e.is_disconnect()
+            {
+                tracing::warn!(error = %e, "toolhost connection ended with an error");
+            }
             drop(permit);
         });
     }

@@ -95,7 +95,6 @@ fn run_inner(
             other => return Err(unexpected(&other)),
         }
     };
-    let model = agent.llm.model.clone().unwrap_or_default();
     let mut messages = vec![
         ChatMessage::System { content: system },
         ChatMessage::User { content: user },
@@ -107,7 +106,7 @@ fn run_inner(
         send(RunEvent::LlmCall {
             turn,
             provider: agent.llm.provider.clone(),
-            model: model.clone(),
+            model: agent.llm.model.clone(),
         })?;
         let chat = ChatRequest {
             run_id: job.run_id.clone(),
