@@ -139,10 +139,11 @@ pub enum RunEvent {
     /// The agent loop began turn `turn` (1-based).
     TurnStarted { turn: u32 },
     /// The worker asked the LLM provider for the next step.
+    /// (`model: None` = the provider's default)
     LlmCall {
         turn: u32,
         provider: String,
-        model: String,
+        model: Option<String>,
     },
     /// The LLM asked for a tool call; `arguments` is JSON text.
     ToolCall {

@@ -574,7 +574,7 @@ mod tests {
         );
         let errs = check("name = \"x\"\nsystem_prompt = \"s\"\nuser_prompt_template = \"a {{b\"\n")
             .unwrap_err();
-        assert_eq!((errs[0].line, errs[0].column), (3, 26));
+        assert_eq!((errs[0].line, errs[0].column), (3, 27));
         assert!(
             check("name = \"x\"\n").unwrap_err()[0]
                 .message

@@ -200,23 +200,43 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Logs: readable text on a terminal, JSON otherwise (`CAXTON_LOG_FORMAT=text|json` overrides);
-/// level from `CAXTON_LOG` (default `info`).
+/// Logs: journald when systemd connected stderr to the journal, readable text on a terminal, JSON
+/// otherwise. `CAXTON_LOG_FORMAT=text|json|journald` overrides; the level comes from `CAXTON_LOG`
+/// (default `info`).
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = match std::env::var("CAXTON_LOG_FORMAT").as_deref() {
-        Ok("json") => true,
-        Ok("text") => false,
-        _ => !std::io::stderr().is_terminal(),
-    };
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
+        || EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = std::env::var("CAXTON_LOG_FORMAT").unwrap_or_else(|_| {
+        if std::env::var_os("JOURNAL_STREAM").is_some() {
+            "journald".into()
+        } else if std::io::stderr().is_terminal() {
+            "text".into()
+        } else {
+            "json".into()
+        }
+    });
+    if format == "journald" {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer.with_syslog_identifier("caxton".into()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("caxton: journald is not reachable ({e}); logging JSON to stderr"),
+        }
+    }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
+    if format == "text" {
         builder.init();
+    } else {
+        builder.json().init();
     }
 }
 

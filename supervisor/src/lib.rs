@@ -14,6 +14,7 @@ pub mod server;
 pub mod service;
 pub mod signals;
 pub mod spawn;
+pub mod systemd;
 pub mod toolhost;
 
 use std::fs::{File, OpenOptions};
@@ -141,7 +142,13 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
     let accept = tokio::spawn(server::accept_loop(svc.clone(), listener, stop_rx.clone()));
     tracing::info!(socket = %api_path.display(), pid = std::process::id(), agents = svc.registry().agents.len(), "caxton ready");
 
+    systemd::ready(svc.registry().agents.len());
+    let watchdog = systemd::spawn_watchdog();
+
     run_until_stopped(&svc, signals).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
 
     // Stop accepting, then drain.
     let _ = stop_tx.send(true);
@@ -164,6 +171,7 @@ async fn run_until_stopped(
         svc.reload_agents().await;
     }
     svc.draining.store(true, Ordering::Relaxed);
+    systemd::stopping();
     let deadline = svc.config.workers.drain_timeout;
     let in_flight = *svc.in_flight.borrow();
     tracing::info!(

@@ -90,7 +90,7 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
             .map_or(agent.limits.timeout_ms, |t| t.min(agent.limits.timeout_ms)),
     );
     let started = Instant::now();
-    let _permit = match admit(&svc, &agent, limit).await {
+    let _permit = match admit(&svc, &agent, limit, &tx).await {
         Ok(p) => p,
         Err(e) => {
             let _ = tx.send(ApiResponse::Error(e)).await;
@@ -115,6 +115,7 @@ async fn admit(
     svc: &Service,
     agent: &AgentSpec,
     limit: Duration,
+    tx: &mpsc::Sender<ApiResponse>,
 ) -> Result<OwnedSemaphorePermit, ErrorBody> {
     if let Ok(p) = svc.slots.clone().try_acquire_owned() {
         return Ok(p);
@@ -132,12 +133,14 @@ async fn admit(
         ));
     }
     let _queued = Queued(svc);
-    match tokio::time::timeout(limit, svc.slots.clone().acquire_owned()).await {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(_)) => Err(ErrorBody::new(
-            ErrorKind::ShuttingDown,
-            "the service is shutting down",
-        )),
+    let acquire = async {
+        tokio::select! {
+            p = svc.slots.clone().acquire_owned() => p.map_err(|_| ErrorBody::new(ErrorKind::ShuttingDown, "the service is shutting down")),
+            () = tx.closed() => Err(ErrorBody::new(ErrorKind::Cancelled, "the client went away while the run was queued")),
+        }
+    };
+    match tokio::time::timeout(limit, acquire).await {
+        Ok(r) => r,
         Err(_) => {
             svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
             Err(ErrorBody::new(
@@ -222,7 +225,13 @@ async fn drive_worker(
             .saturating_duration_since(Instant::now())
             .as_millis() as u64,
     };
-    let outcome = tokio::time::timeout_at(deadline.into(), talk(&mut child, &job, tx)).await;
+    let work = async {
+        tokio::select! {
+            r = talk(&mut child, &job, tx) => r,
+            () = tx.closed() => Err(Broken::ClientGone),
+        }
+    };
+    let outcome = tokio::time::timeout_at(deadline.into(), work).await;
     match outcome {
         Ok(Ok(terminal)) => {
             if tokio::time::timeout(EXIT_GRACE, child.wait())

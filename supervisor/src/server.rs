@@ -295,31 +295,26 @@ async fn dispatch(
     conn.send(&resp).await
 }
 
-/// Streams a run's responses to the client; cancels the run if the client hangs up.
+/// Streams a run's responses to the client. If the client hangs up, returning drops the receiver,
+/// which the run notices (`Sender::closed`): it kills and reaps its worker and ends.
 async fn relay_run(
     svc: &Arc<Service>,
     conn: &mut Conn<'_>,
     run: caxton_ipc::api::RunRequest,
 ) -> Result<(), FrameError> {
     let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
-    let task = tokio::spawn(runs::execute(svc.clone(), run, tx));
-    // Aborting the run task drops its worker handle, which kills the worker's process group.
-    let abort = task.abort_handle();
+    tokio::spawn(runs::execute(svc.clone(), run, tx));
     let mut watching = conn.rd.buffer().is_empty();
     let Conn { mode, rd, wr } = conn;
     loop {
         tokio::select! {
             resp = rx.recv() => {
                 let Some(resp) = resp else { return Ok(()) };
-                if let Err(e) = send_to(*mode, wr, &resp).await {
-                    abort.abort();
-                    return Err(e);
-                }
+                send_to(*mode, wr, &resp).await?;
             }
             gone = hangup(rd.get_ref().as_ref()), if watching => {
                 if gone {
                     tracing::info!("client hung up during a run; cancelling it");
-                    abort.abort();
                     return Err(FrameError::Closed);
                 }
                 watching = false;

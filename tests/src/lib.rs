@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, RunEvent, RunRequest, StatusReport};
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::toolhost::{CallToolRequest, ToolOutput, ToolhostRequest, ToolhostResponse};
 
 /// How long a daemon may take to become ready (a cold debug toolhost compiles its modules).
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -23,13 +24,15 @@ pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CAXTON_BIN_DIR") {
         return PathBuf::from(d);
     }
-    // target/debug/deps/<test-binary> → target/debug
+    // target/<profile>/deps/<test-binary> → target/<profile>; a bench binary sits in target/<profile>.
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
+    let here = exe.parent().expect("the executable has a directory");
+    let dir = if here.ends_with("deps") {
+        here.parent().unwrap_or(here)
+    } else {
+        here
+    }
+    .to_path_buf();
     for b in ["caxton", "caxton-worker", "caxton-toolhost"] {
         assert!(
             dir.join(b).exists(),
@@ -63,6 +66,8 @@ pub struct Options {
     pub rules: Option<PathBuf>,
     /// Enable the worker's fault-injection hook.
     pub faults: bool,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -76,6 +81,7 @@ impl Default for Options {
             extra_config: String::new(),
             rules: Some("tests/agents/rules.toml".into()),
             faults: true,
+            env: Vec::new(),
         }
     }
 }
@@ -123,12 +129,12 @@ impl Daemon {
             config: config_path,
             dir,
         };
-        d.spawn(opts.faults)?;
+        d.spawn(opts.faults, &opts.env)?;
         d.wait_ready()?;
         Ok(d)
     }
 
-    fn spawn(&mut self, faults: bool) -> anyhow::Result<()> {
+    fn spawn(&mut self, faults: bool, env: &[(String, String)]) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -142,6 +148,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if faults {
             cmd.env("CAXTON_WORKER_FAULTS", "1");
         } else {
@@ -179,6 +186,39 @@ impl Daemon {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Path of the toolhost's socket.
+    pub fn toolhost_socket(&self) -> PathBuf {
+        self.dir.path().join("run/private/toolhost.sock")
+    }
+
+    /// Calls one tool directly on the toolhost, as a worker would.
+    pub fn call_tool(
+        &self,
+        tool: &str,
+        arguments: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Result<ToolOutput, ErrorBody>> {
+        let mut s = UnixStream::connect(self.toolhost_socket())?;
+        frame::write_sync(&mut s, &Hello::new(Role::Cli))?;
+        match frame::read_sync::<HelloReply>(&mut s, MAX_FRAME_LEN)? {
+            HelloReply::Welcome(_) => {}
+            HelloReply::Rejected { reason } => bail!("toolhost rejected us: {reason}"),
+        }
+        let req = CallToolRequest {
+            run_id: "test".into(),
+            agent: "test".into(),
+            tool: tool.into(),
+            arguments: arguments.into(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        frame::write_sync(&mut s, &ToolhostRequest::CallTool(req))?;
+        match frame::read_sync(&mut s, MAX_FRAME_LEN)? {
+            ToolhostResponse::ToolOutput(o) => Ok(Ok(o)),
+            ToolhostResponse::Error(e) => Ok(Err(e)),
+            other => bail!("unexpected {other:?}"),
         }
     }
 

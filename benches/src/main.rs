@@ -1,0 +1,309 @@
+//! Backbone benchmarks against the real binaries, printed as a Markdown report.
+//!
+//! `cargo build --release --workspace --bins && cargo run --release -p caxton-benches > benches/RESULTS.md`
+//!
+//! Measures, side by side in one run: a bare spawn of `/bin/true` (the floor) against a worker's
+//! spawn-to-ready; end-to-end `agent run` latency over the socket (scripted LLM, one WASM tool call);
+//! throughput at concurrency 1, 8 and 64; idle memory of the service (supervisor + toolhost).
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use caxton_ipc::agent::{AgentSpec, LimitsSpec, LlmSpec, MemorySpec};
+use caxton_ipc::api::{ApiRequest, RunRequest, ServiceState};
+use caxton_ipc::frame::{self, MAX_FRAME_LEN};
+use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::worker::WorkerJob;
+use caxton_tests::{Daemon, Options, bin};
+
+const LATENCY_SAMPLES: usize = 2000;
+const SPAWN_SAMPLES: usize = 1000;
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn summary(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    (
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        *v.last().expect("samples"),
+    )
+}
+
+fn bare_spawn() -> Vec<Duration> {
+    (0..SPAWN_SAMPLES)
+        .map(|_| {
+            let t = Instant::now();
+            let status = Command::new("/bin/true")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .expect("spawn /bin/true");
+            assert!(status.success());
+            t.elapsed()
+        })
+        .collect()
+}
+
+/// Spawn `caxton-worker`, hand it a job, and time until its `Welcome` arrives (it is ready to run).
+fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
+    let agent = AgentSpec {
+        name: "bench".into(),
+        version: "0".into(),
+        description: String::new(),
+        capabilities: vec![],
+        tools: vec![],
+        system_prompt: "s".into(),
+        user_prompt_template: "{{request}}".into(),
+        documentation: None,
+        memory: MemorySpec {
+            enabled: false,
+            scope: "agent".into(),
+            auto_store: false,
+            search_limit: 5,
+            min_similarity: 0.7,
+        },
+        parameters: Default::default(),
+        llm: LlmSpec {
+            provider: "scripted".into(),
+            model: None,
+            temperature: None,
+            max_tokens: None,
+            fallback: vec![],
+        },
+        limits: LimitsSpec {
+            max_turns: 2,
+            max_tool_calls: 2,
+            timeout_ms: 5000,
+            tool_timeout_ms: 1000,
+        },
+        source: "bench".into(),
+    };
+    let job = WorkerJob {
+        run_id: "bench".into(),
+        agent,
+        input: "hi".into(),
+        vars: Default::default(),
+        toolhost_socket: toolhost_socket.into(),
+        deadline_ms: 5000,
+    };
+    let hello = frame::encode(&Hello::new(Role::Supervisor)).expect("encode");
+    let job = frame::encode(&job).expect("encode");
+    (0..SPAWN_SAMPLES)
+        .map(|_| {
+            use std::io::Write;
+            let t = Instant::now();
+            let mut child = Command::new(bin("caxton-worker"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn caxton-worker");
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin
+                .write_all(&hello)
+                .and_then(|_| stdin.write_all(&job))
+                .expect("write job");
+            let mut stdout = child.stdout.take().expect("stdout");
+            let reply: HelloReply = frame::read_sync(&mut stdout, MAX_FRAME_LEN).expect("welcome");
+            let elapsed = t.elapsed();
+            assert!(matches!(reply, HelloReply::Welcome(_)));
+            drop(stdin);
+            // Let it finish its run (the scripted echo) and reap it.
+            std::io::copy(&mut stdout, &mut std::io::sink()).ok();
+            child.wait().expect("wait worker");
+            elapsed
+        })
+        .collect()
+}
+
+fn run_once(d: &Daemon) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let mut c = d.connect()?;
+    c.send(&ApiRequest::Run(RunRequest {
+        agent: "calculator".into(),
+        input: "What is 6 * 7?".into(),
+        vars: Default::default(),
+        timeout_ms: None,
+    }))?;
+    let out = c.collect_run()?;
+    let elapsed = t.elapsed();
+    anyhow::ensure!(
+        out.answer() == Some("The result is 42."),
+        "bad run: {out:?}"
+    );
+    Ok(elapsed)
+}
+
+fn throughput(d: &Daemon, concurrency: usize) -> (f64, u64, u64) {
+    let done = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..concurrency {
+            s.spawn(|| {
+                while started.elapsed() < THROUGHPUT_WINDOW {
+                    match run_once(d) {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    (n as f64 / secs, n, errors.load(Ordering::Relaxed))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() -> anyhow::Result<()> {
+    let d = Daemon::start(Options {
+        agents: vec!["agents/calculator.toml".into()],
+        rules: None,
+        faults: false,
+        extra_config: "[workers]\nmax_concurrent = 64\nqueue_capacity = 256\n".into(),
+        env: vec![],
+    })?;
+    let toolhost_pid = match d.status()?.toolhost {
+        ServiceState::Running { pid, .. } => pid,
+        other => anyhow::bail!("toolhost not running: {other:?}"),
+    };
+    // Idle memory, before any run.
+    let idle_sup = rss_kib(d.pid());
+    let idle_th = rss_kib(toolhost_pid);
+
+    for _ in 0..200 {
+        run_once(&d)?;
+    }
+    let bare = summary(bare_spawn());
+    let toolhost_socket = d
+        .dir
+        .path()
+        .join("run/private/toolhost.sock")
+        .display()
+        .to_string();
+    let worker = summary(worker_spawn_to_ready(&toolhost_socket));
+    let e2e = summary(
+        (0..LATENCY_SAMPLES)
+            .map(|_| run_once(&d))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    let cli = summary(
+        (0..200)
+            .map(|_| {
+                let t = Instant::now();
+                let out = d.cli(&["agent", "run", "calculator", "--input", "What is 6 * 7?"]);
+                assert!(out.status.success());
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let tputs: Vec<_> = [1, 8, 64].iter().map(|&c| (c, throughput(&d, c))).collect();
+    let after_sup = rss_kib(d.pid());
+    let after_th = rss_kib(toolhost_pid);
+    let status = d.status()?;
+
+    println!("# Benchmark results\n");
+    println!(
+        "Produced by `cargo build --release --workspace --bins && cargo run --release -p caxton-benches > benches/RESULTS.md`.\n"
+    );
+    println!("- date: {}", sh("date -u +%Y-%m-%dT%H:%MZ"));
+    println!("- commit: {}", sh("git rev-parse --short HEAD"));
+    println!(
+        "- machine: {} cores, {}, {}",
+        sh("nproc"),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        sh("free -h | awk '/Mem:/{print $2}'")
+    );
+    println!("- kernel: {}; {}", sh("uname -r"), sh("rustc --version"));
+    println!("- binaries: {}\n", bin("caxton").display());
+    println!("## Latency (ms)\n");
+    println!("| what | samples | p50 | p99 | max | target |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| bare spawn of `/bin/true` to exit (floor) | {SPAWN_SAMPLES} | {} | {} | {} | |",
+        ms(bare.0),
+        ms(bare.1),
+        ms(bare.2)
+    );
+    println!(
+        "| `caxton-worker` spawn to ready (its Welcome) | {SPAWN_SAMPLES} | {} | {} | {} | ≤ 3× floor: {:.1}× at p50 |",
+        ms(worker.0),
+        ms(worker.1),
+        ms(worker.2),
+        worker.0.as_secs_f64() / bare.0.as_secs_f64()
+    );
+    println!(
+        "| end-to-end run over the socket (connect, fresh worker, 2 LLM calls, 1 WASM tool call, answer) | {LATENCY_SAMPLES} | {} | {} | {} | p50 ≤ 5, p99 ≤ 15 |",
+        ms(e2e.0),
+        ms(e2e.1),
+        ms(e2e.2)
+    );
+    println!(
+        "| the same through the `caxton agent run` CLI process | 200 | {} | {} | {} | |",
+        ms(cli.0),
+        ms(cli.1),
+        ms(cli.2)
+    );
+    println!(
+        "\n## Throughput (completed runs/s, {}s window each)\n",
+        THROUGHPUT_WINDOW.as_secs()
+    );
+    println!("| concurrency | runs/s | completed | errors | target |");
+    println!("|---|---|---|---|---|");
+    for (c, (rate, n, errors)) in &tputs {
+        println!("| {c} | {rate:.0} | {n} | {errors} | ≥ 1000, no errors |");
+    }
+    println!("\n## Memory (RSS, MiB)\n");
+    println!("| process | idle after start | after the runs above | target |");
+    println!("|---|---|---|---|");
+    println!(
+        "| supervisor (`caxton serve`) | {:.1} | {:.1} | |",
+        idle_sup as f64 / 1024.0,
+        after_sup as f64 / 1024.0
+    );
+    println!(
+        "| toolhost | {:.1} | {:.1} | |",
+        idle_th as f64 / 1024.0,
+        after_th as f64 / 1024.0
+    );
+    println!(
+        "| **service total** | **{:.1}** | **{:.1}** | ≤ 50 idle |",
+        (idle_sup + idle_th) as f64 / 1024.0,
+        (after_sup + after_th) as f64 / 1024.0
+    );
+    println!(
+        "\nCounters after the run: {} runs finished, {} failed, {} busy rejections.",
+        status.counters.runs_finished, status.counters.runs_failed, status.counters.busy_rejections
+    );
+    Ok(())
+}
