@@ -8,6 +8,7 @@ scripts/setup.sh
 cargo build --workspace --bins
 bin=target/debug
 export CAXTON_RUNTIME_DIR="${CAXTON_RUNTIME_DIR:-$(mktemp -d /tmp/caxton-demo.XXXXXX)}"
+export CAXTON_STATE_DIR="${CAXTON_STATE_DIR:-$CAXTON_RUNTIME_DIR/state}"
 export CAXTON_LOG_FORMAT=text
 
 "$bin/caxton" serve &
@@ -28,3 +29,5 @@ echo; echo '$ caxton agent run text-stats --input "the quick brown fox"'
 "$bin/caxton" agent run text-stats --input "the quick brown fox"
 echo; echo '$ caxton status'
 "$bin/caxton" status
+echo; echo '$ caxton audit verify'
+"$bin/caxton" audit verify

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub runtime_dir: Option<PathBuf>,
     /// Directory of agent TOML files. Default: `./agents`.
     pub agents_dir: Option<PathBuf>,
+    /// Persistent state (the tool-call audit log). Default: `$CAXTON_STATE_DIR`, else
+    /// `$XDG_STATE_HOME/caxton`, else `$HOME/.local/state/caxton`, else `/var/lib/caxton`.
+    pub state_dir: Option<PathBuf>,
     pub api: ApiConfig,
     pub workers: WorkersConfig,
     pub toolhost: ToolhostConfig,
@@ -161,6 +164,7 @@ impl ServerConfig {
         };
         fix(&mut cfg.runtime_dir);
         fix(&mut cfg.agents_dir);
+        fix(&mut cfg.state_dir);
         fix(&mut cfg.workers.binary);
         fix(&mut cfg.toolhost.binary);
         fix(&mut cfg.toolhost.tools_dir);
@@ -175,6 +179,27 @@ impl ServerConfig {
     /// The runtime directory in effect.
     pub fn runtime_dir(&self) -> PathBuf {
         self.runtime_dir.clone().unwrap_or_else(default_runtime_dir)
+    }
+
+    /// The state directory in effect.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        env("CAXTON_STATE_DIR")
+            .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("caxton")))
+            .or_else(|| env("HOME").map(|d| d.join(".local/state/caxton")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/caxton"))
+    }
+
+    /// The tool-call audit log.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.state_dir().join("audit/tool-calls.log")
     }
 
     /// The agents directory in effect.

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod frame;
 pub mod handshake;

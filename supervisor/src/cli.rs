@@ -65,10 +65,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the tool-call audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Check that the daemon is live and ready (exit 0 when ready).
     Health {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of the audit log: detects edited, inserted and deleted records
+    /// (exit 0 when intact). Works offline.
+    Verify {
+        /// The log file [default: STATE_DIR/audit/tool-calls.log from the config].
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, env = "CAXTON_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -135,6 +153,9 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Agent { command } => agent(command, &socket),
         Command::Status { json } => status(&socket, json),
+        Command::Audit {
+            command: AuditCommand::Verify { file, config },
+        } => audit_verify(file, config.as_deref()),
         Command::Health { json } => health(&socket, json),
     };
     match result {
@@ -490,6 +511,34 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
         c.toolhost_restarts
     );
     Ok(EXIT_OK)
+}
+
+fn audit_verify(file: Option<PathBuf>, config_path: Option<&Path>) -> anyhow::Result<u8> {
+    let path = match file {
+        Some(f) => f,
+        None => match config_path {
+            Some(p) => ServerConfig::load(p)?,
+            None => ServerConfig::default(),
+        }
+        .audit_log_path(),
+    };
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+    match caxton_ipc::audit::verify(std::io::BufReader::new(file)) {
+        Ok(v) => {
+            println!(
+                "{}: ok: {} records, chain head {}",
+                path.display(),
+                v.records,
+                v.head
+            );
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("caxton: {}:{e}", path.display());
+            Ok(EXIT_FAILED)
+        }
+    }
 }
 
 fn health(socket: &Path, json: bool) -> anyhow::Result<u8> {

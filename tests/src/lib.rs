@@ -109,9 +109,10 @@ impl Daemon {
             .with_context(|| format!("copy {}", src.display()))?;
         }
         let mut config = format!(
-            "runtime_dir = \"{}\"\nagents_dir = \"{}\"\n",
+            "runtime_dir = \"{}\"\nagents_dir = \"{}\"\nstate_dir = \"{}\"\n",
             dir.path().join("run").display(),
-            agents.display()
+            agents.display(),
+            dir.path().join("state").display()
         );
         config.push_str(&opts.extra_config);
         if let Some(rules) = &opts.rules {
@@ -220,6 +221,15 @@ impl Daemon {
             ToolhostResponse::Error(e) => Ok(Err(e)),
             other => bail!("unexpected {other:?}"),
         }
+    }
+
+    /// Starts `caxton serve` again on the same directory (after it exited or was killed).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut old) = self.child.take() {
+            let _ = old.wait();
+        }
+        self.spawn(false, &[])?;
+        self.wait_ready()
     }
 
     pub fn pid(&self) -> u32 {
@@ -374,6 +384,31 @@ impl Conn {
         let mut out = Vec::new();
         let _ = self.stream.read_to_end(&mut out);
         out
+    }
+
+    /// Starts a run of `agent` and returns its worker's pid (from the `Started` event).
+    pub fn start_run(&mut self, agent: &str, input: &str) -> anyhow::Result<u32> {
+        self.send(&ApiRequest::Run(RunRequest {
+            agent: agent.into(),
+            input: input.into(),
+            vars: Default::default(),
+            timeout_ms: None,
+        }))?;
+        match self.recv()? {
+            ApiResponse::Event(RunEvent::Started { worker_pid, .. }) => Ok(worker_pid),
+            other => bail!("expected the Started event, got {other:?}"),
+        }
+    }
+
+    /// Reads events until the worker reports its LLM call (it is connected to the toolhost by then).
+    pub fn wait_for_llm_call(&mut self) -> anyhow::Result<()> {
+        loop {
+            match self.recv()? {
+                ApiResponse::Event(RunEvent::LlmCall { .. }) => return Ok(()),
+                ApiResponse::Event(e) if !e.is_terminal() => continue,
+                other => bail!("the run ended before its LLM call: {other:?}"),
+            }
+        }
     }
 
     /// Reads responses until the run's terminal event (or an error response).

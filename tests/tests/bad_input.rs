@@ -302,17 +302,7 @@ fn invalid_json_gets_an_error_line_and_the_connection_goes_on() {
 fn a_client_that_disconnects_mid_stream_cancels_its_run() {
     let d = Daemon::start(Options::default()).unwrap();
     let mut c = d.connect().unwrap();
-    c.send(&ApiRequest::Run(RunRequest {
-        agent: "slow".into(),
-        input: "x".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-    }))
-    .unwrap();
-    let pid = match c.recv().unwrap() {
-        ApiResponse::Event(caxton_ipc::api::RunEvent::Started { worker_pid, .. }) => worker_pid,
-        other => panic!("{other:?}"),
-    };
+    let pid = c.start_run("slow", "x").unwrap();
     drop(c);
     // The worker is killed well before its 3 s LLM call would have ended.
     d.wait_status("the cancelled run to disappear", |s| s.workers.is_empty())

@@ -6,17 +6,6 @@ use caxton_tests::{Daemon, Options, process_exists};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Reads events until the worker reports its LLM call (it is connected to the toolhost by then).
-fn wait_for_llm_call(c: &mut caxton_tests::Conn) {
-    loop {
-        match c.recv().unwrap() {
-            caxton_ipc::api::ApiResponse::Event(RunEvent::LlmCall { .. }) => return,
-            caxton_ipc::api::ApiResponse::Event(e) if !e.is_terminal() => continue,
-            other => panic!("run ended before its LLM call: {other:?}"),
-        }
-    }
-}
-
 fn assert_next_run_succeeds(d: &Daemon) {
     let out = d.run("calculator", "2 * 21").unwrap();
     assert_eq!(out.answer(), Some("The result is 42."), "{out:?}");
@@ -26,19 +15,9 @@ fn assert_next_run_succeeds(d: &Daemon) {
 fn a_worker_killed_with_sigkill_mid_run_is_reported() {
     let d = Daemon::start(Options::default()).unwrap();
     let mut c = d.connect().unwrap();
-    c.send(&ApiRequest::Run(RunRequest {
-        agent: "slow".into(),
-        input: "hi".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-    }))
-    .unwrap();
-    let pid = match c.recv().unwrap() {
-        caxton_ipc::api::ApiResponse::Event(RunEvent::Started { worker_pid, .. }) => worker_pid,
-        other => panic!("{other:?}"),
-    };
+    let pid = c.start_run("slow", "hi").unwrap();
     // Wait until the worker is inside its (3 s) LLM call, then kill it.
-    wait_for_llm_call(&mut c);
+    c.wait_for_llm_call().unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     let out = c.collect_run().unwrap();
     let err = out.failure().expect("the run fails");
@@ -110,14 +89,8 @@ fn the_toolhost_killed_mid_run_fails_that_run_and_is_restarted() {
         other => panic!("{other:?}"),
     };
     let mut c = d.connect().unwrap();
-    c.send(&ApiRequest::Run(RunRequest {
-        agent: "slow".into(),
-        input: "hi".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-    }))
-    .unwrap();
-    wait_for_llm_call(&mut c);
+    c.start_run("slow", "hi").unwrap();
+    c.wait_for_llm_call().unwrap();
     kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
     let out = c.collect_run().unwrap();
     let err = out.failure().expect("the run fails");

@@ -71,6 +71,22 @@ fn each_hostile_guest_is_contained() {
     assert_contained(&d, "flood", "longer than");
     assert_contained(&d, "garble", "invalid JSON-RPC");
     assert_eq!(toolhost_pid(&d), pid, "the toolhost never restarted");
+    // The audit log records every hostile call as failed, with the reason.
+    let log = std::fs::read_to_string(d.dir.path().join("state/audit/tool-calls.log")).unwrap();
+    let records: Vec<caxton_ipc::audit::AuditRecord> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for tool in ["spin", "mute", "hog", "deep", "flood", "garble"] {
+        let failed: Vec<_> = records.iter().filter(|r| r.tool == tool).collect();
+        assert_eq!(failed.len(), 2, "{tool}");
+        assert!(
+            failed
+                .iter()
+                .all(|r| r.outcome == "failed" && r.detail.contains(tool)),
+            "{failed:?}"
+        );
+    }
     assert_eq!(d.status().unwrap().counters.toolhost_restarts, 0);
 }
 

@@ -79,25 +79,10 @@ fn a_worker_never_sees_the_services_provider_keys() {
     })
     .unwrap();
     let mut c = d.connect().unwrap();
-    c.send(&ApiRequest::Run(RunRequest {
-        agent: "slow".into(),
-        input: "x".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-    }))
-    .unwrap();
-    let pid = match c.recv().unwrap() {
-        ApiResponse::Event(RunEvent::Started { worker_pid, .. }) => worker_pid,
-        other => panic!("{other:?}"),
-    };
+    let pid = c.start_run("slow", "x").unwrap();
     // Read the worker's environment while it waits for its (3 s) LLM call.
-    let env = loop {
-        match c.recv().unwrap() {
-            ApiResponse::Event(RunEvent::LlmCall { .. }) => break environ(pid),
-            ApiResponse::Event(e) if !e.is_terminal() => continue,
-            other => panic!("{other:?}"),
-        }
-    };
+    c.wait_for_llm_call().unwrap();
+    let env = environ(pid);
     assert!(
         env.iter().any(|v| v.starts_with("PATH=")),
         "environment unreadable: {env:?}"

@@ -1,11 +1,12 @@
 //! The toolhost's state: loaded tool servers indexed by tool name, and the providers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::audit::{AuditEntry, AuditWriter};
 use caxton_ipc::config::ServerConfig;
 use caxton_ipc::toolhost::{CallToolRequest, Catalog, ChatReply, ChatRequest, ToolOutput};
 
@@ -18,6 +19,7 @@ pub struct Host {
     by_tool: BTreeMap<String, Arc<ToolServer>>,
     providers: Providers,
     tool_timeout: Duration,
+    audit: Mutex<AuditWriter>,
 }
 
 impl Host {
@@ -65,12 +67,16 @@ impl Host {
             }
         }
         let providers = Providers::from_config(&config.providers())?;
+        let audit_path = config.audit_log_path();
+        let audit = AuditWriter::open(&audit_path)
+            .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
         Ok(Host {
             _runtime: runtime,
             servers,
             by_tool,
             providers,
             tool_timeout: config.toolhost.tool_timeout,
+            audit: Mutex::new(audit),
         })
     }
 
@@ -85,8 +91,54 @@ impl Host {
         }
     }
 
+    /// Calls a tool and appends the call to the audit log, whatever its outcome. If the audit
+    /// record cannot be written, the result is withheld (fail closed).
     pub async fn call_tool(&self, req: &CallToolRequest) -> Result<ToolOutput, ErrorBody> {
         let started = Instant::now();
+        let result = self.call_tool_unaudited(req).await;
+        let duration_us = started.elapsed().as_micros() as u64;
+        let (outcome, detail) = match &result {
+            Ok(out) if out.is_error => ("tool_error", out.content.as_str()),
+            Ok(_) => ("ok", ""),
+            Err(e) => ("failed", e.message.as_str()),
+        };
+        let entry = AuditEntry {
+            run_id: &req.run_id,
+            agent: &req.agent,
+            tool: &req.tool,
+            arguments: &req.arguments,
+            outcome,
+            detail,
+            duration_us,
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = audit.append(&entry, now_ms) {
+            tracing::error!(path = %audit.path().display(), error = %e, "cannot write the audit log; withholding the tool result");
+            return Err(ErrorBody::new(
+                ErrorKind::Tool,
+                format!(
+                    "tool `{}`: the audit log {} cannot be written ({e}); tool results are withheld until it can",
+                    req.tool,
+                    audit.path().display()
+                ),
+            ));
+        }
+        drop(audit);
+        match &result {
+            Ok(out) => {
+                tracing::debug!(run = %req.run_id, agent = %req.agent, tool = %req.tool, is_error = out.is_error, duration_us, "tool call")
+            }
+            Err(e) => {
+                tracing::warn!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, error = %e.message, "tool call failed")
+            }
+        }
+        result.map(|out| ToolOutput { duration_us, ..out })
+    }
+
+    async fn call_tool_unaudited(&self, req: &CallToolRequest) -> Result<ToolOutput, ErrorBody> {
         let server = self.by_tool.get(&req.tool).ok_or_else(|| {
             ErrorBody::new(
                 ErrorKind::NotFound,
@@ -106,21 +158,13 @@ impl Host {
             ));
         }
         let deadline = Duration::from_millis(req.timeout_ms).min(self.tool_timeout);
-        let result = server.call(&req.tool, arguments, deadline).await;
-        let duration_us = started.elapsed().as_micros() as u64;
-        match result {
-            Ok((content, is_error)) => {
-                tracing::debug!(run = %req.run_id, agent = %req.agent, tool = %req.tool, is_error, duration_us, "tool call");
-                Ok(ToolOutput {
-                    content,
-                    is_error,
-                    duration_us,
-                })
-            }
-            Err(e) => {
-                tracing::warn!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, error = %e, "tool call failed");
-                Err(ErrorBody::new(ErrorKind::Tool, e.to_string()))
-            }
+        match server.call(&req.tool, arguments, deadline).await {
+            Ok((content, is_error)) => Ok(ToolOutput {
+                content,
+                is_error,
+                duration_us: 0,
+            }),
+            Err(e) => Err(ErrorBody::new(ErrorKind::Tool, e.to_string())),
         }
     }
 
