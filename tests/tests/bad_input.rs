@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorKind, RunRequest};
+use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorKind};
 use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_tests::{Conn, Daemon, Options, bin, repo_root};

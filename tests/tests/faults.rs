@@ -1,7 +1,7 @@
 //! Faults: workers killed, hung or panicking, and the toolhost killed mid-run. Each costs only its
 //! own run, with a clear error; the next run succeeds.
 
-use caxton_ipc::api::{ApiRequest, ErrorKind, RunEvent, RunRequest, ServiceState};
+use caxton_ipc::api::{ErrorKind, RunRequest, ServiceState};
 use caxton_tests::{Daemon, Options, process_exists};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorKind, RunEvent, RunRequest};
+use caxton_ipc::api::{ApiRequest, ErrorKind, RunRequest};
 use caxton_tests::{Daemon, Options, bin, repo_root};
 use nix::sys::signal::Signal;
 

@@ -4,7 +4,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use caxton_ipc::api::{ApiRequest, ApiResponse, RunEvent, RunRequest, ServiceState};
+use caxton_ipc::api::ServiceState;
 use caxton_tests::{Daemon, Options};
 use nix::sys::signal::Signal;
 
