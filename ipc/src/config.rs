@@ -202,6 +202,11 @@ impl ServerConfig {
         self.state_dir().join("audit/tool-calls.log")
     }
 
+    /// The compiled-module cache of the toolhost.
+    pub fn module_cache_dir(&self) -> PathBuf {
+        self.state_dir().join("cache/modules")
+    }
+
     /// The agents directory in effect.
     pub fn agents_dir(&self) -> PathBuf {
         self.agents_dir

@@ -126,3 +126,58 @@ fn an_agent_sees_a_hung_tool_as_a_failed_call_and_still_answers() {
     assert!(output.contains("did not answer within 1000ms"), "{output}");
     assert_eq!(out.answer().unwrap(), format!("spin gave: {output}"));
 }
+
+#[test]
+fn compiled_modules_are_cached_privately_and_reused() {
+    use nix::sys::signal::Signal;
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = Daemon::start(Options::default()).unwrap();
+    let cache = d.dir.path().join("state/cache/modules");
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "one compiled module (calc): {files:?}");
+    assert!(files[0].extension().is_some_and(|x| x == "cwasm"));
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        d.log_text().contains("cached=false"),
+        "first start compiles"
+    );
+
+    // A restart loads the compiled code instead of compiling again.
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20)).unwrap();
+    d.restart().unwrap();
+    assert!(
+        d.log_text().contains("cached=true"),
+        "second start uses the cache:\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        d.run("calculator", "5*5").unwrap().answer(),
+        Some("The result is 25.")
+    );
+
+    // A cache directory that others may write is never read.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20)).unwrap();
+    d.restart().unwrap();
+    assert!(
+        d.log_text().contains("not using the module cache"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(
+        d.run("calculator", "6*6").unwrap().answer(),
+        Some("The result is 36.")
+    );
+}

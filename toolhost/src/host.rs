@@ -19,13 +19,23 @@ pub struct Host {
     by_tool: BTreeMap<String, Arc<ToolServer>>,
     providers: Providers,
     tool_timeout: Duration,
-    audit: Mutex<AuditWriter>,
+    /// `None` only for `caxton-toolhost catalog`, which never calls a tool.
+    audit: Option<Mutex<AuditWriter>>,
+}
+
+/// What the host is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Serving workers: every tool call is audited.
+    Serve,
+    /// Printing the catalog: no tool calls, so no audit log is opened.
+    Catalog,
 }
 
 impl Host {
     /// Loads the built-in tool servers, those in the configured tools directory, and the providers.
-    pub async fn load(config: &ServerConfig) -> anyhow::Result<Host> {
-        let runtime = WasmRuntime::new()?;
+    pub async fn load(config: &ServerConfig, purpose: Purpose) -> anyhow::Result<Host> {
+        let runtime = WasmRuntime::new(&config.module_cache_dir())?;
         let mut servers = Vec::new();
         for (name, wasm) in crate::BUILTIN_SERVERS {
             servers.push(runtime.load(name, wasm).await?);
@@ -67,16 +77,22 @@ impl Host {
             }
         }
         let providers = Providers::from_config(&config.providers())?;
-        let audit_path = config.audit_log_path();
-        let audit = AuditWriter::open(&audit_path)
-            .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+        let audit = match purpose {
+            Purpose::Catalog => None,
+            Purpose::Serve => {
+                let path = config.audit_log_path();
+                let writer = AuditWriter::open(&path)
+                    .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+                Some(Mutex::new(writer))
+            }
+        };
         Ok(Host {
             _runtime: runtime,
             servers,
             by_tool,
             providers,
             tool_timeout: config.toolhost.tool_timeout,
-            audit: Mutex::new(audit),
+            audit,
         })
     }
 
@@ -114,7 +130,13 @@ impl Host {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(audit) = &self.audit else {
+            return Err(ErrorBody::new(
+                ErrorKind::Internal,
+                "tool calls are not served in catalog mode",
+            ));
+        };
+        let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = audit.append(&entry, now_ms) {
             tracing::error!(path = %audit.path().display(), error = %e, "cannot write the audit log; withholding the tool result");
             return Err(ErrorBody::new(

@@ -8,6 +8,7 @@
 
 pub mod host;
 pub mod mcp;
+pub mod module_cache;
 pub mod providers;
 pub mod scripted;
 pub mod server;
@@ -86,7 +87,11 @@ fn run() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let host = Arc::new(host::Host::load(&config).await?);
+        let purpose = match cmd {
+            Command::Catalog => host::Purpose::Catalog,
+            Command::Serve { .. } => host::Purpose::Serve,
+        };
+        let host = Arc::new(host::Host::load(&config, purpose).await?);
         match cmd {
             Command::Catalog => {
                 let catalog = host.catalog();

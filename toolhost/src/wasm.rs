@@ -22,6 +22,7 @@ use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::mcp;
+use crate::module_cache::{ModuleCache, Origin};
 use caxton_ipc::toolhost::ToolSpec;
 
 /// How often the epoch advances; a guest yields to the runtime at least this often.
@@ -66,10 +67,12 @@ pub struct GuestState {
 pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<GuestState>,
+    cache: Option<ModuleCache>,
 }
 
 impl WasmRuntime {
-    pub fn new() -> anyhow::Result<WasmRuntime> {
+    /// The engine and linker; compiled modules are cached in `cache_dir` when it is private.
+    pub fn new(cache_dir: &std::path::Path) -> anyhow::Result<WasmRuntime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
@@ -84,14 +87,23 @@ impl WasmRuntime {
                     ticker.increment_epoch();
                 }
             })?;
-        Ok(WasmRuntime { engine, linker })
+        let cache = ModuleCache::open(cache_dir, &engine);
+        Ok(WasmRuntime {
+            engine,
+            linker,
+            cache,
+        })
     }
 
     /// Compiles a module, starts one instance and asks it for its tools.
     pub async fn load(&self, name: &str, wasm: &[u8]) -> anyhow::Result<Arc<ToolServer>> {
         let started = Instant::now();
-        let module = Module::new(&self.engine, wasm)
-            .map_err(|e| anyhow::anyhow!("cannot compile tool server `{name}`: {e:#}"))?;
+        let compiled = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, wasm),
+            None => Module::new(&self.engine, wasm).map(|m| (m, Origin::Compiled)),
+        };
+        let (module, origin) =
+            compiled.map_err(|e| anyhow::anyhow!("cannot compile tool server `{name}`: {e:#}"))?;
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             anyhow::anyhow!(
                 "tool server `{name}` needs imports the toolhost does not provide: {e:#}"
@@ -122,6 +134,7 @@ impl WasmRuntime {
             server = name,
             tools = server.tools.len(),
             ms = started.elapsed().as_millis() as u64,
+            cached = origin == Origin::Cached,
             "tool server loaded"
         );
         Ok(Arc::new(server))
