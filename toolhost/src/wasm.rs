@@ -133,7 +133,7 @@ impl WasmRuntime {
         tracing::info!(
             server = name,
             tools = server.tools.len(),
-            ms = started.elapsed().as_millis() as u64,
+            load_us = started.elapsed().as_micros() as u64,
             cached = origin == Origin::Cached,
             "tool server loaded"
         );
