@@ -10,11 +10,12 @@ use interprocess::local_socket::{GenericFilePath, Stream, ToFsName, traits::Stre
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "no Caxton daemon is listening on {path} ({source}).\nStart one with `caxton serve`, or point --socket / CAXTON_SOCKET at the socket of a running one"
+        "no Caxton daemon is listening on {path} ({cause}).\nStart one with `caxton serve`, or point --socket / CAXTON_SOCKET at the socket of a running one"
     )]
     NoDaemon {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, not as a `source`, so it is not printed twice.
+        cause: std::io::Error,
     },
     #[error(
         "permission denied on {path}: ask the operator to add you to the socket's group or to [api] allowed_uids"
@@ -49,7 +50,7 @@ impl Client {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 ClientError::NoDaemon {
                     path: path.into(),
-                    source,
+                    cause: source,
                 }
             }
             std::io::ErrorKind::PermissionDenied => {

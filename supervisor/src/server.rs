@@ -107,6 +107,18 @@ impl Conn<'_> {
         send_to(self.mode, &mut self.wr, resp).await
     }
 
+    /// Refuses the connection before its handshake: frame clients read a `HelloReply`, JSON clients
+    /// an error object.
+    async fn refuse(&mut self, kind: ErrorKind, message: String) {
+        match self.mode {
+            Mode::Frames => {
+                let _ = frame::write_async(&mut self.wr, &HelloReply::Rejected { reason: message })
+                    .await;
+            }
+            Mode::Json => self.error(kind, message).await,
+        }
+    }
+
     async fn error(&mut self, kind: ErrorKind, message: impl Into<String>) {
         let _ = self
             .send(&ApiResponse::Error(ErrorBody::new(kind, message)))
@@ -141,8 +153,14 @@ impl Conn<'_> {
 }
 
 async fn reject_early(mut stream: UnixStream, err: ErrorBody) {
-    // The client's format is unknown before it speaks; frames are what the CLI reads.
-    let _ = frame::write_async(&mut stream, &ApiResponse::Error(err)).await;
+    // The client's format is unknown before it speaks; a frame client (the CLI) reads a HelloReply.
+    let _ = frame::write_async(
+        &mut stream,
+        &HelloReply::Rejected {
+            reason: err.message,
+        },
+    )
+    .await;
 }
 
 async fn connection(svc: Arc<Service>, mut stream: UnixStream) {
@@ -171,7 +189,7 @@ async fn connection(svc: Arc<Service>, mut stream: UnixStream) {
                 .connections_rejected
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(uid = c.uid(), gid = c.gid(), pid = ?c.pid(), "connection refused: peer not allowed");
-            conn.error(
+            conn.refuse(
                 ErrorKind::PermissionDenied,
                 format!("uid {} / gid {} may not use this socket; the operator can add them to [api] allowed_uids or allowed_gids", c.uid(), c.gid()),
             )

@@ -176,6 +176,26 @@ print(s.makefile().readline().strip())
         "{line} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The CLI (frames) gets the refusal as the handshake's answer.
+    // A copy in the test's own directory, so uid 65534 can execute it wherever the repo lives.
+    let cli = d.dir.path().join("caxton-cli");
+    std::fs::copy(bin("caxton"), &cli).unwrap();
+    let as_nobody =
+        "import os, sys; os.setgid(65534); os.setuid(65534); os.execv(sys.argv[1], sys.argv[1:])";
+    let out = Command::new("python3")
+        .args(["-c", as_nobody])
+        .arg(&cli)
+        .args(["--socket"])
+        .arg(&d.socket)
+        .arg("health")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("uid 65534"),
+        "{stderr}"
+    );
     assert!(d.status().unwrap().counters.connections_rejected >= 1);
 }
 
