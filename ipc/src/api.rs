@@ -266,6 +266,8 @@ pub struct StatusReport {
     pub agents: u32,
     pub workers: Vec<WorkerInfo>,
     pub max_workers: u32,
+    /// Pre-spawned workers waiting for a run.
+    pub ready_workers: u32,
     pub queue_depth: u32,
     pub queue_capacity: u32,
     pub toolhost: ServiceState,

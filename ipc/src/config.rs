@@ -18,6 +18,8 @@ pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default per tool call deadline.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of pre-spawned workers.
+pub const DEFAULT_WARM_WORKERS: u32 = 2;
 /// Default bytes of a child's stderr kept for error messages.
 pub const DEFAULT_STDERR_TAIL: usize = 4096;
 
@@ -89,6 +91,8 @@ pub struct WorkersConfig {
     /// Path of `caxton-worker`; default: next to the `caxton` binary.
     pub binary: Option<PathBuf>,
     pub stderr_tail_bytes: usize,
+    /// Workers pre-spawned ahead of demand (each still serves one run); 0 disables.
+    pub warm: u32,
 }
 
 impl Default for WorkersConfig {
@@ -100,6 +104,7 @@ impl Default for WorkersConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             binary: None,
             stderr_tail_bytes: DEFAULT_STDERR_TAIL,
+            warm: DEFAULT_WARM_WORKERS,
         }
     }
 }

@@ -487,9 +487,10 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
     println!("agents:   {}", s.agents);
     println!("toolhost: {toolhost}");
     println!(
-        "workers:  {} running of {} max; queue {}/{}",
+        "workers:  {} running of {} max, {} ready; queue {}/{}",
         s.workers.len(),
         s.max_workers,
+        s.ready_workers,
         s.queue_depth,
         s.queue_capacity
     );

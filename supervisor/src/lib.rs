@@ -16,6 +16,7 @@ pub mod signals;
 pub mod spawn;
 pub mod systemd;
 pub mod toolhost;
+pub mod warm;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -111,11 +112,17 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         .binary
         .clone()
         .unwrap_or_else(|| spawn::sibling_binary("caxton-worker"));
+    let warm = warm::WarmWorkers::new(
+        runs::worker_spec(&worker_binary, config.workers.stderr_tail_bytes),
+        config.workers.warm as usize,
+    );
+    warm.refill();
     let svc = Arc::new(Service {
         slots: Arc::new(Semaphore::new(config.workers.max_concurrent.max(1) as usize)),
         config,
         config_path,
         worker_binary,
+        warm,
         registry: RwLock::new(Arc::new(Registry::default())),
         toolhost,
         queued: AtomicUsize::new(0),
@@ -171,6 +178,7 @@ async fn run_until_stopped(
         svc.reload_agents().await;
     }
     svc.draining.store(true, Ordering::Relaxed);
+    svc.warm.clear();
     systemd::stopping();
     let deadline = svc.config.workers.drain_timeout;
     let in_flight = *svc.in_flight.borrow();

@@ -11,6 +11,7 @@ use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest};
 use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_ipc::worker::WorkerJob;
+use tokio::process::ChildStdout;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::service::{RunningWorker, Service};
@@ -26,6 +27,13 @@ pub const WORKER_ENV: &[&str] = &[
     "CAXTON_LOG",
     "CAXTON_WORKER_FAULTS",
 ];
+/// How workers are started: the worker binary with an allowlisted environment.
+pub fn worker_spec(binary: &std::path::Path, stderr_tail: usize) -> ChildSpec {
+    let mut spec = ChildSpec::new(binary, stderr_tail);
+    spec.inherit_only = Some(WORKER_ENV);
+    spec
+}
+
 /// Time a worker has to exit after sending its terminal event before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
@@ -182,17 +190,40 @@ async fn drive_worker(
         run_id: run_id.to_string(),
         error: ErrorBody::new(kind, message),
     };
-    let mut spec = ChildSpec::new(&svc.worker_binary, svc.config.workers.stderr_tail_bytes);
-    spec.inherit_only = Some(WORKER_ENV);
-    let mut child = match spawn::spawn(&spec) {
-        Ok(c) => c,
-        Err(e) => {
-            return failed(
-                ErrorKind::Internal,
-                format!("agent `{}`: {e}: {}", agent.name, e.source),
-            );
-        }
+    let job = WorkerJob {
+        run_id: run_id.to_string(),
+        agent: (**agent).clone(),
+        input: req.input,
+        vars: req.vars,
+        toolhost_socket: svc.toolhost.socket().display().to_string(),
+        deadline_ms: deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64,
     };
+    let (mut child, mut stdout) =
+        match tokio::time::timeout_at(deadline.into(), start_worker(svc, &job)).await {
+            Ok(Ok(started)) => started,
+            Ok(Err(StartError::Spawn(e))) => {
+                return failed(
+                    ErrorKind::Internal,
+                    format!("agent `{}`: {e}: {}", agent.name, e.source),
+                );
+            }
+            Ok(Err(StartError::HandOver(mut child, err))) => {
+                return crash_report(svc, agent, run_id, &mut child, err).await;
+            }
+            Err(_) => {
+                svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
+                return failed(
+                    ErrorKind::Timeout,
+                    format!(
+                        "agent `{}`: no worker took the job within {}ms",
+                        agent.name,
+                        limit.as_millis()
+                    ),
+                );
+            }
+        };
     svc.running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -205,7 +236,7 @@ async fn drive_worker(
             },
         );
     let _registered = Registered(svc, run_id.to_string());
-    tracing::debug!(run = %run_id, agent = %agent.name, pid = child.pid, "worker started");
+    tracing::debug!(run = %run_id, agent = %agent.name, pid = child.pid, "worker took the job");
     let started = RunEvent::Started {
         run_id: run_id.to_string(),
         agent: agent.name.clone(),
@@ -215,19 +246,9 @@ async fn drive_worker(
         let _ = child.kill_and_wait().await;
         return failed(ErrorKind::Cancelled, "the client went away".into());
     }
-    let job = WorkerJob {
-        run_id: run_id.to_string(),
-        agent: (**agent).clone(),
-        input: req.input,
-        vars: req.vars,
-        toolhost_socket: svc.toolhost.socket().display().to_string(),
-        deadline_ms: deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis() as u64,
-    };
     let work = async {
         tokio::select! {
-            r = talk(&mut child, &job, tx) => r,
+            r = relay(&mut stdout, tx) => r,
             () = tx.closed() => Err(Broken::ClientGone),
         }
     };
@@ -250,39 +271,7 @@ async fn drive_worker(
                 "the client went away; the run was cancelled".into(),
             )
         }
-        Ok(Err(Broken::Worker(err))) => {
-            let how = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
-                Ok(Ok(status)) => spawn::describe_exit(&status),
-                Ok(Err(e)) => format!("could not be waited for ({e})"),
-                Err(_) => {
-                    let _ = child.kill_and_wait().await;
-                    format!("stopped speaking the protocol ({err}) and was killed")
-                }
-            };
-            let stderr = child.stderr_tail().await;
-            if svc.aborting.load(Ordering::Relaxed) {
-                return failed(
-                    ErrorKind::ShuttingDown,
-                    format!(
-                        "agent `{}`: the service shut down and killed the worker (pid {}) after its drain deadline",
-                        agent.name, child.pid
-                    ),
-                );
-            }
-            svc.stats.workers_crashed.fetch_add(1, Ordering::Relaxed);
-            let tail = if stderr.is_empty() {
-                String::new()
-            } else {
-                format!("; last stderr:\n{}", last_lines(&stderr, 10))
-            };
-            failed(
-                ErrorKind::WorkerCrashed,
-                format!(
-                    "agent `{}`: worker (pid {}) {how} before finishing the run{tail}",
-                    agent.name, child.pid
-                ),
-            )
-        }
+        Ok(Err(Broken::Worker(err))) => crash_report(svc, agent, run_id, &mut child, err).await,
         Err(_) => {
             let _ = child.kill_and_wait().await;
             svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
@@ -299,35 +288,57 @@ async fn drive_worker(
     }
 }
 
-/// Hands the job to the worker and relays its events until the terminal one, which is returned.
-async fn talk(
-    child: &mut ManagedChild,
+/// Why no worker could take a job.
+enum StartError {
+    Spawn(spawn::SpawnError),
+    /// A freshly spawned worker did not accept the job.
+    HandOver(Box<ManagedChild>, FrameError),
+}
+
+/// A worker that has accepted `job`: a pre-spawned one if it takes it, else a freshly spawned one
+/// (a ready worker may have died while waiting; it is discarded, never given the run).
+async fn start_worker(
+    svc: &Service,
     job: &WorkerJob,
-    tx: &mpsc::Sender<ApiResponse>,
-) -> Result<RunEvent, Broken> {
-    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(Broken::Worker(FrameError::Closed));
-    };
-    frame::write_async(&mut stdin, &Hello::new(Role::Supervisor))
-        .await
-        .map_err(Broken::Worker)?;
-    frame::write_async(&mut stdin, job)
-        .await
-        .map_err(Broken::Worker)?;
-    drop(stdin);
-    match frame::read_async::<HelloReply>(&mut stdout, MAX_FRAME_LEN)
-        .await
-        .map_err(Broken::Worker)?
-    {
-        HelloReply::Welcome(_) => {}
-        HelloReply::Rejected { reason } => {
-            return Err(Broken::Worker(FrameError::Io(std::io::Error::other(
-                format!("the worker refused the job: {reason}"),
-            ))));
+) -> Result<(ManagedChild, ChildStdout), StartError> {
+    let mut ready = svc.warm.take().map_err(StartError::Spawn)?;
+    match hand_over(&mut ready, job).await {
+        Ok(stdout) => return Ok((ready, stdout)),
+        Err(e) => {
+            tracing::info!(pid = ready.pid, error = %e, "a ready worker could not take the job; starting a fresh one");
+            let _ = ready.kill_and_wait().await;
         }
     }
+    let mut fresh = svc.warm.spawn_now().map_err(StartError::Spawn)?;
+    match hand_over(&mut fresh, job).await {
+        Ok(stdout) => Ok((fresh, stdout)),
+        Err(e) => Err(StartError::HandOver(Box::new(fresh), e)),
+    }
+}
+
+/// Hands the job to a worker: `Hello` and the job on its stdin, its `Welcome` on its stdout.
+async fn hand_over(child: &mut ManagedChild, job: &WorkerJob) -> Result<ChildStdout, FrameError> {
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(FrameError::Closed);
+    };
+    frame::write_async(&mut stdin, &Hello::new(Role::Supervisor)).await?;
+    frame::write_async(&mut stdin, job).await?;
+    drop(stdin);
+    match frame::read_async::<HelloReply>(&mut stdout, MAX_FRAME_LEN).await? {
+        HelloReply::Welcome(_) => Ok(stdout),
+        HelloReply::Rejected { reason } => Err(FrameError::Io(std::io::Error::other(format!(
+            "the worker refused the job: {reason}"
+        )))),
+    }
+}
+
+/// Relays the worker's events to the client until its terminal event, which is returned.
+async fn relay(
+    stdout: &mut ChildStdout,
+    tx: &mpsc::Sender<ApiResponse>,
+) -> Result<RunEvent, Broken> {
     loop {
-        let event: RunEvent = frame::read_async(&mut stdout, MAX_FRAME_LEN)
+        let event: RunEvent = frame::read_async(stdout, MAX_FRAME_LEN)
             .await
             .map_err(Broken::Worker)?;
         if event.is_terminal() {
@@ -337,6 +348,51 @@ async fn talk(
             .await
             .map_err(|_| Broken::ClientGone)?;
     }
+}
+
+/// The terminal event for a worker that died or broke the protocol: how it ended and its stderr.
+async fn crash_report(
+    svc: &Service,
+    agent: &AgentSpec,
+    run_id: &str,
+    child: &mut ManagedChild,
+    err: FrameError,
+) -> RunEvent {
+    let failed = |kind, message: String| RunEvent::Failed {
+        run_id: run_id.to_string(),
+        error: ErrorBody::new(kind, message),
+    };
+    let how = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+        Ok(Ok(status)) => spawn::describe_exit(&status),
+        Ok(Err(e)) => format!("could not be waited for ({e})"),
+        Err(_) => {
+            let _ = child.kill_and_wait().await;
+            format!("stopped speaking the protocol ({err}) and was killed")
+        }
+    };
+    let stderr = child.stderr_tail().await;
+    if svc.aborting.load(Ordering::Relaxed) {
+        return failed(
+            ErrorKind::ShuttingDown,
+            format!(
+                "agent `{}`: the service shut down and killed the worker (pid {}) after its drain deadline",
+                agent.name, child.pid
+            ),
+        );
+    }
+    svc.stats.workers_crashed.fetch_add(1, Ordering::Relaxed);
+    let tail = if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; last stderr:\n{}", last_lines(&stderr, 10))
+    };
+    failed(
+        ErrorKind::WorkerCrashed,
+        format!(
+            "agent `{}`: worker (pid {}) {how} before finishing the run{tail}",
+            agent.name, child.pid
+        ),
+    )
 }
 
 /// The most telling `n` lines of a crashed worker's stderr: from its panic message if it has one

@@ -42,6 +42,8 @@ pub struct Service {
     pub config: ServerConfig,
     pub config_path: Option<PathBuf>,
     pub worker_binary: PathBuf,
+    /// Pre-spawned workers, each used for exactly one run.
+    pub warm: Arc<crate::warm::WarmWorkers>,
     pub registry: RwLock<Arc<Registry>>,
     pub toolhost: Arc<Toolhost>,
     pub slots: Arc<Semaphore>,
@@ -156,6 +158,7 @@ impl Service {
             agents: self.registry().agents.len() as u32,
             workers,
             max_workers: self.config.workers.max_concurrent,
+            ready_workers: self.warm.idle() as u32,
             queue_depth: self.queued.load(Ordering::Relaxed) as u32,
             queue_capacity: self.config.workers.queue_capacity,
             toolhost: self.toolhost.state(),

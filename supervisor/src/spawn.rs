@@ -181,6 +181,18 @@ impl ManagedChild {
         }
     }
 
+    /// True when the child has already exited (it is reaped then).
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.try_wait() {
+            Ok(Some(_)) => {
+                self.reaped = true;
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     /// Waits for the child to exit and reaps it.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let status = self.child.wait().await?;

@@ -476,8 +476,8 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Children of `pid` that are zombies.
-pub fn zombie_children(pid: u32) -> Vec<u32> {
+/// Children of `pid`: (pid, command name, state letter).
+pub fn children(pid: u32) -> Vec<(u32, String, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -486,18 +486,26 @@ pub fn zombie_children(pid: u32) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
             continue;
         };
-        // pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if state == Some("Z") && ppid == Some(pid) {
-            out.push(child);
+        let comm = stat[open + 1..close].to_string();
+        let mut fields = stat[close + 1..].split_whitespace();
+        let state = fields.next().unwrap_or("").to_string();
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            out.push((child, comm, state));
         }
     }
     out
+}
+
+/// Children of `pid` that are zombies.
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|(_, _, state)| state == "Z")
+        .map(|(p, _, _)| p)
+        .collect()
 }
 
 /// Number of open file descriptors of `pid`.

@@ -152,6 +152,9 @@ fn every_run_gets_a_fresh_worker_that_is_gone_afterwards_with_no_leaks() {
     let d = Daemon::start(Options::default()).unwrap();
     // Warm up, then measure the supervisor's descriptors.
     d.run("calculator", "1+1").unwrap();
+    // Measure with the pool of pre-spawned workers full, before and after.
+    let full = |s: &caxton_ipc::api::StatusReport| s.workers.is_empty() && s.ready_workers == 2;
+    d.wait_status("a full pool of ready workers", full).unwrap();
     let fds_before = fd_count(d.pid());
     let mut pids = std::collections::HashSet::new();
     for i in 0..200 {
@@ -165,7 +168,7 @@ fn every_run_gets_a_fresh_worker_that_is_gone_afterwards_with_no_leaks() {
     }
     assert_eq!(pids.len(), 200);
     let status = d
-        .wait_status("no running workers", |s| s.workers.is_empty())
+        .wait_status("no running workers and a full pool", full)
         .unwrap();
     assert_eq!(status.counters.runs_finished, 201);
     for pid in &pids {

@@ -109,3 +109,32 @@ fn the_toolhost_killed_mid_run_fails_that_run_and_is_restarted() {
         "the crash is logged"
     );
 }
+
+#[test]
+fn a_ready_worker_that_died_while_waiting_is_never_given_a_run() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let ready = d
+        .wait_status("a full pool", |s| s.ready_workers == 2)
+        .unwrap()
+        .ready_workers;
+    assert_eq!(ready, 2);
+    let waiting: Vec<u32> = caxton_tests::children(d.pid())
+        .into_iter()
+        .filter(|(_, comm, _)| comm == "caxton-worker")
+        .map(|(pid, _, _)| pid)
+        .collect();
+    assert_eq!(
+        waiting.len(),
+        2,
+        "the ready workers are the supervisor's children"
+    );
+    for pid in &waiting {
+        kill(Pid::from_raw(*pid as i32), Signal::SIGKILL).unwrap();
+    }
+    let out = d.run("calculator", "7 * 6").unwrap();
+    assert_eq!(out.answer(), Some("The result is 42."), "{out:?}");
+    assert!(!waiting.contains(&out.worker_pid().unwrap()));
+    assert_eq!(d.status().unwrap().counters.workers_crashed, 0);
+    d.wait_status("the pool refilled", |s| s.ready_workers == 2)
+        .unwrap();
+}
