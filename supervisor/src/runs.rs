@@ -107,7 +107,17 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
     };
     let run_id = new_run_id(&svc);
     svc.stats.runs_started.fetch_add(1, Ordering::Relaxed);
-    let terminal = drive_worker(&svc, &agent, req, &run_id, (limit, started + limit), &tx).await;
+    let mut finishing = None;
+    let terminal = drive_worker(
+        &svc,
+        &agent,
+        req,
+        &run_id,
+        (limit, started + limit),
+        &tx,
+        &mut finishing,
+    )
+    .await;
     let counter = match &terminal {
         RunEvent::Finished { .. } => &svc.stats.runs_finished,
         _ => &svc.stats.runs_failed,
@@ -117,6 +127,28 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
         tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
     }
     let _ = tx.send(ApiResponse::Event(terminal)).await;
+    // The client has its answer; now the worker exits and is reaped (its slot is held until then).
+    if let Some(worker) = finishing {
+        worker.reap().await;
+    }
+}
+
+/// A worker that sent its terminal event and still has to exit.
+struct Finishing<'a> {
+    child: ManagedChild,
+    /// Keeps the run in the status table until the worker is gone.
+    _registered: Registered<'a>,
+}
+
+impl Finishing<'_> {
+    async fn reap(mut self) {
+        if tokio::time::timeout(EXIT_GRACE, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill_and_wait().await;
+        }
+    }
 }
 
 async fn admit(
@@ -178,13 +210,16 @@ enum Broken {
     ClientGone,
 }
 
-async fn drive_worker(
-    svc: &Service,
+/// Runs the job in a worker and returns the terminal event. On success the worker is left in
+/// `finishing`, to be reaped after the answer has gone out.
+async fn drive_worker<'a>(
+    svc: &'a Service,
     agent: &Arc<AgentSpec>,
     req: RunRequest,
     run_id: &str,
     (limit, deadline): (Duration, Instant),
     tx: &mpsc::Sender<ApiResponse>,
+    finishing: &mut Option<Finishing<'a>>,
 ) -> RunEvent {
     let failed = |kind, message: String| RunEvent::Failed {
         run_id: run_id.to_string(),
@@ -255,12 +290,7 @@ async fn drive_worker(
     let outcome = tokio::time::timeout_at(deadline.into(), work).await;
     match outcome {
         Ok(Ok(terminal)) => {
-            if tokio::time::timeout(EXIT_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill_and_wait().await;
-            }
+            *finishing = Some(Finishing { child, _registered });
             terminal
         }
         Ok(Err(Broken::ClientGone)) => {
