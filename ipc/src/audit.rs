@@ -91,6 +91,7 @@ impl AuditWriter {
             .create(true)
             .mode(0o600)
             .open(path)?;
+        drop_torn_tail(&mut file)?;
         let (seq, last_hash) = match last_record(&mut file)? {
             Some(r) => (r.seq, r.hash),
             None => (0, GENESIS.to_string()),
@@ -130,11 +131,38 @@ impl AuditWriter {
         record.hash = record.compute_hash();
         let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
+        let before = self.file.metadata()?.len();
+        if let Err(e) = self.file.write_all(&line) {
+            // Never leave a torn record behind: the next one would not chain.
+            let _ = self.file.set_len(before);
+            return Err(e);
+        }
         self.seq = record.seq;
         self.last_hash = record.hash;
         Ok(())
     }
+}
+
+/// Cuts an unfinished last line (a write torn by a crash) so new records chain after the last
+/// complete one; `verify` still checks everything before it.
+fn drop_torn_tail(file: &mut File) -> io::Result<()> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(());
+    }
+    let start = len.saturating_sub(TAIL_SCAN);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    if tail.last() == Some(&b'\n') {
+        return Ok(());
+    }
+    let keep = match tail.iter().rposition(|b| *b == b'\n') {
+        Some(i) => start + i as u64 + 1,
+        None if start == 0 => 0,
+        None => return Ok(()), // one line longer than the scan window: leave it for `verify` to report
+    };
+    file.set_len(keep)
 }
 
 /// The last complete, parseable record of the file, if any.
@@ -253,6 +281,17 @@ mod tests {
         w.append(&entry("more"), 2000).unwrap();
         let v = check(&path).unwrap();
         assert_eq!(v.records, 4);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_and_the_chain_goes_on() {
+        let (_d, path) = write_log(2);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":3,\"time_").unwrap();
+        drop(f);
+        let mut w = AuditWriter::open(&path).unwrap();
+        w.append(&entry("after-crash"), 3000).unwrap();
+        assert_eq!(check(&path).unwrap().records, 3);
     }
 
     #[test]

@@ -177,7 +177,7 @@ async fn run_until_stopped(
         tracing::info!("SIGHUP: reloading agents");
         svc.reload_agents().await;
     }
-    svc.draining.store(true, Ordering::Relaxed);
+    svc.draining.store(true, Ordering::SeqCst);
     svc.warm.clear();
     systemd::stopping();
     let deadline = svc.config.workers.drain_timeout;
@@ -194,6 +194,8 @@ async fn run_until_stopped(
     };
     if !drained {
         svc.aborting.store(true, Ordering::Relaxed);
+        // Queued runs get "shutting down" instead of starting workers after the kill below.
+        svc.slots.close();
         let pids: Vec<u32> = svc
             .running
             .lock()

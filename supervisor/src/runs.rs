@@ -77,7 +77,9 @@ impl Drop for Queued<'_> {
 
 /// Runs `req` and sends every response (events, or one error) to `tx`.
 pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiResponse>) {
-    if svc.draining.load(Ordering::Relaxed) {
+    // Counted in flight before the draining check, so a drain that starts now waits for this run.
+    let _flight = InFlight::new(&svc);
+    if svc.draining.load(Ordering::SeqCst) {
         let _ = tx
             .send(ApiResponse::Error(ErrorBody::new(
                 ErrorKind::ShuttingDown,
@@ -92,7 +94,6 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
             .await;
         return;
     };
-    let _flight = InFlight::new(&svc);
     let limit = Duration::from_millis(
         req.timeout_ms
             .map_or(agent.limits.timeout_ms, |t| t.min(agent.limits.timeout_ms)),
@@ -126,6 +127,8 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
     if let RunEvent::Failed { error, .. } = &terminal {
         tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
     }
+    // A client that stopped reading must not hold the slot: the relay gives up on it after
+    // CLIENT_WRITE_TIMEOUT and drops the receiver, which ends this send too.
     let _ = tx.send(ApiResponse::Event(terminal)).await;
     // The client has its answer; now the worker exits and is reaped (its slot is held until then).
     if let Some(worker) = finishing {

@@ -24,6 +24,8 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time an idle connection may wait between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time one response may take to be written; a client that stops reading is dropped after it.
+pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events buffered between a run and a slow client.
 const EVENT_BUFFER: usize = 256;
 /// Roles served on the public socket.
@@ -85,21 +87,31 @@ struct Conn<'a> {
     wr: WriteHalf<'a>,
 }
 
-/// Writes one message in the connection's format.
+/// Writes one message in the connection's format, within [`CLIENT_WRITE_TIMEOUT`].
 async fn send_to<T: serde::Serialize>(
     mode: Mode,
     wr: &mut WriteHalf<'_>,
     msg: &T,
 ) -> Result<(), FrameError> {
-    match mode {
-        Mode::Frames => frame::write_async(wr, msg).await,
-        Mode::Json => {
-            wr.write_all(&json::to_line(msg))
-                .await
-                .map_err(FrameError::Io)?;
-            wr.flush().await.map_err(FrameError::Io)
+    let write = async {
+        match mode {
+            Mode::Frames => frame::write_async(wr, msg).await,
+            Mode::Json => {
+                wr.write_all(&json::to_line(msg))
+                    .await
+                    .map_err(FrameError::Io)?;
+                wr.flush().await.map_err(FrameError::Io)
+            }
         }
-    }
+    };
+    tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )))
+        })
 }
 
 impl Conn<'_> {
@@ -197,7 +209,7 @@ async fn connection(svc: Arc<Service>, mut stream: UnixStream) {
             return;
         }
         Err(e) => {
-            conn.error(
+            conn.refuse(
                 ErrorKind::PermissionDenied,
                 format!("cannot read the peer's credentials: {e}"),
             )

@@ -145,9 +145,14 @@ impl Toolhost {
         match tokio::time::timeout(READY_TIMEOUT, ready).await {
             Ok(Some(())) => {}
             Ok(None) => {
-                let how = match child.wait().await {
-                    Ok(status) => spawn::describe_exit(&status),
-                    Err(e) => format!("could not be waited for ({e})"),
+                // Its stdout closed without `ready`: it is exiting, or it is kept from being ready.
+                let how = match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+                    Ok(Ok(status)) => spawn::describe_exit(&status),
+                    Ok(Err(e)) => format!("could not be waited for ({e})"),
+                    Err(_) => {
+                        let _ = child.kill_and_wait().await;
+                        "closed its stdout without reporting ready, and was killed".to_string()
+                    }
                 };
                 return Err(ToolhostError::DiedEarly {
                     command: child.command.clone(),

@@ -212,7 +212,13 @@ impl ToolServer {
                     max: MAX_INSTANCES_PER_SERVER,
                 })?,
             };
-            let pooled = self.lock_idle().pop();
+            // An instance whose guest has stopped since its last call is never handed out.
+            let pooled = loop {
+                match self.lock_idle().pop() {
+                    Some(i) if i.task.is_finished() => continue,
+                    other => break other,
+                }
+            };
             let mut inst = match pooled {
                 Some(i) => i,
                 None => self.start_instance().await?,
