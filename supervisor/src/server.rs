@@ -1,7 +1,7 @@
 //! The public API socket: accept loop with a connection cap, peer-credential check, protocol
 //! sniffing (bincode frames or JSON lines), the Hello exchange, and request dispatch.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -353,7 +353,21 @@ async fn relay_run(
     }
 }
 
-/// Resolves `true` when the peer closed the connection, `false` if it sent data instead.
+/// After end of file on the read side: `true` when the peer closed the whole connection (POLLHUP),
+/// `false` when it only shut down its writing side (`shutdown(SHUT_WR)`) and still reads the answer.
+fn peer_closed(stream: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP)),
+        Err(_) => true,
+    }
+}
+
+/// Resolves `true` when the peer closed the connection, `false` if it sent data or only
+/// half-closed it instead.
 async fn hangup(stream: &UnixStream) -> bool {
     let mut byte = [0u8; 1];
     loop {
@@ -369,7 +383,7 @@ async fn hangup(stream: &UnixStream) -> bool {
             .map_err(std::io::Error::from)
         });
         match peeked {
-            Ok(0) => return true,
+            Ok(0) => return peer_closed(stream),
             Ok(_) => return false,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => return true,

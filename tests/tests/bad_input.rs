@@ -338,3 +338,20 @@ fn the_cli_says_when_no_daemon_listens() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[test]
+fn a_client_that_only_half_closes_still_gets_its_answer() {
+    // Like `nc -N`: send the request, shut down the writing side, keep reading.
+    let d = Daemon::start(Options::default()).unwrap();
+    let mut c = d.connect().unwrap();
+    c.send(&ApiRequest::Run(caxton_ipc::api::RunRequest {
+        agent: "slow".into(),
+        input: "half".into(),
+        vars: Default::default(),
+        timeout_ms: None,
+    }))
+    .unwrap();
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let out = c.collect_run().unwrap();
+    assert_eq!(out.answer(), Some("slow answer to: half"), "{out:?}");
+}
