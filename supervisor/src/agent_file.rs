@@ -445,12 +445,7 @@ fn parameters_trap(src: &str) -> Option<(String, usize)> {
     for line in src.split_inclusive('\n') {
         let trimmed = line.trim_start();
         if trimmed.starts_with('[') {
-            in_parameters = trimmed
-                .trim_end()
-                .trim_end_matches(|c: char| c != ']')
-                .trim()
-                == "[parameters]"
-                || trimmed.starts_with("[parameters]");
+            in_parameters = trimmed.starts_with("[parameters]");
         } else if in_parameters {
             for key in TOP_LEVEL_TEXT_KEYS {
                 if let Some(rest) = trimmed.strip_prefix(key)

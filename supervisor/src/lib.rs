@@ -134,7 +134,8 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         started: Instant::now(),
         run_seq: AtomicU64::new(0),
     });
-    svc.reload_agents().await;
+    // The catalog was fetched when the toolhost reported ready.
+    svc.load_agents(&svc.toolhost.catalog());
 
     let listener =
         tokio::net::UnixListener::bind(&api_path).map_err(|source| ServeError::Bind {

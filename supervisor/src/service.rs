@@ -75,11 +75,16 @@ impl Service {
         }
     }
 
-    /// Loads the agents directory against the toolhost's current catalog and swaps the registry in.
+    /// SIGHUP: re-reads the toolhost's catalog, then reloads the agents against it.
     pub async fn reload_agents(&self) -> usize {
         let catalog = self.toolhost.refresh_catalog().await;
+        self.load_agents(&catalog)
+    }
+
+    /// Loads the agents directory against `catalog` and swaps the registry in.
+    pub fn load_agents(&self, catalog: &caxton_ipc::toolhost::Catalog) -> usize {
         let ctx = ValidationContext {
-            catalog: Some(&catalog),
+            catalog: Some(catalog),
             ..self.validation_context()
         };
         let dir = self.config.agents_dir();

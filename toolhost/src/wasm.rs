@@ -51,8 +51,6 @@ pub enum GuestError {
     Protocol { server: String, detail: String },
     #[error("tool server `{server}` answered with an error: {message}")]
     Rpc { server: String, message: String },
-    #[error("all {max} instances of tool server `{server}` are busy")]
-    Busy { server: String, max: usize },
     #[error("cannot instantiate tool server `{server}`: {detail}")]
     Instantiate { server: String, detail: String },
 }
@@ -205,13 +203,12 @@ impl ToolServer {
         deadline: Duration,
     ) -> Result<(String, bool), GuestError> {
         let work = async {
-            let _permit = match self.slots.try_acquire() {
-                Ok(p) => p,
-                Err(_) => self.slots.acquire().await.map_err(|_| GuestError::Busy {
-                    server: self.name.clone(),
-                    max: MAX_INSTANCES_PER_SERVER,
-                })?,
-            };
+            // Beyond MAX_INSTANCES_PER_SERVER calls wait here, within the call's deadline. The
+            // semaphore is never closed, so acquiring cannot fail.
+            let _permit = self.slots.acquire().await.map_err(|_| GuestError::Exited {
+                server: self.name.clone(),
+                detail: "its call slots were closed".into(),
+            })?;
             // An instance whose guest has stopped since its last call is never handed out.
             let pooled = loop {
                 match self.lock_idle().pop() {
