@@ -5,7 +5,7 @@ use std::path::PathBuf;
 include!("../tools/build_wasm.rs");
 
 /// Tool servers embedded in the toolhost (crate names in `tools/`).
-const BUILTIN_TOOLS: &[&str] = &["calc"];
+const BUILTIN_TOOLS: &[&str] = &["calc", "csv", "json", "chart", "files", "http_fetch"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));

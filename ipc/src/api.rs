@@ -40,6 +40,19 @@ pub enum ApiRequest {
     Status,
     /// Liveness and readiness.
     Health,
+    /// The loaded tool packages.
+    ListTools,
+    /// Install (or with `replace`, upgrade) a tool package.
+    InstallTool(crate::toolhost::InstallToolRequest),
+    /// Remove an installed tool package.
+    RemoveTool { name: String },
+    /// Call one tool directly, as the operator (audited with agent `operator`).
+    CallTool {
+        tool: String,
+        /// JSON text of the arguments object.
+        arguments: String,
+        timeout_ms: Option<u64>,
+    },
 }
 
 /// A response on the public API socket.
@@ -52,6 +65,10 @@ pub enum ApiResponse {
     Validation(ValidationReport),
     Status(StatusReport),
     Health(HealthReport),
+    Tools(Vec<crate::tool::ToolPackageInfo>),
+    ToolInstalled(Box<crate::tool::ToolPackageInfo>),
+    ToolRemoved { name: String },
+    ToolOutput(crate::toolhost::ToolOutput),
     Error(ErrorBody),
 }
 

@@ -27,6 +27,9 @@ pub struct AuditRecord {
     pub run_id: String,
     pub agent: String,
     pub tool: String,
+    /// The tool package (WASM module) that served the call; empty if none did.
+    #[serde(default)]
+    pub server: String,
     /// SHA-256 of the call's arguments (JSON text as received), hex.
     pub args_sha256: String,
     /// `ok`, `tool_error` (the tool reported an error) or `failed` (the call did not complete).
@@ -34,6 +37,9 @@ pub struct AuditRecord {
     /// The error, for anything but `ok` (truncated to [`MAX_DETAIL`]).
     pub detail: String,
     pub duration_us: u64,
+    /// Peak linear memory of the guest instance that served the call, in bytes (0 if none did).
+    #[serde(default)]
+    pub memory_peak_bytes: u64,
     /// `hash` of the previous record ([`GENESIS`] for the first).
     pub prev: String,
     /// SHA-256 of this record serialised with `hash` empty, hex.
@@ -46,10 +52,12 @@ pub struct AuditEntry<'a> {
     pub run_id: &'a str,
     pub agent: &'a str,
     pub tool: &'a str,
+    pub server: &'a str,
     pub arguments: &'a str,
     pub outcome: &'a str,
     pub detail: &'a str,
     pub duration_us: u64,
+    pub memory_peak_bytes: u64,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -121,10 +129,12 @@ impl AuditWriter {
             run_id: entry.run_id.into(),
             agent: entry.agent.into(),
             tool: entry.tool.into(),
+            server: entry.server.into(),
             args_sha256: sha256_hex(entry.arguments.as_bytes()),
             outcome: entry.outcome.into(),
             detail,
             duration_us: entry.duration_us,
+            memory_peak_bytes: entry.memory_peak_bytes,
             prev: self.last_hash.clone(),
             hash: String::new(),
         };
@@ -253,10 +263,12 @@ mod tests {
             run_id: "r",
             agent: "a",
             tool,
+            server: "calc",
             arguments: "{}",
             outcome: "ok",
             detail: "",
             duration_us: 5,
+            memory_peak_bytes: 1 << 20,
         }
     }
 

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// LLM providers by name. A `scripted` provider with the built-in rules always exists
     /// unless one with that name is configured here.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// What the operator grants each tool package (`[tools.<name>]`); everything a tool's
+    /// manifest requests is denied unless granted here.
+    pub tools: BTreeMap<String, crate::tool::ToolGrant>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,7 +120,8 @@ pub struct ToolhostConfig {
     /// Default deadline of one tool call (an agent's `[limits] tool_timeout` may lower it).
     #[serde(with = "humantime_serde")]
     pub tool_timeout: Duration,
-    /// Extra directory of `*.wasm` tool servers, loaded besides the built-in ones.
+    /// Directory of installed tool packages (`<name>/tool.toml` + module), loaded besides the
+    /// built-in ones; `caxton tool install` writes here. Default: `STATE_DIR/tools`.
     pub tools_dir: Option<PathBuf>,
 }
 
@@ -173,6 +177,13 @@ impl ServerConfig {
         fix(&mut cfg.workers.binary);
         fix(&mut cfg.toolhost.binary);
         fix(&mut cfg.toolhost.tools_dir);
+        for grant in cfg.tools.values_mut() {
+            for dir in &mut grant.dirs {
+                if dir.host.is_relative() {
+                    dir.host = base.join(&dir.host);
+                }
+            }
+        }
         for p in cfg.providers.values_mut() {
             match p {
                 ProviderConfig::Scripted { rules } => fix(rules),
@@ -210,6 +221,14 @@ impl ServerConfig {
     /// The compiled-module cache of the toolhost.
     pub fn module_cache_dir(&self) -> PathBuf {
         self.state_dir().join("cache/modules")
+    }
+
+    /// The tool packages directory in effect.
+    pub fn tools_dir(&self) -> PathBuf {
+        self.toolhost
+            .tools_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("tools"))
     }
 
     /// The agents directory in effect.

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod handshake;
 pub mod json;
 pub mod template;
+pub mod tool;
 pub mod toolhost;
 pub mod worker;
 

@@ -108,12 +108,27 @@ pub struct ToolOutput {
     pub duration_us: u64,
 }
 
+/// Install a tool package: its `tool.toml` text and module bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallToolRequest {
+    pub manifest: String,
+    pub wasm: Vec<u8>,
+    /// Replace an installed package of the same name.
+    pub replace: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolhostRequest {
     Catalog,
     CallTool(CallToolRequest),
     Chat(ChatRequest),
+    /// The loaded tool packages.
+    ListPackages,
+    InstallPackage(InstallToolRequest),
+    RemovePackage {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,5 +137,8 @@ pub enum ToolhostResponse {
     Catalog(Catalog),
     ToolOutput(ToolOutput),
     Chat(ChatReply),
+    Packages(Vec<crate::tool::ToolPackageInfo>),
+    Installed(Box<crate::tool::ToolPackageInfo>),
+    Removed,
     Error(ErrorBody),
 }

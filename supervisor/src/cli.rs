@@ -1,4 +1,5 @@
-//! The `caxton` command line: `serve`, `agent run|list|show|validate`, `status`, `health`.
+//! The `caxton` command line: `serve`, `agent run|list|show|validate`, `tool …`, `status`,
+//! `health`, `audit verify`.
 //!
 //! Exit codes (also in the README): 0 success; 1 the run or the check failed; 2 usage error;
 //! 3 no daemon reachable; 4 busy or shutting down (retry later); 5 the run timed out.
@@ -69,6 +70,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Install, list, show, remove and call WASM tool packages.
+    Tool {
+        #[command(subcommand)]
+        command: crate::tool_cli::ToolCommand,
     },
     /// Check that the daemon is live and ready (exit 0 when ready).
     Health {
@@ -157,6 +163,7 @@ pub fn main() -> ExitCode {
             command: AuditCommand::Verify { file, config },
         } => audit_verify(file, config.as_deref()),
         Command::Health { json } => health(&socket, json),
+        Command::Tool { command } => crate::tool_cli::tool(command, &socket),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -444,19 +451,19 @@ fn exit_for(kind: ErrorKind) -> u8 {
     }
 }
 
-fn error_exit(e: &ErrorBody) -> anyhow::Result<u8> {
+pub(crate) fn error_exit(e: &ErrorBody) -> anyhow::Result<u8> {
     eprintln!("caxton: {}", e.message);
     Ok(exit_for(e.kind))
 }
 
-fn unexpected(resp: ApiResponse) -> anyhow::Result<u8> {
+pub(crate) fn unexpected(resp: ApiResponse) -> anyhow::Result<u8> {
     match resp {
         ApiResponse::Error(e) => error_exit(&e),
         other => anyhow::bail!("unexpected response from the daemon: {other:?}"),
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<u8> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<u8> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(EXIT_OK)
 }

@@ -15,6 +15,7 @@ pub mod service;
 pub mod signals;
 pub mod spawn;
 pub mod systemd;
+pub mod tool_cli;
 pub mod toolhost;
 pub mod warm;
 

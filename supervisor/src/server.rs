@@ -321,6 +321,10 @@ async fn dispatch(
         ApiRequest::ValidateAgent { file_name, source } => svc.validate(&file_name, &source),
         ApiRequest::Status => ApiResponse::Status(svc.status()),
         ApiRequest::Health => ApiResponse::Health(svc.health()),
+        ApiRequest::ListTools
+        | ApiRequest::InstallTool(_)
+        | ApiRequest::RemoveTool { .. }
+        | ApiRequest::CallTool { .. } => svc.tool_request(req).await,
     };
     conn.send(&resp).await
 }

@@ -5,13 +5,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Deadline of tool package management requests (an install compiles the module).
+const TOOL_ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 use caxton_ipc::api::{
-    ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, StatusReport, ValidationReport,
-    WorkerInfo,
+    ApiRequest, ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, StatusReport,
+    ValidationReport, WorkerInfo,
 };
 use caxton_ipc::config::ServerConfig;
+use caxton_ipc::toolhost::{CallToolRequest, ToolhostRequest, ToolhostResponse};
 use tokio::sync::{Semaphore, watch};
 
 use crate::agent_file::{self, ValidationContext};
@@ -115,6 +119,78 @@ impl Service {
             },
         };
         ApiResponse::Validation(report)
+    }
+
+    /// Tool package management and direct tool calls, relayed to the toolhost. After an install
+    /// or a removal the catalog is re-read and the agents reloaded against it, so agents that
+    /// name the new tools load (and those that lost theirs are reported).
+    pub async fn tool_request(&self, req: ApiRequest) -> ApiResponse {
+        let (to_toolhost, timeout, changes) = match req {
+            ApiRequest::ListTools => (ToolhostRequest::ListPackages, TOOL_ADMIN_TIMEOUT, false),
+            ApiRequest::InstallTool(install) => (
+                ToolhostRequest::InstallPackage(install),
+                TOOL_ADMIN_TIMEOUT,
+                true,
+            ),
+            ApiRequest::RemoveTool { name } => (
+                ToolhostRequest::RemovePackage { name },
+                TOOL_ADMIN_TIMEOUT,
+                true,
+            ),
+            ApiRequest::CallTool {
+                tool,
+                arguments,
+                timeout_ms,
+            } => {
+                let limit = self.config.toolhost.tool_timeout;
+                let timeout_ms = timeout_ms
+                    .unwrap_or(limit.as_millis() as u64)
+                    .min(limit.as_millis() as u64);
+                let seq = self.run_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let call = CallToolRequest {
+                    run_id: format!("op-{}-{seq}", std::process::id()),
+                    agent: "operator".into(),
+                    tool,
+                    arguments,
+                    timeout_ms,
+                };
+                // The toolhost enforces the call's deadline; this one only bounds a lost answer.
+                let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
+                (ToolhostRequest::CallTool(call), wait, false)
+            }
+            other => {
+                return ApiResponse::Error(ErrorBody::new(
+                    ErrorKind::Internal,
+                    format!("not a tool request: {other:?}"),
+                ));
+            }
+        };
+        let resp =
+            match crate::toolhost::request(self.toolhost.socket(), &to_toolhost, timeout).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return ApiResponse::Error(ErrorBody::new(ErrorKind::Toolhost, e.to_string()));
+                }
+            };
+        if changes && !matches!(resp, ToolhostResponse::Error(_)) {
+            self.reload_agents().await;
+        }
+        match resp {
+            ToolhostResponse::Packages(p) => ApiResponse::Tools(p),
+            ToolhostResponse::Installed(info) => ApiResponse::ToolInstalled(info),
+            ToolhostResponse::Removed => ApiResponse::ToolRemoved {
+                name: match to_toolhost {
+                    ToolhostRequest::RemovePackage { name } => name,
+                    _ => String::new(),
+                },
+            },
+            ToolhostResponse::ToolOutput(out) => ApiResponse::ToolOutput(out),
+            ToolhostResponse::Error(e) => ApiResponse::Error(e),
+            other => ApiResponse::Error(ErrorBody::new(
+                ErrorKind::Toolhost,
+                format!("unexpected answer from the toolhost: {other:?}"),
+            )),
+        }
     }
 
     pub fn show(&self, name: &str) -> ApiResponse {

@@ -45,7 +45,7 @@ pub enum ToolhostError {
         after: Duration,
         stderr: String,
     },
-    #[error("cannot get the catalog from the toolhost at {socket}: {detail}")]
+    #[error("the toolhost at {socket} did not serve the request: {detail}")]
     Catalog { socket: String, detail: String },
 }
 
@@ -258,6 +258,21 @@ impl Toolhost {
 
 /// Asks the toolhost at `socket` for its tools and providers.
 pub async fn fetch_catalog(socket: &Path) -> Result<Catalog, ToolhostError> {
+    match request(socket, &ToolhostRequest::Catalog, CATALOG_TIMEOUT).await? {
+        ToolhostResponse::Catalog(c) => Ok(c),
+        other => Err(ToolhostError::Catalog {
+            socket: socket.display().to_string(),
+            detail: format!("unexpected response {other:?}"),
+        }),
+    }
+}
+
+/// Sends one request to the toolhost at `socket` on a new connection and returns its response.
+pub async fn request(
+    socket: &Path,
+    req: &ToolhostRequest,
+    timeout: Duration,
+) -> Result<ToolhostResponse, ToolhostError> {
     let err = |detail: String| ToolhostError::Catalog {
         socket: socket.display().to_string(),
         detail,
@@ -276,18 +291,14 @@ pub async fn fetch_catalog(socket: &Path) -> Result<Catalog, ToolhostError> {
             HelloReply::Welcome(_) => {}
             HelloReply::Rejected { reason } => return Err(err(reason)),
         }
-        frame::write_async(&mut stream, &ToolhostRequest::Catalog)
+        frame::write_async(&mut stream, req)
             .await
             .map_err(|e| err(e.to_string()))?;
-        match frame::read_async(&mut stream, MAX_FRAME_LEN)
+        frame::read_async(&mut stream, MAX_FRAME_LEN)
             .await
-            .map_err(|e| err(e.to_string()))?
-        {
-            ToolhostResponse::Catalog(c) => Ok(c),
-            other => Err(err(format!("unexpected response {other:?}"))),
-        }
+            .map_err(|e| err(e.to_string()))
     };
-    tokio::time::timeout(CATALOG_TIMEOUT, work)
+    tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| err("no answer within 10s".into()))?
+        .map_err(|_| err(format!("no answer within {}s", timeout.as_secs())))?
 }

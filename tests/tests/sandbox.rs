@@ -8,6 +8,8 @@ use caxton_ipc::api::{ErrorKind, RunEvent, ServiceState};
 use caxton_tests::{Daemon, Options};
 
 const GUESTS: &str = concat!(env!("OUT_DIR"), "/guests");
+/// calc, csv, json, chart, files, http_fetch (`caxton_toolhost::BUILTIN_PACKAGES`).
+const BUILTIN_PACKAGES: usize = 6;
 const DEADLINE: Duration = Duration::from_secs(2);
 /// Time beyond the deadline a failed call may take to come back (teardown, a loaded CI machine).
 const SLACK: Duration = Duration::from_secs(3);
@@ -137,16 +139,22 @@ fn compiled_modules_are_cached_privately_and_reused() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 1, "one compiled module (calc): {files:?}");
-    assert!(files[0].extension().is_some_and(|x| x == "cwasm"));
+    assert_eq!(
+        files.len(),
+        BUILTIN_PACKAGES,
+        "one compiled module per built-in package: {files:?}"
+    );
     assert_eq!(
         std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    assert_eq!(
-        std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    for file in &files {
+        assert!(file.extension().is_some_and(|x| x == "cwasm"));
+        assert_eq!(
+            std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
     assert!(
         d.log_text().contains("cached=false"),
         "first start compiles"

@@ -1,22 +1,97 @@
-//! The toolhost's state: loaded tool servers indexed by tool name, and the providers.
+//! The toolhost's state: tool packages (built-in and installed) indexed by tool name, their
+//! install/remove, audited tool calls, and the providers.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
-use caxton_ipc::audit::{AuditEntry, AuditWriter};
+use caxton_ipc::audit::{AuditEntry, AuditWriter, sha256_hex};
 use caxton_ipc::config::ServerConfig;
-use caxton_ipc::toolhost::{CallToolRequest, Catalog, ChatReply, ChatRequest, ToolOutput};
+use caxton_ipc::tool::{ToolGrant, ToolManifest, ToolPackageInfo};
+use caxton_ipc::toolhost::{
+    CallToolRequest, Catalog, ChatReply, ChatRequest, InstallToolRequest, ToolOutput,
+};
 
+use crate::policy::Policy;
 use crate::providers::Providers;
-use crate::wasm::{ToolServer, WasmRuntime};
+use crate::wasm::{CallOutcome, ToolServer, WasmRuntime};
+
+/// One loaded tool package.
+struct Package {
+    manifest: ToolManifest,
+    builtin: bool,
+    module_sha256: String,
+    server: Arc<ToolServer>,
+}
+
+impl Package {
+    fn info(&self) -> ToolPackageInfo {
+        let p = &self.server.policy;
+        ToolPackageInfo {
+            name: self.manifest.name.clone(),
+            version: self.manifest.version.clone(),
+            description: self.manifest.description.clone(),
+            builtin: self.builtin,
+            module_sha256: self.module_sha256.clone(),
+            tools: self.server.tools.iter().map(|t| t.name.clone()).collect(),
+            requests: self.manifest.requests.clone(),
+            granted: p.granted.clone(),
+            denied: p.denied.clone(),
+            problems: p.problems.clone(),
+            memory_mb: p.memory_mb,
+            timeout_ms: p.timeout.as_millis() as u64,
+            max_concurrency: p.max_concurrency,
+        }
+    }
+}
+
+/// The packages in effect, swapped as a whole on install and remove.
+#[derive(Default)]
+struct Index {
+    packages: BTreeMap<String, Arc<Package>>,
+    by_tool: BTreeMap<String, Arc<Package>>,
+}
+
+impl Index {
+    /// Adds `pkg` unless one of its tools is already offered by another package.
+    fn add(&mut self, pkg: Arc<Package>) -> Result<(), String> {
+        for tool in &pkg.server.tools {
+            if let Some(other) = self.by_tool.get(&tool.name) {
+                return Err(format!(
+                    "tool `{}` is already offered by package `{}`; tool names must be unique",
+                    tool.name, other.manifest.name
+                ));
+            }
+        }
+        for tool in &pkg.server.tools {
+            self.by_tool.insert(tool.name.clone(), pkg.clone());
+        }
+        self.packages.insert(pkg.manifest.name.clone(), pkg);
+        Ok(())
+    }
+
+    fn without(&self, name: &str) -> Index {
+        let mut next = Index::default();
+        for (n, p) in &self.packages {
+            if n != name {
+                // The packages were unique together, so they are without one of them.
+                let _ = next.add(p.clone());
+            }
+        }
+        next
+    }
+}
 
 pub struct Host {
-    _runtime: WasmRuntime,
-    servers: Vec<Arc<ToolServer>>,
-    by_tool: BTreeMap<String, Arc<ToolServer>>,
+    runtime: WasmRuntime,
+    index: RwLock<Arc<Index>>,
+    /// Serialises install and remove.
+    changes: tokio::sync::Mutex<()>,
+    tools_dir: PathBuf,
+    grants: BTreeMap<String, ToolGrant>,
     providers: Providers,
     tool_timeout: Duration,
     /// `None` only for `caxton-toolhost catalog`, which never calls a tool.
@@ -33,49 +108,10 @@ pub enum Purpose {
 }
 
 impl Host {
-    /// Loads the built-in tool servers, those in the configured tools directory, and the providers.
+    /// Loads the built-in packages, the installed ones, and the providers. A broken installed
+    /// package is reported and skipped; a grant that matches no package is reported.
     pub async fn load(config: &ServerConfig, purpose: Purpose) -> anyhow::Result<Host> {
         let runtime = WasmRuntime::new(&config.module_cache_dir())?;
-        let mut servers = Vec::new();
-        for (name, wasm) in crate::BUILTIN_SERVERS {
-            servers.push(runtime.load(name, wasm).await?);
-        }
-        if let Some(dir) = &config.toolhost.tools_dir {
-            let entries = std::fs::read_dir(dir)
-                .with_context(|| format!("cannot read tools_dir {}", dir.display()))?;
-            let mut paths: Vec<_> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-                .collect();
-            paths.sort();
-            for path in paths {
-                let name = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let wasm = std::fs::read(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                servers.push(
-                    runtime
-                        .load(&name, &wasm)
-                        .await
-                        .with_context(|| format!("tool server {}", path.display()))?,
-                );
-            }
-        }
-        let mut by_tool = BTreeMap::new();
-        for server in &servers {
-            for tool in &server.tools {
-                if let Some(prev) = by_tool.insert(tool.name.clone(), server.clone()) {
-                    anyhow::bail!(
-                        "tool `{}` is offered by both `{}` and `{}`; tool names must be unique",
-                        tool.name,
-                        prev.name,
-                        server.name
-                    );
-                }
-            }
-        }
         let providers = Providers::from_config(&config.providers())?;
         let audit = match purpose {
             Purpose::Catalog => None,
@@ -86,46 +122,200 @@ impl Host {
                 Some(Mutex::new(writer))
             }
         };
-        Ok(Host {
-            _runtime: runtime,
-            servers,
-            by_tool,
+        let host = Host {
+            runtime,
+            index: RwLock::new(Arc::new(Index::default())),
+            changes: tokio::sync::Mutex::new(()),
+            tools_dir: config.tools_dir(),
+            grants: config.tools.clone(),
             providers,
             tool_timeout: config.toolhost.tool_timeout,
             audit,
-        })
+        };
+        let mut index = Index::default();
+        for (manifest, wasm) in crate::BUILTIN_PACKAGES {
+            let manifest = ToolManifest::parse(manifest)
+                .map_err(|e| anyhow::anyhow!("built-in tool manifest: {e}"))?;
+            let pkg = host.prepare(manifest, wasm, true).await?;
+            index.add(pkg).map_err(anyhow::Error::msg)?;
+        }
+        for dir in installed_dirs(&host.tools_dir) {
+            let loaded = async {
+                let (manifest, wasm) = read_package(&dir)?;
+                let pkg = host.prepare(manifest, &wasm, false).await?;
+                index.add(pkg).map_err(anyhow::Error::msg)
+            };
+            if let Err(e) = loaded.await {
+                tracing::error!(package = %dir.display(), error = format!("{e:#}"), "tool package not loaded");
+            }
+        }
+        for name in host.grants.keys() {
+            if !index.packages.contains_key(name) {
+                tracing::error!(
+                    tool = %name,
+                    "caxton.toml grants [tools.{name}] but no tool package of that name is loaded; the grant has no effect"
+                );
+            }
+        }
+        *host.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
+        Ok(host)
+    }
+
+    /// Resolves the policy of a package, compiles it and starts its first instance.
+    async fn prepare(
+        &self,
+        manifest: ToolManifest,
+        wasm: &[u8],
+        builtin: bool,
+    ) -> anyhow::Result<Arc<Package>> {
+        let name = manifest.name.clone();
+        let policy = Policy::resolve(&manifest, self.grants.get(&name), self.tool_timeout);
+        for problem in &policy.problems {
+            tracing::error!(tool = %name, %problem, "tool package disabled: its grant does not match its manifest");
+        }
+        if !policy.denied.is_empty() {
+            tracing::warn!(tool = %name, denied = policy.denied.join(", "), "tool package requests that are not granted will be denied");
+        }
+        let server = self
+            .runtime
+            .load(&name, wasm, policy)
+            .await
+            .with_context(|| format!("tool package `{name}`"))?;
+        Ok(Arc::new(Package {
+            manifest,
+            builtin,
+            module_sha256: sha256_hex(wasm),
+            server,
+        }))
+    }
+
+    fn index(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_index(&self, index: Index) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
     }
 
     pub fn catalog(&self) -> Catalog {
+        let index = self.index();
         Catalog {
-            tools: self
-                .servers
-                .iter()
-                .flat_map(|s| s.tools.iter().cloned())
+            tools: index
+                .packages
+                .values()
+                .flat_map(|p| p.server.tools.iter().cloned())
                 .collect(),
             providers: self.providers.infos(),
         }
+    }
+
+    /// Every loaded package.
+    pub fn packages(&self) -> Vec<ToolPackageInfo> {
+        self.index().packages.values().map(|p| p.info()).collect()
+    }
+
+    /// Validates, compiles and installs a package into the tools directory, then serves it.
+    pub async fn install(&self, req: &InstallToolRequest) -> Result<ToolPackageInfo, ErrorBody> {
+        let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
+        let manifest =
+            ToolManifest::parse(&req.manifest).map_err(|e| bad(format!("tool.toml: {e}")))?;
+        let name = manifest.name.clone();
+        if !req.wasm.starts_with(b"\0asm") {
+            return Err(bad(format!(
+                "the module of `{name}` is not a WebAssembly binary (it must start with \\0asm)"
+            )));
+        }
+        let _guard = self.changes.lock().await;
+        let current = self.index();
+        if let Some(existing) = current.packages.get(&name) {
+            if existing.builtin {
+                return Err(bad(format!(
+                    "`{name}` is a built-in tool package and cannot be replaced"
+                )));
+            }
+            if !req.replace {
+                return Err(ErrorBody::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "tool package `{name}` is already installed (version {}); remove it first or install with --replace",
+                        existing.manifest.version
+                    ),
+                ));
+            }
+        }
+        let pkg = self
+            .prepare(manifest, &req.wasm, false)
+            .await
+            .map_err(|e| bad(format!("{e:#}")))?;
+        let mut next = current.without(&name);
+        next.add(pkg.clone()).map_err(bad)?;
+        write_package(&self.tools_dir, &pkg.manifest, &req.manifest, &req.wasm).map_err(|e| {
+            ErrorBody::new(
+                ErrorKind::Internal,
+                format!(
+                    "cannot write tool package `{name}` into {}: {e:#}",
+                    self.tools_dir.display()
+                ),
+            )
+        })?;
+        self.set_index(next);
+        tracing::info!(tool = %name, version = %pkg.manifest.version, tools = pkg.server.tools.len(), "tool package installed");
+        Ok(pkg.info())
+    }
+
+    /// Removes an installed package from the tools directory and stops serving it.
+    pub async fn remove(&self, name: &str) -> Result<(), ErrorBody> {
+        let _guard = self.changes.lock().await;
+        let current = self.index();
+        match current.packages.get(name) {
+            None => {
+                return Err(ErrorBody::new(
+                    ErrorKind::NotFound,
+                    format!("no tool package named `{name}` is installed"),
+                ));
+            }
+            Some(p) if p.builtin => {
+                return Err(ErrorBody::new(
+                    ErrorKind::BadRequest,
+                    format!("`{name}` is a built-in tool package and cannot be removed"),
+                ));
+            }
+            Some(_) => {}
+        }
+        let dir = self.tools_dir.join(name);
+        std::fs::remove_dir_all(&dir).map_err(|e| {
+            ErrorBody::new(
+                ErrorKind::Internal,
+                format!("cannot remove {}: {e}", dir.display()),
+            )
+        })?;
+        self.set_index(current.without(name));
+        tracing::info!(tool = %name, "tool package removed");
+        Ok(())
     }
 
     /// Calls a tool and appends the call to the audit log, whatever its outcome. If the audit
     /// record cannot be written, the result is withheld (fail closed).
     pub async fn call_tool(&self, req: &CallToolRequest) -> Result<ToolOutput, ErrorBody> {
         let started = Instant::now();
-        let result = self.call_tool_unaudited(req).await;
+        let package = self.index().by_tool.get(&req.tool).cloned();
+        let result = self.call_tool_unaudited(package.as_deref(), req).await;
         let duration_us = started.elapsed().as_micros() as u64;
-        let (outcome, detail) = match &result {
-            Ok(out) if out.is_error => ("tool_error", out.content.as_str()),
-            Ok(_) => ("ok", ""),
-            Err(e) => ("failed", e.message.as_str()),
+        let (outcome, detail, memory_peak_bytes) = match &result {
+            Ok(out) if out.is_error => ("tool_error", out.text.as_str(), out.memory_peak),
+            Ok(out) => ("ok", "", out.memory_peak),
+            Err(e) => ("failed", e.message.as_str(), 0),
         };
         let entry = AuditEntry {
             run_id: &req.run_id,
             agent: &req.agent,
             tool: &req.tool,
+            server: package.as_ref().map_or("", |p| p.manifest.name.as_str()),
             arguments: &req.arguments,
             outcome,
             detail,
             duration_us,
+            memory_peak_bytes,
         };
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -150,21 +340,32 @@ impl Host {
         }
         drop(audit);
         match &result {
-            Ok(out) => {
-                tracing::debug!(run = %req.run_id, agent = %req.agent, tool = %req.tool, is_error = out.is_error, duration_us, "tool call")
+            Ok(out) if out.is_error => {
+                tracing::info!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, detail = %out.text, "tool call answered with an error")
+            }
+            Ok(_) => {
+                tracing::debug!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, "tool call")
             }
             Err(e) => {
                 tracing::warn!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, error = %e.message, "tool call failed")
             }
         }
-        result.map(|out| ToolOutput { duration_us, ..out })
+        result.map(|out| ToolOutput {
+            content: out.text,
+            is_error: out.is_error,
+            duration_us,
+        })
     }
 
-    async fn call_tool_unaudited(&self, req: &CallToolRequest) -> Result<ToolOutput, ErrorBody> {
-        let server = self.by_tool.get(&req.tool).ok_or_else(|| {
+    async fn call_tool_unaudited(
+        &self,
+        package: Option<&Package>,
+        req: &CallToolRequest,
+    ) -> Result<CallOutcome, ErrorBody> {
+        let package = package.ok_or_else(|| {
             ErrorBody::new(
                 ErrorKind::NotFound,
-                format!("no tool server offers a tool named `{}`", req.tool),
+                format!("no tool package offers a tool named `{}`", req.tool),
             )
         })?;
         let arguments: serde_json::Value = serde_json::from_str(&req.arguments).map_err(|e| {
@@ -180,17 +381,85 @@ impl Host {
             ));
         }
         let deadline = Duration::from_millis(req.timeout_ms).min(self.tool_timeout);
-        match server.call(&req.tool, arguments, deadline).await {
-            Ok((content, is_error)) => Ok(ToolOutput {
-                content,
-                is_error,
-                duration_us: 0,
-            }),
-            Err(e) => Err(ErrorBody::new(ErrorKind::Tool, e.to_string())),
-        }
+        package
+            .server
+            .call(&req.tool, arguments, deadline)
+            .await
+            .map_err(|e| {
+                let kind = match e {
+                    crate::wasm::GuestError::Busy { .. } => ErrorKind::Busy,
+                    _ => ErrorKind::Tool,
+                };
+                ErrorBody::new(kind, e.to_string())
+            })
     }
 
     pub async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, ErrorBody> {
         self.providers.chat(req).await
     }
+}
+
+/// Package directories under `tools_dir` (those holding a `tool.toml`), sorted.
+fn installed_dirs(tools_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(tools_dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("tool.toml").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Reads `dir/tool.toml` and its module; the directory name must be the package name.
+fn read_package(dir: &Path) -> anyhow::Result<(ToolManifest, Vec<u8>)> {
+    let path = dir.join("tool.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let manifest =
+        ToolManifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if dir.file_name().is_none_or(|n| n != manifest.name.as_str()) {
+        anyhow::bail!(
+            "{} names package `{}` but lives in directory {}; the directory must have the package's name",
+            path.display(),
+            manifest.name,
+            dir.display()
+        );
+    }
+    let module = dir.join(manifest.module_file());
+    let wasm =
+        std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+    Ok((manifest, wasm))
+}
+
+/// Writes a package atomically: a temporary directory beside the target, then renames.
+fn write_package(
+    tools_dir: &Path,
+    manifest: &ToolManifest,
+    manifest_text: &str,
+    wasm: &[u8],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(tools_dir)?;
+    let target = tools_dir.join(&manifest.name);
+    let tmp = tools_dir.join(format!(
+        ".installing-{}-{}",
+        manifest.name,
+        std::process::id()
+    ));
+    let old = tools_dir.join(format!(
+        ".removing-{}-{}",
+        manifest.name,
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp)?;
+    std::fs::write(tmp.join("tool.toml"), manifest_text)?;
+    std::fs::write(tmp.join(manifest.module_file()), wasm)?;
+    if target.exists() {
+        std::fs::rename(&target, &old)?;
+    }
+    std::fs::rename(&tmp, &target)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
 }

@@ -6,9 +6,11 @@
 //! `caxton-toolhost catalog [--config FILE]` prints the tools and providers as JSON and exits
 //! (used by `caxton agent validate` offline).
 
+pub mod egress;
 pub mod host;
 pub mod mcp;
 pub mod module_cache;
+pub mod policy;
 pub mod providers;
 pub mod scripted;
 pub mod server;
@@ -21,11 +23,25 @@ use std::sync::Arc;
 use anyhow::Context;
 use caxton_ipc::config::ServerConfig;
 
-/// The tool servers compiled into this binary by build.rs: (server name, module bytes).
-pub const BUILTIN_SERVERS: &[(&str, &[u8])] = &[(
-    "calc",
-    include_bytes!(concat!(env!("OUT_DIR"), "/calc.wasm")),
-)];
+/// A tool package compiled into this binary by build.rs: its manifest text and module bytes.
+macro_rules! builtin {
+    ($name:literal) => {
+        (
+            include_str!(concat!("../../tools/", $name, "/tool.toml")),
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".wasm")) as &[u8],
+        )
+    };
+}
+
+/// The built-in tool packages: (manifest, module).
+pub const BUILTIN_PACKAGES: &[(&str, &[u8])] = &[
+    builtin!("calc"),
+    builtin!("csv"),
+    builtin!("json"),
+    builtin!("chart"),
+    builtin!("files"),
+    builtin!("http_fetch"),
+];
 
 enum Command {
     Serve { socket: PathBuf },
@@ -77,6 +93,8 @@ pub fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let (cmd, config_path) = parse_args()?;
+    // TLS for guests' HTTP requests (and providers) uses ring; install it once, process-wide.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match &config_path {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),

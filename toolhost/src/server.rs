@@ -107,6 +107,13 @@ async fn connection(host: Arc<Host>, mut stream: UnixStream) -> Result<(), frame
             ToolhostRequest::Chat(chat) => {
                 into_response(host.chat(&chat).await, ToolhostResponse::Chat)
             }
+            ToolhostRequest::ListPackages => ToolhostResponse::Packages(host.packages()),
+            ToolhostRequest::InstallPackage(req) => into_response(host.install(&req).await, |i| {
+                ToolhostResponse::Installed(Box::new(i))
+            }),
+            ToolhostRequest::RemovePackage { name } => {
+                into_response(host.remove(&name).await, |()| ToolhostResponse::Removed)
+            }
         };
         frame::write_async(&mut stream, &resp).await?;
     }

@@ -1,50 +1,66 @@
 //! WASM tool servers under wasmtime: one compiled module per server, a pool of live guest instances,
 //! and the MCP request/response exchange over each guest's stdin/stdout pipes.
 //!
-//! Every guest runs in its own `Store` with a memory limit and epoch interruption (it yields to the
-//! runtime every tick, so a runaway guest can be torn down); every call has a wall-clock deadline,
-//! after which the instance is discarded and replaced by a fresh one on the next call.
+//! Every guest runs in its own `Store` with its package's memory limit and epoch interruption (it
+//! yields to the runtime every tick, so a runaway guest can be torn down, and a guest that computes
+//! while no call is in progress is trapped); every call has a wall-clock deadline, after which the
+//! guest is sent `notifications/cancelled` and the instance is discarded and replaced by a fresh
+//! one on the next call. A guest sees only what its [`Policy`] grants: preopened directories,
+//! environment values, and the `caxton_http` import for granted origins.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use wasmtime::{
-    Config, Engine, InstancePre, Linker, Module, Store, StoreLimits, StoreLimitsBuilder,
-    UpdateDeadline,
+    Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
 };
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::egress::Egress;
 use crate::mcp;
-use crate::module_cache::{ModuleCache, Origin};
+use crate::module_cache::{self, ModuleCache};
+use crate::policy::Policy;
 use caxton_ipc::toolhost::ToolSpec;
 
 /// How often the epoch advances; a guest yields to the runtime at least this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Linear memory a guest may grow to.
-pub const MAX_GUEST_MEMORY: usize = 64 * 1024 * 1024;
 /// Longest line a guest may write on stdout (one JSON-RPC message).
 pub const MAX_GUEST_LINE: usize = 1024 * 1024;
-/// Bytes of guest stderr kept for error messages.
-pub const GUEST_STDERR_CAP: usize = 16 * 1024;
+/// Bytes of guest stderr kept (the most recent ones) for error messages.
+pub const GUEST_STDERR_TAIL: usize = 4 * 1024;
 /// Buffer of the in-memory stdio pipes.
 const PIPE_BUF: usize = 64 * 1024;
-/// Live instances of one tool server at most (= concurrent calls to it).
-pub const MAX_INSTANCES_PER_SERVER: usize = 16;
 /// Deadline for a new instance to answer `initialize` and `tools/list`.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
+/// Epoch ticks a guest may keep computing after answering before it is trapped (~100 ms).
+pub const IDLE_COMPUTE_TICKS: u32 = 10;
+/// Time a guest gets to read `notifications/cancelled` before its instance is discarded.
+const CANCEL_GRACE: Duration = Duration::from_millis(50);
 
 /// Errors of one guest exchange or call.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    #[error("tool server `{server}` did not answer within {}ms; the instance was discarded", .after.as_millis())]
-    Timeout { server: String, after: Duration },
+    #[error("tool server `{server}` did not answer within {}ms; the call was cancelled and the instance discarded{}", .after.as_millis(), stderr_suffix(.stderr))]
+    Timeout {
+        server: String,
+        after: Duration,
+        stderr: String,
+    },
+    #[error(
+        "tool server `{server}` is at its concurrency limit ({limit} calls at once); retry later"
+    )]
+    Busy { server: String, limit: u32 },
+    #[error("tool package `{server}` is disabled: {problems}")]
+    Disabled { server: String, problems: String },
     #[error("tool server `{server}` stopped: {detail}")]
     Exited { server: String, detail: String },
     #[error("tool server `{server}` broke the protocol: {detail}")]
@@ -55,10 +71,84 @@ pub enum GuestError {
     Instantiate { server: String, detail: String },
 }
 
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {}", stderr.trim())
+    }
+}
+
 /// Store data of one guest.
 pub struct GuestState {
     wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+    /// The package's name, for messages.
+    pub server: String,
+    /// Its HTTP capability (`None`: nothing granted).
+    pub egress: Option<Arc<Egress>>,
+    /// The last `caxton_http.fetch` response, until the guest takes it.
+    pub http_response: Vec<u8>,
+}
+
+/// What the toolhost and a running guest share: whether a call is in progress, and the peak
+/// of its linear memory.
+#[derive(Default)]
+struct GuestFlags {
+    in_call: AtomicBool,
+    idle_ticks: AtomicU32,
+    memory_peak: AtomicUsize,
+}
+
+/// The store's limits, recording the peak memory the guest asked for and got.
+struct GuestLimiter {
     limits: StoreLimits,
+    flags: Arc<GuestFlags>,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.limits.memory_growing(current, desired, maximum)?;
+        if ok {
+            self.flags.memory_peak.fetch_max(desired, Ordering::Relaxed);
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// The answer of one tool call.
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    pub text: String,
+    pub is_error: bool,
+    /// Peak linear memory of the instance that served it, in bytes.
+    pub memory_peak: u64,
 }
 
 /// The wasmtime engine, the WASI linker and the epoch ticker, shared by every tool server.
@@ -76,6 +166,7 @@ impl WasmRuntime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         p1::add_to_linker_async(&mut linker, |s: &mut GuestState| &mut s.wasi)?;
+        crate::egress::add_to_linker(&mut linker)?;
         let ticker = engine.clone();
         std::thread::Builder::new()
             .name("epoch-ticker".into())
@@ -93,12 +184,18 @@ impl WasmRuntime {
         })
     }
 
-    /// Compiles a module, starts one instance and asks it for its tools.
-    pub async fn load(&self, name: &str, wasm: &[u8]) -> anyhow::Result<Arc<ToolServer>> {
+    /// Compiles a module, starts one instance under `policy` and asks it for its tools. A package
+    /// whose policy has problems is compiled (so its module is checked) but serves no calls.
+    pub async fn load(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        policy: Policy,
+    ) -> anyhow::Result<Arc<ToolServer>> {
         let started = Instant::now();
         let compiled = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.engine, wasm),
-            None => Module::new(&self.engine, wasm).map(|m| (m, Origin::Compiled)),
+            None => Module::new(&self.engine, wasm).map(|m| (m, module_cache::Origin::Compiled)),
         };
         let (module, origin) =
             compiled.map_err(|e| anyhow::anyhow!("cannot compile tool server `{name}`: {e:#}"))?;
@@ -107,32 +204,38 @@ impl WasmRuntime {
                 "tool server `{name}` needs imports the toolhost does not provide: {e:#}"
             )
         })?;
+        let egress = Egress::new(name, &policy.http)?;
         let mut server = ToolServer {
             name: name.to_string(),
             pre,
             idle: Mutex::new(Vec::new()),
-            slots: Semaphore::new(MAX_INSTANCES_PER_SERVER),
+            slots: Semaphore::new(policy.max_concurrency as usize),
+            policy,
+            egress,
             tools: Vec::new(),
+        };
+        let timeout = || GuestError::Timeout {
+            server: name.into(),
+            after: STARTUP_DEADLINE,
+            stderr: String::new(),
         };
         let mut first = tokio::time::timeout(STARTUP_DEADLINE, server.start_instance())
             .await
-            .map_err(|_| GuestError::Timeout {
-                server: name.into(),
-                after: STARTUP_DEADLINE,
-            })??;
-        let listed = tokio::time::timeout(STARTUP_DEADLINE, first.request("tools/list", json!({})))
-            .await
-            .map_err(|_| GuestError::Timeout {
-                server: name.into(),
-                after: STARTUP_DEADLINE,
-            })??;
+            .map_err(|_| timeout())??;
+        let listed = tokio::time::timeout(
+            STARTUP_DEADLINE,
+            first.request("tools/list", json!({}), STARTUP_DEADLINE),
+        )
+        .await
+        .map_err(|_| timeout())??;
         server.tools = parse_tools(name, &listed)?;
+        first.flags.in_call.store(false, Ordering::Release);
         server.lock_idle().push(first);
         tracing::info!(
             server = name,
             tools = server.tools.len(),
             load_us = started.elapsed().as_micros() as u64,
-            cached = origin == Origin::Cached,
+            cached = origin == module_cache::Origin::Cached,
             "tool server loaded"
         );
         Ok(Arc::new(server))
@@ -173,12 +276,15 @@ fn parse_tools(server: &str, listed: &Value) -> Result<Vec<ToolSpec>, GuestError
         .collect()
 }
 
-/// One tool server: a compiled module and its pool of live instances.
+/// One tool server: a compiled module, its policy and its pool of live instances.
 pub struct ToolServer {
     pub name: String,
     pre: InstancePre<GuestState>,
     idle: Mutex<Vec<GuestInstance>>,
+    /// One permit per concurrent call (`policy.max_concurrency`).
     slots: Semaphore,
+    pub policy: Policy,
+    egress: Option<Arc<Egress>>,
     pub tools: Vec<ToolSpec>,
 }
 
@@ -189,111 +295,178 @@ impl ToolServer {
     }
 
     async fn start_instance(&self) -> Result<GuestInstance, GuestError> {
-        let mut inst = GuestInstance::spawn(&self.name, &self.pre)?;
-        inst.request("initialize", mcp::initialize_params()).await?;
-        inst.notify("notifications/initialized").await?;
+        let mut inst = GuestInstance::spawn(self)?;
+        inst.request("initialize", mcp::initialize_params(), STARTUP_DEADLINE)
+            .await?;
+        inst.notify("notifications/initialized", json!({})).await?;
         Ok(inst)
     }
 
-    /// Calls `tool` with JSON `arguments`; returns the MCP result's text and its `isError` flag.
+    /// Calls `tool` with JSON `arguments` within `deadline` (capped by the package's timeout).
     pub async fn call(
         &self,
         tool: &str,
         arguments: Value,
         deadline: Duration,
-    ) -> Result<(String, bool), GuestError> {
-        let work = async {
-            // Beyond MAX_INSTANCES_PER_SERVER calls wait here, within the call's deadline. The
-            // semaphore is never closed, so acquiring cannot fail.
-            let _permit = self.slots.acquire().await.map_err(|_| GuestError::Exited {
+    ) -> Result<CallOutcome, GuestError> {
+        if !self.policy.problems.is_empty() {
+            return Err(GuestError::Disabled {
                 server: self.name.clone(),
-                detail: "its call slots were closed".into(),
-            })?;
-            // An instance whose guest has stopped since its last call is never handed out.
-            let pooled = loop {
-                match self.lock_idle().pop() {
-                    Some(i) if i.task.is_finished() => continue,
-                    other => break other,
-                }
-            };
-            let mut inst = match pooled {
-                Some(i) => i,
-                None => self.start_instance().await?,
-            };
-            let result = inst
-                .request("tools/call", json!({"name": tool, "arguments": arguments}))
-                .await;
-            // A JSON-RPC error leaves the instance healthy; anything else discards it.
-            if matches!(result, Ok(_) | Err(GuestError::Rpc { .. })) {
-                self.lock_idle().push(inst);
+                problems: self.policy.problems.join("; "),
+            });
+        }
+        let deadline = deadline.min(self.policy.timeout);
+        let ends = Instant::now() + deadline;
+        let _permit = self.slots.try_acquire().map_err(|_| GuestError::Busy {
+            server: self.name.clone(),
+            limit: self.policy.max_concurrency,
+        })?;
+        // An instance whose guest has stopped since its last call is never handed out.
+        let pooled = loop {
+            match self.lock_idle().pop() {
+                Some(i) if i.task.is_finished() => continue,
+                other => break other,
             }
-            result
         };
-        // Dropping `work` on timeout drops the instance it holds, which aborts the guest.
-        let value =
-            tokio::time::timeout(deadline, work)
+        let mut inst = match pooled {
+            Some(i) => i,
+            None => tokio::time::timeout_at(ends.into(), self.start_instance())
                 .await
                 .map_err(|_| GuestError::Timeout {
                     server: self.name.clone(),
                     after: deadline,
-                })??;
-        Ok(mcp::tool_result_text(&value))
+                    stderr: String::new(),
+                })??,
+        };
+        inst.flags.memory_peak.store(0, Ordering::Relaxed);
+        let params = json!({"name": tool, "arguments": arguments});
+        let left = ends.saturating_duration_since(Instant::now());
+        let result = match inst.request("tools/call", params, left).await {
+            // Report the call's whole deadline, not what was left of it after startup.
+            Err(GuestError::Timeout { server, stderr, .. }) => Err(GuestError::Timeout {
+                server,
+                after: deadline,
+                stderr,
+            }),
+            other => other,
+        };
+        let memory_peak = inst.memory_peak();
+        // A JSON-RPC error leaves the instance healthy; anything else discards it (dropping an
+        // instance aborts its guest).
+        if matches!(result, Ok(_) | Err(GuestError::Rpc { .. })) {
+            self.lock_idle().push(inst);
+        }
+        let (text, is_error) = mcp::tool_result_text(&result?);
+        Ok(CallOutcome {
+            text,
+            is_error,
+            memory_peak,
+        })
     }
 }
 
-/// A live guest: its stdin writer, stdout reader, and the task running `_start`.
+/// A live guest: its stdin writer, stdout reader, stderr tail, and the task running `_start`.
 struct GuestInstance {
     server: String,
     stdin: DuplexStream,
     stdout: BufReader<DuplexStream>,
-    stderr: MemoryOutputPipe,
+    stderr: Arc<Mutex<VecDeque<u8>>>,
+    flags: Arc<GuestFlags>,
     task: JoinHandle<wasmtime::Result<()>>,
+    stderr_task: JoinHandle<()>,
     next_id: u64,
 }
 
 impl Drop for GuestInstance {
     fn drop(&mut self) {
         self.task.abort();
+        self.stderr_task.abort();
     }
 }
 
 impl GuestInstance {
-    fn spawn(server: &str, pre: &InstancePre<GuestState>) -> Result<GuestInstance, GuestError> {
+    fn spawn(server: &ToolServer) -> Result<GuestInstance, GuestError> {
+        let instantiate = |detail: String| GuestError::Instantiate {
+            server: server.name.clone(),
+            detail,
+        };
         let (host_stdin, guest_stdin) = tokio::io::duplex(PIPE_BUF);
         let (guest_stdout, host_stdout) = tokio::io::duplex(PIPE_BUF);
-        let stderr = MemoryOutputPipe::new(GUEST_STDERR_CAP);
-        let wasi = WasiCtxBuilder::new()
-            .stdin(AsyncStdinStream::new(guest_stdin))
+        let (guest_stderr, host_stderr) = tokio::io::duplex(PIPE_BUF);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(AsyncStdinStream::new(guest_stdin))
             .stdout(AsyncStdoutStream::new(PIPE_BUF, guest_stdout))
-            .stderr(stderr.clone())
-            .args(&[server])
-            .build_p1();
+            .stderr(AsyncStdoutStream::new(PIPE_BUF, guest_stderr))
+            .args(&[&server.name]);
+        for dir in &server.policy.dirs {
+            let perms = if dir.write {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| instantiate(format!("cannot open {}: {e:#}", dir.host.display())))?;
+        }
+        for (key, value) in &server.policy.env {
+            wasi.env(key, value);
+        }
+        let flags = Arc::new(GuestFlags {
+            in_call: AtomicBool::new(true),
+            ..GuestFlags::default()
+        });
         let limits = StoreLimitsBuilder::new()
-            .memory_size(MAX_GUEST_MEMORY)
+            .memory_size(server.policy.memory_mb as usize * 1024 * 1024)
             .instances(1)
             .build();
-        let mut store = Store::new(pre.module().engine(), GuestState { wasi, limits });
-        store.limiter(|s| &mut s.limits);
+        let state = GuestState {
+            wasi: wasi.build_p1(),
+            limiter: GuestLimiter {
+                limits,
+                flags: flags.clone(),
+            },
+            server: server.name.clone(),
+            egress: server.egress.clone(),
+            http_response: Vec::new(),
+        };
+        let mut store = Store::new(server.pre.module().engine(), state);
+        store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        let pre = pre.clone();
+        let watch = flags.clone();
+        store.epoch_deadline_callback(move |_| {
+            if watch.in_call.load(Ordering::Acquire) {
+                return Ok(UpdateDeadline::Yield(1));
+            }
+            if watch.idle_ticks.fetch_add(1, Ordering::Relaxed) >= IDLE_COMPUTE_TICKS {
+                wasmtime::bail!("the guest kept computing while no call was in progress");
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let pre = server.pre.clone();
         let task = tokio::spawn(async move {
             let instance = pre.instantiate_async(&mut store).await?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         });
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_task = tokio::spawn(keep_tail(host_stderr, stderr.clone()));
         Ok(GuestInstance {
-            server: server.to_string(),
+            server: server.name.clone(),
             stdin: host_stdin,
             stdout: BufReader::new(host_stdout),
             stderr,
+            flags,
             task,
+            stderr_task,
             next_id: 0,
         })
     }
 
-    async fn notify(&mut self, method: &str) -> Result<(), GuestError> {
-        let mut line = mcp::notification(method, json!({}));
+    fn memory_peak(&self) -> u64 {
+        self.flags.memory_peak.load(Ordering::Relaxed) as u64
+    }
+
+    async fn notify(&mut self, method: &str, params: Value) -> Result<(), GuestError> {
+        let mut line = mcp::notification(method, params);
         line.push('\n');
         self.send(line.as_bytes()).await
     }
@@ -305,10 +478,46 @@ impl GuestInstance {
         Ok(())
     }
 
-    /// Sends one request and reads lines until its response.
-    async fn request(&mut self, method: &str, params: Value) -> Result<Value, GuestError> {
+    /// Sends one request and reads lines until its response, within `deadline`. When the deadline
+    /// passes, the guest is sent `notifications/cancelled` (MCP) and given a moment to read it;
+    /// the caller then discards the instance.
+    async fn request(
+        &mut self,
+        method: &str,
+        params: Value,
+        deadline: Duration,
+    ) -> Result<Value, GuestError> {
         self.next_id += 1;
         let id = self.next_id;
+        self.flags.idle_ticks.store(0, Ordering::Relaxed);
+        self.flags.in_call.store(true, Ordering::Release);
+        let result = match tokio::time::timeout(deadline, self.exchange(id, method, params)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let cancel = json!({"requestId": id, "reason": format!("deadline of {}ms exceeded", deadline.as_millis())});
+                let _ = tokio::time::timeout(
+                    CANCEL_GRACE,
+                    self.notify("notifications/cancelled", cancel),
+                )
+                .await;
+                tokio::time::sleep(CANCEL_GRACE).await;
+                Err(GuestError::Timeout {
+                    server: self.server.clone(),
+                    after: deadline,
+                    stderr: self.stderr_tail(),
+                })
+            }
+        };
+        self.flags.in_call.store(false, Ordering::Release);
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        id: u64,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, GuestError> {
         let mut line = mcp::request(id, method, params);
         line.push('\n');
         self.send(line.as_bytes()).await?;
@@ -346,6 +555,14 @@ impl GuestInstance {
         }
     }
 
+    /// The last bytes the guest wrote on stderr, lossily decoded, at most 1 KiB.
+    fn stderr_tail(&self) -> String {
+        let tail = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = tail.len().saturating_sub(1024);
+        let bytes: Vec<u8> = tail.iter().skip(skip).copied().collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Explains why the guest's pipes closed: its exit status or trap, and its stderr tail.
     async fn exited(&mut self) -> GuestError {
         let outcome = match tokio::time::timeout(Duration::from_millis(200), &mut self.task).await {
@@ -357,16 +574,25 @@ impl GuestInstance {
             Ok(Err(join)) => format!("its task failed: {join}"),
             Err(_) => "closed its stdout".to_string(),
         };
-        let stderr = self.stderr.contents();
-        let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(1024)..]);
-        let detail = if tail.trim().is_empty() {
-            outcome
-        } else {
-            format!("{outcome}; stderr: {}", tail.trim())
-        };
+        // Give the stderr reader a moment to collect the guest's last words.
+        tokio::task::yield_now().await;
         GuestError::Exited {
             server: self.server.clone(),
-            detail,
+            detail: format!("{outcome}{}", stderr_suffix(&self.stderr_tail())),
         }
+    }
+}
+
+/// Reads a guest's stderr until it closes, keeping the last [`GUEST_STDERR_TAIL`] bytes.
+async fn keep_tail(mut from: DuplexStream, tail: Arc<Mutex<VecDeque<u8>>>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+        let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+        tail.extend(&buf[..n]);
+        let excess = tail.len().saturating_sub(GUEST_STDERR_TAIL);
+        tail.drain(..excess);
     }
 }

@@ -1,6 +1,10 @@
-//! Never answers when called: sleeps forever (blocked in the host, using no CPU).
+//! Never answers a call, but keeps reading: when the host cancels the call (MCP
+//! `notifications/cancelled`), it says so on stderr.
 fn main() {
-    hostile_guests::serve("mute", |_| loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+    hostile_guests::serve_tools("mute", &["mute"], |method, msg| {
+        if method == "notifications/cancelled" {
+            eprintln!("mute: cancelled request {}", msg["params"]["requestId"]);
+        }
+        None
     });
 }
