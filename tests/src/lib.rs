@@ -287,6 +287,16 @@ impl Daemon {
         }
     }
 
+    /// The records of the tool-call audit log.
+    pub fn audit_records(&self) -> Vec<caxton_ipc::audit::AuditRecord> {
+        let path = self.dir.path().join("state/audit/tool-calls.log");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an audit record"))
+            .collect()
+    }
+
     /// Runs the `caxton` CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin("caxton"))
@@ -513,4 +523,41 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 for the egress tests: `route(path)` gives the status,
+/// extra header lines and body of each answer. It serves until the test process ends.
+pub struct HttpServer {
+    pub port: u16,
+}
+
+impl HttpServer {
+    pub fn start(route: fn(&str) -> (u16, String, String)) -> HttpServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local addr").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let (status, headers, body) = route(&path);
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes());
+                });
+            }
+        });
+        HttpServer { port }
+    }
 }

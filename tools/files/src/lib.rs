@@ -13,6 +13,8 @@ pub const MAX_READ: u64 = 512 * 1024;
 pub const MAX_WRITE: usize = 1024 * 1024;
 /// Most entries `list_dir` returns.
 pub const MAX_ENTRIES: usize = 1000;
+/// The guest directory this tool asks for (tool.toml); the operator maps it to a host directory.
+pub const ROOT: &str = "/data";
 
 pub fn server() -> Server {
     let path = json!({"type": "string", "description": "absolute path inside a granted directory, e.g. /data/report.csv"});
@@ -45,6 +47,14 @@ pub fn call(tool: &str, args: &Value) -> ToolResult {
             "`{path}` is not absolute: paths start at a granted directory, like /data/file.txt"
         ));
     }
+    // The runtime enforces the grant whatever the path; this check only makes the refusal of an
+    // obviously outside path (`..` escapes, other absolute paths) say so plainly.
+    let normal = normalize(path);
+    if normal != ROOT && !normal.starts_with(&format!("{ROOT}/")) {
+        return Err(format!(
+            "access denied: `{path}` is outside the directories granted to this tool ({ROOT})"
+        ));
+    }
     match tool {
         "read_file" => read_file(path),
         "list_dir" => list_dir(path),
@@ -55,6 +65,21 @@ pub fn call(tool: &str, args: &Value) -> ToolResult {
         }
         other => Err(format!("unknown tool `{other}`")),
     }
+}
+
+/// Resolves `.` and `..` lexically (`/data/../etc` is `/etc`).
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 fn read_file(path: &str) -> ToolResult {
@@ -146,20 +171,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn native_round_trip_in_a_temp_dir() {
-        let dir = std::env::temp_dir().join(format!("files-tool-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("a.txt");
-        let p = file.to_str().unwrap();
-        let wrote = call("write_file", &json!({"path": p, "content": "hello"})).unwrap();
-        assert!(wrote.contains("wrote 5 bytes"));
-        call("write_file", &json!({"path": p, "content": " world", "append": true})).unwrap();
-        assert_eq!(call("read_file", &json!({"path": p})).unwrap(), "hello world");
-        let listing = call("list_dir", &json!({"path": dir.to_str().unwrap()})).unwrap();
-        assert_eq!(listing, "a.txt (11 bytes)");
-        let missing = call("read_file", &json!({"path": "/no/such/file"})).unwrap_err();
-        assert!(missing.contains("does not exist"), "{missing}");
+    fn paths_outside_the_root_are_refused_plainly() {
+        assert_eq!(normalize("/data/a/../b/./c"), "/data/b/c");
+        assert_eq!(normalize("/data/../../etc/passwd"), "/etc/passwd");
+        for p in ["/etc/passwd", "/data/../secret", "/database", "/"] {
+            let e = call("read_file", &json!({"path": p})).unwrap_err();
+            assert!(e.starts_with("access denied"), "{p}: {e}");
+        }
         assert!(call("read_file", &json!({"path": "relative.txt"})).unwrap_err().contains("not absolute"));
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn inside_the_root_the_runtime_answers() {
+        // Natively there is no /data: the error comes from the filesystem, not the root check.
+        let e = call("read_file", &json!({"path": "/data/no-such-file"})).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(call("write_file", &json!({"path": "/data/x"})).unwrap_err().contains("content"));
     }
 }
