@@ -13,8 +13,18 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
-# The script-client test and examples/run_agent.py use Python's standard library only.
-if ! command -v python3 >/dev/null; then
+# Debian packages: python3 (the script-client test and examples/run_agent.py, stdlib only), and
+# clang + lld + wasi-libc + the wasm32 compiler-rt builtins for the tool written in C
+# (tools/checksum-c), which the tool-package tests build and install.
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+command -v clang >/dev/null || missing+=(clang)
+command -v wasm-ld >/dev/null || missing+=(lld)
+[ -f /usr/include/wasm32-wasi/stdio.h ] || missing+=(wasi-libc)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
+    || missing+=(libclang-rt-14-dev-wasm32)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi

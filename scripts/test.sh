@@ -10,3 +10,5 @@ cargo build --workspace --bins --locked
 cargo test --workspace --locked
 # The tool servers' own unit tests (native target).
 cargo test --manifest-path tools/Cargo.toml --locked
+# The tool written in C: its own protocol tests against a native build.
+make -s -C tools/checksum-c test

@@ -37,7 +37,8 @@ pub struct AuditRecord {
     /// The error, for anything but `ok` (truncated to [`MAX_DETAIL`]).
     pub detail: String,
     pub duration_us: u64,
-    /// Peak linear memory of the guest instance that served the call, in bytes (0 if none did).
+    /// Linear memory of the guest instance that served the call (its high-water mark), in bytes;
+    /// 0 if no instance did.
     #[serde(default)]
     pub memory_peak_bytes: u64,
     /// `hash` of the previous record ([`GENESIS`] for the first).

@@ -147,7 +147,7 @@ impl ResourceLimiter for GuestLimiter {
 pub struct CallOutcome {
     pub text: String,
     pub is_error: bool,
-    /// Peak linear memory of the instance that served it, in bytes.
+    /// Linear memory of the instance that served it (its high-water mark), in bytes.
     pub memory_peak: u64,
 }
 
@@ -338,7 +338,6 @@ impl ToolServer {
                     stderr: String::new(),
                 })??,
         };
-        inst.flags.memory_peak.store(0, Ordering::Relaxed);
         let params = json!({"name": tool, "arguments": arguments});
         let left = ends.saturating_duration_since(Instant::now());
         let result = match inst.request("tools/call", params, left).await {

@@ -1,0 +1,277 @@
+//! Tool packages through the CLI against the real daemon: install a tool written in C, list,
+//! show, call, replace, survive a restart, remove; refuse bad packages; and the built-in suite
+//! doing a data analyst's job inside an agent run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use caxton_tests::{Daemon, Options, repo_root};
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Builds the C tool (tools/checksum-c) into a package directory of its own.
+fn build_checksum_package() -> PathBuf {
+    let src = repo_root().join("tools/checksum-c");
+    let dir = tempfile::Builder::new()
+        .prefix("cxc")
+        .tempdir_in("/tmp")
+        .unwrap()
+        .keep();
+    for f in ["checksum.c", "Makefile", "tool.toml"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let out = Command::new("make")
+        .arg("-s")
+        .arg("checksum.wasm")
+        .current_dir(&dir)
+        .output()
+        .expect("run make");
+    assert!(
+        out.status.success(),
+        "building the C tool failed (scripts/setup.sh installs clang, lld, wasi-libc and libclang-rt-14-dev-wasm32):\n{}",
+        stderr(&out)
+    );
+    dir
+}
+
+fn start() -> Daemon {
+    Daemon::start(Options {
+        agents: vec![
+            "agents/calculator.toml".into(),
+            "tests/agents/hasher.toml".into(),
+        ],
+        ..Options::default()
+    })
+    .unwrap()
+}
+
+fn agents(d: &Daemon) -> String {
+    stdout(&d.cli(&["agent", "list"]))
+}
+
+#[test]
+fn a_tool_written_in_c_is_installed_called_replaced_and_removed() {
+    let mut d = start();
+    let pkg = build_checksum_package();
+    // The hasher agent names a tool nobody offers yet: it is skipped at start.
+    assert!(!agents(&d).contains("hasher"));
+
+    let out = d.cli(&["tool", "install", pkg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("installed checksum 0.1.0 (2 tools: checksum, base64)"),
+        "{}",
+        stdout(&out)
+    );
+    let list = stdout(&d.cli(&["tool", "list"]));
+    assert!(
+        list.contains("checksum") && list.contains("installed"),
+        "{list}"
+    );
+    assert!(list.contains("calc") && list.contains("built-in"), "{list}");
+    let show = stdout(&d.cli(&["tool", "show", "checksum"]));
+    assert!(
+        show.contains("memory=16MiB timeout=2000ms max_concurrency=8"),
+        "{show}"
+    );
+
+    // Direct calls, as an operator would.
+    let call = d.cli(&["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#]);
+    assert!(call.status.success(), "{}", stderr(&call));
+    assert!(
+        stdout(&call)
+            .contains("sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        "{}",
+        stdout(&call)
+    );
+    let decode = d.cli(&[
+        "tool",
+        "call",
+        "base64",
+        "--args",
+        r#"{"text": "!!", "mode": "decode"}"#,
+    ]);
+    assert_eq!(decode.status.code(), Some(1), "a tool error exits 1");
+    assert!(stderr(&decode).contains("the tool reported an error"));
+
+    // The install reloaded the agents: the hasher now loads and runs with the C tool.
+    assert!(agents(&d).contains("hasher"), "{}", agents(&d));
+    let run = d.run("hasher", "123456789").unwrap();
+    assert!(
+        run.answer().unwrap().contains("crc32=cbf43926"),
+        "{:?}",
+        run.answer()
+    );
+
+    // Installing again needs --replace.
+    let again = d.cli(&["tool", "install", pkg.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already installed"),
+        "{}",
+        stderr(&again)
+    );
+    let replaced = d.cli(&["tool", "install", "--replace", pkg.to_str().unwrap()]);
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+
+    // Installed packages survive a restart, loaded from the compiled-code cache.
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20)).unwrap();
+    d.restart().unwrap();
+    assert!(stdout(&d.cli(&["tool", "list"])).contains("checksum"));
+    assert!(agents(&d).contains("hasher"));
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("server=\"checksum\"") && l.contains("cached=true")),
+        "{log}"
+    );
+
+    // Removal: the files go, the tool goes, the agent that needs it is unloaded.
+    let removed = d.cli(&["tool", "remove", "checksum"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(!d.dir.path().join("state/tools/checksum").exists());
+    let gone = d.cli(&["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("no tool package offers a tool named `checksum`"));
+    assert!(!agents(&d).contains("hasher"));
+    // Every call above is in the audit log, the operator's included.
+    let records = d.audit_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.agent == "operator" && r.server == "checksum" && r.outcome == "ok")
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.agent == "hasher" && r.memory_peak_bytes > 0)
+    );
+}
+
+fn write_package(dir: &Path, manifest: &str, module: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tool.toml"), manifest).unwrap();
+    std::fs::write(dir.join("bad.wasm"), module).unwrap();
+}
+
+#[test]
+fn bad_packages_are_refused_with_the_reason() {
+    let d = start();
+    let base = d.dir.path().join("pkgs");
+    let cases: &[(&str, &[u8], &str)] = &[
+        (
+            "name = \"bad\"\nversion = \"1\"\n",
+            b"not wasm at all",
+            "not a WebAssembly binary",
+        ),
+        (
+            "name = \"bad\"\nversion = \"1\"\n",
+            b"\0asm\x01\0\0\0\x05garbage",
+            "cannot compile tool server `bad`",
+        ),
+        (
+            "name = \"bad\"\nversion = \"1\"\nnetwork = true\n",
+            b"\0asm\x01\0\0\0",
+            "unknown field `network`",
+        ),
+        (
+            "name = \"calc\"\nversion = \"9\"\nmodule = \"bad.wasm\"\n",
+            b"\0asm\x01\0\0\0",
+            "built-in tool package and cannot be replaced",
+        ),
+        (
+            "name = \"bad\"\nversion = \"1\"\n[limits]\nmemory_mb = 999999\n",
+            b"\0asm\x01\0\0\0",
+            "memory_mb must be",
+        ),
+    ];
+    for (i, (manifest, module, expect)) in cases.iter().enumerate() {
+        let dir = base.join(i.to_string());
+        let manifest = if manifest.contains("module") {
+            manifest.to_string()
+        } else {
+            format!("module = \"bad.wasm\"\n{manifest}")
+        };
+        write_package(&dir, &manifest, module);
+        let out = d.cli(&["tool", "install", dir.to_str().unwrap()]);
+        assert_ne!(out.status.code(), Some(0), "case {i} must fail");
+        assert!(
+            stderr(&out).contains(expect),
+            "case {i}: `{expect}` not in: {}",
+            stderr(&out)
+        );
+    }
+    // A missing directory and a missing module are reported by the CLI itself.
+    let out = d.cli(&["tool", "install", "/nonexistent/pkg"]);
+    assert!(
+        stderr(&out).contains("cannot read the manifest"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing was installed and the built-ins still serve.
+    assert!(!d.dir.path().join("state/tools/bad").exists());
+    let calc = d.cli(&[
+        "tool",
+        "call",
+        "calculate",
+        "--args",
+        r#"{"expression": "6*7"}"#,
+    ]);
+    assert_eq!(stdout(&calc).trim(), "42");
+    let bad_args = d.cli(&["tool", "call", "calculate", "--args", "[1]"]);
+    assert_ne!(bad_args.status.code(), Some(0));
+    assert!(stderr(&bad_args).contains("must be a JSON object"));
+    let builtin = d.cli(&["tool", "remove", "calc"]);
+    assert!(stderr(&builtin).contains("built-in tool package and cannot be removed"));
+}
+
+#[test]
+fn the_analyst_agent_aggregates_charts_and_saves() {
+    let base = tempfile::Builder::new()
+        .prefix("cxa")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let data = base.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let d = Daemon::start(Options {
+        agents: vec!["tests/agents/analyst.toml".into()],
+        extra_config: format!(
+            "[tools.files]\ndirs = [{{ path = \"/data\", host = \"{}\", write = true }}]\n",
+            data.display()
+        ),
+        ..Options::default()
+    })
+    .unwrap();
+    let csv = "region,sales\nnorth,100\nsouth,150\nnorth,200\n";
+    let run = d.run("analyst", csv).unwrap();
+    let answer = run.answer().unwrap_or_else(|| panic!("{:?}", run.events));
+    assert!(
+        answer.starts_with("Chart of sales by region: wrote ")
+            && answer.ends_with("bytes to /data/sales.svg"),
+        "{answer}"
+    );
+    let svg = std::fs::read_to_string(data.join("sales.svg")).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    for label in ["Sales by region", "north", "south"] {
+        assert!(svg.contains(label), "`{label}` missing from the chart");
+    }
+    // Three tool calls, each audited under the agent's name.
+    let tools: Vec<String> = d
+        .audit_records()
+        .into_iter()
+        .filter(|r| r.agent == "analyst")
+        .map(|r| r.tool)
+        .collect();
+    assert_eq!(tools, ["csv_aggregate", "chart_svg", "write_file"]);
+}
