@@ -4,7 +4,11 @@
 //!
 //! Measures, side by side in one run: a bare spawn of `/bin/true` (the floor) against a worker's
 //! spawn-to-ready; end-to-end `agent run` latency over the socket (scripted LLM, one WASM tool call);
-//! throughput at concurrency 1, 8 and 64; idle memory of the service (supervisor + toolhost).
+//! throughput at concurrency 1, 8 and 64; idle memory of the service (supervisor + toolhost); and
+//! tool calls (`tools.rs`): WASM through the toolhost against a native stdio MCP server and an
+//! in-process call, instantiation per call, cold compile, and idle memory per loaded tool.
+
+mod tools;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -356,5 +360,6 @@ fn main() -> anyhow::Result<()> {
         "\nCounters after the run: {} runs finished, {} failed, {} busy rejections.",
         status.counters.runs_finished, status.counters.runs_failed, status.counters.busy_rejections
     );
+    print!("{}", tools::report(&toolhost_socket)?);
     Ok(())
 }

@@ -302,6 +302,12 @@ impl ToolServer {
         Ok(inst)
     }
 
+    /// Starts one instance (instantiate, `_start`, MCP `initialize`) and discards it: what a call
+    /// pays when no pooled instance is idle. For the benchmarks.
+    pub async fn probe_instance(&self) -> Result<(), GuestError> {
+        self.start_instance().await.map(drop)
+    }
+
     /// Calls `tool` with JSON `arguments` within `deadline` (capped by the package's timeout).
     pub async fn call(
         &self,

@@ -46,16 +46,28 @@ pub fn call(tool: &str, args: &Value) -> ToolResult {
 }
 
 fn format_number(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x}") }
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
 }
 
 /// Evaluates an arithmetic expression.
 pub fn eval(src: &str) -> Result<f64, String> {
-    let mut p = Parser { s: src.as_bytes(), i: 0, depth: 0 };
+    let mut p = Parser {
+        s: src.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
     let v = p.expr()?;
     p.ws();
     if p.i != p.s.len() {
-        return Err(format!("unexpected `{}` at position {}", p.s[p.i] as char, p.i + 1));
+        return Err(format!(
+            "unexpected `{}` at position {}",
+            p.s[p.i] as char,
+            p.i + 1
+        ));
     }
     if !v.is_finite() {
         return Err("the result is not a finite number (division by zero?)".into());
@@ -115,7 +127,11 @@ impl Parser<'_> {
     /// `^` binds tighter than unary minus and is right-associative: -2^2 = -4, 2^3^2 = 512.
     fn power(&mut self) -> Result<f64, String> {
         let base = self.atom()?;
-        if self.eat(b'^') { Ok(base.powf(self.unary()?)) } else { Ok(base) }
+        if self.eat(b'^') {
+            Ok(base.powf(self.unary()?))
+        } else {
+            Ok(base)
+        }
     }
     fn unary(&mut self) -> Result<f64, String> {
         if self.eat(b'-') {
@@ -175,7 +191,8 @@ impl Parser<'_> {
             });
         }
         let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
-        text.parse::<f64>().map_err(|_| format!("bad number `{text}`"))
+        text.parse::<f64>()
+            .map_err(|_| format!("bad number `{text}`"))
     }
 }
 

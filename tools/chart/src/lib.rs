@@ -126,8 +126,14 @@ impl Chart {
             series,
             width: dimension(args, "width", DEFAULT_WIDTH, MIN_WIDTH, MAX_WIDTH)?,
             height: dimension(args, "height", DEFAULT_HEIGHT, MIN_HEIGHT, MAX_HEIGHT)?,
-            x_label: opt_str_arg(args, "x_label")?.unwrap_or("").trim().to_string(),
-            y_label: opt_str_arg(args, "y_label")?.unwrap_or("").trim().to_string(),
+            x_label: opt_str_arg(args, "x_label")?
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            y_label: opt_str_arg(args, "y_label")?
+                .unwrap_or("")
+                .trim()
+                .to_string(),
         })
     }
 
@@ -153,7 +159,10 @@ impl Chart {
             escape(&label)
         )?;
         writeln!(out, "<title>{}</title>", escape(&label))?;
-        writeln!(out, r##"<rect x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>"##)?;
+        writeln!(
+            out,
+            r##"<rect x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>"##
+        )?;
         if !self.title.is_empty() {
             let fit = fit_text(&self.title, (w - 20.0) / 10.0);
             writeln!(
@@ -178,20 +187,27 @@ impl Chart {
     /// Bar and line charts: gridlines, axes, tick labels, the data and a legend for several series.
     fn write_xy(&self, out: &mut String) -> fmt::Result {
         let all = self.series.iter().flat_map(|s| s.values.iter().copied());
-        let (min, max) =
-            all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let (min, max) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
         let scale = Scale::nice(min, max, self.kind == Kind::Bar);
         let ticks: Vec<String> = scale.ticks().iter().map(|&t| scale.label(t)).collect();
         let tick_w = ticks.iter().map(|t| t.chars().count()).max().unwrap_or(1) as f64 * CHAR_W;
-        let legend_w =
-            self.legend_width(self.series.len() > 1, self.series.iter().map(|s| s.name.as_str()));
+        let legend_w = self.legend_width(
+            self.series.len() > 1,
+            self.series.iter().map(|s| s.name.as_str()),
+        );
 
         let left = 10.0 + if self.y_label.is_empty() { 0.0 } else { 20.0 } + tick_w + 8.0;
         let right = self.width - 16.0 - legend_w;
         let top = self.top();
         let bottom = self.height - 26.0 - if self.x_label.is_empty() { 0.0 } else { 20.0 };
-        let plot =
-            Rect { left, top, right: right.max(left + 40.0), bottom: bottom.max(top + 40.0) };
+        let plot = Rect {
+            left,
+            top,
+            right: right.max(left + 40.0),
+            bottom: bottom.max(top + 40.0),
+        };
         let y = |v: f64| plot.bottom - (v - scale.lo) / (scale.hi - scale.lo) * plot.height();
 
         for (t, text) in scale.ticks().into_iter().zip(&ticks) {
@@ -215,7 +231,11 @@ impl Chart {
             _ => self.write_lines(out, &plot, &y)?,
         }
         // Axes last, over the data; the baseline is the zero line when zero is in range.
-        let base = num(y(if scale.lo <= 0.0 && scale.hi >= 0.0 { 0.0 } else { scale.lo }));
+        let base = num(y(if scale.lo <= 0.0 && scale.hi >= 0.0 {
+            0.0
+        } else {
+            scale.lo
+        }));
         writeln!(
             out,
             r##"<line x1="{}" y1="{base}" x2="{}" y2="{base}" stroke="#333333"/>"##,
@@ -232,7 +252,14 @@ impl Chart {
         self.write_axis_captions(out, &plot)?;
         if self.series.len() > 1 {
             let entries: Vec<String> = self.series.iter().map(|s| s.name.clone()).collect();
-            write_legend(out, &entries, plot.right + 16.0, plot.top, legend_w, plot.bottom)?;
+            write_legend(
+                out,
+                &entries,
+                plot.right + 16.0,
+                plot.top,
+                legend_w,
+                plot.bottom,
+            )?;
         }
         Ok(())
     }
@@ -242,7 +269,13 @@ impl Chart {
         const GAP: f64 = 14.0;
         let n = self.labels.len();
         let slot = plot.width() / n as f64;
-        let longest = self.labels.iter().map(|l| l.chars().count()).max().unwrap_or(1).clamp(1, 20);
+        let longest = self
+            .labels
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(1)
+            .clamp(1, 20);
         let stride = ((longest as f64 * CHAR_W + GAP) / slot).ceil().max(1.0) as usize;
         let room = (slot * stride as f64 - GAP) / CHAR_W;
         for (i, text) in self.labels.iter().enumerate().step_by(stride) {
@@ -327,8 +360,10 @@ impl Chart {
                 .enumerate()
                 .map(|(i, &v)| (plot.left + slot * (i as f64 + 0.5), y(v)))
                 .collect();
-            let path: Vec<String> =
-                points.iter().map(|&(x, y)| format!("{},{}", num(x), num(y))).collect();
+            let path: Vec<String> = points
+                .iter()
+                .map(|&(x, y)| format!("{},{}", num(x), num(y)))
+                .collect();
             writeln!(
                 out,
                 r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2" stroke-linejoin="round"/>"#,
@@ -370,12 +405,19 @@ impl Chart {
             bottom: self.height - 10.0,
         };
         let r = (area.width().min(area.height()) / 2.0 - 4.0).max(10.0);
-        let (cx, cy) = ((area.left + area.right) / 2.0, (area.top + area.bottom) / 2.0);
+        let (cx, cy) = (
+            (area.left + area.right) / 2.0,
+            (area.top + area.bottom) / 2.0,
+        );
         let mut start = -PI / 2.0;
         for (i, (&v, name)) in values.iter().zip(&self.labels).enumerate() {
             let sweep = v / total * TAU;
             let colour = PALETTE[i % PALETTE.len()];
-            let tip = escape(&format!("{name}: {} ({})", format_number(v), percent(v / total)));
+            let tip = escape(&format!(
+                "{name}: {} ({})",
+                format_number(v),
+                percent(v / total)
+            ));
             if sweep >= TAU - 1e-9 {
                 writeln!(
                     out,
@@ -411,7 +453,14 @@ impl Chart {
             }
             start += sweep;
         }
-        write_legend(out, &entries, area.right + 16.0, top, legend_w, self.height - 10.0)
+        write_legend(
+            out,
+            &entries,
+            area.right + 16.0,
+            top,
+            legend_w,
+            self.height - 10.0,
+        )
     }
 
     /// The width a legend of these entries takes (0 when there is none), at most 40% of the canvas.
@@ -444,7 +493,11 @@ fn write_legend(
     bottom: f64,
 ) -> fmt::Result {
     let room = (((bottom - top) / LEGEND_LINE).floor() as usize).max(1);
-    let shown = if entries.len() > room { room - 1 } else { entries.len() };
+    let shown = if entries.len() > room {
+        room - 1
+    } else {
+        entries.len()
+    };
     let chars = (width - 20.0) / CHAR_W;
     for (i, entry) in entries.iter().take(shown).enumerate() {
         let y = top + LEGEND_LINE * i as f64;
@@ -500,7 +553,11 @@ pub struct Scale {
 impl Scale {
     /// The scale covering `min..=max` with about five ticks; bars also include zero.
     pub fn nice(min: f64, max: f64, include_zero: bool) -> Scale {
-        let (mut lo, mut hi) = if include_zero { (min.min(0.0), max.max(0.0)) } else { (min, max) };
+        let (mut lo, mut hi) = if include_zero {
+            (min.min(0.0), max.max(0.0))
+        } else {
+            (min, max)
+        };
         if hi - lo <= f64::EPSILON * hi.abs().max(lo.abs()).max(1.0) {
             let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
             if include_zero && lo == 0.0 {
@@ -511,7 +568,11 @@ impl Scale {
             }
         }
         let step = nice_step((hi - lo) / 5.0);
-        Scale { lo: (lo / step).floor() * step, hi: (hi / step).ceil() * step, step }
+        Scale {
+            lo: (lo / step).floor() * step,
+            hi: (hi / step).ceil() * step,
+            step,
+        }
     }
 
     /// The tick values from `lo` to `hi`.
@@ -531,7 +592,11 @@ impl Scale {
         };
         let decimals = (-(self.step / div).log10().floor()).clamp(0.0, 10.0) as usize;
         let text = format!("{:.*}", decimals, v / div);
-        if text.parse::<f64>().is_ok_and(|x| x == 0.0) { "0".into() } else { text + suffix }
+        if text.parse::<f64>().is_ok_and(|x| x == 0.0) {
+            "0".into()
+        } else {
+            text + suffix
+        }
     }
 }
 
@@ -565,7 +630,10 @@ fn read_series(args: &Value, kind: Kind) -> Result<Vec<Series>, String> {
             return Err("missing data: give `values` (a list of numbers) or `series` ([{\"name\", \"values\"}])".into());
         }
         (true, false) => {
-            vec![Series { name: String::new(), values: read_numbers(&args["values"], "values")? }]
+            vec![Series {
+                name: String::new(),
+                values: read_numbers(&args["values"], "values")?,
+            }]
         }
         (false, true) => {
             let Some(items) = args["series"].as_array().filter(|a| !a.is_empty()) else {
@@ -587,7 +655,7 @@ fn read_series(args: &Value, kind: Kind) -> Result<Vec<Series>, String> {
     }
     if kind == Kind::Pie && series.len() > 1 {
         return Err(
-            "a pie chart shows one series: give `values` (or a single entry in `series`)".into()
+            "a pie chart shows one series: give `values` (or a single entry in `series`)".into(),
         );
     }
     Ok(series)
@@ -599,8 +667,13 @@ fn read_one_series(v: &Value, i: usize) -> Result<Series, String> {
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(format!("series[{i}] needs a `name` (a string)")),
     };
-    let values = v.get("values").ok_or_else(|| format!("series[{i}] (`{name}`) needs `values`"))?;
-    Ok(Series { values: read_numbers(values, &format!("series[{i}].values"))?, name })
+    let values = v
+        .get("values")
+        .ok_or_else(|| format!("series[{i}] (`{name}`) needs `values`"))?;
+    Ok(Series {
+        values: read_numbers(values, &format!("series[{i}].values"))?,
+        name,
+    })
 }
 
 /// A list of finite numbers; numeric strings such as "12.5" are accepted too.
@@ -626,7 +699,9 @@ fn read_numbers(v: &Value, what: &str) -> Result<Vec<f64>, String> {
 
 /// The labels: strings, or numbers and booleans written as text.
 fn read_labels(v: &Value) -> Result<Vec<String>, String> {
-    let Some(items) = v.as_array() else { return Err("`labels` must be a list of strings".into()) };
+    let Some(items) = v.as_array() else {
+        return Err("`labels` must be a list of strings".into());
+    };
     items
         .iter()
         .enumerate()
@@ -735,7 +810,11 @@ fn fit_middle(text: &str, max_chars: f64) -> String {
     let tail = (max - 1) / 2;
     let head = max - 1 - tail;
     let chars: Vec<char> = text.chars().collect();
-    chars[..head].iter().chain(['…'].iter()).chain(&chars[count - tail..]).collect()
+    chars[..head]
+        .iter()
+        .chain(['…'].iter())
+        .chain(&chars[count - tail..])
+        .collect()
 }
 
 /// A coordinate with one decimal, without a trailing `.0`.
@@ -750,7 +829,11 @@ fn num(x: f64) -> String {
 
 /// A data value for tooltips: integers plainly, others to 12 significant digits.
 fn format_number(x: f64) -> String {
-    let rounded: f64 = if x == 0.0 { 0.0 } else { format!("{x:.11e}").parse().unwrap_or(x) };
+    let rounded: f64 = if x == 0.0 {
+        0.0
+    } else {
+        format!("{x:.11e}").parse().unwrap_or(x)
+    };
     if rounded.fract() == 0.0 && rounded.abs() < 1e15 {
         format!("{}", rounded as i64)
     } else {
@@ -781,7 +864,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("not well-formed XML: {e}\n{text}"));
         let root = doc.root_element();
         assert_eq!(root.tag_name().name(), "svg");
-        assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
+        assert_eq!(
+            root.tag_name().namespace(),
+            Some("http://www.w3.org/2000/svg")
+        );
         doc
     }
 
@@ -801,7 +887,11 @@ mod tests {
         let line = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
         let v: Value = serde_json::from_str(&server().handle(line, &mut call).unwrap()).unwrap();
         assert_eq!(v["result"]["tools"][0]["name"], "chart_svg");
-        assert!(call("nope", &json!({})).unwrap_err().contains("unknown tool"));
+        assert!(
+            call("nope", &json!({}))
+                .unwrap_err()
+                .contains("unknown tool")
+        );
     }
 
     #[test]
@@ -813,19 +903,36 @@ mod tests {
         assert!(out.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg "));
         let doc = well_formed(&out);
         let root = doc.root_element();
-        assert_eq!((root.attribute("width"), root.attribute("height")), (Some("640"), Some("400")));
+        assert_eq!(
+            (root.attribute("width"), root.attribute("height")),
+            (Some("640"), Some("400"))
+        );
         assert_eq!(count(&doc, "rect"), 1 + 3, "background and three bars");
         let texts = texts(&doc);
-        for expected in ["Sales by region", "North", "South", "East", "Region", "Units", "0", "20"]
-        {
-            assert!(texts.iter().any(|t| t == expected), "missing text {expected} in {texts:?}");
+        for expected in [
+            "Sales by region",
+            "North",
+            "South",
+            "East",
+            "Region",
+            "Units",
+            "0",
+            "20",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == expected),
+                "missing text {expected} in {texts:?}"
+            );
         }
         let tips: Vec<&str> = doc
             .descendants()
             .filter(|n| n.has_tag_name("title"))
             .filter_map(|n| n.text())
             .collect();
-        assert_eq!(tips, ["Sales by region", "North: 17", "South: 16", "East: 0.5"]);
+        assert_eq!(
+            tips,
+            ["Sales by region", "North: 17", "South: 16", "East: 0.5"]
+        );
         assert_eq!(count(&doc, "g"), 1);
     }
 
@@ -840,7 +947,10 @@ mod tests {
                 texts.iter().any(|t| t == "2023") && texts.iter().any(|t| t == "2024"),
                 "{kind}: {texts:?}"
             );
-            assert!(out.contains(PALETTE[0]) && out.contains(PALETTE[1]), "{kind}");
+            assert!(
+                out.contains(PALETTE[0]) && out.contains(PALETTE[1]),
+                "{kind}"
+            );
             assert!(out.contains("<title>2024, Q3: -1</title>"), "{kind}");
         }
         let line = svg(
@@ -878,7 +988,10 @@ mod tests {
         // The positive bar ends where the negative one starts: at zero.
         assert!((bars[0].0 + bars[0].1 - bars[1].0).abs() < 0.11, "{bars:?}");
         assert!((bars[0].1 - bars[1].1).abs() < 0.11, "{bars:?}");
-        assert!(texts(&doc).iter().any(|t| t == "-6"), "ticks reach below zero");
+        assert!(
+            texts(&doc).iter().any(|t| t == "-6"),
+            "ticks reach below zero"
+        );
         assert!(out.contains("<title>b: -5</title>"));
     }
 
@@ -890,8 +1003,17 @@ mod tests {
         let doc = well_formed(&out);
         assert_eq!(count(&doc, "path"), 3);
         let texts = texts(&doc);
-        for expected in ["50.0%", "25.0%", "apple (50.0%)", "pear (25.0%)", "fig (25.0%)"] {
-            assert!(texts.iter().any(|t| t == expected), "missing {expected} in {texts:?}");
+        for expected in [
+            "50.0%",
+            "25.0%",
+            "apple (50.0%)",
+            "pear (25.0%)",
+            "fig (25.0%)",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == expected),
+                "missing {expected} in {texts:?}"
+            );
         }
         // The half-pie slice is drawn with the large-arc flag off; exactly half is not "large".
         assert!(out.contains(" 0 0 1 "));
@@ -911,7 +1033,11 @@ mod tests {
         let labels: Vec<String> = (0..60).map(|i| format!("slice {i}")).collect();
         let out = svg(json!({"kind": "pie", "labels": labels, "values": vec![1; 60]}));
         let doc = well_formed(&out);
-        assert!(texts(&doc).iter().any(|t| t.starts_with("… ") && t.ends_with(" more")));
+        assert!(
+            texts(&doc)
+                .iter()
+                .any(|t| t.starts_with("… ") && t.ends_with(" more"))
+        );
     }
 
     #[test]
@@ -931,15 +1057,22 @@ mod tests {
 
     #[test]
     fn many_points_and_long_labels_stay_readable() {
-        let labels: Vec<String> =
-            (0..1000).map(|i| format!("a rather long category name {i}")).collect();
+        let labels: Vec<String> = (0..1000)
+            .map(|i| format!("a rather long category name {i}"))
+            .collect();
         let values: Vec<f64> = (0..1000).map(|i| f64::from(i).sin() * 1e5).collect();
         for kind in ["bar", "line"] {
             let out = svg(json!({"kind": kind, "labels": labels, "values": values}));
             let doc = well_formed(&out);
-            let shown = texts(&doc).iter().filter(|t| t.starts_with("a rather")).count();
+            let shown = texts(&doc)
+                .iter()
+                .filter(|t| t.starts_with("a rather"))
+                .count();
             assert!(shown > 3 && shown < 20, "{kind}: {shown} x labels");
-            assert!(texts(&doc).iter().any(|t| t.ends_with('k')), "{kind}: k-suffixed ticks");
+            assert!(
+                texts(&doc).iter().any(|t| t.ends_with('k')),
+                "{kind}: k-suffixed ticks"
+            );
             assert!(out.len() < 400_000, "{kind}: {} bytes", out.len());
         }
     }
@@ -965,19 +1098,30 @@ mod tests {
     fn flat_and_single_values_get_a_usable_axis() {
         well_formed(&svg(json!({"kind": "line", "values": [5, 5, 5]})));
         well_formed(&svg(json!({"kind": "bar", "values": [0, 0]})));
-        well_formed(&svg(json!({"kind": "line", "labels": ["only"], "values": [-3.5]})));
+        well_formed(&svg(
+            json!({"kind": "line", "labels": ["only"], "values": [-3.5]}),
+        ));
     }
 
     #[test]
     fn validation_errors_say_what_to_fix() {
         let e = err(json!({"kind": "bar", "labels": ["a", "b"], "values": [1]}));
-        assert!(e.contains("`values` has 1 values but there are 2 labels"), "{e}");
+        assert!(
+            e.contains("`values` has 1 values but there are 2 labels"),
+            "{e}"
+        );
         let e = err(
             json!({"kind": "bar", "labels": ["a"], "series": [{"name": "s", "values": [1, 2]}]}),
         );
-        assert!(e.contains("series `s` has 2 values but there are 1 labels"), "{e}");
+        assert!(
+            e.contains("series `s` has 2 values but there are 1 labels"),
+            "{e}"
+        );
         let e = err(json!({"kind": "bar", "values": [1, "x"]}));
-        assert!(e.contains("`values[1]` is \"x\": values must be finite numbers"), "{e}");
+        assert!(
+            e.contains("`values[1]` is \"x\": values must be finite numbers"),
+            "{e}"
+        );
         let e = err(json!({"kind": "bar", "values": [1, null]}));
         assert!(e.contains("`values[1]` is null"), "{e}");
         let e = err(json!({"kind": "bar", "values": [1, "1e999"]}));
@@ -990,7 +1134,10 @@ mod tests {
             err(json!({"kind": "bar", "values": [1], "series": [{"name": "a", "values": [1]}]}));
         assert!(e.contains("not both"), "{e}");
         let e = err(json!({"kind": "scatter", "values": [1]}));
-        assert!(e.contains("unknown kind `scatter`; use bar, line or pie"), "{e}");
+        assert!(
+            e.contains("unknown kind `scatter`; use bar, line or pie"),
+            "{e}"
+        );
         let e = err(json!({"values": [1]}));
         assert!(e.contains("missing string argument `kind`"), "{e}");
         let e = err(json!({"kind": "pie", "labels": ["a", "b"], "values": [1, -2]}));
@@ -1003,8 +1150,9 @@ mod tests {
         assert!(e.contains("one series"), "{e}");
         let e = err(json!({"kind": "bar", "values": vec![1; MAX_POINTS + 1]}));
         assert!(e.contains("1001 points is too many"), "{e}");
-        let series: Vec<Value> =
-            (0..11).map(|i| json!({"name": i.to_string(), "values": [1]})).collect();
+        let series: Vec<Value> = (0..11)
+            .map(|i| json!({"name": i.to_string(), "values": [1]}))
+            .collect();
         assert!(err(json!({"kind": "bar", "series": series})).contains("at most 10 series"));
         let e = err(json!({"kind": "bar", "series": [{"values": [1]}]}));
         assert!(e.contains("series[0] needs a `name`"), "{e}");
@@ -1022,10 +1170,38 @@ mod tests {
 
     #[test]
     fn nice_scales() {
-        assert_eq!(Scale::nice(0.5, 17.0, true), Scale { lo: 0.0, hi: 20.0, step: 5.0 });
-        assert_eq!(Scale::nice(-5.0, 5.0, true), Scale { lo: -6.0, hi: 6.0, step: 2.0 });
-        assert_eq!(Scale::nice(3.0, 9.0, false), Scale { lo: 2.0, hi: 10.0, step: 2.0 });
-        assert_eq!(Scale::nice(0.0, 0.0, true), Scale { lo: 0.0, hi: 1.0, step: 0.2 });
+        assert_eq!(
+            Scale::nice(0.5, 17.0, true),
+            Scale {
+                lo: 0.0,
+                hi: 20.0,
+                step: 5.0
+            }
+        );
+        assert_eq!(
+            Scale::nice(-5.0, 5.0, true),
+            Scale {
+                lo: -6.0,
+                hi: 6.0,
+                step: 2.0
+            }
+        );
+        assert_eq!(
+            Scale::nice(3.0, 9.0, false),
+            Scale {
+                lo: 2.0,
+                hi: 10.0,
+                step: 2.0
+            }
+        );
+        assert_eq!(
+            Scale::nice(0.0, 0.0, true),
+            Scale {
+                lo: 0.0,
+                hi: 1.0,
+                step: 0.2
+            }
+        );
         let flat = Scale::nice(5.0, 5.0, false);
         assert!(flat.lo < 5.0 && flat.hi > 5.0);
         let s = Scale::nice(0.0, 1.0, true);
@@ -1051,7 +1227,10 @@ mod tests {
         assert_eq!(fit_middle("Department 12", 9.0), "Depa…t 12");
         assert_eq!(fit_middle("Department 12", 13.0), "Department 12");
         assert_eq!(fit_middle("abcdefgh", 3.0), "ab…");
-        assert_eq!((num(1.0), num(-0.04), num(2.26)), ("1".into(), "0".into(), "2.3".into()));
+        assert_eq!(
+            (num(1.0), num(-0.04), num(2.26)),
+            ("1".into(), "0".into(), "2.3".into())
+        );
         assert_eq!(format_number(0.1 + 0.2), "0.3");
         assert_eq!(percent(1.0 / 3.0), "33.3%");
         assert_eq!(nice_step(0.7), 1.0);

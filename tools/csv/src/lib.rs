@@ -178,7 +178,10 @@ impl Table {
                 Some(h) => format!(" (names are case-sensitive: did you mean `{h}`?)"),
                 None => String::new(),
             };
-            format!("unknown column `{name}`{hint}; the columns are: {}", self.headers.join(", "))
+            format!(
+                "unknown column `{name}`{hint}; the columns are: {}",
+                self.headers.join(", ")
+            )
         })
     }
 
@@ -219,7 +222,11 @@ fn drop_blanks_before_quotes(text: &str, delimiter: u8) -> Cow<'_, str> {
             State::FieldStart => {
                 out.push_str(&blanks);
                 blanks.clear();
-                if ends_field { State::FieldStart } else { State::Unquoted }
+                if ends_field {
+                    State::FieldStart
+                } else {
+                    State::Unquoted
+                }
             }
             State::Quoted if c == '"' => State::QuoteInQuoted,
             State::Quoted => State::Quoted,
@@ -237,7 +244,11 @@ fn drop_blanks_before_quotes(text: &str, delimiter: u8) -> Cow<'_, str> {
 fn column_names(header: &csv::StringRecord) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = Vec::with_capacity(header.len());
     for (i, name) in header.iter().enumerate() {
-        let name = if name.is_empty() { format!("column_{}", i + 1) } else { name.to_string() };
+        let name = if name.is_empty() {
+            format!("column_{}", i + 1)
+        } else {
+            name.to_string()
+        };
         if let Some(first) = names.iter().position(|n| *n == name) {
             return Err(format!(
                 "the header names column `{name}` twice (columns {} and {}); give the columns distinct names",
@@ -284,19 +295,31 @@ pub fn parse_number(field: &str) -> Option<f64> {
 
 /// `x` rounded to 12 significant digits, hiding binary floating-point noise (0.1 + 0.2).
 fn round_significant(x: f64) -> f64 {
-    if x == 0.0 || !x.is_finite() { x } else { format!("{x:.11e}").parse().unwrap_or(x) }
+    if x == 0.0 || !x.is_finite() {
+        x
+    } else {
+        format!("{x:.11e}").parse().unwrap_or(x)
+    }
 }
 
 /// Formats a number for output: integers without a fraction, others to 12 significant digits.
 pub fn format_number(x: f64) -> String {
     let x = round_significant(x);
-    if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x}") }
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
 }
 
 /// A number as JSON, rounded like [`format_number`]: integers as JSON integers.
 fn json_number(x: f64) -> Value {
     let x = round_significant(x);
-    if x.fract() == 0.0 && x.abs() < 1e15 { json!(x as i64) } else { json!(x) }
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
 }
 
 /// Summary statistics of a list of numbers.
@@ -321,13 +344,24 @@ impl Stats {
         let (&min, &max) = (sorted.first()?, sorted.last()?);
         let sum: f64 = sorted.iter().sum();
         let mean = sum / n as f64;
-        let median =
-            if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
         let stddev = (n > 1).then(|| {
             let squares: f64 = sorted.iter().map(|x| (x - mean).powi(2)).sum();
             (squares / (n - 1) as f64).sqrt()
         });
-        Some(Stats { count: n, min, max, mean, median, sum, stddev })
+        Some(Stats {
+            count: n,
+            min,
+            max,
+            mean,
+            median,
+            sum,
+            stddev,
+        })
     }
 }
 
@@ -376,7 +410,11 @@ fn describe(table: &Table) -> String {
         .enumerate()
         .map(|(c, name)| describe_column(name, &table.cells(c).collect::<Vec<_>>()).to_string())
         .collect();
-    format!("{{\"rows\": {}, \"columns\": [\n  {}\n]}}", table.rows.len(), columns.join(",\n  "))
+    format!(
+        "{{\"rows\": {}, \"columns\": [\n  {}\n]}}",
+        table.rows.len(),
+        columns.join(",\n  ")
+    )
 }
 
 /// One column's description: name, type, non-empty `count`, `empty`, and type-specific facts.
@@ -424,8 +462,11 @@ fn describe_text(present: &[&str], out: &mut Map<String, Value>) {
     out.insert("top".into(), json!(top));
     let numeric = present.iter().filter(|c| parse_number(c).is_some()).count();
     if numeric * 2 > present.len() {
-        let mut others: Vec<&str> =
-            ranked.iter().map(|(value, _)| *value).filter(|v| parse_number(v).is_none()).collect();
+        let mut others: Vec<&str> = ranked
+            .iter()
+            .map(|(value, _)| *value)
+            .filter(|v| parse_number(v).is_none())
+            .collect();
         others.sort_unstable();
         others.truncate(3);
         out.insert(
@@ -449,7 +490,9 @@ fn filter(table: &Table, args: &Value) -> ToolResult {
         None | Some(Value::Null) => (0..table.headers.len()).collect(),
         Some(v) => column_list(table, v, "columns")?,
     };
-    let sort_by = opt_str_arg(args, "sort_by")?.map(|name| table.column(name)).transpose()?;
+    let sort_by = opt_str_arg(args, "sort_by")?
+        .map(|name| table.column(name))
+        .transpose()?;
     let descending = opt_bool(args, "descending")?.unwrap_or(false);
     let limit = opt_usize(args, "limit")?;
 
@@ -467,7 +510,12 @@ fn filter(table: &Table, args: &Value) -> ToolResult {
     }
     let headers = columns.iter().map(|&c| table.headers[c].as_str());
     let total = rows.len();
-    write_csv(headers, rows.iter().map(|row| columns.iter().map(|&c| row[c].as_str())), total)
+    write_csv(
+        headers,
+        rows.iter()
+            .map(|row| columns.iter().map(|&c| row[c].as_str())),
+        total,
+    )
 }
 
 /// How a condition compares a field with its value.
@@ -493,7 +541,9 @@ impl Op {
             ">=" => Op::Ge,
             "contains" => Op::Contains,
             other => {
-                return Err(format!("unknown op `{other}`; use one of = != < <= > >= contains"));
+                return Err(format!(
+                    "unknown op `{other}`; use one of = != < <= > >= contains"
+                ));
             }
         })
     }
@@ -544,7 +594,9 @@ impl Condition {
             Op::Eq => Ok(self.equals(field)),
             Op::Ne => Ok(!self.equals(field)),
             Op::Contains => Ok(field.to_lowercase().contains(&self.lower)),
-            op => Ok(self.compare(field, row, column)?.is_some_and(|o| op.accepts(o))),
+            op => Ok(self
+                .compare(field, row, column)?
+                .is_some_and(|o| op.accepts(o))),
         }
     }
 
@@ -560,7 +612,9 @@ impl Condition {
         if field.is_empty() {
             return Ok(None);
         }
-        let Some(value) = self.number else { return Ok(Some(field.cmp(&self.value))) };
+        let Some(value) = self.number else {
+            return Ok(Some(field.cmp(&self.value)));
+        };
         match parse_number(field) {
             Some(x) => Ok(x.partial_cmp(&value)),
             None => Err(format!(
@@ -597,7 +651,9 @@ fn parse_condition(table: &Table, v: &Value, i: usize) -> Result<Condition, Stri
             "must be an object like {\"column\": \"price\", \"op\": \">\", \"value\": 10}".into(),
         ));
     }
-    let column = table.column(str_arg(v, "column").map_err(at)?).map_err(at)?;
+    let column = table
+        .column(str_arg(v, "column").map_err(at)?)
+        .map_err(at)?;
     let op = Op::parse(str_arg(v, "op").map_err(at)?).map_err(at)?;
     let value = match v.get("value") {
         Some(Value::String(s)) => s.trim().to_string(),
@@ -605,7 +661,13 @@ fn parse_condition(table: &Table, v: &Value, i: usize) -> Result<Condition, Stri
         Some(Value::Bool(b)) => b.to_string(),
         _ => return Err(at("`value` must be a string, number or boolean".into())),
     };
-    Ok(Condition { column, op, number: parse_number(&value), lower: value.to_lowercase(), value })
+    Ok(Condition {
+        column,
+        op,
+        number: parse_number(&value),
+        lower: value.to_lowercase(),
+        value,
+    })
 }
 
 /// Whether every condition holds for `row` (data row number `n`), tested in order.
@@ -644,7 +706,11 @@ impl AggFn {
             "mean" | "avg" | "average" => AggFn::Mean,
             "min" => AggFn::Min,
             "max" => AggFn::Max,
-            _ => return Err(format!("unknown fn `{name}`; use one of count, sum, mean, min, max")),
+            _ => {
+                return Err(format!(
+                    "unknown fn `{name}`; use one of count, sum, mean, min, max"
+                ));
+            }
         })
     }
 
@@ -679,7 +745,12 @@ struct Acc {
 
 impl Acc {
     fn new() -> Acc {
-        Acc { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+        Acc {
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
     }
 
     /// Adds data row `row` (number `n`); a non-number in a numeric aggregate is an error.
@@ -741,8 +812,10 @@ fn aggregate(table: &Table, args: &Value) -> ToolResult {
         .map(|&k| table.headers[k].clone())
         .chain(aggregates.iter().map(|a| a.name.clone()))
         .collect();
-    if let Some(dup) =
-        headers.iter().enumerate().find_map(|(i, h)| headers[..i].contains(h).then_some(h))
+    if let Some(dup) = headers
+        .iter()
+        .enumerate()
+        .find_map(|(i, h)| headers[..i].contains(h).then_some(h))
     {
         return Err(format!(
             "the output would have two columns named `{dup}`; give an aggregate another name with `as`"
@@ -752,8 +825,16 @@ fn aggregate(table: &Table, args: &Value) -> ToolResult {
     let mut rows: Vec<Vec<String>> = group(table, &keys, &aggregates)?
         .into_iter()
         .map(|g| {
-            let values = g.accs.iter().zip(&aggregates).map(|(acc, a)| acc.result(a.func));
-            g.key.into_iter().map(str::to_string).chain(values).collect()
+            let values = g
+                .accs
+                .iter()
+                .zip(&aggregates)
+                .map(|(acc, a)| acc.result(a.func));
+            g.key
+                .into_iter()
+                .map(str::to_string)
+                .chain(values)
+                .collect()
         })
         .collect();
 
@@ -790,7 +871,10 @@ fn group<'t>(
     keys: &[usize],
     aggregates: &[Aggregate],
 ) -> Result<Vec<Group<'t>>, String> {
-    let new_group = |key| Group { key, accs: vec![Acc::new(); aggregates.len()] };
+    let new_group = |key| Group {
+        key,
+        accs: vec![Acc::new(); aggregates.len()],
+    };
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
     if keys.is_empty() {
@@ -830,17 +914,24 @@ fn parse_aggregates(table: &Table, arg: Option<&Value>) -> Result<Vec<Aggregate>
 fn parse_aggregate(table: &Table, v: &Value, i: usize) -> Result<Aggregate, String> {
     let at = |e: String| format!("aggregate {}: {e}", i + 1);
     if !v.is_object() {
-        return Err(at("must be an object like {\"column\": \"price\", \"fn\": \"sum\"}".into()));
+        return Err(at(
+            "must be an object like {\"column\": \"price\", \"fn\": \"sum\"}".into(),
+        ));
     }
     let func = AggFn::parse(str_arg(v, "fn").map_err(at)?).map_err(at)?;
     let column_name = opt_str_arg(v, "column").map_err(at)?;
-    let column = column_name.map(|c| table.column(c)).transpose().map_err(at)?;
+    let column = column_name
+        .map(|c| table.column(c))
+        .transpose()
+        .map_err(at)?;
     let default_name = match column_name {
         None if func == AggFn::Count => "count".to_string(),
         None => return Err(at(format!("`{}` needs a `column`", func.name()))),
         Some(c) => format!("{}_{c}", func.name()),
     };
-    let name = opt_str_arg(v, "as").map_err(at)?.map_or(default_name, str::to_string);
+    let name = opt_str_arg(v, "as")
+        .map_err(at)?
+        .map_or(default_name, str::to_string);
     Ok(Aggregate { func, column, name })
 }
 
@@ -854,7 +945,8 @@ fn column_list(table: &Table, v: &Value, arg: &str) -> Result<Vec<usize>, String
         Value::Array(items) => items
             .iter()
             .map(|item| {
-                item.as_str().ok_or_else(|| format!("`{arg}` must list column names as strings"))
+                item.as_str()
+                    .ok_or_else(|| format!("`{arg}` must list column names as strings"))
             })
             .collect::<Result<_, _>>()?,
         _ => return Err(format!("`{arg}` must be a list of column names")),
@@ -862,7 +954,10 @@ fn column_list(table: &Table, v: &Value, arg: &str) -> Result<Vec<usize>, String
     if names.is_empty() {
         return Err(format!("`{arg}` is empty; name at least one column"));
     }
-    names.into_iter().map(|n| table.column(n).map_err(|e| format!("`{arg}`: {e}"))).collect()
+    names
+        .into_iter()
+        .map(|n| table.column(n).map_err(|e| format!("`{arg}`: {e}")))
+        .collect()
 }
 
 /// An optional boolean argument.
@@ -889,8 +984,10 @@ fn opt_usize(args: &Value, name: &str) -> Result<Option<usize>, String> {
 /// Sorts rows by the `keys` columns in turn (stable). A column whose non-empty fields are all
 /// numbers sorts numerically, any other as text ignoring case; empty fields always go last.
 fn sort_rows<R: AsRef<[String]>>(rows: &mut [R], keys: &[usize], descending: bool) {
-    let numeric: Vec<bool> =
-        keys.iter().map(|&k| rows.iter().all(|r| is_number_or_empty(&r.as_ref()[k]))).collect();
+    let numeric: Vec<bool> = keys
+        .iter()
+        .map(|&k| rows.iter().all(|r| is_number_or_empty(&r.as_ref()[k])))
+        .collect();
     rows.sort_by(|a, b| {
         keys.iter()
             .zip(&numeric)
@@ -910,13 +1007,19 @@ fn compare_fields(a: &str, b: &str, numeric: bool, descending: bool) -> Ordering
         (true, true) => return Ordering::Equal,
         (true, false) => return Ordering::Greater,
         (false, true) => return Ordering::Less,
-        _ if numeric => parse_number(a).unwrap_or(0.0).total_cmp(&parse_number(b).unwrap_or(0.0)),
+        _ if numeric => parse_number(a)
+            .unwrap_or(0.0)
+            .total_cmp(&parse_number(b).unwrap_or(0.0)),
         _ => {
             let lower = |s: &str| s.chars().flat_map(char::to_lowercase).collect::<Vec<_>>();
             lower(a).cmp(&lower(b)).then_with(|| a.cmp(b))
         }
     };
-    if descending { ordering.reverse() } else { ordering }
+    if descending {
+        ordering.reverse()
+    } else {
+        ordering
+    }
 }
 
 /// Writes the header and rows as CSV, within [`MAX_OUTPUT_ROWS`] and [`MAX_OUTPUT_BYTES`]. When
@@ -1001,15 +1104,21 @@ mod tests {
 
     #[test]
     fn parses_quotes_trims_and_skips_blank_lines() {
-        let t = Table::parse("name , note\n\"Smith, J\", \"said \"\"hi\"\"\"\n\n Lee ,x\n", b',')
-            .unwrap();
+        let t = Table::parse(
+            "name , note\n\"Smith, J\", \"said \"\"hi\"\"\"\n\n Lee ,x\n",
+            b',',
+        )
+        .unwrap();
         assert_eq!(t.headers, ["name", "note"]);
         assert_eq!(t.rows, [["Smith, J", "said \"hi\""], ["Lee", "x"]]);
     }
 
     #[test]
     fn blanks_before_opening_quotes_are_dropped() {
-        assert_eq!(drop_blanks_before_quotes("a, \"b, c\"\n", b','), "a,\"b, c\"\n");
+        assert_eq!(
+            drop_blanks_before_quotes("a, \"b, c\"\n", b','),
+            "a,\"b, c\"\n"
+        );
         // Inside quotes, in unquoted fields and with a space delimiter nothing changes.
         let untouched = "\"x, \"\"y\"\"\", 5 \"in\"";
         assert_eq!(drop_blanks_before_quotes(untouched, b','), untouched);
@@ -1078,7 +1187,9 @@ mod tests {
         assert_eq!(parse_number("-3"), Some(-3.0));
         assert_eq!(parse_number("1e3"), Some(1000.0));
         assert_eq!(parse_number(".5"), Some(0.5));
-        for not in ["", "abc", "inf", "NaN", "infinity", "1,000", "12kg", "1e999"] {
+        for not in [
+            "", "abc", "inf", "NaN", "infinity", "1,000", "12kg", "1e999",
+        ] {
             assert_eq!(parse_number(not), None, "{not}");
         }
         assert_eq!(format_number(0.1 + 0.2), "0.3");
@@ -1091,7 +1202,10 @@ mod tests {
     #[test]
     fn stats() {
         let s = Stats::of(&[4.0, 1.0, 3.0, 2.0]).unwrap();
-        assert_eq!((s.count, s.min, s.max, s.sum, s.mean, s.median), (4, 1.0, 4.0, 10.0, 2.5, 2.5));
+        assert_eq!(
+            (s.count, s.min, s.max, s.sum, s.mean, s.median),
+            (4, 1.0, 4.0, 10.0, 2.5, 2.5)
+        );
         assert!((s.stddev.unwrap() - 1.290_994_448_7).abs() < 1e-9);
         let one = Stats::of(&[7.0]).unwrap();
         assert_eq!((one.median, one.stddev), (7.0, None));
@@ -1112,12 +1226,18 @@ mod tests {
         assert_eq!(v["rows"], 4);
         let n = &v["columns"][0];
         assert_eq!(n["type"], "number");
-        assert_eq!((n["count"].as_u64(), n["empty"].as_u64()), (Some(3), Some(1)));
+        assert_eq!(
+            (n["count"].as_u64(), n["empty"].as_u64()),
+            (Some(3), Some(1))
+        );
         assert_eq!(
             (n["min"].as_i64(), n["max"].as_i64(), n["sum"].as_i64()),
             (Some(1), Some(8), Some(12))
         );
-        assert_eq!((n["mean"].as_i64(), n["median"].as_i64()), (Some(4), Some(3)));
+        assert_eq!(
+            (n["mean"].as_i64(), n["median"].as_i64()),
+            (Some(4), Some(3))
+        );
         assert!((n["stddev"].as_f64().unwrap() - 3.605_551_275_46).abs() < 1e-9);
         let t = &v["columns"][1];
         assert_eq!(t["type"], "text");
@@ -1137,7 +1257,10 @@ mod tests {
         let v = describe_json("p\n1\n2\nn/a\n4\n");
         assert_eq!(v["columns"][0]["type"], "text");
         let note = v["columns"][0]["note"].as_str().unwrap();
-        assert!(note.contains("3 of 4 values are numbers") && note.contains("`n/a`"), "{note}");
+        assert!(
+            note.contains("3 of 4 values are numbers") && note.contains("`n/a`"),
+            "{note}"
+        );
     }
 
     #[test]
@@ -1154,7 +1277,10 @@ mod tests {
             "csv_filter",
             json!({"csv": SALES, "where": [{"column": "region", "op": "=", "value": "North"}, {"column": "units", "op": ">", "value": 8}]}),
         );
-        assert_eq!(out, "region,product,units,price,date\nNorth,apple,10,1.5,2024-01-05\n");
+        assert_eq!(
+            out,
+            "region,product,units,price,date\nNorth,apple,10,1.5,2024-01-05\n"
+        );
     }
 
     #[test]
@@ -1201,8 +1327,14 @@ mod tests {
             "csv_filter",
             json!({"csv": csv, "where": [{"column": "price", "op": ">", "value": 5}]}),
         );
-        assert!(e.contains("data row 2: column `price` holds `n/a`, which is not a number"), "{e}");
-        assert!(e.contains(r#"{"column":"price","op":"!=","value":"n/a"}"#), "{e}");
+        assert!(
+            e.contains("data row 2: column `price` holds `n/a`, which is not a number"),
+            "{e}"
+        );
+        assert!(
+            e.contains(r#"{"column":"price","op":"!=","value":"n/a"}"#),
+            "{e}"
+        );
         let out = ok(
             "csv_filter",
             json!({"csv": csv, "where": [{"column": "price", "op": "!=", "value": "n/a"}, {"column": "price", "op": ">", "value": 5}]}),
@@ -1217,13 +1349,25 @@ mod tests {
             json!({"csv": SALES, "where": [{"column": "Units", "op": ">", "value": 1}]}),
         );
         assert!(e.contains("`where` condition 1: unknown column `Units` (names are case-sensitive: did you mean `units`?)"), "{e}");
-        assert!(e.contains("the columns are: region, product, units, price, date"), "{e}");
-        let e = err("csv_filter", json!({"csv": SALES, "columns": ["region", "cost"]}));
+        assert!(
+            e.contains("the columns are: region, product, units, price, date"),
+            "{e}"
+        );
+        let e = err(
+            "csv_filter",
+            json!({"csv": SALES, "columns": ["region", "cost"]}),
+        );
         assert!(e.contains("`columns`: unknown column `cost`"), "{e}");
         let e = err("csv_filter", json!({"csv": SALES, "sort_by": "zzz"}));
         assert!(e.contains("unknown column `zzz`"), "{e}");
-        let e = err("csv_filter", json!({"csv": SALES, "where": [{"column": "units", "op": ">"}]}));
-        assert!(e.contains("`value` must be a string, number or boolean"), "{e}");
+        let e = err(
+            "csv_filter",
+            json!({"csv": SALES, "where": [{"column": "units", "op": ">"}]}),
+        );
+        assert!(
+            e.contains("`value` must be a string, number or boolean"),
+            "{e}"
+        );
         let e = err("csv_filter", json!({"csv": SALES, "where": "units > 3"}));
         assert!(e.contains("`where` must be a list of conditions"), "{e}");
     }
@@ -1236,9 +1380,15 @@ mod tests {
         );
         assert_eq!(out, "units,product\n12,apple\n10,apple\n7,pear\n");
         // Empty fields sort last either way; numbers sort as numbers (10 after 7).
-        let out = ok("csv_filter", json!({"csv": SALES, "columns": ["units"], "sort_by": "units"}));
+        let out = ok(
+            "csv_filter",
+            json!({"csv": SALES, "columns": ["units"], "sort_by": "units"}),
+        );
         assert_eq!(out, "units\n4\n7\n10\n12\n\"\"\n");
-        let out = ok("csv_filter", json!({"csv": "w\nbeta\nAlpha\ngamma\n", "sort_by": "w"}));
+        let out = ok(
+            "csv_filter",
+            json!({"csv": "w\nbeta\nAlpha\ngamma\n", "sort_by": "w"}),
+        );
         assert_eq!(out, "w\nAlpha\nbeta\ngamma\n");
         let out = ok("csv_filter", json!({"csv": SALES, "limit": 0}));
         assert_eq!(out, "region,product,units,price,date\n");
@@ -1249,14 +1399,19 @@ mod tests {
 
     #[test]
     fn filter_output_quotes_fields() {
-        let out = ok("csv_filter", json!({"csv": "a,b\n\"x, y\",\"say \"\"hi\"\"\"\n"}));
+        let out = ok(
+            "csv_filter",
+            json!({"csv": "a,b\n\"x, y\",\"say \"\"hi\"\"\"\n"}),
+        );
         assert_eq!(out, "a,b\n\"x, y\",\"say \"\"hi\"\"\"\n");
     }
 
     #[test]
     fn output_is_truncated_with_a_note() {
         let csv = "n\n".to_string()
-            + &(0..MAX_OUTPUT_ROWS + 5).map(|i| format!("{i}\n")).collect::<String>();
+            + &(0..MAX_OUTPUT_ROWS + 5)
+                .map(|i| format!("{i}\n"))
+                .collect::<String>();
         let out = ok("csv_filter", json!({"csv": csv}));
         assert_eq!(out.lines().count(), 1 + MAX_OUTPUT_ROWS + 1);
         let last = out.lines().last().unwrap();
@@ -1300,8 +1455,14 @@ mod tests {
             json!({"csv": SALES, "group_by": ["product", "region"], "aggregates": [{"column": "units", "fn": "sum"}],
                    "sort_by": "sum_units", "descending": true, "limit": 2}),
         );
-        assert_eq!(out, "product,region,sum_units\napple,South,12\napple,North,10\n");
-        let out = ok("csv_aggregate", json!({"csv": SALES, "group_by": "product"}));
+        assert_eq!(
+            out,
+            "product,region,sum_units\napple,South,12\napple,North,10\n"
+        );
+        let out = ok(
+            "csv_aggregate",
+            json!({"csv": SALES, "group_by": "product"}),
+        );
         assert_eq!(out, "product,count\napple,3\npear,2\n");
     }
 
@@ -1335,22 +1496,36 @@ mod tests {
             json!({"csv": SALES, "group_by": ["region"], "aggregates": [{"column": "product", "fn": "sum"}]}),
         );
         assert!(e.contains("data row 1: column `product` holds `apple`, which is not a number, so `sum` cannot use it"), "{e}");
-        let e = err("csv_aggregate", json!({"csv": SALES, "aggregates": [{"fn": "sum"}]}));
+        let e = err(
+            "csv_aggregate",
+            json!({"csv": SALES, "aggregates": [{"fn": "sum"}]}),
+        );
         assert!(e.contains("aggregate 1: `sum` needs a `column`"), "{e}");
         let e = err(
             "csv_aggregate",
             json!({"csv": SALES, "aggregates": [{"column": "units", "fn": "median"}]}),
         );
-        assert!(e.contains("unknown fn `median`; use one of count, sum, mean, min, max"), "{e}");
-        let e = err("csv_aggregate", json!({"csv": SALES, "group_by": ["regio"]}));
-        assert!(e.contains("`group_by`: unknown column `regio`; the columns are:"), "{e}");
+        assert!(
+            e.contains("unknown fn `median`; use one of count, sum, mean, min, max"),
+            "{e}"
+        );
+        let e = err(
+            "csv_aggregate",
+            json!({"csv": SALES, "group_by": ["regio"]}),
+        );
+        assert!(
+            e.contains("`group_by`: unknown column `regio`; the columns are:"),
+            "{e}"
+        );
         let e = err(
             "csv_aggregate",
             json!({"csv": SALES, "group_by": ["region"], "aggregates": [{"fn": "count", "as": "region"}]}),
         );
         assert!(e.contains("two columns named `region`"), "{e}");
-        let e =
-            err("csv_aggregate", json!({"csv": SALES, "group_by": ["region"], "sort_by": "units"}));
+        let e = err(
+            "csv_aggregate",
+            json!({"csv": SALES, "group_by": ["region"], "sort_by": "units"}),
+        );
         assert!(
             e.contains("unknown output column `units`; the output columns are: region, count"),
             "{e}"
@@ -1367,6 +1542,9 @@ mod tests {
         let reply: Value =
             serde_json::from_str(&server().handle(&line, &mut call).unwrap()).unwrap();
         assert_eq!(reply["result"]["isError"], false);
-        assert_eq!(reply["result"]["content"][0]["text"], "product,count\napple,3\npear,2\n");
+        assert_eq!(
+            reply["result"]["content"][0]["text"],
+            "product,count\napple,3\npear,2\n"
+        );
     }
 }

@@ -178,7 +178,11 @@ mod tests {
             let e = call("read_file", &json!({"path": p})).unwrap_err();
             assert!(e.starts_with("access denied"), "{p}: {e}");
         }
-        assert!(call("read_file", &json!({"path": "relative.txt"})).unwrap_err().contains("not absolute"));
+        assert!(
+            call("read_file", &json!({"path": "relative.txt"}))
+                .unwrap_err()
+                .contains("not absolute")
+        );
     }
 
     #[test]
@@ -186,6 +190,10 @@ mod tests {
         // Natively there is no /data: the error comes from the filesystem, not the root check.
         let e = call("read_file", &json!({"path": "/data/no-such-file"})).unwrap_err();
         assert!(e.contains("does not exist"), "{e}");
-        assert!(call("write_file", &json!({"path": "/data/x"})).unwrap_err().contains("content"));
+        assert!(
+            call("write_file", &json!({"path": "/data/x"}))
+                .unwrap_err()
+                .contains("content")
+        );
     }
 }

@@ -52,7 +52,9 @@ pub fn call(_tool: &str, args: &Value) -> ToolResult {
 fn render(response: &Value, max_chars: usize) -> String {
     let status = response["status"].as_u64().unwrap_or(0);
     let url = response["url"].as_str().unwrap_or("");
-    let content_type = response["headers"]["content-type"].as_str().unwrap_or("unknown");
+    let content_type = response["headers"]["content-type"]
+        .as_str()
+        .unwrap_or("unknown");
     let body = response["body"].as_str().unwrap_or("");
     let mut text = format!("HTTP {status} {url}\ncontent-type: {content_type}\n\n");
     match body.char_indices().nth(max_chars) {
@@ -108,14 +110,25 @@ mod tests {
     fn renders_status_type_and_cut_body() {
         let r = json!({"status": 200, "url": "https://x.example/", "headers": {"content-type": "text/plain"},
                        "body": "abcdef", "truncated": false});
-        assert_eq!(render(&r, 100), "HTTP 200 https://x.example/\ncontent-type: text/plain\n\nabcdef");
+        assert_eq!(
+            render(&r, 100),
+            "HTTP 200 https://x.example/\ncontent-type: text/plain\n\nabcdef"
+        );
         assert!(render(&r, 3).ends_with("abc\n[body cut at 3 characters]"));
     }
 
     #[test]
     fn arguments_are_checked_and_host_errors_become_tool_errors() {
-        assert!(call("http_fetch", &json!({})).unwrap_err().contains("missing string argument `url`"));
-        assert!(call("http_fetch", &json!({"url": "http://x", "headers": 3})).unwrap_err().contains("headers"));
+        assert!(
+            call("http_fetch", &json!({}))
+                .unwrap_err()
+                .contains("missing string argument `url`")
+        );
+        assert!(
+            call("http_fetch", &json!({"url": "http://x", "headers": 3}))
+                .unwrap_err()
+                .contains("headers")
+        );
         let e = call("http_fetch", &json!({"url": "http://x"})).unwrap_err();
         assert!(e.contains("only inside caxton-toolhost"), "{e}");
     }

@@ -138,11 +138,16 @@ fn with_regex<T>(pattern: &str, whole: bool, f: impl FnOnce(Option<&regex_lite::
         if cache.len() > 64 {
             cache.clear();
         }
-        let re = cache.entry((pattern.to_string(), whole)).or_insert_with(|| {
-            let source =
-                if whole { format!("(?R)^(?:{pattern})$") } else { format!("(?R){pattern}") };
-            regex_lite::Regex::new(&source).ok()
-        });
+        let re = cache
+            .entry((pattern.to_string(), whole))
+            .or_insert_with(|| {
+                let source = if whole {
+                    format!("(?R)^(?:{pattern})$")
+                } else {
+                    format!("(?R){pattern}")
+                };
+                regex_lite::Regex::new(&source).ok()
+            });
         f(re.as_ref())
     })
 }
@@ -168,8 +173,9 @@ fn transform(args: &Value) -> ToolResult {
     };
     let steps = parse_steps(args.get("steps"))?;
     for (i, step) in steps.iter().enumerate() {
-        records =
-            step.apply(records).map_err(|e| format!("step {} ({}): {e}", i + 1, step.name()))?;
+        records = step
+            .apply(records)
+            .map_err(|e| format!("step {} ({}): {e}", i + 1, step.name()))?;
     }
     if matches!(steps.last(), Some(Step::ToCsv)) {
         return to_csv(&records);
@@ -229,8 +235,10 @@ fn parse_steps(arg: Option<&Value>) -> Result<Vec<Step>, String> {
 impl Step {
     fn parse(v: &Value) -> Result<Step, String> {
         let usage = "must be an object with one key, one of select, filter, sort, limit, rename, to_csv, e.g. {\"limit\": 10}";
-        let Some((name, arg)) =
-            v.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next())
+        let Some((name, arg)) = v
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.iter().next())
         else {
             return Err(usage.into());
         };
@@ -238,11 +246,11 @@ impl Step {
             "select" => Ok(Step::Select(field_list(arg)?)),
             "filter" => Ok(Step::Filter(parse_conditions(arg)?)),
             "sort" => parse_sort(arg),
-            "limit" => {
-                arg.as_u64().and_then(|n| usize::try_from(n).ok()).map(Step::Limit).ok_or_else(
-                    || "limit must be a non-negative integer, e.g. {\"limit\": 10}".into(),
-                )
-            }
+            "limit" => arg
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Step::Limit)
+                .ok_or_else(|| "limit must be a non-negative integer, e.g. {\"limit\": 10}".into()),
             "rename" => parse_rename(arg),
             "to_csv" if *arg == Value::Bool(true) => Ok(Step::ToCsv),
             "to_csv" => Err("write {\"to_csv\": true}".into()),
@@ -266,10 +274,16 @@ impl Step {
         match self {
             Step::Select(fields) => {
                 fields.iter().try_for_each(|f| require_field(&records, f))?;
-                records.iter().enumerate().map(|(i, r)| select(r, fields, i + 1)).collect()
+                records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| select(r, fields, i + 1))
+                    .collect()
             }
             Step::Filter(conditions) => {
-                conditions.iter().try_for_each(|c| require_field(&records, &c.field))?;
+                conditions
+                    .iter()
+                    .try_for_each(|c| require_field(&records, &c.field))?;
                 let mut kept = Vec::new();
                 for (i, record) in records.into_iter().enumerate() {
                     if conditions_hold(conditions, &record, i + 1)? {
@@ -293,7 +307,11 @@ impl Step {
                         return Err(no_such_field(&records, old));
                     }
                 }
-                records.iter().enumerate().map(|(i, r)| rename(r, pairs, i + 1)).collect()
+                records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| rename(r, pairs, i + 1))
+                    .collect()
             }
             Step::ToCsv => Ok(records),
         }
@@ -302,7 +320,9 @@ impl Step {
 
 fn field_list(arg: &Value) -> Result<Vec<String>, String> {
     let usage = "select takes a list of field names, e.g. {\"select\": [\"name\", \"price\"]}";
-    let Value::Array(items) = arg else { return Err(usage.into()) };
+    let Value::Array(items) = arg else {
+        return Err(usage.into());
+    };
     let fields: Vec<String> = items
         .iter()
         .map(|f| f.as_str().map(str::to_string).ok_or(usage))
@@ -316,9 +336,14 @@ fn field_list(arg: &Value) -> Result<Vec<String>, String> {
 fn parse_sort(arg: &Value) -> Result<Step, String> {
     let usage = "sort takes {\"field\": \"price\", \"descending\": true} or a field name";
     match arg {
-        Value::String(field) => Ok(Step::Sort { field: field.clone(), descending: false }),
+        Value::String(field) => Ok(Step::Sort {
+            field: field.clone(),
+            descending: false,
+        }),
         Value::Object(_) => {
-            let field = str_arg(arg, "field").map_err(|e| format!("{e}; {usage}"))?.to_string();
+            let field = str_arg(arg, "field")
+                .map_err(|e| format!("{e}; {usage}"))?
+                .to_string();
             let descending = opt_bool(arg, "descending")?.unwrap_or(false);
             Ok(Step::Sort { field, descending })
         }
@@ -329,10 +354,16 @@ fn parse_sort(arg: &Value) -> Result<Step, String> {
 fn parse_rename(arg: &Value) -> Result<Step, String> {
     let usage =
         "rename takes an object of old to new names, e.g. {\"rename\": {\"qty\": \"quantity\"}}";
-    let Some(map) = arg.as_object().filter(|m| !m.is_empty()) else { return Err(usage.into()) };
+    let Some(map) = arg.as_object().filter(|m| !m.is_empty()) else {
+        return Err(usage.into());
+    };
     let pairs = map
         .iter()
-        .map(|(old, new)| new.as_str().map(|n| (old.clone(), n.to_string())).ok_or(usage))
+        .map(|(old, new)| {
+            new.as_str()
+                .map(|n| (old.clone(), n.to_string()))
+                .ok_or(usage)
+        })
         .collect::<Result<_, _>>()?;
     Ok(Step::Rename(pairs))
 }
@@ -364,7 +395,11 @@ fn require_field(records: &[Value], field: &str) -> Result<(), String> {
 
 fn no_such_field(records: &[Value], field: &str) -> String {
     let mut seen: Vec<&str> = Vec::new();
-    for key in records.iter().filter_map(Value::as_object).flat_map(|m| m.keys()) {
+    for key in records
+        .iter()
+        .filter_map(Value::as_object)
+        .flat_map(|m| m.keys())
+    {
         if !seen.contains(&key.as_str()) && seen.len() < 40 {
             seen.push(key);
         }
@@ -372,7 +407,10 @@ fn no_such_field(records: &[Value], field: &str) -> String {
     if seen.is_empty() {
         format!("no record has a field `{field}`: the records are not objects")
     } else {
-        format!("no record has a field `{field}`; the fields are: {}", seen.join(", "))
+        format!(
+            "no record has a field `{field}`; the fields are: {}",
+            seen.join(", ")
+        )
     }
 }
 
@@ -395,7 +433,10 @@ fn rename(record: &Value, pairs: &[(String, String)], n: usize) -> Result<Value,
     };
     let mut out = Map::new();
     for (key, value) in map {
-        let name = pairs.iter().find(|(old, _)| old == key).map_or(key, |(_, new)| new);
+        let name = pairs
+            .iter()
+            .find(|(old, _)| old == key)
+            .map_or(key, |(_, new)| new);
         if out.insert(name.clone(), value.clone()).is_some()
             || (name != key && map.contains_key(name))
         {
@@ -433,7 +474,9 @@ impl Op {
             ">=" => Op::Ge,
             "contains" => Op::Contains,
             other => {
-                return Err(format!("unknown op `{other}`; use one of = != < <= > >= contains"));
+                return Err(format!(
+                    "unknown op `{other}`; use one of = != < <= > >= contains"
+                ));
             }
         })
     }
@@ -534,10 +577,14 @@ fn parse_condition(v: &Value) -> Result<Condition, String> {
     if !v.is_object() {
         return Err(format!("a condition must be an object, {example}"));
     }
-    let field = str_arg(v, "field").map_err(|e| format!("{e}; {example}"))?.to_string();
+    let field = str_arg(v, "field")
+        .map_err(|e| format!("{e}; {example}"))?
+        .to_string();
     let op = Op::parse(str_arg(v, "op").map_err(|e| format!("{e}; {example}"))?)?;
     let Some(value) = v.get("value").cloned() else {
-        return Err(format!("the condition on `{field}` needs a `value`; {example}"));
+        return Err(format!(
+            "the condition on `{field}` needs a `value`; {example}"
+        ));
     };
     if op.is_ordering() && !matches!(value, Value::Number(_) | Value::String(_)) {
         return Err(format!(
@@ -567,7 +614,11 @@ fn as_number(v: &Value) -> Option<f64> {
             let t = s.trim();
             let numeric =
                 t.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.'));
-            if numeric { t.parse::<f64>().ok().filter(|x| x.is_finite()) } else { None }
+            if numeric {
+                t.parse::<f64>().ok().filter(|x| x.is_finite())
+            } else {
+                None
+            }
         }
         _ => None,
     }
@@ -604,18 +655,24 @@ fn sort_records(records: &mut [Value], field: &str, descending: bool) {
         .iter()
         .all(|r| lookup(r, field).is_none_or(|v| v.is_null() || as_number(v).is_some()));
     records.sort_by(|a, b| {
-        let (a, b) =
-            (lookup(a, field).filter(|v| !v.is_null()), lookup(b, field).filter(|v| !v.is_null()));
+        let (a, b) = (
+            lookup(a, field).filter(|v| !v.is_null()),
+            lookup(b, field).filter(|v| !v.is_null()),
+        );
         let ordering = match (a, b) {
             (None, None) => return Ordering::Equal,
             (None, Some(_)) => return Ordering::Greater,
             (Some(_), None) => return Ordering::Less,
-            (Some(a), Some(b)) if numeric => {
-                as_number(a).unwrap_or(0.0).total_cmp(&as_number(b).unwrap_or(0.0))
-            }
+            (Some(a), Some(b)) if numeric => as_number(a)
+                .unwrap_or(0.0)
+                .total_cmp(&as_number(b).unwrap_or(0.0)),
             (Some(a), Some(b)) => rank(a).cmp(&rank(b)).then_with(|| compare_same_kind(a, b)),
         };
-        if descending { ordering.reverse() } else { ordering }
+        if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
     });
 }
 
@@ -632,9 +689,10 @@ fn rank(v: &Value) -> u8 {
 
 fn compare_same_kind(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0))
-        }
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&y.as_f64().unwrap_or(0.0)),
         (Value::String(x), Value::String(y)) => {
             let lower = |s: &str| s.chars().flat_map(char::to_lowercase).collect::<Vec<_>>();
             lower(x).cmp(&lower(y)).then_with(|| x.cmp(y))
@@ -703,7 +761,8 @@ fn to_csv(records: &[Value]) -> ToolResult {
     let mut kept = out.get_ref().len();
     let mut shown = 0;
     for record in records.iter().take(MAX_OUTPUT_VALUES) {
-        out.write_record(columns.iter().map(|c| csv_field(record.get(c)))).map_err(|e| fail(&e))?;
+        out.write_record(columns.iter().map(|c| csv_field(record.get(c))))
+            .map_err(|e| fail(&e))?;
         out.flush().map_err(|e| fail(&e))?;
         if out.get_ref().len() > MAX_OUTPUT_BYTES {
             break;
@@ -807,7 +866,11 @@ mod tests {
     }
 
     fn names(v: &Value) -> Vec<&str> {
-        v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect()
     }
 
     #[test]
@@ -828,9 +891,15 @@ mod tests {
         assert_eq!(q(STORE, "$.store.bicycle.color"), json!(["red"]));
         assert_eq!(q(STORE, "$['store']['bicycle']['price']"), json!([399]));
         assert_eq!(q(STORE, "$.store.book[0].author"), json!(["Nigel Rees"]));
-        assert_eq!(q(STORE, "$.store.book[-1].title"), json!(["The Lord of the Rings"]));
+        assert_eq!(
+            q(STORE, "$.store.book[-1].title"),
+            json!(["The Lord of the Rings"])
+        );
         assert_eq!(q(STORE, "$.store.book[1:3].price"), json!([12.99, 8.99]));
-        assert_eq!(q(STORE, "$.store.book[*].isbn"), json!(["0-553-21311-3", "0-395-19395-8"]));
+        assert_eq!(
+            q(STORE, "$.store.book[*].isbn"),
+            json!(["0-553-21311-3", "0-395-19395-8"])
+        );
         assert_eq!(q(STORE, "$..price").as_array().unwrap().len(), 5);
         assert_eq!(q(STORE, "$.store.book[0, 2].price"), json!([8.95, 8.99]));
         assert_eq!(q(STORE, "$.store.book[::2].price"), json!([8.95, 8.99]));
@@ -846,47 +915,95 @@ mod tests {
             json!(["Sayings of the Century", "Moby Dick"])
         );
         assert_eq!(
-            q(STORE, "$.store.book[?(@.price > 10 && @.category == 'fiction')].price"),
+            q(
+                STORE,
+                "$.store.book[?(@.price > 10 && @.category == 'fiction')].price"
+            ),
             json!([12.99, 22.99])
         );
         assert_eq!(
             q(STORE, "$.store.book[?@.isbn].author"),
             json!(["Herman Melville", "J. R. R. Tolkien"])
         );
-        assert_eq!(q(STORE, "$.store.book[?length(@.title) < 10].title"), json!(["Moby Dick"]));
-        assert_eq!(q(STORE, "$.store[?count(@.*) > 2]").as_array().unwrap().len(), 1);
-        assert_eq!(q(STORE, "$.store.book[?match(@.author, 'J.*')].price"), json!([22.99]));
-        assert_eq!(q(STORE, "$.store.book[?match(@.author, 'Rees')].price"), json!([]));
-        assert_eq!(q(STORE, "$.store.book[?search(@.author, 'Rees')].price"), json!([8.95]));
         assert_eq!(
-            q(STORE, "$.store.book[?search(@.title, '[Ss]word|Dick')].price"),
+            q(STORE, "$.store.book[?length(@.title) < 10].title"),
+            json!(["Moby Dick"])
+        );
+        assert_eq!(
+            q(STORE, "$.store[?count(@.*) > 2]")
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            q(STORE, "$.store.book[?match(@.author, 'J.*')].price"),
+            json!([22.99])
+        );
+        assert_eq!(
+            q(STORE, "$.store.book[?match(@.author, 'Rees')].price"),
+            json!([])
+        );
+        assert_eq!(
+            q(STORE, "$.store.book[?search(@.author, 'Rees')].price"),
+            json!([8.95])
+        );
+        assert_eq!(
+            q(
+                STORE,
+                "$.store.book[?search(@.title, '[Ss]word|Dick')].price"
+            ),
             json!([12.99, 8.99])
         );
         // An invalid pattern matches nothing (RFC 9535), it is not an error.
-        assert_eq!(q(STORE, "$.store.book[?search(@.title, '(')].price"), json!([]));
+        assert_eq!(
+            q(STORE, "$.store.book[?search(@.title, '(')].price"),
+            json!([])
+        );
         // regex-lite has no Unicode classes: such a pattern is invalid and matches nothing.
-        assert_eq!(q(STORE, "$.store.book[?search(@.author, '\\\\p{L}')]"), json!([]));
+        assert_eq!(
+            q(STORE, "$.store.book[?search(@.author, '\\\\p{L}')]"),
+            json!([])
+        );
         // `.` does not match line breaks (I-Regexp).
-        assert_eq!(q(r#"["a\nb", "axb"]"#, "$[?match(@, 'a.b')]"), json!(["axb"]));
+        assert_eq!(
+            q(r#"["a\nb", "axb"]"#, "$[?match(@, 'a.b')]"),
+            json!(["axb"])
+        );
     }
 
     #[test]
     fn query_with_paths() {
-        let out =
-            call("json_query", &json!({"json": STORE, "path": "$..color", "with_paths": true}))
-                .unwrap();
+        let out = call(
+            "json_query",
+            &json!({"json": STORE, "path": "$..color", "with_paths": true}),
+        )
+        .unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v, json!([{"path": "$['store']['bicycle']['color']", "value": "red"}]));
+        assert_eq!(
+            v,
+            json!([{"path": "$['store']['bicycle']['color']", "value": "red"}])
+        );
     }
 
     #[test]
     fn query_errors_explain() {
         let e = call("json_query", &json!({"json": STORE, "path": "store.book"})).unwrap_err();
-        assert!(e.contains("is not a valid JSONPath") && e.contains("starts with `$`"), "{e}");
-        let e = call("json_query", &json!({"json": STORE, "path": "$.store[?@.x =]"})).unwrap_err();
+        assert!(
+            e.contains("is not a valid JSONPath") && e.contains("starts with `$`"),
+            "{e}"
+        );
+        let e = call(
+            "json_query",
+            &json!({"json": STORE, "path": "$.store[?@.x =]"}),
+        )
+        .unwrap_err();
         assert!(e.contains("at position") && e.contains("Examples:"), "{e}");
         let e = call("json_query", &json!({"json": "{\"a\": 1,}", "path": "$"})).unwrap_err();
-        assert!(e.contains("`json` is not valid JSON") && e.contains("line 1"), "{e}");
+        assert!(
+            e.contains("`json` is not valid JSON") && e.contains("line 1"),
+            "{e}"
+        );
         let e = call("json_query", &json!({"path": "$"})).unwrap_err();
         assert!(e.contains("missing argument `json`"), "{e}");
         let e = call("json_query", &json!({"json": "{}"})).unwrap_err();
@@ -895,7 +1012,11 @@ mod tests {
 
     #[test]
     fn query_accepts_a_json_value_too() {
-        let out = call("json_query", &json!({"json": {"a": [1, 2]}, "path": "$.a[1]"})).unwrap();
+        let out = call(
+            "json_query",
+            &json!({"json": {"a": [1, 2]}, "path": "$.a[1]"}),
+        )
+        .unwrap();
         assert_eq!(out, "[2]");
     }
 
@@ -916,8 +1037,11 @@ mod tests {
     #[test]
     fn transform_filter_ops() {
         let f = |op: &str, value: Value| {
-            names(&tv(PEOPLE, json!([{"filter": {"field": "age", "op": op, "value": value}}])))
-                .join(" ")
+            names(&tv(
+                PEOPLE,
+                json!([{"filter": {"field": "age", "op": op, "value": value}}]),
+            ))
+            .join(" ")
         };
         assert_eq!(f(">", json!(30)), "Ann Cid");
         assert_eq!(f(">=", json!("34")), "Ann Cid");
@@ -928,8 +1052,11 @@ mod tests {
         assert_eq!(f("!=", json!(34)), "bob Cid Dee");
         assert_eq!(f("=", Value::Null), "Dee");
         let g = |field: &str, op: &str, value: Value| {
-            names(&tv(PEOPLE, json!([{"filter": {"field": field, "op": op, "value": value}}])))
-                .join(" ")
+            names(&tv(
+                PEOPLE,
+                json!([{"filter": {"field": field, "op": op, "value": value}}]),
+            ))
+            .join(" ")
         };
         assert_eq!(g("name", "contains", json!("B")), "bob");
         assert_eq!(g("tags", "contains", json!("dev")), "Ann bob");
@@ -941,9 +1068,19 @@ mod tests {
     #[test]
     fn transform_filter_list_applies_in_order() {
         let docs = r#"[{"p": "n/a"}, {"p": 5}, {"p": 50}]"#;
-        let e = t(docs, json!([{"filter": {"field": "p", "op": ">", "value": 10}}])).unwrap_err();
-        assert!(e.contains("step 1 (filter): record 1: field `p` is \"n/a\", not a number"), "{e}");
-        assert!(e.contains(r#"{"field":"p","op":"!=","value":"n/a"}"#), "{e}");
+        let e = t(
+            docs,
+            json!([{"filter": {"field": "p", "op": ">", "value": 10}}]),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("step 1 (filter): record 1: field `p` is \"n/a\", not a number"),
+            "{e}"
+        );
+        assert!(
+            e.contains(r#"{"field":"p","op":"!=","value":"n/a"}"#),
+            "{e}"
+        );
         let v = tv(
             docs,
             json!([{"filter": [{"field": "p", "op": "!=", "value": "n/a"}, {"field": "p", "op": ">", "value": 10}]}]),
@@ -958,7 +1095,10 @@ mod tests {
         let v = tv(PEOPLE, json!([{"sort": {"field": "city"}}]));
         assert_eq!(names(&v), ["bob", "Ann", "Cid", "Dee"]);
         // Numeric strings sort as numbers; missing values go last in either direction.
-        let v = tv(PEOPLE, json!([{"sort": {"field": "age", "descending": true}}]));
+        let v = tv(
+            PEOPLE,
+            json!([{"sort": {"field": "age", "descending": true}}]),
+        );
         assert_eq!(names(&v), ["Cid", "Ann", "bob", "Dee"]);
         let mixed = r#"[{"v": "b"}, {"v": 2}, {"v": true}, {"v": "A"}, {"v": 10}]"#;
         assert_eq!(
@@ -969,7 +1109,10 @@ mod tests {
 
     #[test]
     fn transform_select_keeps_order_and_nests() {
-        let v = tv(PEOPLE, json!([{"limit": 2}, {"select": ["city", "name", "address.zip"]}]));
+        let v = tv(
+            PEOPLE,
+            json!([{"limit": 2}, {"select": ["city", "name", "address.zip"]}]),
+        );
         assert_eq!(
             v.to_string(),
             r#"[{"city":"Oslo","name":"Ann","address.zip":"0150"},{"city":"Bergen","name":"bob","address.zip":null}]"#
@@ -991,8 +1134,11 @@ mod tests {
 
     #[test]
     fn transform_to_csv() {
-        let out =
-            t(PEOPLE, json!([{"select": ["name", "age", "tags"]}, {"to_csv": true}])).unwrap();
+        let out = t(
+            PEOPLE,
+            json!([{"select": ["name", "age", "tags"]}, {"to_csv": true}]),
+        )
+        .unwrap();
         assert_eq!(
             out,
             "name,age,tags\nAnn,34,\"[\"\"admin\"\",\"\"dev\"\"]\"\nbob,27,\"[\"\"dev\"\"]\"\nCid,41,[]\nDee,,\n"
@@ -1010,8 +1156,11 @@ mod tests {
     fn transform_single_object_and_path() {
         let out = t(r#"{"a": 1, "b": 2}"#, json!([{"select": ["b"]}])).unwrap();
         assert_eq!(out, r#"{"b":2}"#);
-        let out =
-            t(r#"{"a": 1}"#, json!([{"filter": {"field": "a", "op": ">", "value": 5}}])).unwrap();
+        let out = t(
+            r#"{"a": 1}"#,
+            json!([{"filter": {"field": "a", "op": ">", "value": 5}}]),
+        )
+        .unwrap();
         assert_eq!(out, "null");
         let args = json!({"json": STORE, "path": "$.store.book", "steps": [{"filter": {"field": "price", "op": ">", "value": 20}}, {"select": ["title"]}]});
         assert_eq!(
@@ -1029,7 +1178,10 @@ mod tests {
     #[test]
     fn transform_errors_explain() {
         let e = t("5", json!([])).unwrap_err();
-        assert!(e.contains("must be an array of objects or an object, not a number"), "{e}");
+        assert!(
+            e.contains("must be an array of objects or an object, not a number"),
+            "{e}"
+        );
         let e = call("json_transform", &json!({"json": "[]"})).unwrap_err();
         assert!(e.contains("`steps` must be a list"), "{e}");
         let e = t("[]", json!([{"where": {}}])).unwrap_err();
@@ -1038,10 +1190,21 @@ mod tests {
         assert!(e.contains("step 1: must be an object with one key"), "{e}");
         let e = t("[]", json!([{"limit": -2}])).unwrap_err();
         assert!(e.contains("limit must be a non-negative integer"), "{e}");
-        let e = t("[]", json!([{"filter": {"field": "a", "op": "~", "value": 1}}])).unwrap_err();
+        let e = t(
+            "[]",
+            json!([{"filter": {"field": "a", "op": "~", "value": 1}}]),
+        )
+        .unwrap_err();
         assert!(e.contains("unknown op `~`"), "{e}");
-        let e = t("[]", json!([{"filter": {"field": "a", "op": ">", "value": true}}])).unwrap_err();
-        assert!(e.contains("`>` needs a number or string value, not a boolean"), "{e}");
+        let e = t(
+            "[]",
+            json!([{"filter": {"field": "a", "op": ">", "value": true}}]),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("`>` needs a number or string value, not a boolean"),
+            "{e}"
+        );
         let e = t("[]", json!([{"filter": {"field": "a", "op": "="}}])).unwrap_err();
         assert!(e.contains("needs a `value`"), "{e}");
         let e = t(PEOPLE, json!([{"select": ["name", "agee"]}])).unwrap_err();
@@ -1050,14 +1213,23 @@ mod tests {
             "{e}"
         );
         let e = t(PEOPLE, json!([{"sort": {"field": "zzz"}}])).unwrap_err();
-        assert!(e.contains("step 1 (sort): no record has a field `zzz`"), "{e}");
+        assert!(
+            e.contains("step 1 (sort): no record has a field `zzz`"),
+            "{e}"
+        );
         let e = t("[1]", json!([{"select": ["a"]}])).unwrap_err();
         assert!(e.contains("the records are not objects"), "{e}");
         let e = t(r#"[{"a": 1}, 2]"#, json!([{"select": ["a"]}])).unwrap_err();
         assert!(e.contains("record 2 is a number, not an object"), "{e}");
-        let e = t(r#"[{"a": [1]}]"#, json!([{"filter": {"field": "a", "op": "<", "value": "x"}}]))
-            .unwrap_err();
-        assert!(e.contains("field `a` is [1], so `a < \"x\"` cannot compare it"), "{e}");
+        let e = t(
+            r#"[{"a": [1]}]"#,
+            json!([{"filter": {"field": "a", "op": "<", "value": "x"}}]),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("field `a` is [1], so `a < \"x\"` cannot compare it"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1065,7 +1237,10 @@ mod tests {
         let many = json!((0..MAX_OUTPUT_VALUES + 3).collect::<Vec<_>>()).to_string();
         let out = call("json_query", &json!({"json": many, "path": "$[*]"})).unwrap();
         let (array, note) = out.split_once('\n').unwrap();
-        assert_eq!(serde_json::from_str::<Vec<u32>>(array).unwrap().len(), MAX_OUTPUT_VALUES);
+        assert_eq!(
+            serde_json::from_str::<Vec<u32>>(array).unwrap().len(),
+            MAX_OUTPUT_VALUES
+        );
         assert!(
             note.starts_with(&format!(
                 "# truncated: {MAX_OUTPUT_VALUES} of {} matches shown",
@@ -1074,9 +1249,12 @@ mod tests {
             "{note}"
         );
 
-        let big =
-            json!((0..500).map(|i| json!({"i": i, "s": "x".repeat(1000)})).collect::<Vec<_>>())
-                .to_string();
+        let big = json!(
+            (0..500)
+                .map(|i| json!({"i": i, "s": "x".repeat(1000)}))
+                .collect::<Vec<_>>()
+        )
+        .to_string();
         let out = t(&big, json!([])).unwrap();
         let (array, note) = out.split_once('\n').unwrap();
         assert!(array.len() <= MAX_OUTPUT_BYTES);

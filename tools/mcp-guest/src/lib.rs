@@ -31,7 +31,11 @@ pub struct Server {
 
 impl Server {
     pub fn new(name: &str, version: &str) -> Server {
-        Server { name: name.into(), version: version.into(), tools: Vec::new() }
+        Server {
+            name: name.into(),
+            version: version.into(),
+            tools: Vec::new(),
+        }
     }
 
     /// Adds a tool; `input_schema` is its arguments' JSON Schema.
@@ -89,8 +93,11 @@ impl Server {
                 let empty = json!({});
                 let args = params.get("arguments").unwrap_or(&empty);
                 let known = self.tools.iter().any(|t| t["name"] == name);
-                let result =
-                    if known { call(name, args) } else { Err(format!("unknown tool `{name}`")) };
+                let result = if known {
+                    call(name, args)
+                } else {
+                    Err(format!("unknown tool `{name}`"))
+                };
                 ok(id, tool_result(result))
             }
             _ => error(id, -32601, &format!("method not found: {method}")),
@@ -148,9 +155,19 @@ mod tests {
     #[test]
     fn answers_the_mcp_methods() {
         let s = server();
-        let init = s.handle(r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#, &mut echo).unwrap();
+        let init = s
+            .handle(
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#,
+                &mut echo,
+            )
+            .unwrap();
         assert!(init.contains(PROTOCOL_VERSION));
-        let list = s.handle(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, &mut echo).unwrap();
+        let list = s
+            .handle(
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+                &mut echo,
+            )
+            .unwrap();
         assert!(list.contains(r#""name":"echo""#));
         let call = s
             .handle(
@@ -166,15 +183,31 @@ mod tests {
     #[test]
     fn errors_are_reported_not_fatal() {
         let s = server();
-        assert!(s.handle(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &mut echo).is_none());
+        assert!(
+            s.handle(
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                &mut echo
+            )
+            .is_none()
+        );
         assert!(s.handle("not json", &mut echo).unwrap().contains("-32700"));
-        assert!(s.handle(r#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#, &mut echo).unwrap().contains("-32601"));
+        assert!(
+            s.handle(r#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#, &mut echo)
+                .unwrap()
+                .contains("-32601")
+        );
         let missing = s
-            .handle(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo"}}"#, &mut echo)
+            .handle(
+                r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo"}}"#,
+                &mut echo,
+            )
             .unwrap();
         assert!(missing.contains("missing string argument"));
         let unknown = s
-            .handle(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"zap"}}"#, &mut echo)
+            .handle(
+                r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"zap"}}"#,
+                &mut echo,
+            )
             .unwrap();
         assert!(unknown.contains("unknown tool"));
     }
