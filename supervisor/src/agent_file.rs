@@ -181,7 +181,19 @@ pub fn parse(
                     Some(trap_hint()),
                 )]);
             }
-            let hint = if message.contains("unknown field") {
+            let grants_itself = [
+                "`grants`",
+                "`permissions`",
+                "`dirs`",
+                "`http`",
+                "`env`",
+                "`secrets`",
+            ]
+            .iter()
+            .any(|k| message.starts_with(&format!("unknown field {k}")));
+            let hint = if grants_itself {
+                Some("an agent cannot grant tools anything: directories, HTTP origins, environment and secrets are granted by the operator in caxton.toml [tools.<package>]".to_string())
+            } else if message.contains("unknown field") {
                 Some("check the spelling; the agent format is described in the README (\"Agent files\")".to_string())
             } else if message.contains("invalid type") {
                 Some("check the value's type: strings are quoted, lists use [ ], tables use [name] headers".to_string())
