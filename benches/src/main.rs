@@ -228,6 +228,19 @@ fn module_load_times() -> anyhow::Result<((u64, bool), (u64, bool))> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `caxton-benches tools` runs only the tool-call section (for quick experiments).
+    if std::env::args().nth(1).as_deref() == Some("tools") {
+        let d = Daemon::start(Options {
+            agents: vec![],
+            rules: None,
+            faults: false,
+            extra_config: String::new(),
+            env: vec![],
+        })?;
+        let socket = d.dir.path().join("run/private/toolhost.sock");
+        print!("{}", tools::report(&socket.display().to_string())?);
+        return Ok(());
+    }
     let (cold, warm) = module_load_times()?;
     anyhow::ensure!(
         !cold.1 && warm.1,

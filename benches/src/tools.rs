@@ -186,6 +186,21 @@ fn wasm_internals() -> anyhow::Result<Internals> {
             server.probe_instance().await?;
             inst.push(t.elapsed());
         }
+        let mut direct = Vec::new();
+        for i in 0..(SAMPLES + 500) {
+            let t = Instant::now();
+            let out = server
+                .call(
+                    "calculate",
+                    serde_json::json!({"expression": "2+3"}),
+                    Duration::from_secs(10),
+                )
+                .await?;
+            anyhow::ensure!(out.text == "5");
+            if i >= 500 {
+                direct.push(t.elapsed());
+            }
+        }
         let me = std::process::id();
         let before = rss_kib(me);
         let mut loaded = Vec::new();
@@ -197,6 +212,7 @@ fn wasm_internals() -> anyhow::Result<Internals> {
             cold,
             warm,
             instantiate: summary(inst),
+            direct: summary(direct),
             per_tool_kib: (after.saturating_sub(before)) as f64 / LOADED as f64,
         })
     })
@@ -208,6 +224,8 @@ struct Internals {
     cold: Duration,
     warm: Duration,
     instantiate: (Duration, Duration, Duration),
+    /// `ToolServer::call` in-process: the WASM exchange without socket, framing or audit.
+    direct: (Duration, Duration, Duration),
     per_tool_kib: f64,
 }
 
@@ -250,6 +268,11 @@ pub fn report(toolhost_socket: &str) -> anyhow::Result<String> {
     out.push_str(&format!(
         "| in-process: the same JSON-RPC line handled by calc's code (floor) | {SAMPLES} | {} | {} | {} | {:.0} | |\n",
         us(f.0), us(f.1), us(f.2), floor_rate
+    ));
+    let d = internals.direct;
+    out.push_str(&format!(
+        "| in-process: the toolhost's `ToolServer::call` into a pooled WASM instance (no socket, no audit) | {SAMPLES} | {} | {} | {} | | |\n",
+        us(d.0), us(d.1), us(d.2)
     ));
     out.push_str(&format!(
         "| **Caxton**: worker socket → toolhost → pooled WASM instance → back (audited) | {SAMPLES} | {} | {} | {} | {:.0} | {:.0} |\n",

@@ -121,6 +121,11 @@ pub struct InstallToolRequest {
 #[serde(rename_all = "snake_case")]
 pub enum ToolhostRequest {
     Catalog,
+    /// The specs of the named tools only (what a worker needs for its agent); unknown names are
+    /// left out.
+    Tools {
+        names: Vec<String>,
+    },
     CallTool(CallToolRequest),
     Chat(ChatRequest),
     /// The loaded tool packages.
@@ -135,6 +140,7 @@ pub enum ToolhostRequest {
 #[serde(rename_all = "snake_case")]
 pub enum ToolhostResponse {
     Catalog(Catalog),
+    Tools(Vec<ToolSpec>),
     ToolOutput(ToolOutput),
     Chat(ChatReply),
     Packages(Vec<crate::tool::ToolPackageInfo>),

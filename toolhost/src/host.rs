@@ -209,6 +209,18 @@ impl Host {
         }
     }
 
+    /// The specs of the named tools that some package offers.
+    pub fn tools(&self, names: &[String]) -> Vec<caxton_ipc::toolhost::ToolSpec> {
+        let index = self.index();
+        names
+            .iter()
+            .filter_map(|n| {
+                let pkg = index.by_tool.get(n)?;
+                pkg.server.tools.iter().find(|t| &t.name == n).cloned()
+            })
+            .collect()
+    }
+
     /// Every loaded package.
     pub fn packages(&self) -> Vec<ToolPackageInfo> {
         self.index().packages.values().map(|p| p.info()).collect()

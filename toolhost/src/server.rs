@@ -101,6 +101,7 @@ async fn connection(host: Arc<Host>, mut stream: UnixStream) -> Result<(), frame
         };
         let resp = match req {
             ToolhostRequest::Catalog => ToolhostResponse::Catalog(host.catalog()),
+            ToolhostRequest::Tools { names } => ToolhostResponse::Tools(host.tools(&names)),
             ToolhostRequest::CallTool(call) => {
                 into_response(host.call_tool(&call).await, ToolhostResponse::ToolOutput)
             }

@@ -55,10 +55,12 @@ pub enum GuestError {
         after: Duration,
         stderr: String,
     },
-    #[error(
-        "tool server `{server}` is at its concurrency limit ({limit} calls at once); retry later"
-    )]
-    Busy { server: String, limit: u32 },
+    #[error("tool server `{server}` is at its concurrency limit ({limit} calls at once) and no call finished within {}ms; retry later", .waited.as_millis())]
+    Busy {
+        server: String,
+        limit: u32,
+        waited: Duration,
+    },
     #[error("tool package `{server}` is disabled: {problems}")]
     Disabled { server: String, problems: String },
     #[error("tool server `{server}` stopped: {detail}")]
@@ -323,10 +325,18 @@ impl ToolServer {
         }
         let deadline = deadline.min(self.policy.timeout);
         let ends = Instant::now() + deadline;
-        let _permit = self.slots.try_acquire().map_err(|_| GuestError::Busy {
-            server: self.name.clone(),
-            limit: self.policy.max_concurrency,
-        })?;
+        // Beyond `max_concurrency` calls wait for a slot, but only within their own deadline.
+        let _permit = match tokio::time::timeout_at(ends.into(), self.slots.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a timeout means every slot stayed taken.
+            Ok(Err(_)) | Err(_) => {
+                return Err(GuestError::Busy {
+                    server: self.name.clone(),
+                    limit: self.policy.max_concurrency,
+                    waited: deadline,
+                });
+            }
+        };
         // An instance whose guest has stopped since its last call is never handed out.
         let pooled = loop {
             match self.lock_idle().pop() {

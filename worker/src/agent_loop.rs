@@ -86,12 +86,9 @@ fn run_inner(
     let tools: Vec<ToolSpec> = if agent.tools.is_empty() {
         Vec::new()
     } else {
-        match toolhost.request(&ToolhostRequest::Catalog)? {
-            ToolhostResponse::Catalog(c) => c
-                .tools
-                .into_iter()
-                .filter(|t| agent.tools.contains(&t.name))
-                .collect(),
+        let names = agent.tools.clone();
+        match toolhost.request(&ToolhostRequest::Tools { names })? {
+            ToolhostResponse::Tools(tools) => tools,
             other => return Err(unexpected(&other)),
         }
     };
