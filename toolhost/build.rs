@@ -7,6 +7,9 @@ include!("../tools/build_wasm.rs");
 /// Tool servers embedded in the toolhost (crate names in `tools/`).
 const BUILTIN_TOOLS: &[&str] = &["calc", "csv", "json", "chart", "files", "http_fetch"];
 
+/// Libraries in `tools/` that the built-in tools depend on.
+const SHARED_LIBS: &[&str] = &["mcp-guest", "tabular"];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let tools = manifest_dir.join("../tools");
@@ -14,8 +17,10 @@ fn main() {
     for watched in ["Cargo.toml", "Cargo.lock", "build_wasm.rs"] {
         println!("cargo:rerun-if-changed={}", tools.join(watched).display());
     }
-    for tool in BUILTIN_TOOLS {
-        println!("cargo:rerun-if-changed={}", tools.join(tool).display());
+    // The tool crates and the libraries they share (not tools/ as a whole: its target/ changes on
+    // every build).
+    for dir in BUILTIN_TOOLS.iter().chain(SHARED_LIBS) {
+        println!("cargo:rerun-if-changed={}", tools.join(dir).display());
     }
     build_wasm_guests(
         &tools.join("Cargo.toml"),

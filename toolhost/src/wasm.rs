@@ -39,6 +39,8 @@ pub const MAX_GUEST_LINE: usize = 1024 * 1024;
 pub const GUEST_STDERR_TAIL: usize = 4 * 1024;
 /// Buffer of the in-memory stdio pipes.
 const PIPE_BUF: usize = 64 * 1024;
+/// Elements a guest's tables may grow to (function tables of real modules hold a few thousand).
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Deadline for a new instance to answer `initialize` and `tools/list`.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 /// Epoch ticks a guest may keep computing after answering before it is trapped (~100 ms).
@@ -431,7 +433,10 @@ impl GuestInstance {
         });
         let limits = StoreLimitsBuilder::new()
             .memory_size(server.policy.memory_mb as usize * 1024 * 1024)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .instances(1)
+            .memories(1)
+            .tables(4)
             .build();
         let state = GuestState {
             wasi: wasi.build_p1(),

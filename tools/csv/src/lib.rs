@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use mcp_guest::{Server, ToolResult, opt_str_arg, str_arg};
 use serde_json::{Map, Value, json};
+use tabular::Op;
 
 /// Most data rows a tool writes; longer results are cut, with a note saying so.
 pub const MAX_OUTPUT_ROWS: usize = 10_000;
@@ -516,62 +517,6 @@ fn filter(table: &Table, args: &Value) -> ToolResult {
             .map(|row| columns.iter().map(|&c| row[c].as_str())),
         total,
     )
-}
-
-/// How a condition compares a field with its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Contains,
-}
-
-impl Op {
-    fn parse(op: &str) -> Result<Op, String> {
-        Ok(match op.trim() {
-            "=" | "==" => Op::Eq,
-            "!=" | "<>" => Op::Ne,
-            "<" => Op::Lt,
-            "<=" => Op::Le,
-            ">" => Op::Gt,
-            ">=" => Op::Ge,
-            "contains" => Op::Contains,
-            other => {
-                return Err(format!(
-                    "unknown op `{other}`; use one of = != < <= > >= contains"
-                ));
-            }
-        })
-    }
-
-    fn symbol(self) -> &'static str {
-        match self {
-            Op::Eq => "=",
-            Op::Ne => "!=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-            Op::Contains => "contains",
-        }
-    }
-
-    /// Whether `field <op> value` holds when the field compares to the value as `ordering`.
-    fn accepts(self, ordering: Ordering) -> bool {
-        match self {
-            Op::Eq => ordering.is_eq(),
-            Op::Ne => ordering.is_ne(),
-            Op::Lt => ordering.is_lt(),
-            Op::Le => ordering.is_le(),
-            Op::Gt => ordering.is_gt(),
-            Op::Ge => ordering.is_ge(),
-            Op::Contains => false,
-        }
-    }
 }
 
 /// One `where` condition, its column resolved against the header.

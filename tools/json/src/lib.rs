@@ -17,6 +17,7 @@ use mcp_guest::{Server, ToolResult, opt_str_arg, str_arg};
 use serde_json::{Map, Value, json};
 use serde_json_path::JsonPath;
 use serde_json_path::functions::{LogicalType, ValueType};
+use tabular::Op;
 
 /// Most values (query matches or records) a tool writes; more are cut, with a note saying so.
 pub const MAX_OUTPUT_VALUES: usize = 10_000;
@@ -450,66 +451,6 @@ fn rename(record: &Value, pairs: &[(String, String)], n: usize) -> Result<Value,
 
 // ---------------------------------------------------------------------------------------------
 // Filtering and sorting
-
-/// How a condition compares a field with its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Contains,
-}
-
-impl Op {
-    fn parse(op: &str) -> Result<Op, String> {
-        Ok(match op.trim() {
-            "=" | "==" => Op::Eq,
-            "!=" | "<>" => Op::Ne,
-            "<" => Op::Lt,
-            "<=" => Op::Le,
-            ">" => Op::Gt,
-            ">=" => Op::Ge,
-            "contains" => Op::Contains,
-            other => {
-                return Err(format!(
-                    "unknown op `{other}`; use one of = != < <= > >= contains"
-                ));
-            }
-        })
-    }
-
-    fn symbol(self) -> &'static str {
-        match self {
-            Op::Eq => "=",
-            Op::Ne => "!=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-            Op::Contains => "contains",
-        }
-    }
-
-    /// Whether `field <op> value` holds when the field compares to the value as `ordering`.
-    fn accepts(self, ordering: Ordering) -> bool {
-        match self {
-            Op::Lt => ordering.is_lt(),
-            Op::Le => ordering.is_le(),
-            Op::Gt => ordering.is_gt(),
-            Op::Ge => ordering.is_ge(),
-            Op::Eq => ordering.is_eq(),
-            Op::Ne => ordering.is_ne(),
-            Op::Contains => false,
-        }
-    }
-
-    fn is_ordering(self) -> bool {
-        matches!(self, Op::Lt | Op::Le | Op::Gt | Op::Ge)
-    }
-}
 
 /// One filter condition.
 #[derive(Debug, Clone)]
