@@ -14,20 +14,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use wasmtime::{
     Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, StoreLimits,
     StoreLimitsBuilder, UpdateDeadline,
 };
-use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::egress::Egress;
 use crate::mcp;
 use crate::module_cache::{self, ModuleCache};
+use crate::pipe::{GuestStdio, HostReader, HostWriter};
 use crate::policy::Policy;
 use caxton_ipc::toolhost::ToolSpec;
 
@@ -385,8 +385,8 @@ impl ToolServer {
 /// A live guest: its stdin writer, stdout reader, stderr tail, and the task running `_start`.
 struct GuestInstance {
     server: String,
-    stdin: DuplexStream,
-    stdout: BufReader<DuplexStream>,
+    stdin: HostWriter,
+    stdout: BufReader<HostReader>,
     stderr: Arc<Mutex<VecDeque<u8>>>,
     flags: Arc<GuestFlags>,
     task: JoinHandle<wasmtime::Result<()>>,
@@ -407,13 +407,11 @@ impl GuestInstance {
             server: server.name.clone(),
             detail,
         };
-        let (host_stdin, guest_stdin) = tokio::io::duplex(PIPE_BUF);
-        let (guest_stdout, host_stdout) = tokio::io::duplex(PIPE_BUF);
-        let (guest_stderr, host_stderr) = tokio::io::duplex(PIPE_BUF);
+        let io = GuestStdio::new(PIPE_BUF);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdin(AsyncStdinStream::new(guest_stdin))
-            .stdout(AsyncStdoutStream::new(PIPE_BUF, guest_stdout))
-            .stderr(AsyncStdoutStream::new(PIPE_BUF, guest_stderr))
+        wasi.stdin(io.guest_stdin)
+            .stdout(io.guest_stdout)
+            .stderr(io.guest_stderr)
             .args(&[&server.name]);
         for dir in &server.policy.dirs {
             let perms = if dir.write {
@@ -468,11 +466,11 @@ impl GuestInstance {
             start.call_async(&mut store, ()).await
         });
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        let stderr_task = tokio::spawn(keep_tail(host_stderr, stderr.clone()));
+        let stderr_task = tokio::spawn(keep_tail(io.stderr, stderr.clone()));
         Ok(GuestInstance {
             server: server.name.clone(),
-            stdin: host_stdin,
-            stdout: BufReader::new(host_stdout),
+            stdin: io.stdin,
+            stdout: BufReader::new(io.stdout),
             stderr,
             flags,
             task,
@@ -604,7 +602,7 @@ impl GuestInstance {
 }
 
 /// Reads a guest's stderr until it closes, keeping the last [`GUEST_STDERR_TAIL`] bytes.
-async fn keep_tail(mut from: DuplexStream, tail: Arc<Mutex<VecDeque<u8>>>) {
+async fn keep_tail(mut from: HostReader, tail: Arc<Mutex<VecDeque<u8>>>) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = from.read(&mut buf).await {
         if n == 0 {

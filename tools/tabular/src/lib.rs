@@ -27,7 +27,9 @@ impl Op {
             ">=" => Op::Ge,
             "contains" => Op::Contains,
             other => {
-                return Err(format!("unknown op `{other}`; use one of = != < <= > >= contains"));
+                return Err(format!(
+                    "unknown op `{other}`; use one of = != < <= > >= contains"
+                ));
             }
         })
     }
