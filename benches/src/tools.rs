@@ -187,7 +187,12 @@ fn wasm_internals() -> anyhow::Result<Internals> {
             inst.push(t.elapsed());
         }
         let mut direct = Vec::new();
-        for i in 0..(SAMPLES + 500) {
+        // CAXTON_BENCH_DIRECT_CALLS=N makes this loop longer, to profile it (perf record).
+        let calls = std::env::var("CAXTON_BENCH_DIRECT_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(SAMPLES);
+        for i in 0..(calls + 500) {
             let t = Instant::now();
             let out = server
                 .call(
