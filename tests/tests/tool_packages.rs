@@ -229,6 +229,20 @@ fn bad_packages_are_refused_with_the_reason() {
     let bad_args = d.cli(&["tool", "call", "calculate", "--args", "[1]"]);
     assert_ne!(bad_args.status.code(), Some(0));
     assert!(stderr(&bad_args).contains("must be a JSON object"));
+    // A tool whose directory was never granted says so, and how to grant it.
+    let ungranted = d.cli(&[
+        "tool",
+        "call",
+        "read_file",
+        "--args",
+        r#"{"path": "/data/x"}"#,
+    ]);
+    assert_eq!(ungranted.status.code(), Some(1));
+    assert!(
+        stderr(&ungranted).contains("no directory is granted to this tool"),
+        "{}",
+        stderr(&ungranted)
+    );
     let builtin = d.cli(&["tool", "remove", "calc"]);
     assert!(stderr(&builtin).contains("built-in tool package and cannot be removed"));
 }

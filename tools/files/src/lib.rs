@@ -152,6 +152,9 @@ fn write_file(path: &str, content: &str, append: bool) -> ToolResult {
 fn explain(path: &str, e: &std::io::Error) -> String {
     let text = e.to_string();
     match e.kind() {
+        ErrorKind::NotFound if std::fs::metadata(ROOT).is_err() => format!(
+            "no directory is granted to this tool, so `{path}` cannot be reached; an operator grants {ROOT} in caxton.toml: [tools.files] dirs = [{{ path = \"{ROOT}\", host = \"/some/dir\" }}]"
+        ),
         ErrorKind::NotFound => format!("`{path}` does not exist"),
         ErrorKind::PermissionDenied => format!(
             "access denied: `{path}` is outside the directories granted to this tool, or the grant is read-only ({text})"
@@ -189,7 +192,11 @@ mod tests {
     fn inside_the_root_the_runtime_answers() {
         // Natively there is no /data: the error comes from the filesystem, not the root check.
         let e = call("read_file", &json!({"path": "/data/no-such-file"})).unwrap_err();
-        assert!(e.contains("does not exist"), "{e}");
+        if std::path::Path::new(ROOT).exists() {
+            assert!(e.contains("does not exist"), "{e}");
+        } else {
+            assert!(e.contains("no directory is granted to this tool"), "{e}");
+        }
         assert!(
             call("write_file", &json!({"path": "/data/x"}))
                 .unwrap_err()
