@@ -263,6 +263,15 @@ fn http_reaches_only_granted_origins() {
         ),
         "redirect refused",
     );
+    // A Host header would send a granted connection to another site behind the same address.
+    refused(
+        d,
+        "http_fetch",
+        &format!(
+            r#"{{"url": "http://127.0.0.1:{port}/ok", "headers": {{"HOST": "internal.example"}}}}"#
+        ),
+        "may not be set by a tool",
+    );
     // A private address the grant does not name (a cloud metadata service, say).
     refused(
         d,

@@ -32,6 +32,15 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Deadline of one request (the tool call's deadline may be shorter).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Headers a guest may not set: they would change where or how the request goes.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+];
 /// Redirects followed at most.
 pub const MAX_REDIRECTS: usize = 5;
 
@@ -104,6 +113,13 @@ impl Egress {
         let mut builder = self.client.request(method, url);
         if let Some(headers) = req.get("headers").and_then(Value::as_object) {
             for (k, v) in headers {
+                // The origin check covers the URL; a Host header would send the request to
+                // another site behind the same address.
+                if FORBIDDEN_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                    return Err(format!(
+                        "header `{k}` may not be set by a tool; the host sets it from the URL"
+                    ));
+                }
                 let v = v.as_str().ok_or(format!("header `{k}` must be a string"))?;
                 builder = builder.header(k.as_str(), v);
             }
@@ -217,13 +233,19 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, GuestState>, (ptr, len): (i32, i32)| {
             Box::new(async move {
                 let request = read_guest(&mut caller, ptr, len)?;
-                let response = match caller.data().egress.clone() {
+                let response = if !caller.data().in_call() {
+                    let server = caller.data().server.clone();
+                    tracing::warn!(%server, "http request refused: no tool call is in progress");
+                    json!({"error": "denied: http requests are served only during a tool call"})
+                } else {
+                    match caller.data().egress.clone() {
                     Some(egress) => egress.fetch(&request).await,
                     None => {
                         let server = caller.data().server.clone();
                         tracing::warn!(%server, "http request refused: no http grant");
                         json!({"error": format!("denied: tool package `{server}` has no http grant; an operator can grant origins in caxton.toml [tools.{server}] http")})
                     }
+                }
                 };
                 let bytes = response.to_string().into_bytes();
                 let n = i32::try_from(bytes.len())?;

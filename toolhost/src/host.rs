@@ -468,10 +468,18 @@ fn write_package(
     std::fs::create_dir(&tmp)?;
     std::fs::write(tmp.join("tool.toml"), manifest_text)?;
     std::fs::write(tmp.join(manifest.module_file()), wasm)?;
-    if target.exists() {
+    let replacing = target.exists();
+    if replacing {
         std::fs::rename(&target, &old)?;
     }
-    std::fs::rename(&tmp, &target)?;
+    if let Err(e) = std::fs::rename(&tmp, &target) {
+        // Put the installed version back rather than lose it.
+        if replacing {
+            let _ = std::fs::rename(&old, &target);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.into());
+    }
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }

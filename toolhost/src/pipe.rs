@@ -115,6 +115,9 @@ impl Pipe {
     }
 
     fn poll_read_into(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         match self.read(buf.remaining()) {
             Ok(data) if data.is_empty() => match self.poll_readable(cx) {
                 // Became readable (or closed) between the two locks: try again at once.

@@ -304,6 +304,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (o[1] & 0xc0) == 64)
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
@@ -311,11 +312,23 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            // Forms that carry an IPv4 address: IPv4-compatible (::a.b.c.d) and 6to4 (2002::/16).
+            if s[..6].iter().all(|&x| x == 0) && !v6.is_loopback() && !v6.is_unspecified() {
+                let o = v6.octets();
+                return is_public(IpAddr::V4([o[12], o[13], o[14], o[15]].into()));
+            }
+            if s[0] == 0x2002 {
+                let o = v6.octets();
+                return is_public(IpAddr::V4([o[2], o[3], o[4], o[5]].into()));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x2001 && s[1] == 0)
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
                 || (s[0] == 0x64 && s[1] == 0xff9b))
         }
@@ -436,6 +449,11 @@ max_concurrency = 2
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "2002:7f00:1::",
+            "2001:0:1::1",
+            "fec0::1",
+            "198.18.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

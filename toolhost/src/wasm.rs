@@ -95,6 +95,13 @@ pub struct GuestState {
     pub http_response: Vec<u8>,
 }
 
+impl GuestState {
+    /// Whether a call is in progress; outside one a guest may not use host services.
+    pub fn in_call(&self) -> bool {
+        self.limiter.flags.in_call.load(Ordering::Acquire)
+    }
+}
+
 /// What the toolhost and a running guest share: whether a call is in progress, and the peak
 /// of its linear memory.
 #[derive(Default)]
@@ -343,7 +350,13 @@ impl ToolServer {
         let pooled = loop {
             match self.lock_idle().pop() {
                 Some(i) if i.task.is_finished() => continue,
-                other => break other,
+                Some(i) => {
+                    // In a call from now on: the idle-compute trap no longer applies.
+                    i.flags.idle_ticks.store(0, Ordering::Relaxed);
+                    i.flags.in_call.store(true, Ordering::Release);
+                    break Some(i);
+                }
+                None => break None,
             }
         };
         let mut inst = match pooled {
@@ -390,6 +403,8 @@ struct GuestInstance {
     stderr: Arc<Mutex<VecDeque<u8>>>,
     flags: Arc<GuestFlags>,
     task: JoinHandle<wasmtime::Result<()>>,
+    /// How the guest's task ended, once `exited` has taken it from `task`.
+    exit: Option<String>,
     stderr_task: JoinHandle<()>,
     next_id: u64,
 }
@@ -474,6 +489,7 @@ impl GuestInstance {
             stderr,
             flags,
             task,
+            exit: None,
             stderr_task,
             next_id: 0,
         })
@@ -583,20 +599,37 @@ impl GuestInstance {
 
     /// Explains why the guest's pipes closed: its exit status or trap, and its stderr tail.
     async fn exited(&mut self) -> GuestError {
-        let outcome = match tokio::time::timeout(Duration::from_millis(200), &mut self.task).await {
-            Ok(Ok(Ok(()))) => "exited".to_string(),
-            Ok(Ok(Err(e))) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(code) => format!("exited with status {}", code.0),
-                None => format!("trapped: {e:#}"),
-            },
-            Ok(Err(join)) => format!("its task failed: {join}"),
-            Err(_) => "closed its stdout".to_string(),
+        // The task's outcome can be taken only once; a second failure reports the same one.
+        let outcome = match &self.exit {
+            Some(outcome) => outcome.clone(),
+            None => {
+                let outcome =
+                    match tokio::time::timeout(Duration::from_millis(200), &mut self.task).await {
+                        Ok(Ok(Ok(()))) => "exited".to_string(),
+                        Ok(Ok(Err(e))) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                            Some(code) => format!("exited with status {}", code.0),
+                            None => format!("trapped: {e:#}"),
+                        },
+                        Ok(Err(join)) => format!("its task failed: {join}"),
+                        Err(_) => return self.closed_stdout(),
+                    };
+                self.exit = Some(outcome.clone());
+                outcome
+            }
         };
         // Give the stderr reader a moment to collect the guest's last words.
         tokio::task::yield_now().await;
         GuestError::Exited {
             server: self.server.clone(),
             detail: format!("{outcome}{}", stderr_suffix(&self.stderr_tail())),
+        }
+    }
+
+    /// The guest closed its stdout but its task is still running.
+    fn closed_stdout(&self) -> GuestError {
+        GuestError::Exited {
+            server: self.server.clone(),
+            detail: format!("closed its stdout{}", stderr_suffix(&self.stderr_tail())),
         }
     }
 }
