@@ -975,32 +975,13 @@ where
     R: IntoIterator<Item = F>,
     F: AsRef<[u8]>,
 {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot write the CSV: {e}");
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(headers).map_err(|e| fail(&e))?;
-    out.flush().map_err(|e| fail(&e))?;
-    let mut kept = out.get_ref().len();
-    let mut shown = 0;
-    for row in rows.take(MAX_OUTPUT_ROWS) {
-        out.write_record(row).map_err(|e| fail(&e))?;
-        out.flush().map_err(|e| fail(&e))?;
-        if out.get_ref().len() > MAX_OUTPUT_BYTES {
-            break;
-        }
-        kept = out.get_ref().len();
-        shown += 1;
-    }
-    let mut bytes = out.into_inner().map_err(|e| fail(&e))?;
-    bytes.truncate(kept);
-    let mut text = String::from_utf8(bytes).map_err(|e| fail(&e))?;
-    if shown < total {
-        text.push_str(&format!(
-            "# truncated: {shown} of {total} rows shown (output is capped at {MAX_OUTPUT_ROWS} rows and {} KB); \
-             narrow it with conditions, `columns` or `limit`\n",
-            MAX_OUTPUT_BYTES / 1000
-        ));
-    }
-    Ok(text)
+    tabular::write_csv_capped(
+        Some(headers),
+        rows,
+        total,
+        (MAX_OUTPUT_ROWS, MAX_OUTPUT_BYTES),
+        "narrow it with conditions, `columns` or `limit`",
+    )
 }
 
 #[cfg(test)]

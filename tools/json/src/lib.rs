@@ -693,36 +693,17 @@ fn to_csv(records: &[Value]) -> ToolResult {
             }
         }
     }
-    let fail = |e: &dyn Display| format!("cannot write the CSV: {e}");
-    let mut out = csv::Writer::from_writer(Vec::new());
-    if !columns.is_empty() {
-        out.write_record(&columns).map_err(|e| fail(&e))?;
-    }
-    out.flush().map_err(|e| fail(&e))?;
-    let mut kept = out.get_ref().len();
-    let mut shown = 0;
-    for record in records.iter().take(MAX_OUTPUT_VALUES) {
-        out.write_record(columns.iter().map(|c| csv_field(record.get(c))))
-            .map_err(|e| fail(&e))?;
-        out.flush().map_err(|e| fail(&e))?;
-        if out.get_ref().len() > MAX_OUTPUT_BYTES {
-            break;
-        }
-        kept = out.get_ref().len();
-        shown += 1;
-    }
-    let mut bytes = out.into_inner().map_err(|e| fail(&e))?;
-    bytes.truncate(kept);
-    let mut text = String::from_utf8(bytes).map_err(|e| fail(&e))?;
-    if shown < records.len() {
-        text.push_str(&format!(
-            "# truncated: {shown} of {} rows shown (output is capped at {MAX_OUTPUT_VALUES} rows and {} KB); \
-             filter, select fewer fields or add a limit\n",
-            records.len(),
-            MAX_OUTPUT_BYTES / 1000
-        ));
-    }
-    Ok(text)
+    let headers = (!columns.is_empty()).then_some(&columns);
+    let rows = records
+        .iter()
+        .map(|record| columns.iter().map(|c| csv_field(record.get(c))));
+    tabular::write_csv_capped(
+        headers,
+        rows,
+        records.len(),
+        (MAX_OUTPUT_VALUES, MAX_OUTPUT_BYTES),
+        "filter, select fewer fields or add a limit",
+    )
 }
 
 fn csv_field(v: Option<&Value>) -> String {
