@@ -46,7 +46,7 @@ pub enum ToolhostError {
         stderr: String,
     },
     #[error("the toolhost at {socket} did not serve the request: {detail}")]
-    Catalog { socket: String, detail: String },
+    Request { socket: String, detail: String },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -260,7 +260,7 @@ impl Toolhost {
 pub async fn fetch_catalog(socket: &Path) -> Result<Catalog, ToolhostError> {
     match request(socket, &ToolhostRequest::Catalog, CATALOG_TIMEOUT).await? {
         ToolhostResponse::Catalog(c) => Ok(c),
-        other => Err(ToolhostError::Catalog {
+        other => Err(ToolhostError::Request {
             socket: socket.display().to_string(),
             detail: format!("unexpected response {other:?}"),
         }),
@@ -273,7 +273,7 @@ pub async fn request(
     req: &ToolhostRequest,
     timeout: Duration,
 ) -> Result<ToolhostResponse, ToolhostError> {
-    let err = |detail: String| ToolhostError::Catalog {
+    let err = |detail: String| ToolhostError::Request {
         socket: socket.display().to_string(),
         detail,
     };

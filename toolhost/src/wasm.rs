@@ -240,7 +240,6 @@ impl WasmRuntime {
         .await
         .map_err(|_| timeout())??;
         server.tools = parse_tools(name, &listed)?;
-        first.flags.in_call.store(false, Ordering::Release);
         server.lock_idle().push(first);
         tracing::info!(
             server = name,
