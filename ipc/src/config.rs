@@ -47,11 +47,14 @@ pub struct ServerConfig {
     /// Persistent state (the tool-call audit log). Default: `$CAXTON_STATE_DIR`, else
     /// `$XDG_STATE_HOME/caxton`, else `$HOME/.local/state/caxton`, else `/var/lib/caxton`.
     pub state_dir: Option<PathBuf>,
+    /// Read-only data such as model files. Default: `$CAXTON_DATA_DIR`, else
+    /// `$XDG_DATA_HOME/caxton`, else `$HOME/.local/share/caxton`, else `/var/lib/caxton`.
+    pub data_dir: Option<PathBuf>,
     pub api: ApiConfig,
     pub workers: WorkersConfig,
     pub toolhost: ToolhostConfig,
-    /// LLM providers by name. A `scripted` provider with the built-in rules always exists
-    /// unless one with that name is configured here.
+    /// LLM providers by name. A `scripted` provider with the built-in rules and a `local` one
+    /// with the embedded model always exist unless configured here under those names.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// What the operator grants each tool package (`[tools.<name>]`); everything a tool's
     /// manifest requests is denied unless granted here.
@@ -135,21 +138,136 @@ impl Default for ToolhostConfig {
     }
 }
 
-/// One LLM provider.
+/// Default per-attempt deadline of an HTTP provider.
+pub const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default connect deadline of an HTTP provider.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default retries after the first attempt (on 429, 5xx and connection errors).
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Default first backoff; doubled per retry, with jitter, capped by `max_backoff`.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// File name of the embedded model that `scripts/setup.sh` installs into `DATA_DIR/models`.
+pub const LOCAL_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// One LLM provider (`[providers.<name>]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProviderConfig {
     /// Deterministic replies from a rule file, for tests, demos and reproducible agent checks.
-    Scripted {
-        /// Rule file; default: the built-in rules.
-        rules: Option<PathBuf>,
-    },
+    Scripted(ScriptedProviderConfig),
+    /// OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp, LM Studio, OpenRouter…).
+    Openai(HttpProviderConfig),
+    /// Anthropic Messages API.
+    Anthropic(HttpProviderConfig),
+    /// A quantized GGUF model run in the toolhost with candle.
+    Local(LocalProviderConfig),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedProviderConfig {
+    /// Rule file; default: the built-in rules.
+    pub rules: Option<PathBuf>,
+}
+
+/// A provider reached over HTTP. The key comes from `api_key` (this file) or the toolhost's
+/// environment variable `api_key_env`; agents never name keys.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProviderConfig {
+    /// API root, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
+    /// Default: the vendor's public API.
+    pub base_url: Option<String>,
+    /// Model used when an agent names none.
+    pub model: String,
+    /// The key itself. Prefer `api_key_env`; a config holding a key should be mode 0600.
+    pub api_key: Option<String>,
+    /// Name of the toolhost's environment variable holding the key.
+    pub api_key_env: Option<String>,
+    /// Extra request headers (e.g. OpenRouter's `HTTP-Referer`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Deadline of one attempt (connect to last byte).
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Retries after the first attempt, on 429, 5xx and connection errors only.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Price in USD per million prompt tokens (cost accounting and `max_cost_usd`).
+    #[serde(default)]
+    pub prompt_usd_per_mtok: f64,
+    /// Price in USD per million completion tokens.
+    #[serde(default)]
+    pub completion_usd_per_mtok: f64,
+}
+
+/// The embedded model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalProviderConfig {
+    /// The GGUF file. Default: `DATA_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
+    pub model_path: Option<PathBuf>,
+    /// Name reported as the model. Default: the file's stem.
+    pub model: Option<String>,
+    /// Compute threads; default: the available cores.
+    pub threads: Option<usize>,
+    /// Context window in tokens (prompt plus completion).
+    #[serde(default = "default_context_tokens")]
+    pub context_tokens: usize,
+    /// Re-quantize Q4/Q5 weights to Q8_0 once at load (cached in `STATE_DIR/cache/models`):
+    /// candle's Q8_0 kernels are ~3× faster than its Q4_1 ones.
+    #[serde(default = "default_true")]
+    pub requantize_q8: bool,
+}
+
+impl Default for LocalProviderConfig {
+    fn default() -> Self {
+        LocalProviderConfig {
+            model_path: None,
+            model: None,
+            threads: None,
+            context_tokens: default_context_tokens(),
+            requantize_q8: true,
+        }
+    }
+}
+
+fn default_provider_timeout() -> Duration {
+    DEFAULT_PROVIDER_TIMEOUT
+}
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+fn default_backoff() -> Duration {
+    DEFAULT_BACKOFF
+}
+fn default_max_backoff() -> Duration {
+    DEFAULT_MAX_BACKOFF
+}
+fn default_context_tokens() -> usize {
+    2048
+}
+fn default_true() -> bool {
+    true
 }
 
 impl ProviderConfig {
     pub fn kind(&self) -> &'static str {
         match self {
-            ProviderConfig::Scripted { .. } => "scripted",
+            ProviderConfig::Scripted(_) => "scripted",
+            ProviderConfig::Openai(_) => "openai",
+            ProviderConfig::Anthropic(_) => "anthropic",
+            ProviderConfig::Local(_) => "local",
         }
     }
 }
@@ -184,9 +302,12 @@ impl ServerConfig {
                 }
             }
         }
+        fix(&mut cfg.data_dir);
         for p in cfg.providers.values_mut() {
             match p {
-                ProviderConfig::Scripted { rules } => fix(rules),
+                ProviderConfig::Scripted(c) => fix(&mut c.rules),
+                ProviderConfig::Local(c) => fix(&mut c.model_path),
+                ProviderConfig::Openai(_) | ProviderConfig::Anthropic(_) => {}
             }
         }
         Ok(cfg)
@@ -238,12 +359,42 @@ impl ServerConfig {
             .unwrap_or_else(|| PathBuf::from("agents"))
     }
 
-    /// Providers in effect: the configured ones plus the built-in `scripted` one.
+    /// Providers in effect: the configured ones plus the built-in `scripted` and `local` ones
+    /// (unless configured under those names).
     pub fn providers(&self) -> BTreeMap<String, ProviderConfig> {
         let mut all = self.providers.clone();
         all.entry("scripted".into())
-            .or_insert(ProviderConfig::Scripted { rules: None });
+            .or_insert_with(|| ProviderConfig::Scripted(ScriptedProviderConfig::default()));
+        all.entry("local".into())
+            .or_insert_with(|| ProviderConfig::Local(LocalProviderConfig::default()));
         all
+    }
+
+    /// Read-only data in effect (model files). Default: `$CAXTON_DATA_DIR`, else
+    /// `$XDG_DATA_HOME/caxton`, else `$HOME/.local/share/caxton`, else `/var/lib/caxton`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        env("CAXTON_DATA_DIR")
+            .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("caxton")))
+            .or_else(|| env("HOME").map(|d| d.join(".local/share/caxton")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/caxton"))
+    }
+
+    /// Where model files live: `DATA_DIR/models`.
+    pub fn models_dir(&self) -> PathBuf {
+        self.data_dir().join("models")
+    }
+
+    /// Re-quantized local models, derived from the files in `models_dir`.
+    pub fn model_cache_dir(&self) -> PathBuf {
+        self.state_dir().join("cache/models")
     }
 }
 
@@ -287,6 +438,32 @@ mod tests {
         assert_eq!(cfg.workers.max_concurrent, DEFAULT_MAX_WORKERS);
         assert_eq!(cfg.api.socket_mode, "0660");
         assert!(cfg.providers().contains_key("scripted"));
+        assert_eq!(cfg.providers()["local"].kind(), "local");
+    }
+
+    #[test]
+    fn provider_kinds_parse_and_reject_unknown_keys() {
+        let cfg: ServerConfig = toml_from_str(
+            "[providers.gpt]\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key_env = \"OPENAI_API_KEY\"\nretries = 1\ntimeout = \"5s\"\n\
+             [providers.claude]\nkind = \"anthropic\"\nmodel = \"claude-x\"\nprompt_usd_per_mtok = 3.0\n",
+        )
+        .unwrap();
+        match &cfg.providers["gpt"] {
+            ProviderConfig::Openai(c) => {
+                assert_eq!(c.retries, 1);
+                assert_eq!(c.timeout, Duration::from_secs(5));
+                assert_eq!(c.backoff, DEFAULT_BACKOFF);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cfg.providers["claude"].kind(), "anthropic");
+        let err = toml_from_str::<ServerConfig>(
+            "[providers.gpt]\nkind = \"openai\"\nmodel = \"m\"\napi_keyy = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("api_keyy"), "{err}");
+        let err = toml_from_str::<ServerConfig>("[providers.x]\nkind = \"gemini\"\n").unwrap_err();
+        assert!(err.contains("gemini"), "{err}");
     }
 
     #[test]

@@ -63,29 +63,106 @@ pub enum ChatMessage {
     },
 }
 
+/// Whether and which tool the model must call this turn (`tool_choice` in `[llm]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// The model must call some tool.
+    Required,
+    /// The model must not call tools.
+    None,
+    /// The model must call this tool.
+    Tool(String),
+}
+
+impl ToolChoice {
+    /// Parses the `[llm] tool_choice` spelling: `auto`, `required`, `none`, or a tool name.
+    pub fn parse(s: &str) -> ToolChoice {
+        match s {
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            "none" => ToolChoice::None,
+            tool => ToolChoice::Tool(tool.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ToolChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ToolChoice::Auto => f.write_str("auto"),
+            ToolChoice::Required => f.write_str("required"),
+            ToolChoice::None => f.write_str("none"),
+            ToolChoice::Tool(name) => f.write_str(name),
+        }
+    }
+}
+
 /// Ask a provider for the next step of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     pub run_id: String,
     pub agent: String,
     pub provider: String,
+    /// Providers tried in order when `provider` fails (after its retries); each switch is
+    /// reported as [`ChatProgress::Fallback`].
+    pub fallback: Vec<String>,
+    /// `None` = the provider's configured model.
     pub model: Option<String>,
     pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    /// Sampling seed (the local provider; passed on where an API accepts one).
+    pub seed: Option<u64>,
+    /// Completion token cap of this call.
     pub max_tokens: Option<u32>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    pub tool_choice: ToolChoice,
     pub messages: Vec<ChatMessage>,
     /// Tools the model may call (already filtered to the agent's allowlist).
     pub tools: Vec<ToolSpec>,
+    /// Overall deadline of this chat, including retries and fallbacks.
     pub timeout_ms: u64,
+    /// Send [`ChatProgress::Text`] frames as tokens arrive, before the final reply.
+    pub stream: bool,
 }
 
 /// The provider's answer: text, tool calls, or both.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatReply {
     pub content: Option<String>,
     pub tool_calls: Vec<ToolCall>,
+    /// The provider that answered (differs from the requested one after a fallback).
+    pub provider: String,
     pub model: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Priced with the answering provider's configured prices; 0 when it has none.
+    pub cost_usd: f64,
+}
+
+/// Sent by the toolhost while a chat is in progress, before its final `Chat` (or `Error`) frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatProgress {
+    /// Streamed answer text (only when the request asked for `stream`).
+    Text { text: String },
+    /// An attempt failed and will be retried after `wait_ms`.
+    Retry {
+        provider: String,
+        attempt: u32,
+        error: String,
+        wait_ms: u64,
+    },
+    /// `from` failed for good; `to` is tried next.
+    Fallback {
+        from: String,
+        to: String,
+        error: String,
+    },
 }
 
 /// Call one tool.
@@ -143,6 +220,8 @@ pub enum ToolhostResponse {
     Tools(Vec<ToolSpec>),
     ToolOutput(ToolOutput),
     Chat(ChatReply),
+    /// Progress of a chat; any number precede its `Chat` or `Error` frame.
+    ChatProgress(ChatProgress),
     Packages(Vec<crate::tool::ToolPackageInfo>),
     Installed(Box<crate::tool::ToolPackageInfo>),
     Removed,

@@ -15,8 +15,8 @@ use caxton_ipc::toolhost::{
     CallToolRequest, Catalog, ChatReply, ChatRequest, InstallToolRequest, ToolOutput,
 };
 
+use crate::llm::{Progress, ProviderDirs, Providers};
 use crate::policy::Policy;
-use crate::providers::Providers;
 use crate::wasm::{CallOutcome, ToolServer, WasmRuntime};
 
 /// One loaded tool package.
@@ -112,7 +112,13 @@ impl Host {
     /// package is reported and skipped; a grant that matches no package is reported.
     pub async fn load(config: &ServerConfig, purpose: Purpose) -> anyhow::Result<Host> {
         let runtime = WasmRuntime::new(&config.module_cache_dir())?;
-        let providers = Providers::from_config(&config.providers())?;
+        let providers = Providers::from_config(
+            &config.providers(),
+            ProviderDirs {
+                models: &config.models_dir(),
+                model_cache: &config.model_cache_dir(),
+            },
+        )?;
         let audit = match purpose {
             Purpose::Catalog => None,
             Purpose::Serve => {
@@ -406,8 +412,13 @@ impl Host {
             })
     }
 
-    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, ErrorBody> {
-        self.providers.chat(req).await
+    /// Answers a chat, reporting streamed text, retries and fallbacks to `progress`.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        progress: &Progress,
+    ) -> Result<ChatReply, ErrorBody> {
+        self.providers.chat(req, progress).await
     }
 }
 

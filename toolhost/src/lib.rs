@@ -8,12 +8,11 @@
 
 pub mod egress;
 pub mod host;
+pub mod llm;
 pub mod mcp;
 pub mod module_cache;
 pub mod pipe;
 pub mod policy;
-pub mod providers;
-pub mod scripted;
 pub mod server;
 pub mod wasm;
 

@@ -10,11 +10,13 @@ use anyhow::Context;
 use caxton_ipc::api::ErrorBody;
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
-use caxton_ipc::toolhost::{ToolhostRequest, ToolhostResponse};
+use caxton_ipc::toolhost::{ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse};
+use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::host::Host;
+use crate::llm::Progress;
 
 /// Connections served at once; more are refused at accept.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -105,9 +107,10 @@ async fn connection(host: Arc<Host>, mut stream: UnixStream) -> Result<(), frame
             ToolhostRequest::CallTool(call) => {
                 into_response(host.call_tool(&call).await, ToolhostResponse::ToolOutput)
             }
-            ToolhostRequest::Chat(chat) => {
-                into_response(host.chat(&chat).await, ToolhostResponse::Chat)
-            }
+            ToolhostRequest::Chat(chat) => match chat_streaming(&host, &mut stream, &chat).await? {
+                Some(reply) => into_response(reply, ToolhostResponse::Chat),
+                None => return Ok(()),
+            },
             ToolhostRequest::ListPackages => ToolhostResponse::Packages(host.packages()),
             ToolhostRequest::InstallPackage(req) => into_response(host.install(&req).await, |i| {
                 ToolhostResponse::Installed(Box::new(i))
@@ -118,6 +121,40 @@ async fn connection(host: Arc<Host>, mut stream: UnixStream) -> Result<(), frame
         };
         frame::write_async(&mut stream, &resp).await?;
     }
+}
+
+/// Runs a chat while writing its progress frames as they come. The client sends nothing while a
+/// chat runs, so anything readable (normally EOF: the worker exited or was killed) cancels it:
+/// dropping the chat future drops the provider's HTTP request or stops the local generation.
+/// `None` = cancelled.
+async fn chat_streaming(
+    host: &Host,
+    stream: &mut UnixStream,
+    chat: &ChatRequest,
+) -> Result<Option<Result<ChatReply, ErrorBody>>, frame::FrameError> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let progress = Progress::new(tx, chat.stream);
+    let reply = host.chat(chat, &progress);
+    tokio::pin!(reply);
+    let (mut rd, mut wr) = stream.split();
+    let mut probe = [0u8; 1];
+    let result = loop {
+        tokio::select! {
+            biased;
+            Some(p) = rx.recv() => {
+                frame::write_async(&mut wr, &ToolhostResponse::ChatProgress(p)).await?;
+            }
+            r = &mut reply => break r,
+            _ = rd.read(&mut probe) => {
+                tracing::info!(run_id = %chat.run_id, agent = %chat.agent, provider = %chat.provider, "chat cancelled: the worker went away");
+                return Ok(None);
+            }
+        }
+    };
+    while let Ok(p) = rx.try_recv() {
+        frame::write_async(&mut wr, &ToolhostResponse::ChatProgress(p)).await?;
+    }
+    Ok(Some(result))
 }
 
 fn into_response<T>(r: Result<T, ErrorBody>, ok: fn(T) -> ToolhostResponse) -> ToolhostResponse {

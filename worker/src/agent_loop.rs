@@ -109,18 +109,21 @@ fn run_inner(
             run_id: job.run_id.clone(),
             agent: agent.name.clone(),
             provider: agent.llm.provider.clone(),
+            fallback: agent.llm.fallback.clone(),
             model: agent.llm.model.clone(),
             temperature: agent.llm.temperature,
+            top_p: None,
+            seed: None,
             max_tokens: agent.llm.max_tokens,
+            stop: vec![],
+            tool_choice: Default::default(),
             messages: messages.clone(),
             tools: tools.clone(),
             timeout_ms: remaining_ms(),
+            stream: false,
         };
         usage.llm_calls += 1;
-        let reply = match toolhost.request(&ToolhostRequest::Chat(chat))? {
-            ToolhostResponse::Chat(r) => r,
-            other => return Err(unexpected(&other)),
-        };
+        let reply = toolhost.chat(chat, &mut |_| Ok(()))?;
         usage.prompt_tokens += reply.prompt_tokens;
         usage.completion_tokens += reply.completion_tokens;
         if reply.tool_calls.is_empty() {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
-use caxton_ipc::toolhost::{ToolhostRequest, ToolhostResponse};
+use caxton_ipc::toolhost::{
+    ChatProgress, ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse,
+};
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName, traits::Stream as _};
 
 /// How long to keep trying to connect while the toolhost is (re)starting.
@@ -55,6 +57,35 @@ impl ToolhostClient {
                 socket: socket.to_string(),
             }),
             HelloReply::Rejected { reason } => Err(unreachable(reason)),
+        }
+    }
+
+    /// Sends a chat and reads its progress frames (handed to `on_progress`) up to the reply.
+    pub fn chat(
+        &mut self,
+        req: ChatRequest,
+        on_progress: &mut dyn FnMut(ChatProgress) -> Result<(), ErrorBody>,
+    ) -> Result<ChatReply, ErrorBody> {
+        let socket = &self.socket;
+        let lost = |e: frame::FrameError| {
+            ErrorBody::new(
+                ErrorKind::Toolhost,
+                format!("lost the toolhost connection ({socket}): {e}"),
+            )
+        };
+        frame::write_sync(&mut self.stream, &ToolhostRequest::Chat(req)).map_err(lost)?;
+        loop {
+            match frame::read_sync(&mut self.stream, MAX_FRAME_LEN).map_err(lost)? {
+                ToolhostResponse::ChatProgress(p) => on_progress(p)?,
+                ToolhostResponse::Chat(reply) => return Ok(reply),
+                ToolhostResponse::Error(e) => return Err(e),
+                other => {
+                    return Err(ErrorBody::new(
+                        ErrorKind::Internal,
+                        format!("unexpected toolhost response to a chat: {other:?}"),
+                    ));
+                }
+            }
         }
     }
 

@@ -7,11 +7,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::{Attempt, AttemptError, Completion};
+
 use regex::Regex;
 use serde::Deserialize;
 
-use caxton_ipc::api::{ErrorBody, ErrorKind};
-use caxton_ipc::toolhost::{ChatMessage, ChatReply, ChatRequest, ToolCall};
+use caxton_ipc::toolhost::{ChatMessage, ToolCall, ToolChoice};
 
 /// The rules used when the `scripted` provider has no rule file configured.
 pub const BUILTIN_RULES: &str = include_str!("scripted_default.toml");
@@ -128,13 +129,12 @@ impl ScriptedProvider {
         })
     }
 
-    /// Answers one chat request.
-    pub async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, ErrorBody> {
+    /// Answers one chat request. Replies are streamed word by word when the request streams;
+    /// a rule's `delay` past the attempt's deadline is cut off there by the caller.
+    pub async fn complete(&self, a: &Attempt<'_>) -> Result<Completion, AttemptError> {
+        let req = a.req;
         let Some(last) = req.messages.last() else {
-            return Err(ErrorBody::new(
-                ErrorKind::Llm,
-                "scripted provider: empty conversation",
-            ));
+            return Err(llm_err("scripted provider: empty conversation".into()));
         };
         let (kind, content) = match last {
             ChatMessage::User { content } => (When::User, content.as_str()),
@@ -142,7 +142,6 @@ impl ScriptedProvider {
             ChatMessage::System { content } => (When::Any, content.as_str()),
             ChatMessage::Assistant { content, .. } => (When::Any, content.as_deref().unwrap_or("")),
         };
-        let timeout = Duration::from_millis(req.timeout_ms);
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.when != When::Any && rule.when != kind {
                 continue;
@@ -172,17 +171,19 @@ impl ScriptedProvider {
             {
                 continue; // the agent may not call this tool: the rule does not apply
             }
+            // tool_choice is honoured like a model would: `none` skips call rules, `required`
+            // or a named tool skips reply rules (and calls to other tools).
+            let allowed = match (&req.tool_choice, &rule.action) {
+                (ToolChoice::Auto, _) => true,
+                (ToolChoice::None, action) => matches!(action, Action::Reply(_)),
+                (ToolChoice::Required, action) => matches!(action, Action::Call { .. }),
+                (ToolChoice::Tool(name), Action::Call { tool, .. }) => tool == name,
+                (ToolChoice::Tool(_), Action::Reply(_)) => false,
+            };
+            if !allowed {
+                continue;
+            }
             if let Some(delay) = rule.delay {
-                if delay > timeout {
-                    tokio::time::sleep(timeout).await;
-                    return Err(ErrorBody::new(
-                        ErrorKind::Llm,
-                        format!(
-                            "provider `{}` did not answer within {}ms",
-                            req.provider, req.timeout_ms
-                        ),
-                    ));
-                }
                 tokio::time::sleep(delay).await;
             }
             let at = || format!("{} rule {}", self.source, i + 1);
@@ -191,7 +192,13 @@ impl ScriptedProvider {
                 Action::Reply(text) => {
                     let text = render(text, &values, false)
                         .map_err(|e| llm_err(format!("{}: {e}", at())))?;
-                    ChatReply {
+                    for (j, word) in text.split_inclusive(' ').enumerate() {
+                        if j > 0 {
+                            tokio::task::yield_now().await;
+                        }
+                        a.progress.text(word);
+                    }
+                    Completion {
                         completion_tokens: text.split_whitespace().count() as u64,
                         content: Some(text),
                         tool_calls: vec![],
@@ -210,7 +217,7 @@ impl ScriptedProvider {
                             at()
                         ))
                     })?;
-                    ChatReply {
+                    Completion {
                         content: None,
                         tool_calls: vec![ToolCall {
                             id: format!("call_{}", req.messages.len()),
@@ -233,8 +240,8 @@ impl ScriptedProvider {
     }
 }
 
-fn llm_err(message: String) -> ErrorBody {
-    ErrorBody::new(ErrorKind::Llm, message)
+fn llm_err(message: String) -> AttemptError {
+    AttemptError::Fatal(message)
 }
 
 fn message_words(m: &ChatMessage) -> u64 {
@@ -263,27 +270,19 @@ fn render(template: &str, values: &HashMap<String, String>, json: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use caxton_ipc::toolhost::ToolSpec;
 
-    fn req(messages: Vec<ChatMessage>, tools: &[&str]) -> ChatRequest {
-        ChatRequest {
-            run_id: "r".into(),
-            agent: "a".into(),
-            provider: "scripted".into(),
-            model: None,
-            temperature: None,
-            max_tokens: None,
-            messages,
-            tools: tools
-                .iter()
-                .map(|t| ToolSpec {
-                    name: t.to_string(),
-                    description: String::new(),
-                    input_schema: "{}".into(),
-                    server: "s".into(),
-                })
-                .collect(),
-            timeout_ms: 1000,
+    use crate::llm::test_support::{attempt, request};
+
+    fn req(messages: Vec<ChatMessage>, tools: &[&str]) -> caxton_ipc::toolhost::ChatRequest {
+        request(messages, tools)
+    }
+
+    impl ScriptedProvider {
+        async fn chat(
+            &self,
+            req: &caxton_ipc::toolhost::ChatRequest,
+        ) -> Result<Completion, AttemptError> {
+            attempt(req, async |a| self.complete(&a).await).await
         }
     }
 
@@ -329,6 +328,16 @@ mod tests {
             .await
             .unwrap();
         assert!(r.content.unwrap().contains("What is 1+1?"));
+        // tool_choice = none: the call rule is skipped like a model that may not call tools.
+        let mut none = req(
+            vec![ChatMessage::User {
+                content: "What is 2 + 2?".into(),
+            }],
+            &["calculate"],
+        );
+        none.tool_choice = ToolChoice::None;
+        let r = p.chat(&none).await.unwrap();
+        assert!(r.tool_calls.is_empty() && r.content.is_some(), "{r:?}");
     }
 
     #[test]

@@ -1,0 +1,2 @@
+//! Placeholder: Anthropic Messages (being written).
+pub struct Anthropic;

@@ -1,0 +1,2 @@
+//! Placeholder: OpenAI-compatible chat completions (being written).
+pub struct OpenAi;

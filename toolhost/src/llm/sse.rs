@@ -1,0 +1,1 @@
+//! Placeholder: server-sent events parsing (being written).
