@@ -8,6 +8,7 @@
 //! tool calls (`tools.rs`): WASM through the toolhost against a native stdio MCP server and an
 //! in-process call, instantiation per call, cold compile, and idle memory per loaded tool.
 
+mod local_llm;
 mod tools;
 
 use std::process::{Command, Stdio};
@@ -81,14 +82,20 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
             provider: "scripted".into(),
             model: None,
             temperature: None,
+            top_p: None,
+            seed: None,
             max_tokens: None,
+            stop: vec![],
             fallback: vec![],
+            tool_choice: Default::default(),
         },
         limits: LimitsSpec {
             max_turns: 2,
             max_tool_calls: 2,
             timeout_ms: 5000,
             tool_timeout_ms: 1000,
+            max_tokens: None,
+            max_cost_usd: None,
         },
         source: "bench".into(),
     };
@@ -99,6 +106,9 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         vars: Default::default(),
         toolhost_socket: toolhost_socket.into(),
         deadline_ms: 5000,
+        stream: false,
+        record: false,
+        replay: None,
     };
     let hello = frame::encode(&Hello::new(Role::Supervisor)).expect("encode");
     let job = frame::encode(&job).expect("encode");
@@ -138,6 +148,9 @@ fn run_once(d: &Daemon) -> anyhow::Result<Duration> {
         input: "What is 6 * 7?".into(),
         vars: Default::default(),
         timeout_ms: None,
+        stream: false,
+        record: false,
+        replay: None,
     }))?;
     let out = c.collect_run()?;
     let elapsed = t.elapsed();
@@ -210,14 +223,19 @@ fn logged_load(d: &Daemon) -> Option<(u64, bool)> {
     ))
 }
 
+/// The example agents run on `local` (the embedded model); these benchmarks measure the backbone,
+/// so `local` answers from the built-in scripted rules here.
+const SCRIPTED_LOCAL: &str = "\n[providers.local]\nkind = \"scripted\"\n";
+
 /// Starts a service on a fresh state directory (cold: compiles), then restarts it (warm: cache).
 fn module_load_times() -> anyhow::Result<((u64, bool), (u64, bool))> {
     let mut d = Daemon::start(Options {
         agents: vec!["agents/calculator.toml".into()],
         rules: None,
         faults: false,
-        extra_config: String::new(),
+        extra_config: SCRIPTED_LOCAL.into(),
         env: vec![],
+        local_model: false,
     })?;
     let cold = logged_load(&d).ok_or_else(|| anyhow::anyhow!("no load line in the log"))?;
     d.signal(nix::sys::signal::Signal::SIGTERM);
@@ -228,6 +246,11 @@ fn module_load_times() -> anyhow::Result<((u64, bool), (u64, bool))> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `caxton-benches local` runs only the embedded LLM section (in-process, no daemon).
+    if std::env::args().nth(1).as_deref() == Some("local") {
+        print!("{}", local_llm::report()?);
+        return Ok(());
+    }
     // `caxton-benches tools` runs only the tool-call section (for quick experiments).
     if std::env::args().nth(1).as_deref() == Some("tools") {
         let d = Daemon::start(Options {
@@ -236,6 +259,7 @@ fn main() -> anyhow::Result<()> {
             faults: false,
             extra_config: String::new(),
             env: vec![],
+            local_model: false,
         })?;
         let socket = d.dir.path().join("run/private/toolhost.sock");
         print!("{}", tools::report(&socket.display().to_string())?);
@@ -250,8 +274,11 @@ fn main() -> anyhow::Result<()> {
         agents: vec!["agents/calculator.toml".into()],
         rules: None,
         faults: false,
-        extra_config: "[workers]\nmax_concurrent = 64\nqueue_capacity = 256\n".into(),
+        extra_config: format!(
+            "[workers]\nmax_concurrent = 64\nqueue_capacity = 256\n{SCRIPTED_LOCAL}"
+        ),
         env: vec![],
+        local_model: false,
     })?;
     let toolhost_pid = match d.status()?.toolhost {
         ServiceState::Running { pid, .. } => pid,

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::toolhost::ToolChoice;
+
 /// Memory settings of an agent (`[memory]`). The memory service arrives in its own issue;
 /// the settings are parsed and carried now so agent files written today stay valid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,19 +28,48 @@ pub struct LlmSpec {
     /// Model name passed to the provider; `None` = the provider's default.
     pub model: Option<String>,
     pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<u64>,
+    /// Completion token cap of each LLM call.
     pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
     /// Providers to try, in order, when `provider` fails.
     pub fallback: Vec<String>,
+    pub tool_choice: ToolChoicePlan,
 }
 
-/// Limits of one run of an agent (`[limits]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `tool_choice` per turn: `"auto"` (or any single value) applies to every turn; a list gives
+/// turn 1, turn 2, … and later turns are `auto`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolChoicePlan {
+    pub turns: Vec<ToolChoice>,
+    /// For turns after the list.
+    pub then: ToolChoice,
+}
+
+impl ToolChoicePlan {
+    /// The choice for `turn` (1-based).
+    pub fn for_turn(&self, turn: u32) -> ToolChoice {
+        self.turns
+            .get(turn.saturating_sub(1) as usize)
+            .unwrap_or(&self.then)
+            .clone()
+    }
+}
+
+/// Limits of one run of an agent (`[limits]`). Budgets are checked before each LLM or tool call,
+/// so a run stops before it would spend past them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimitsSpec {
     pub max_turns: u32,
     pub max_tool_calls: u32,
     pub timeout_ms: u64,
     /// Per tool call deadline.
     pub tool_timeout_ms: u64,
+    /// Prompt plus completion tokens of the whole run.
+    pub max_tokens: Option<u64>,
+    /// Cost of the whole run, priced by the providers' configured prices.
+    pub max_cost_usd: Option<f64>,
 }
 
 /// A validated agent.

@@ -22,6 +22,31 @@ pub struct RunRequest {
     /// Wall-clock limit for this run; capped by the agent's `[limits] timeout`.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Stream the answer's text as [`RunEvent::Token`] events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Emit every LLM exchange as [`RunEvent::LlmExchange`] (what `--record` writes).
+    #[serde(default)]
+    pub record: bool,
+    /// Answer every LLM call from this recording instead of a provider; a request that differs
+    /// from the recorded one fails the run with the difference.
+    #[serde(default)]
+    pub replay: Option<crate::recording::Recording>,
+}
+
+impl RunRequest {
+    /// A plain run of `agent` on `input`.
+    pub fn new(agent: impl Into<String>, input: impl Into<String>) -> RunRequest {
+        RunRequest {
+            agent: agent.into(),
+            input: input.into(),
+            vars: BTreeMap::new(),
+            timeout_ms: None,
+            stream: false,
+            record: false,
+            replay: None,
+        }
+    }
 }
 
 /// A request on the public API socket.
@@ -78,6 +103,8 @@ pub enum ApiResponse {
 pub enum ErrorKind {
     /// The request was malformed or not understood.
     BadRequest,
+    /// A replayed run asked the LLM something its recording does not hold.
+    Replay,
     /// The peer's credentials are not allowed on this socket.
     PermissionDenied,
     /// The named agent (or thing) does not exist.
@@ -115,6 +142,16 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+impl ErrorKind {
+    /// The snake_case name scripts see (`limit_exceeded`, `llm`, …).
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
 impl ErrorBody {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ErrorBody {
@@ -131,14 +168,43 @@ impl std::fmt::Display for ErrorBody {
 }
 
 /// Counters of one run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunUsage {
     pub turns: u32,
     pub llm_calls: u32,
     pub tool_calls: u32,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Priced with the providers' configured prices (0 for unpriced providers).
+    #[serde(default)]
+    pub cost_usd: f64,
     pub wall_ms: u64,
+}
+
+impl RunUsage {
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    /// Adds what one event reports (LLM replies and tool calls); used to follow a run live.
+    pub fn count(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::TurnStarted { turn } => self.turns = *turn,
+            RunEvent::LlmReply {
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+                ..
+            } => {
+                self.llm_calls += 1;
+                self.prompt_tokens += prompt_tokens;
+                self.completion_tokens += completion_tokens;
+                self.cost_usd += cost_usd;
+            }
+            RunEvent::ToolCall { .. } => self.tool_calls += 1,
+            _ => {}
+        }
+    }
 }
 
 /// Something that happened during a run, streamed to the client in order.
@@ -162,6 +228,34 @@ pub enum RunEvent {
         provider: String,
         model: Option<String>,
     },
+    /// Answer text as the model produces it (only when the run request asked to `stream`).
+    Token { text: String },
+    /// An LLM call failed and is retried on the same provider after `wait_ms`.
+    LlmRetry {
+        provider: String,
+        attempt: u32,
+        error: String,
+        wait_ms: u64,
+    },
+    /// A provider failed for good and the agent's next fallback provider is tried.
+    LlmFallback {
+        from: String,
+        to: String,
+        error: String,
+    },
+    /// An LLM call answered: who answered and what it cost.
+    LlmReply {
+        turn: u32,
+        provider: String,
+        model: String,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cost_usd: f64,
+        /// Tool calls the model asked for.
+        tool_calls: u32,
+    },
+    /// One LLM request and its reply, for `--record` (only when the run request asked to `record`).
+    LlmExchange(Box<crate::recording::Exchange>),
     /// The LLM asked for a tool call; `arguments` is JSON text.
     ToolCall {
         call_id: String,
@@ -182,8 +276,13 @@ pub enum RunEvent {
         answer: String,
         usage: RunUsage,
     },
-    /// Terminal: the run failed.
-    Failed { run_id: String, error: ErrorBody },
+    /// Terminal: the run failed; `usage` is what it used until then.
+    Failed {
+        run_id: String,
+        error: ErrorBody,
+        #[serde(default)]
+        usage: RunUsage,
+    },
 }
 
 impl RunEvent {
@@ -243,12 +342,26 @@ pub struct ValidationReport {
 }
 
 /// A worker process currently running a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     pub run_id: String,
     pub agent: String,
     pub pid: u32,
     pub age_ms: u64,
+    /// What the run has used so far.
+    pub usage: RunUsage,
+}
+
+/// A run that ended, as `caxton status` lists the most recent ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub agent: String,
+    /// `finished`, or the failure's kind (`timeout`, `limit_exceeded`, `llm`, …).
+    pub outcome: String,
+    pub usage: RunUsage,
+    /// Seconds since the Unix epoch when it ended.
+    pub ended_unix: u64,
 }
 
 /// State of a supervised child service (the toolhost).
@@ -262,7 +375,7 @@ pub enum ServiceState {
 }
 
 /// Cumulative counters since the service started.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
     pub runs_started: u64,
     pub runs_finished: u64,
@@ -272,6 +385,11 @@ pub struct Counters {
     pub busy_rejections: u64,
     pub toolhost_restarts: u64,
     pub connections_rejected: u64,
+    pub llm_calls: u64,
+    pub tool_calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
 }
 
 /// `caxton status`.
@@ -290,6 +408,8 @@ pub struct StatusReport {
     pub toolhost: ServiceState,
     pub draining: bool,
     pub counters: Counters,
+    /// The most recent ended runs, newest first.
+    pub recent_runs: Vec<RunSummary>,
 }
 
 /// `caxton health`.

@@ -77,7 +77,10 @@ mod tests {
                 agent: "a".into(),
                 input: "hi".into(),
                 vars: Default::default(),
-                timeout_ms: None
+                timeout_ms: None,
+                stream: false,
+                record: false,
+                replay: None,
             })
         );
         let r: ApiRequest = serde_json::from_str(r#""status""#).unwrap();

@@ -128,6 +128,18 @@ pub struct ChatRequest {
     pub timeout_ms: u64,
     /// Send [`ChatProgress::Text`] frames as tokens arrive, before the final reply.
     pub stream: bool,
+    /// What the run may still spend; the toolhost refuses a call whose prompt alone would
+    /// overspend and caps the completion to what is left.
+    pub budget: ChatBudget,
+}
+
+/// A run's remaining budget, as of this chat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatBudget {
+    /// Prompt plus completion tokens left.
+    pub tokens_left: Option<u64>,
+    /// Dollars left, priced with the answering provider's prices.
+    pub usd_left: Option<f64>,
 }
 
 /// The provider's answer: text, tool calls, or both.

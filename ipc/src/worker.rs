@@ -18,6 +18,12 @@ pub struct WorkerJob {
     pub toolhost_socket: String,
     /// Milliseconds the worker has left; it stops calling out when they run out.
     pub deadline_ms: u64,
+    /// Stream answer text as `Token` events.
+    pub stream: bool,
+    /// Emit `LlmExchange` events.
+    pub record: bool,
+    /// Answer LLM calls from this recording, never from a provider.
+    pub replay: Option<crate::recording::Recording>,
 }
 
 /// What a worker sends back: events, then exactly one terminal event, then it exits.

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use caxton_ipc::agent::{AgentSpec, LimitsSpec, LlmSpec, MemorySpec};
+use caxton_ipc::agent::{AgentSpec, LimitsSpec, LlmSpec, MemorySpec, ToolChoicePlan};
 use caxton_ipc::api::Diagnostic;
 use caxton_ipc::template;
-use caxton_ipc::toolhost::Catalog;
+use caxton_ipc::toolhost::{Catalog, ToolChoice};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -24,8 +24,8 @@ pub const DEFAULT_MAX_TURNS: u32 = 8;
 pub const MAX_MAX_TURNS: u32 = 100;
 /// Default `[limits] max_tool_calls`.
 pub const DEFAULT_MAX_TOOL_CALLS: u32 = 32;
-/// Provider used when an agent has no `[llm]` table.
-pub const DEFAULT_PROVIDER: &str = "scripted";
+/// Provider used when an agent's `[llm]` names none: the embedded model, which needs no key.
+pub const DEFAULT_PROVIDER: &str = "local";
 /// Keys that belong at the top of the file and are often swallowed by a preceding `[parameters]`.
 const TOP_LEVEL_TEXT_KEYS: &[&str] = &[
     "system_prompt",
@@ -67,18 +67,31 @@ struct RawMemory {
     min_similarity: Option<Spanned<f32>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLlm {
     provider: Option<Spanned<String>>,
     model: Option<String>,
     temperature: Option<Spanned<f32>>,
+    top_p: Option<Spanned<f32>>,
+    seed: Option<u64>,
     max_tokens: Option<u32>,
     #[serde(default)]
+    stop: Vec<String>,
+    #[serde(default)]
     fallback: Vec<Spanned<String>>,
+    tool_choice: Option<Spanned<RawToolChoice>>,
 }
 
+/// `tool_choice = "auto"` (every turn) or `tool_choice = ["calculate", "none"]` (per turn).
 #[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawToolChoice {
+    Every(String),
+    PerTurn(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_turns: Option<Spanned<u32>>,
@@ -87,6 +100,8 @@ struct RawLimits {
     timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     tool_timeout: Option<Duration>,
+    max_tokens: Option<Spanned<u64>>,
+    max_cost_usd: Option<Spanned<f64>>,
 }
 
 /// What an agent is validated against.
@@ -309,13 +324,7 @@ pub fn parse(
         }
     };
 
-    let raw_llm = raw.llm.unwrap_or(RawLlm {
-        provider: None,
-        model: None,
-        temperature: None,
-        max_tokens: None,
-        fallback: vec![],
-    });
+    let raw_llm = raw.llm.unwrap_or_default();
     let mut check_provider = |p: &Spanned<String>| {
         if let Some(cat) = ctx.catalog
             && !cat.providers.iter().any(|x| &x.name == p.get_ref())
@@ -345,23 +354,84 @@ pub fn parse(
         }
         t.into_inner()
     });
+    let top_p = raw_llm.top_p.map(|t| {
+        if !(*t.get_ref() > 0.0 && *t.get_ref() <= 1.0) {
+            problem(
+                t.span().start,
+                format!("top_p {} is outside (0.0, 1.0]", t.get_ref()),
+                None,
+            );
+        }
+        t.into_inner()
+    });
+    let tool_choice = match raw_llm.tool_choice {
+        None => ToolChoicePlan::default(),
+        Some(choice) => {
+            let at = choice.span().start;
+            let mut check = |c: &str| {
+                let parsed = ToolChoice::parse(c);
+                if let ToolChoice::Tool(name) = &parsed
+                    && !raw.tools.iter().any(|t| t.get_ref() == name)
+                {
+                    problem(
+                        at,
+                        format!("tool_choice names `{name}`, which is not in this agent's `tools`"),
+                        Some("use `auto`, `required`, `none`, or one of the agent's tools".into()),
+                    );
+                }
+                parsed
+            };
+            match choice.into_inner() {
+                RawToolChoice::Every(c) => ToolChoicePlan {
+                    turns: vec![],
+                    then: check(&c),
+                },
+                RawToolChoice::PerTurn(list) => ToolChoicePlan {
+                    turns: list.iter().map(|c| check(c)).collect(),
+                    then: ToolChoice::Auto,
+                },
+            }
+        }
+    };
     let llm = LlmSpec {
         provider: provider.into_inner(),
         model: raw_llm.model,
         temperature,
+        top_p,
+        seed: raw_llm.seed,
         max_tokens: raw_llm.max_tokens,
+        stop: raw_llm.stop,
         fallback: raw_llm
             .fallback
             .into_iter()
             .map(Spanned::into_inner)
             .collect(),
+        tool_choice,
     };
 
-    let raw_limits = raw.limits.unwrap_or(RawLimits {
-        max_turns: None,
-        max_tool_calls: None,
-        timeout: None,
-        tool_timeout: None,
+    let raw_limits = raw.limits.unwrap_or_default();
+    let max_tokens = raw_limits.max_tokens.map(|t| {
+        if *t.get_ref() == 0 {
+            problem(
+                t.span().start,
+                "max_tokens = 0 allows no LLM call".into(),
+                None,
+            );
+        }
+        t.into_inner()
+    });
+    let max_cost_usd = raw_limits.max_cost_usd.map(|c| {
+        if !(c.get_ref().is_finite() && *c.get_ref() > 0.0) {
+            problem(
+                c.span().start,
+                format!(
+                    "max_cost_usd = {} must be a positive number of dollars",
+                    c.get_ref()
+                ),
+                None,
+            );
+        }
+        c.into_inner()
     });
     let max_turns = match raw_limits.max_turns {
         Some(t) if *t.get_ref() == 0 || *t.get_ref() > MAX_MAX_TURNS => {
@@ -386,6 +456,8 @@ pub fn parse(
             .tool_timeout
             .unwrap_or(ctx.default_tool_timeout)
             .as_millis() as u64,
+        max_tokens,
+        max_cost_usd,
     };
 
     let mut tools = Vec::new();

@@ -4,15 +4,13 @@
 //! Exit codes (also in the README): 0 success; 1 the run or the check failed; 2 usage error;
 //! 3 no daemon reachable; 4 busy or shutting down (retry later); 5 the run timed out.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use caxton_ipc::api::{
-    ApiRequest, ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, ServiceState,
-};
+use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, ErrorKind, RunRequest, ServiceState};
 use caxton_ipc::config::{self, ServerConfig};
 use caxton_ipc::toolhost::Catalog;
 use clap::{Parser, Subcommand};
@@ -98,13 +96,15 @@ enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 enum AgentCommand {
-    /// Run an agent once and print its answer (progress goes to stderr).
+    /// Run an agent once and print its answer (tokens as they arrive on a terminal; progress
+    /// and a usage summary go to stderr).
     Run {
         /// Name of a loaded agent (see `caxton agent list`).
         name: String,
-        /// The request; fills {{request}} in the agent's prompt template.
-        #[arg(long)]
-        input: String,
+        /// The request; fills {{request}} in the agent's prompt template. With --replay it
+        /// defaults to the recorded input.
+        #[arg(long, required_unless_present = "replay")]
+        input: Option<String>,
         /// Extra template value, repeatable: --var context="Q3 sales".
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
         vars: Vec<(String, String)>,
@@ -114,6 +114,22 @@ enum AgentCommand {
         /// Wall-clock limit for this run (for example 30s); capped by the agent's own limit.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
+        /// Write every LLM exchange of the run to FILE (JSON), for --replay and `agent test`.
+        #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+        record: Option<PathBuf>,
+        /// Answer every LLM call from a recording instead of a provider (deterministic; a
+        /// request that differs from the recorded one fails the run and shows the difference).
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
+    },
+    /// Run an agent's test cases (input, expected tool calls, answer patterns) against
+    /// recordings or its configured provider; exit 0 when all pass.
+    Test {
+        /// The test file (TOML; see the README's "Testing agents").
+        file: PathBuf,
+        /// Re-record each case that names a recording, from the live provider.
+        #[arg(long)]
+        update: bool,
     },
     /// List the loaded agents.
     List {
@@ -276,15 +292,34 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
             vars,
             json,
             timeout,
+            record,
+            replay,
         } => {
+            let replay = replay
+                .as_deref()
+                .map(crate::run_cli::read_recording)
+                .transpose()?;
+            let input = match (input, &replay) {
+                (Some(input), _) => input,
+                (None, Some(rec)) => rec.input.clone(),
+                (None, None) => anyhow::bail!("give --input (or --replay FILE)"),
+            };
             let req = RunRequest {
                 agent: name,
                 input,
                 vars: vars.into_iter().collect(),
                 timeout_ms: timeout.map(|t| t.as_millis() as u64),
+                stream: false,
+                record: false,
+                replay,
             };
-            run(socket, req, json)
+            let display = crate::run_cli::RunDisplay {
+                json,
+                record: record.as_deref(),
+            };
+            crate::run_cli::run(socket, req, display)
         }
+        AgentCommand::Test { file, update } => crate::agent_test::run(socket, &file, update),
         AgentCommand::List { json } => {
             let resp = Client::connect(socket)?.call(&ApiRequest::ListAgents)?;
             match resp {
@@ -349,101 +384,7 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
     }
 }
 
-fn run(socket: &Path, req: RunRequest, json: bool) -> anyhow::Result<u8> {
-    let mut client = Client::connect(socket)?;
-    client.send(&ApiRequest::Run(req))?;
-    let mut err = std::io::stderr();
-    loop {
-        let resp = client.recv()?;
-        if json {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&caxton_ipc::json::to_line(&resp))?;
-            out.flush()?;
-        }
-        let event = match resp {
-            ApiResponse::Event(e) => e,
-            ApiResponse::Error(e) => {
-                if !json {
-                    eprintln!("caxton: {}", e.message);
-                }
-                return Ok(exit_for(e.kind));
-            }
-            other => return unexpected(other),
-        };
-        if json {
-            match &event {
-                RunEvent::Finished { .. } => return Ok(EXIT_OK),
-                RunEvent::Failed { error, .. } => return Ok(exit_for(error.kind)),
-                _ => continue,
-            }
-        }
-        match event {
-            RunEvent::Started {
-                run_id,
-                agent,
-                worker_pid,
-            } => {
-                let _ = writeln!(err, "▶ {agent}: run {run_id} in worker pid {worker_pid}");
-            }
-            RunEvent::TurnStarted { .. } => {}
-            RunEvent::LlmCall {
-                turn,
-                provider,
-                model,
-            } => {
-                let model = model.map(|m| format!(" ({m})")).unwrap_or_default();
-                let _ = writeln!(err, "  turn {turn}: asking {provider}{model}");
-            }
-            RunEvent::ToolCall {
-                tool, arguments, ..
-            } => {
-                let _ = writeln!(err, "  tool {tool} {arguments}");
-            }
-            RunEvent::ToolResult {
-                ok,
-                output,
-                duration_us,
-                ..
-            } => {
-                let mark = if ok { "→" } else { "✗" };
-                let _ = writeln!(
-                    err,
-                    "    {mark} {} ({:.1} ms)",
-                    one_line(&output, 200),
-                    duration_us as f64 / 1000.0
-                );
-            }
-            RunEvent::Finished { answer, usage, .. } => {
-                println!("{answer}");
-                let _ = writeln!(
-                    err,
-                    "✓ done in {} ms: {} turns, {} LLM calls, {} tool calls, {}+{} tokens",
-                    usage.wall_ms,
-                    usage.turns,
-                    usage.llm_calls,
-                    usage.tool_calls,
-                    usage.prompt_tokens,
-                    usage.completion_tokens
-                );
-                return Ok(EXIT_OK);
-            }
-            RunEvent::Failed { error, .. } => {
-                let _ = writeln!(err, "✗ {}", error.message);
-                return Ok(exit_for(error.kind));
-            }
-        }
-    }
-}
-
-fn one_line(s: &str, max: usize) -> String {
-    let flat = s.replace('\n', " ⏎ ");
-    match flat.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &flat[..i]),
-        None => flat,
-    }
-}
-
-fn exit_for(kind: ErrorKind) -> u8 {
+pub(crate) fn exit_for(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Busy | ErrorKind::ShuttingDown => EXIT_BUSY,
         ErrorKind::Timeout => EXIT_TIMEOUT,
@@ -503,8 +444,12 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
     );
     for w in &s.workers {
         println!(
-            "  pid {:<8} {:<20} {} ({} ms)",
-            w.pid, w.agent, w.run_id, w.age_ms
+            "  pid {:<8} {:<20} {} ({} ms) {}",
+            w.pid,
+            w.agent,
+            w.run_id,
+            w.age_ms,
+            usage_line(&w.usage)
         );
     }
     let c = &s.counters;
@@ -518,7 +463,28 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
         c.busy_rejections,
         c.toolhost_restarts
     );
+    println!(
+        "usage:    {} LLM calls, {} tool calls, {}+{} tokens, ${:.6}",
+        c.llm_calls, c.tool_calls, c.prompt_tokens, c.completion_tokens, c.cost_usd
+    );
+    if !s.recent_runs.is_empty() {
+        println!("recent runs (newest first):");
+        for r in &s.recent_runs {
+            println!(
+                "  {:<20} {:<28} {:<15} {}",
+                r.agent,
+                r.run_id,
+                r.outcome,
+                usage_line(&r.usage)
+            );
+        }
+    }
     Ok(EXIT_OK)
+}
+
+/// One run's usage in a status line.
+fn usage_line(u: &caxton_ipc::api::RunUsage) -> String {
+    crate::run_cli::summary(u)
 }
 
 fn audit_verify(file: Option<PathBuf>, config_path: Option<&Path>) -> anyhow::Result<u8> {

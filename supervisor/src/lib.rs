@@ -6,9 +6,11 @@
 //! happens in a fresh `caxton-worker` process.
 
 pub mod agent_file;
+pub mod agent_test;
 pub mod cli;
 pub mod client;
 pub mod registry;
+pub mod run_cli;
 pub mod runs;
 pub mod server;
 pub mod service;
@@ -132,6 +134,7 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         draining: AtomicBool::new(false),
         aborting: AtomicBool::new(false),
         stats: Stats::default(),
+        recent: Default::default(),
         started: Instant::now(),
         run_seq: AtomicU64::new(0),
     });

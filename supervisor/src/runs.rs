@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use caxton_ipc::agent::AgentSpec;
-use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest};
+use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, RunUsage};
 use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_ipc::worker::WorkerJob;
@@ -124,6 +124,7 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
         _ => &svc.stats.runs_failed,
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    svc.record_ended(&agent.name, &terminal);
     if let RunEvent::Failed { error, .. } = &terminal {
         tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
     }
@@ -227,6 +228,7 @@ async fn drive_worker<'a>(
     let failed = |kind, message: String| RunEvent::Failed {
         run_id: run_id.to_string(),
         error: ErrorBody::new(kind, message),
+        usage: RunUsage::default(),
     };
     let job = WorkerJob {
         run_id: run_id.to_string(),
@@ -237,6 +239,9 @@ async fn drive_worker<'a>(
         deadline_ms: deadline
             .saturating_duration_since(Instant::now())
             .as_millis() as u64,
+        stream: req.stream,
+        record: req.record,
+        replay: req.replay,
     };
     let (mut child, mut stdout) =
         match tokio::time::timeout_at(deadline.into(), start_worker(svc, &job)).await {
@@ -271,6 +276,7 @@ async fn drive_worker<'a>(
                 agent: agent.name.clone(),
                 pid: child.pid,
                 started: Instant::now(),
+                usage: RunUsage::default(),
             },
         );
     let _registered = Registered(svc, run_id.to_string());
@@ -286,12 +292,12 @@ async fn drive_worker<'a>(
     }
     let work = async {
         tokio::select! {
-            r = relay(&mut stdout, tx) => r,
+            r = relay(svc, run_id, &mut stdout, tx) => r,
             () = tx.closed() => Err(Broken::ClientGone),
         }
     };
     let outcome = tokio::time::timeout_at(deadline.into(), work).await;
-    match outcome {
+    let mut terminal = match outcome {
         Ok(Ok(terminal)) => {
             *finishing = Some(Finishing { child, _registered });
             terminal
@@ -318,7 +324,14 @@ async fn drive_worker<'a>(
                 ),
             )
         }
+    };
+    // A failure the supervisor reports itself still says what the run used until then.
+    if let RunEvent::Failed { usage, .. } = &mut terminal
+        && *usage == RunUsage::default()
+    {
+        *usage = svc.live_usage(run_id);
     }
+    terminal
 }
 
 /// Why no worker could take a job.
@@ -365,8 +378,11 @@ async fn hand_over(child: &mut ManagedChild, job: &WorkerJob) -> Result<ChildStd
     }
 }
 
-/// Relays the worker's events to the client until its terminal event, which is returned.
+/// Relays the worker's events to the client until its terminal event, which is returned; the
+/// run's live usage (for `caxton status`) follows the events.
 async fn relay(
+    svc: &Service,
+    run_id: &str,
     stdout: &mut ChildStdout,
     tx: &mpsc::Sender<ApiResponse>,
 ) -> Result<RunEvent, Broken> {
@@ -377,6 +393,7 @@ async fn relay(
         if event.is_terminal() {
             return Ok(event);
         }
+        svc.count_event(run_id, &event);
         tx.send(ApiResponse::Event(event))
             .await
             .map_err(|_| Broken::ClientGone)?;
@@ -394,6 +411,7 @@ async fn crash_report(
     let failed = |kind, message: String| RunEvent::Failed {
         run_id: run_id.to_string(),
         error: ErrorBody::new(kind, message),
+        usage: RunUsage::default(),
     };
     let how = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
         Ok(Ok(status)) => spawn::describe_exit(&status),

@@ -1,7 +1,7 @@
 //! The supervisor's shared state (config, registry, toolhost, running workers, counters) and the
 //! handlers of the non-run requests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 const TOOL_ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 use caxton_ipc::api::{
-    ApiRequest, ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, StatusReport,
-    ValidationReport, WorkerInfo,
+    ApiRequest, ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, RunEvent, RunSummary,
+    RunUsage, StatusReport, ValidationReport, WorkerInfo,
 };
 use caxton_ipc::config::ServerConfig;
 use caxton_ipc::toolhost::{CallToolRequest, ToolhostRequest, ToolhostResponse};
@@ -28,7 +28,12 @@ pub struct RunningWorker {
     pub agent: String,
     pub pid: u32,
     pub started: Instant,
+    /// Followed live from the run's events.
+    pub usage: RunUsage,
 }
+
+/// Ended runs kept for `caxton status`.
+pub const RECENT_RUNS: usize = 20;
 
 /// Cumulative counters.
 #[derive(Debug, Default)]
@@ -40,6 +45,24 @@ pub struct Stats {
     pub workers_crashed: AtomicU64,
     pub busy_rejections: AtomicU64,
     pub connections_rejected: AtomicU64,
+    pub llm_calls: AtomicU64,
+    pub tool_calls: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    /// In nano-dollars, so it adds up atomically.
+    pub cost_nano_usd: AtomicU64,
+}
+
+impl Stats {
+    /// Adds an ended run's usage to the totals.
+    pub fn add_usage(&self, u: &RunUsage) {
+        let add = |c: &AtomicU64, v: u64| c.fetch_add(v, Ordering::Relaxed);
+        add(&self.llm_calls, u.llm_calls.into());
+        add(&self.tool_calls, u.tool_calls.into());
+        add(&self.prompt_tokens, u.prompt_tokens);
+        add(&self.completion_tokens, u.completion_tokens);
+        add(&self.cost_nano_usd, (u.cost_usd * 1e9).round() as u64);
+    }
 }
 
 pub struct Service {
@@ -59,6 +82,8 @@ pub struct Service {
     /// Set when the drain deadline passed and remaining workers were killed.
     pub aborting: AtomicBool,
     pub stats: Stats,
+    /// The last [`RECENT_RUNS`] ended runs, newest first.
+    pub recent: Mutex<VecDeque<RunSummary>>,
     pub started: Instant,
     pub run_seq: AtomicU64,
 }
@@ -228,6 +253,10 @@ impl Service {
                 agent: w.agent.clone(),
                 pid: w.pid,
                 age_ms: now.duration_since(w.started).as_millis() as u64,
+                usage: RunUsage {
+                    wall_ms: now.duration_since(w.started).as_millis() as u64,
+                    ..w.usage.clone()
+                },
             })
             .collect();
         let s = &self.stats;
@@ -253,8 +282,69 @@ impl Service {
                 busy_rejections: load(&s.busy_rejections),
                 toolhost_restarts: self.toolhost.restarts(),
                 connections_rejected: load(&s.connections_rejected),
+                llm_calls: load(&s.llm_calls),
+                tool_calls: load(&s.tool_calls),
+                prompt_tokens: load(&s.prompt_tokens),
+                completion_tokens: load(&s.completion_tokens),
+                cost_usd: load(&s.cost_nano_usd) as f64 / 1e9,
             },
+            recent_runs: self
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
         }
+    }
+
+    /// What a running run has used so far (default once it has left the table).
+    pub fn live_usage(&self, run_id: &str) -> RunUsage {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .map(|w| w.usage.clone())
+            .unwrap_or_default()
+    }
+
+    /// Counts an event of a running run into its live usage.
+    pub fn count_event(&self, run_id: &str, event: &RunEvent) {
+        if let Some(w) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(run_id)
+        {
+            w.usage.count(event);
+        }
+    }
+
+    /// Records an ended run: its usage into the totals, its summary into the recent list.
+    pub fn record_ended(&self, agent: &str, terminal: &RunEvent) {
+        let (run_id, outcome, usage) = match terminal {
+            RunEvent::Finished { run_id, usage, .. } => (run_id, "finished".to_string(), usage),
+            RunEvent::Failed {
+                run_id,
+                error,
+                usage,
+            } => (run_id, error.kind.as_str(), usage),
+            _ => return,
+        };
+        self.stats.add_usage(usage);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_RUNS {
+            recent.pop_back();
+        }
+        recent.push_front(RunSummary {
+            run_id: run_id.clone(),
+            agent: agent.to_string(),
+            outcome,
+            usage: usage.clone(),
+            ended_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        });
     }
 
     pub fn health(&self) -> HealthReport {

@@ -14,6 +14,8 @@ use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_ipc::toolhost::{CallToolRequest, ToolOutput, ToolhostRequest, ToolhostResponse};
 
+pub mod fake_llm;
+
 /// How long a daemon may take to become ready (a cold debug toolhost compiles its modules).
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// Deadline for conditions tests wait on.
@@ -68,6 +70,10 @@ pub struct Options {
     pub faults: bool,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
+    /// Keep the real embedded model as the `local` provider. Otherwise, with `rules` set,
+    /// `local` (the default provider of agents) is the scripted provider with those rules, so
+    /// the example agents answer deterministically.
+    pub local_model: bool,
 }
 
 impl Default for Options {
@@ -82,6 +88,7 @@ impl Default for Options {
             rules: Some("tests/agents/rules.toml".into()),
             faults: true,
             env: Vec::new(),
+            local_model: false,
         }
     }
 }
@@ -116,10 +123,17 @@ impl Daemon {
         );
         config.push_str(&opts.extra_config);
         if let Some(rules) = &opts.rules {
+            let rules = repo_root().join(rules);
             config.push_str(&format!(
                 "\n[providers.scripted]\nkind = \"scripted\"\nrules = \"{}\"\n",
-                repo_root().join(rules).display()
+                rules.display()
             ));
+            if !opts.local_model && !opts.extra_config.contains("[providers.local]") {
+                config.push_str(&format!(
+                    "\n[providers.local]\nkind = \"scripted\"\nrules = \"{}\"\n",
+                    rules.display()
+                ));
+            }
         }
         let config_path = dir.path().join("caxton.toml");
         std::fs::write(&config_path, config)?;
@@ -251,6 +265,9 @@ impl Daemon {
             input: input.into(),
             vars: Default::default(),
             timeout_ms: None,
+            stream: false,
+            record: false,
+            replay: None,
         })
     }
 
@@ -403,6 +420,9 @@ impl Conn {
             input: input.into(),
             vars: Default::default(),
             timeout_ms: None,
+            stream: false,
+            record: false,
+            replay: None,
         }))?;
         match self.recv()? {
             ApiResponse::Event(RunEvent::Started { worker_pid, .. }) => Ok(worker_pid),

@@ -349,6 +349,9 @@ fn a_client_that_only_half_closes_still_gets_its_answer() {
         input: "half".into(),
         vars: Default::default(),
         timeout_ms: None,
+        stream: false,
+        record: false,
+        replay: None,
     }))
     .unwrap();
     c.stream.shutdown(std::net::Shutdown::Write).unwrap();

@@ -15,10 +15,12 @@ fn a_run_calls_a_wasm_tool_and_answers_with_events_in_order() {
             RunEvent::Started { .. } => "started",
             RunEvent::TurnStarted { .. } => "turn",
             RunEvent::LlmCall { .. } => "llm",
+            RunEvent::LlmReply { .. } => "llm_reply",
             RunEvent::ToolCall { .. } => "tool_call",
             RunEvent::ToolResult { .. } => "tool_result",
             RunEvent::Finished { .. } => "finished",
             RunEvent::Failed { .. } => "failed",
+            other => panic!("unexpected event without stream or record: {other:?}"),
         })
         .collect();
     assert_eq!(
@@ -27,14 +29,16 @@ fn a_run_calls_a_wasm_tool_and_answers_with_events_in_order() {
             "started",
             "turn",
             "llm",
+            "llm_reply",
             "tool_call",
             "tool_result",
             "turn",
             "llm",
+            "llm_reply",
             "finished"
         ]
     );
-    match &out.events[4] {
+    match &out.events[5] {
         RunEvent::ToolResult {
             tool, ok, output, ..
         } => {
@@ -82,6 +86,9 @@ fn templates_fill_parameters_and_vars_and_refuse_missing_values() {
         input: "q".into(),
         vars: Default::default(),
         timeout_ms: None,
+        stream: false,
+        record: false,
+        replay: None,
     };
     req.vars.insert("context".into(), "Q3 sales".into());
     let out = d.run_req(req).unwrap();

@@ -41,6 +41,9 @@ fn a_worker_that_hangs_past_its_timeout_is_killed() {
         input: "caxton-fault:hang".into(),
         vars: Default::default(),
         timeout_ms: Some(500),
+        stream: false,
+        record: false,
+        replay: None,
     };
     let out = d.run_req(req).unwrap();
     let pid = out.worker_pid().unwrap();

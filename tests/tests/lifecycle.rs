@@ -14,6 +14,9 @@ fn slow_request() -> ApiRequest {
         input: "x".into(),
         vars: Default::default(),
         timeout_ms: None,
+        stream: false,
+        record: false,
+        replay: None,
     })
 }
 

@@ -3,11 +3,14 @@
 
 use std::time::{Duration, Instant};
 
+use caxton_ipc::agent::AgentSpec;
 use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage};
 use caxton_ipc::frame::FrameError;
+use caxton_ipc::recording::{Exchange, RecordedRequest};
 use caxton_ipc::template;
 use caxton_ipc::toolhost::{
-    CallToolRequest, ChatMessage, ChatRequest, ToolSpec, ToolhostRequest, ToolhostResponse,
+    CallToolRequest, ChatBudget, ChatMessage, ChatProgress, ChatReply, ChatRequest, ToolSpec,
+    ToolhostRequest, ToolhostResponse,
 };
 use caxton_ipc::worker::WorkerJob;
 
@@ -28,6 +31,7 @@ pub fn run(job: &WorkerJob, emit: &mut dyn FnMut(&RunEvent) -> Result<(), FrameE
         Err(error) => RunEvent::Failed {
             run_id: job.run_id.clone(),
             error,
+            usage,
         },
     }
 }
@@ -96,10 +100,12 @@ fn run_inner(
         ChatMessage::System { content: system },
         ChatMessage::User { content: user },
     ];
+    let mut replay = job.replay.as_ref().map(|r| r.exchanges.iter());
 
     for turn in 1..=agent.limits.max_turns {
         usage.turns = turn;
         send(RunEvent::TurnStarted { turn })?;
+        check_budget(agent, usage, "LLM call")?;
         send(RunEvent::LlmCall {
             turn,
             provider: agent.llm.provider.clone(),
@@ -112,20 +118,46 @@ fn run_inner(
             fallback: agent.llm.fallback.clone(),
             model: agent.llm.model.clone(),
             temperature: agent.llm.temperature,
-            top_p: None,
-            seed: None,
+            top_p: agent.llm.top_p,
+            seed: agent.llm.seed,
             max_tokens: agent.llm.max_tokens,
-            stop: vec![],
-            tool_choice: Default::default(),
+            stop: agent.llm.stop.clone(),
+            tool_choice: agent.llm.tool_choice.for_turn(turn),
             messages: messages.clone(),
             tools: tools.clone(),
             timeout_ms: remaining_ms(),
-            stream: false,
+            stream: job.stream,
+            budget: ChatBudget {
+                tokens_left: agent
+                    .limits
+                    .max_tokens
+                    .map(|max| max.saturating_sub(usage.total_tokens())),
+                usd_left: agent.limits.max_cost_usd.map(|max| max - usage.cost_usd),
+            },
+        };
+        let reply = match replay.as_mut() {
+            Some(recorded) => replayed(recorded.next(), &chat, usage.llm_calls + 1)?,
+            None => toolhost.chat(chat.clone(), &mut |p| send(progress_event(p)))?,
         };
         usage.llm_calls += 1;
-        let reply = toolhost.chat(chat, &mut |_| Ok(()))?;
         usage.prompt_tokens += reply.prompt_tokens;
         usage.completion_tokens += reply.completion_tokens;
+        usage.cost_usd += reply.cost_usd;
+        send(RunEvent::LlmReply {
+            turn,
+            provider: reply.provider.clone(),
+            model: reply.model.clone(),
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+            cost_usd: reply.cost_usd,
+            tool_calls: reply.tool_calls.len() as u32,
+        })?;
+        if job.record {
+            send(RunEvent::LlmExchange(Box::new(Exchange {
+                request: RecordedRequest::of(&chat),
+                reply: reply.clone(),
+            })))?;
+        }
         if reply.tool_calls.is_empty() {
             return Ok(reply.content.unwrap_or_default());
         }
@@ -143,6 +175,7 @@ fn run_inner(
                     ),
                 ));
             }
+            check_budget(agent, usage, "tool call")?;
             usage.tool_calls += 1;
             send(RunEvent::ToolCall {
                 call_id: call.id.clone(),
@@ -203,6 +236,76 @@ fn run_inner(
             agent.name, agent.limits.max_turns, agent.source
         ),
     ))
+}
+
+/// Stops the run before `next` when a budget of `[limits]` is already spent.
+fn check_budget(agent: &AgentSpec, usage: &RunUsage, next: &str) -> Result<(), ErrorBody> {
+    let exceeded = |what: String| {
+        Err(ErrorBody::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "budget exceeded: {what}; stopped before the next {next} ([limits] in {})",
+                agent.source
+            ),
+        ))
+    };
+    if let Some(max) = agent.limits.max_tokens
+        && usage.total_tokens() >= max
+    {
+        return exceeded(format!(
+            "used {} of max_tokens = {max}",
+            usage.total_tokens()
+        ));
+    }
+    if let Some(max) = agent.limits.max_cost_usd
+        && usage.cost_usd >= max
+    {
+        return exceeded(format!(
+            "spent ${:.6} of max_cost_usd = {max}",
+            usage.cost_usd
+        ));
+    }
+    Ok(())
+}
+
+/// The run event for a chat's progress.
+fn progress_event(p: ChatProgress) -> RunEvent {
+    match p {
+        ChatProgress::Text { text } => RunEvent::Token { text },
+        ChatProgress::Retry {
+            provider,
+            attempt,
+            error,
+            wait_ms,
+        } => RunEvent::LlmRetry {
+            provider,
+            attempt,
+            error,
+            wait_ms,
+        },
+        ChatProgress::Fallback { from, to, error } => RunEvent::LlmFallback { from, to, error },
+    }
+}
+
+/// The recorded reply for LLM call number `n`, when the live request is the recorded one.
+fn replayed(
+    recorded: Option<&Exchange>,
+    live: &ChatRequest,
+    n: u32,
+) -> Result<ChatReply, ErrorBody> {
+    let diverged = |what: String| {
+        Err(ErrorBody::new(
+            ErrorKind::Replay,
+            format!("replay diverged at LLM call {n}: {what}"),
+        ))
+    };
+    let Some(exchange) = recorded else {
+        return diverged("the recording has no more LLM calls".into());
+    };
+    match exchange.request.difference(&RecordedRequest::of(live)) {
+        Some(difference) => diverged(difference),
+        None => Ok(exchange.reply.clone()),
+    }
 }
 
 fn unexpected(resp: &ToolhostResponse) -> ErrorBody {

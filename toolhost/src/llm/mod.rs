@@ -297,8 +297,9 @@ impl Providers {
                 (Some(m), 0) => m.as_str(),
                 _ => entry.default_model.as_str(),
             };
+            let budgeted = within_budget(req, &entry.policy, name)?;
             match self
-                .with_retries(name, entry, model, req, overall, progress)
+                .with_retries(name, entry, model, &budgeted, overall, progress)
                 .await
             {
                 Ok(c) => {
@@ -420,6 +421,86 @@ impl Providers {
 }
 
 /// Requests and attempts for the providers' unit tests.
+/// A conservative estimate of a request's prompt tokens, before the provider counts them: about
+/// three characters a token (English text runs nearer four), plus a few tokens per message.
+pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
+    use caxton_ipc::toolhost::ChatMessage;
+    let chars: usize = req
+        .messages
+        .iter()
+        .map(|m| match m {
+            ChatMessage::System { content } | ChatMessage::User { content } => content.len(),
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                content.as_deref().map_or(0, str::len)
+                    + tool_calls
+                        .iter()
+                        .map(|c| c.name.len() + c.arguments.len())
+                        .sum::<usize>()
+            }
+            ChatMessage::Tool { name, content, .. } => name.len() + content.len(),
+        })
+        .sum::<usize>()
+        + req
+            .tools
+            .iter()
+            .map(|t| t.name.len() + t.description.len() + t.input_schema.len())
+            .sum::<usize>();
+    (chars as u64).div_ceil(3) + 4 * req.messages.len() as u64
+}
+
+/// The request as this provider may run it within the run's budget: refused when the prompt
+/// alone would overspend, otherwise with its completion capped to what is left.
+fn within_budget<'r>(
+    req: &'r ChatRequest,
+    policy: &Policy,
+    provider: &str,
+) -> Result<std::borrow::Cow<'r, ChatRequest>, ErrorBody> {
+    let budget = &req.budget;
+    if budget.tokens_left.is_none() && budget.usd_left.is_none() {
+        return Ok(std::borrow::Cow::Borrowed(req));
+    }
+    let prompt = estimate_prompt_tokens(req);
+    let exceeded = |what: String| {
+        tracing::warn!(run_id = %req.run_id, agent = %req.agent, provider, "{what}");
+        ErrorBody::new(ErrorKind::LimitExceeded, format!("budget exceeded: {what}"))
+    };
+    let mut cap = req.max_tokens.map_or(u64::MAX, u64::from);
+    if let Some(left) = budget.tokens_left {
+        if prompt >= left {
+            return Err(exceeded(format!(
+                "the next LLM call's prompt (~{prompt} tokens) would pass max_tokens ({left} tokens left)"
+            )));
+        }
+        cap = cap.min(left - prompt);
+    }
+    if let Some(left) = budget.usd_left {
+        let prompt_cost = policy.cost(prompt, 0);
+        if prompt_cost >= left {
+            return Err(exceeded(format!(
+                "the next LLM call's prompt (~{prompt} tokens, ~${prompt_cost:.6} at `{provider}`'s prices) would pass max_cost_usd (${left:.6} left)"
+            )));
+        }
+        if policy.completion_usd_per_mtok > 0.0 {
+            let affordable =
+                ((left - prompt_cost) * 1_000_000.0 / policy.completion_usd_per_mtok).floor();
+            cap = cap.min(affordable as u64);
+        }
+    }
+    if cap == 0 {
+        return Err(exceeded(
+            "no completion token is affordable within the budget".into(),
+        ));
+    }
+    let mut capped = req.clone();
+    if cap != u64::MAX {
+        capped.max_tokens = Some(cap.min(u64::from(u32::MAX)) as u32);
+    }
+    Ok(std::borrow::Cow::Owned(capped))
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::time::{Duration, Instant};
@@ -454,6 +535,7 @@ pub(crate) mod test_support {
                 .collect(),
             timeout_ms: 10_000,
             stream: false,
+            budget: Default::default(),
         }
     }
 
@@ -503,6 +585,42 @@ mod tests {
             p.wait(1, Some(Duration::from_secs(60))),
             Duration::from_millis(300)
         );
+    }
+
+    #[test]
+    fn budgets_refuse_or_cap_before_the_call() {
+        use caxton_ipc::toolhost::{ChatBudget, ChatMessage};
+        let mut req = test_support::request(
+            vec![ChatMessage::User {
+                content: "x".repeat(300),
+            }],
+            &[],
+        );
+        let prompt = estimate_prompt_tokens(&req);
+        assert_eq!(prompt, 104);
+        req.budget = ChatBudget {
+            tokens_left: Some(100),
+            usd_left: None,
+        };
+        let e = within_budget(&req, &policy(), "p").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::LimitExceeded);
+        assert!(e.message.starts_with("budget exceeded:"), "{}", e.message);
+        req.budget.tokens_left = Some(150);
+        assert_eq!(
+            within_budget(&req, &policy(), "p").unwrap().max_tokens,
+            Some(46)
+        );
+        // $10 per million completion tokens: $0.0001 left after the prompt buys 10 tokens.
+        req.budget = ChatBudget {
+            tokens_left: None,
+            usd_left: Some(policy().cost(prompt, 0) + 0.0001),
+        };
+        assert_eq!(
+            within_budget(&req, &policy(), "p").unwrap().max_tokens,
+            Some(10)
+        );
+        req.budget.usd_left = Some(0.0001);
+        assert!(within_budget(&req, &policy(), "p").is_err());
     }
 
     #[test]

@@ -1,0 +1,294 @@
+//! `caxton agent run`: sends a run, shows its events as they come, and records or replays its LLM
+//! exchanges.
+//!
+//! On a terminal the answer's tokens are printed as they arrive (stdout), progress goes to stderr,
+//! and a summary line with the run's usage ends it. Piped, stdout gets only the final answer.
+//! `--json` prints every event as one JSON line instead.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use caxton_ipc::api::{ApiRequest, ApiResponse, RunEvent, RunRequest, RunUsage};
+use caxton_ipc::recording::{Exchange, RECORDING_VERSION, Recording};
+
+use crate::cli::{EXIT_OK, exit_for, unexpected};
+use crate::client::Client;
+
+/// How a run is shown and recorded.
+#[derive(Debug, Default)]
+pub struct RunDisplay<'a> {
+    /// One JSON event per line on stdout.
+    pub json: bool,
+    /// Write the run's LLM exchanges to this file.
+    pub record: Option<&'a Path>,
+}
+
+/// Reads a recording written by `--record`.
+pub fn read_recording(path: &Path) -> anyhow::Result<Recording> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the recording {}", path.display()))?;
+    let rec: Recording = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a Caxton recording", path.display()))?;
+    anyhow::ensure!(
+        rec.version == RECORDING_VERSION,
+        "{} is a version {} recording; this caxton reads version {RECORDING_VERSION}",
+        path.display(),
+        rec.version
+    );
+    Ok(rec)
+}
+
+/// Writes `rec` to `path` atomically (a temporary file renamed over it).
+pub fn write_recording(path: &Path, rec: &Recording) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp~");
+    let mut text = serde_json::to_string_pretty(rec)?;
+    text.push('\n');
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The events of one run, as a client collects them.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub events: Vec<RunEvent>,
+    pub exchanges: Vec<Exchange>,
+}
+
+impl Collected {
+    /// The terminal event, if the run got that far.
+    pub fn terminal(&self) -> Option<&RunEvent> {
+        self.events.last().filter(|e| e.is_terminal())
+    }
+
+    /// Names of the tools the run called, in order.
+    pub fn tool_calls(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::ToolCall { tool, .. } => Some(tool.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Sends `req` and reads its events until the terminal one, calling `each` on every event.
+/// An `Error` response (refused before the run started) is returned as `Err`.
+pub fn collect(
+    socket: &Path,
+    req: RunRequest,
+    each: &mut dyn FnMut(&ApiResponse) -> anyhow::Result<()>,
+) -> anyhow::Result<Result<Collected, caxton_ipc::api::ErrorBody>> {
+    let mut client = Client::connect(socket)?;
+    client.send(&ApiRequest::Run(req))?;
+    let mut out = Collected::default();
+    loop {
+        let resp = client.recv()?;
+        each(&resp)?;
+        match resp {
+            ApiResponse::Event(RunEvent::LlmExchange(x)) => out.exchanges.push(*x),
+            ApiResponse::Event(e) => {
+                let done = e.is_terminal();
+                out.events.push(e);
+                if done {
+                    return Ok(Ok(out));
+                }
+            }
+            ApiResponse::Error(e) => return Ok(Err(e)),
+            other => anyhow::bail!("unexpected response from the daemon: {other:?}"),
+        }
+    }
+}
+
+/// `caxton agent run`.
+pub fn run(socket: &Path, mut req: RunRequest, display: RunDisplay<'_>) -> anyhow::Result<u8> {
+    let stdout_tty = std::io::stdout().is_terminal();
+    req.stream = display.json || stdout_tty;
+    req.record = display.record.is_some();
+    let (agent, input) = (req.agent.clone(), req.input.clone());
+    let mut view = View {
+        tty: stdout_tty,
+        streamed: String::new(),
+    };
+    let collected = collect(socket, req, &mut |resp| {
+        if display.json {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&caxton_ipc::json::to_line(resp))?;
+            out.flush()?;
+        } else if let ApiResponse::Event(e) = resp {
+            view.show(e);
+        }
+        Ok(())
+    })?;
+    let collected = match collected {
+        Ok(c) => c,
+        Err(e) => {
+            if !display.json {
+                eprintln!("caxton: {}", e.message);
+            }
+            return Ok(exit_for(e.kind));
+        }
+    };
+    if let Some(path) = display.record {
+        let rec = Recording {
+            version: RECORDING_VERSION,
+            agent,
+            input,
+            exchanges: collected.exchanges.clone(),
+        };
+        write_recording(path, &rec)?;
+        eprintln!(
+            "recorded {} LLM exchanges to {}",
+            rec.exchanges.len(),
+            path.display()
+        );
+    }
+    match collected.terminal() {
+        Some(RunEvent::Failed { error, .. }) => Ok(exit_for(error.kind)),
+        Some(_) => Ok(EXIT_OK),
+        None => unexpected(ApiResponse::Error(caxton_ipc::api::ErrorBody::new(
+            caxton_ipc::api::ErrorKind::Internal,
+            "the run ended without a terminal event",
+        ))),
+    }
+}
+
+/// Human output of a run: tokens on stdout as they come (on a terminal), progress on stderr.
+struct View {
+    tty: bool,
+    /// Text streamed during the current LLM call.
+    streamed: String,
+}
+
+impl View {
+    fn show(&mut self, event: &RunEvent) {
+        let mut err = std::io::stderr().lock();
+        match event {
+            RunEvent::Started {
+                run_id,
+                agent,
+                worker_pid,
+            } => {
+                let _ = writeln!(err, "▶ {agent}: run {run_id} in worker pid {worker_pid}");
+            }
+            RunEvent::TurnStarted { .. } | RunEvent::LlmExchange(_) => {}
+            RunEvent::LlmCall {
+                turn,
+                provider,
+                model,
+            } => {
+                self.streamed.clear();
+                let model = model
+                    .as_ref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default();
+                let _ = writeln!(err, "  turn {turn}: asking {provider}{model}");
+            }
+            RunEvent::Token { text } => {
+                self.streamed.push_str(text);
+                if self.tty {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(text.as_bytes());
+                    let _ = out.flush();
+                }
+            }
+            RunEvent::LlmRetry {
+                provider,
+                attempt,
+                error,
+                wait_ms,
+            } => {
+                self.end_streamed_line();
+                let _ = writeln!(
+                    err,
+                    "  ↻ {provider} attempt {attempt} failed ({}); retrying in {wait_ms} ms",
+                    one_line(error, 200)
+                );
+            }
+            RunEvent::LlmFallback { from, to, error } => {
+                self.end_streamed_line();
+                let _ = writeln!(
+                    err,
+                    "  ⇢ {from} failed ({}); falling back to {to}",
+                    one_line(error, 200)
+                );
+            }
+            RunEvent::LlmReply { tool_calls, .. } => {
+                if *tool_calls > 0 {
+                    self.end_streamed_line();
+                }
+            }
+            RunEvent::ToolCall {
+                tool, arguments, ..
+            } => {
+                let _ = writeln!(err, "  tool {tool} {arguments}");
+            }
+            RunEvent::ToolResult {
+                ok,
+                output,
+                duration_us,
+                ..
+            } => {
+                let mark = if *ok { "→" } else { "✗" };
+                let _ = writeln!(
+                    err,
+                    "    {mark} {} ({:.1} ms)",
+                    one_line(output, 200),
+                    *duration_us as f64 / 1000.0
+                );
+            }
+            RunEvent::Finished { answer, usage, .. } => {
+                if self.tty && !self.streamed.is_empty() && self.streamed.trim() == answer.trim() {
+                    println!();
+                } else {
+                    self.end_streamed_line();
+                    println!("{answer}");
+                }
+                let _ = writeln!(err, "✓ done in {}", summary(usage));
+            }
+            RunEvent::Failed { error, usage, .. } => {
+                self.end_streamed_line();
+                let _ = writeln!(err, "✗ {}", error.message);
+                if usage.llm_calls > 0 || usage.tool_calls > 0 {
+                    let _ = writeln!(err, "  used {}", summary(usage));
+                }
+            }
+        }
+    }
+
+    /// Ends a line of streamed text that did not end the run (it preceded tool calls or a retry).
+    fn end_streamed_line(&mut self) {
+        if self.tty && !self.streamed.is_empty() && !self.streamed.ends_with('\n') {
+            println!();
+        }
+        self.streamed.clear();
+    }
+}
+
+/// `1234 ms: 2 turns, 2 LLM calls, 1 tool call, 63+5 tokens, $0.000120`.
+pub fn summary(u: &RunUsage) -> String {
+    let plural = |n: u32, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    let cost = if u.cost_usd > 0.0 {
+        format!(", ${:.6}", u.cost_usd)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} ms: {}, {}, {}, {}+{} tokens{cost}",
+        u.wall_ms,
+        plural(u.turns, "turn"),
+        plural(u.llm_calls, "LLM call"),
+        plural(u.tool_calls, "tool call"),
+        u.prompt_tokens,
+        u.completion_tokens
+    )
+}
+
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat = s.replace('\n', " ⏎ ");
+    match flat.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
+}
