@@ -519,3 +519,76 @@ fn a_failing_provider_falls_back_to_the_next() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_cost_budget_caps_the_completion_and_stops_before_the_call_it_cannot_pay() {
+    let llm = FakeLlm::start();
+    llm.push([
+        openai::tool_call(
+            "call_1",
+            "calculate",
+            r#"{"expression": "(2 + 3) * 7"}"#,
+            64,
+        ),
+        openai::text(ANSWER),
+    ]);
+    // $1000 per million tokens = $0.001 a token, so the budget of $0.20 buys ~200 tokens.
+    let priced = format!("{FAST}prompt_usd_per_mtok = 1000.0\ncompletion_usd_per_mtok = 1000.0\n");
+    let d = daemon(
+        "llm-budget",
+        &llm.provider_toml("primary", "openai", &priced),
+    );
+    let out = d.run("llm-budget", QUESTION).unwrap();
+    let error = out.failure().unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(error.kind, ErrorKind::LimitExceeded, "{error:?}");
+    assert!(
+        error.message.starts_with("budget exceeded:") && error.message.contains("max_cost_usd"),
+        "{}",
+        error.message
+    );
+    // One call was made and paid: the fake reports 50 prompt + 20 completion tokens, at $0.001.
+    let Some(RunEvent::Failed { usage, .. }) = out.events.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(usage.llm_calls, 1);
+    assert!((usage.cost_usd - 0.070).abs() < 1e-9, "{usage:?}");
+    assert!(usage.cost_usd <= 0.2);
+    let reqs = llm.requests();
+    assert_eq!(reqs.len(), 1, "the unaffordable call is never sent");
+    // The first call's completion was capped to what the budget had left after its prompt.
+    let cap = reqs[0].body["max_tokens"]
+        .as_u64()
+        .expect("a max_tokens cap");
+    assert!((1..200).contains(&cap), "{cap}");
+    // tool_choice naming a tool reaches the wire in OpenAI's shape.
+    assert_eq!(
+        reqs[0].body["tool_choice"],
+        json!({"type": "function", "function": {"name": "calculate"}})
+    );
+}
+
+#[test]
+fn a_cancelled_run_drops_its_http_request() {
+    let llm = FakeLlm::start();
+    llm.push([Reply::Hang]);
+    let slow = format!("{FAST}timeout = \"60s\"\n");
+    let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", &slow));
+    let mut c = d.connect().unwrap();
+    c.start_run("llm-calc", QUESTION).unwrap();
+    c.wait_for_llm_call().unwrap();
+    assert!(
+        llm.wait_for(Duration::from_secs(10), |l| l.requests().len() == 1),
+        "the request reached the server"
+    );
+    // The client goes away: the run is cancelled, its worker killed, and the toolhost drops the
+    // provider request instead of waiting out its 60 s attempt deadline.
+    drop(c);
+    assert!(
+        llm.wait_for(Duration::from_secs(10), |l| l.hangs_released() == 1),
+        "the server saw the request dropped"
+    );
+    assert!(
+        d.log_text()
+            .contains("chat cancelled: the worker went away")
+    );
+}
