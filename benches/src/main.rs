@@ -9,6 +9,7 @@
 //! in-process call, instantiation per call, cold compile, and idle memory per loaded tool.
 
 mod local_llm;
+mod providers;
 mod tools;
 
 use std::process::{Command, Stdio};
@@ -249,6 +250,11 @@ fn main() -> anyhow::Result<()> {
     // `caxton-benches local` runs only the embedded LLM section (in-process, no daemon).
     if std::env::args().nth(1).as_deref() == Some("local") {
         print!("{}", local_llm::report()?);
+        return Ok(());
+    }
+    // `caxton-benches providers` runs only the LLM provider overhead section.
+    if std::env::args().nth(1).as_deref() == Some("providers") {
+        print!("{}", providers::report()?);
         return Ok(());
     }
     // `caxton-benches tools` runs only the tool-call section (for quick experiments).
