@@ -474,6 +474,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_systemd_config_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/caxton.toml"));
+        let cfg = ServerConfig::load(path).unwrap();
+        assert_eq!(cfg.data_dir(), Path::new("/var/lib/caxton"));
+        assert_eq!(
+            cfg.models_dir().join(LOCAL_MODEL_FILE),
+            Path::new("/var/lib/caxton/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        );
+    }
+
+    #[test]
     fn durations_are_human() {
         let cfg: ServerConfig = toml_from_str("[workers]\ndefault_timeout = \"1m 30s\"\n").unwrap();
         assert_eq!(cfg.workers.default_timeout, Duration::from_secs(90));
