@@ -206,7 +206,18 @@ pub fn parse(
             ]
             .iter()
             .any(|k| message.starts_with(&format!("unknown field {k}")));
-            let hint = if grants_itself {
+            let provider_setting = [
+                "`api_key`",
+                "`api_key_env`",
+                "`base_url`",
+                "`key`",
+                "`headers`",
+            ]
+            .iter()
+            .any(|k| message.starts_with(&format!("unknown field {k}")));
+            let hint = if provider_setting {
+                Some("keys and endpoints never go in an agent file: configure the provider in caxton.toml [providers.<name>] (the key from `api_key_env`) and name it here with `provider = \"<name>\"`".to_string())
+            } else if grants_itself {
                 Some("an agent cannot grant tools anything: directories, HTTP origins, environment and secrets are granted by the operator in caxton.toml [tools.<package>]".to_string())
             } else if message.contains("unknown field") {
                 Some("check the spelling; the agent format is described in the README (\"Agent files\")".to_string())
@@ -589,11 +600,18 @@ mod tests {
                 input_schema: "{}".into(),
                 server: "calc".into(),
             }],
-            providers: vec![ProviderInfo {
-                name: "scripted".into(),
-                kind: "scripted".into(),
-                default_model: "m".into(),
-            }],
+            providers: vec![
+                ProviderInfo {
+                    name: "scripted".into(),
+                    kind: "scripted".into(),
+                    default_model: "m".into(),
+                },
+                ProviderInfo {
+                    name: "local".into(),
+                    kind: "local".into(),
+                    default_model: "smollm2".into(),
+                },
+            ],
         }
     }
 
@@ -608,12 +626,66 @@ mod tests {
     }
 
     #[test]
+    fn a_key_in_an_agent_file_is_refused_with_where_it_belongs() {
+        let errs = check(
+            "name = \"x\"\nsystem_prompt = \"s\"\n[llm]\nprovider = \"openai\"\napi_key = \"sk-1\"\n",
+        )
+        .unwrap_err();
+        assert!(errs[0].message.contains("api_key"), "{errs:?}");
+        assert!(
+            errs[0]
+                .hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("[providers.<name>]"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn tool_choice_and_budgets_are_checked() {
+        let errs = check(
+            "name = \"x\"\nsystem_prompt = \"s\"\ntools = [\"calculate\"]\n[llm]\ntool_choice = [\"calculate\", \"word_count\"]\ntop_p = 1.5\n[limits]\nmax_tokens = 0\nmax_cost_usd = -1.0\n",
+        )
+        .unwrap_err();
+        let all: Vec<_> = errs.iter().map(|d| d.message.as_str()).collect();
+        assert!(
+            all.iter()
+                .any(|m| m.contains("tool_choice names `word_count`")),
+            "{all:?}"
+        );
+        assert!(all.iter().any(|m| m.contains("top_p 1.5")), "{all:?}");
+        assert!(all.iter().any(|m| m.contains("max_tokens = 0")), "{all:?}");
+        assert!(
+            all.iter().any(|m| m.contains("max_cost_usd = -1")),
+            "{all:?}"
+        );
+        let a = check(
+            "name = \"x\"\nsystem_prompt = \"s\"\ntools = [\"calculate\"]\n[llm]\ntool_choice = [\"calculate\", \"none\"]\n",
+        )
+        .unwrap();
+        assert_eq!(a.llm.provider, "local");
+        assert_eq!(
+            a.llm.tool_choice.for_turn(1),
+            caxton_ipc::toolhost::ToolChoice::Tool("calculate".into())
+        );
+        assert_eq!(
+            a.llm.tool_choice.for_turn(2),
+            caxton_ipc::toolhost::ToolChoice::None
+        );
+        assert_eq!(
+            a.llm.tool_choice.for_turn(3),
+            caxton_ipc::toolhost::ToolChoice::Auto
+        );
+    }
+
+    #[test]
     fn a_good_agent_loads() {
         let a = check("name = \"calc\"\ntools = [\"calculate\"]\nsystem_prompt = \"You add.\"\n[parameters]\nunit = \"m\"\nn = 3\n").unwrap();
         assert_eq!(a.tools, vec!["calculate"]);
         assert_eq!(a.user_prompt_template, "{{request}}");
         assert_eq!(a.parameters["n"], "3");
-        assert_eq!(a.llm.provider, "scripted");
+        assert_eq!(a.llm.provider, "local", "the embedded model is the default");
     }
 
     #[test]
