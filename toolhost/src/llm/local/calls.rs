@@ -4,6 +4,68 @@
 use caxton_ipc::toolhost::ToolSpec;
 use serde_json::Value;
 
+/// How a forced call's arguments are generated. With required properties in the schema, only
+/// those are written, in order: each key is prefilled (with a string's opening quote) and the model
+/// writes just the value, which ends where the value ends. A small model left to write the whole
+/// object tends to copy the schema into it. Without required properties, the model writes the
+/// whole object, which ends at its closing brace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgsPlan {
+    /// (JSON-quoted key, the value is a string).
+    keys: Vec<(String, bool)>,
+}
+
+impl ArgsPlan {
+    pub fn from_schema(schema: &str) -> ArgsPlan {
+        let schema: Value = serde_json::from_str(schema).unwrap_or_default();
+        let properties = &schema["properties"];
+        let keys = schema["required"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|k| properties.get(*k).is_some())
+            .map(|k| {
+                let quoted = serde_json::to_string(k).unwrap_or_default();
+                (quoted, properties[k]["type"] == "string")
+            })
+            .collect();
+        ArgsPlan { keys }
+    }
+
+    /// The model writes the whole object (the schema names no required property).
+    pub fn is_free(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the `i`th value is a string.
+    pub fn is_string(&self, i: usize) -> bool {
+        self.keys[i].1
+    }
+
+    /// The text before the `i`th value: `{` or `, `, the key, and a string's opening quote.
+    pub fn before_value(&self, i: usize) -> String {
+        let (key, string) = &self.keys[i];
+        let lead = if i == 0 { "{" } else { ", " };
+        let quote = if *string { "\"" } else { "" };
+        format!("{lead}{key}: {quote}")
+    }
+
+    /// How the arguments start: before the first value, or the object's brace.
+    pub fn start(&self) -> String {
+        if self.is_free() {
+            "{".into()
+        } else {
+            self.before_value(0)
+        }
+    }
+}
+
 /// Parses a forced call's arguments (the object the generation closed) into compact JSON text.
 pub fn parse_arguments(tool: &str, text: &str) -> Result<String, String> {
     match serde_json::from_str::<Value>(text) {
@@ -106,6 +168,26 @@ mod tests {
             "35",
         ] {
             assert_eq!(parse_call_text(text, &tools()), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_plan_prefills_required_keys_in_order() {
+        let plan = ArgsPlan::from_schema(
+            r#"{"type":"object","properties":{"expression":{"type":"string"},"n":{"type":"integer"},"x":{}},"required":["expression","n","ghost"]}"#,
+        );
+        assert_eq!(plan.len(), 2);
+        assert_eq!(plan.start(), r#"{"expression": ""#);
+        assert!(plan.is_string(0) && !plan.is_string(1));
+        assert_eq!(plan.before_value(1), r#", "n": "#);
+        for free in [
+            r#"{"properties":{"n":{}}}"#,
+            r#"{"required":["ghost"]}"#,
+            "not json",
+        ] {
+            let plan = ArgsPlan::from_schema(free);
+            assert!(plan.is_free(), "{free}");
+            assert_eq!(plan.start(), "{");
         }
     }
 

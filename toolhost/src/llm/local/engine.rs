@@ -15,10 +15,10 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 use caxton_ipc::toolhost::{ChatMessage, ChatRequest, ToolCall, ToolChoice, ToolSpec};
 
-use super::calls::{excerpt, parse_arguments, parse_call_text};
+use super::calls::{ArgsPlan, excerpt, parse_arguments, parse_call_text};
 use super::requantize;
 use super::sampler::{Sampler, log_prob_of_any, log_sum_exp};
-use super::stream::{ObjectCloser, StopCutter, Utf8Joiner};
+use super::stream::{Step, StopCutter, Utf8Joiner, ValueEnd};
 use super::template::{self, IM_END, Piece, Prompt};
 use super::tokenizer::GgufTokenizer;
 use crate::llm::AttemptError;
@@ -185,9 +185,7 @@ impl Engine {
             .map_or(MAX_SEQ_LEN, |n| n as usize);
         let context = o
             .context_tokens
-            .min(trained_context)
-            .min(MAX_SEQ_LEN)
-            .max(16);
+            .clamp(16, trained_context.clamp(16, MAX_SEQ_LEN));
         let model = ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
             .map_err(|e| format!("cannot load {}: {e}", weights.display()))?;
         let report = LoadReport {
@@ -223,13 +221,16 @@ impl Engine {
             Mode::Choose => (&job.tools, template::CALL_NAME_PREFILL.into()),
             Mode::Call(tool) => (
                 std::slice::from_ref(*tool),
-                template::call_prefill(&tool.name, &tool.input_schema),
+                template::call_prefill(
+                    &tool.name,
+                    &ArgsPlan::from_schema(&tool.input_schema).start(),
+                ),
             ),
         };
         let prompt = template::render(&job.messages, described, &prefill);
         let tokens = self.fit(&prompt, job.max_tokens)?;
         let mut a = Answer {
-            max_new: job.max_tokens.min(self.context - tokens.len()),
+            budget: job.max_tokens,
             turn: Turn::new(&mut self.model, &job.limits, self.context),
             tok: &self.tok,
             end_ids: &self.end_ids,
@@ -242,16 +243,14 @@ impl Engine {
                 a.text(job, tools, stream)?
             }
             Mode::Call(tool) => {
-                let args =
-                    a.arguments(&tool.name, &template::arguments_prefix(&tool.input_schema))?;
+                let args = a.arguments(tool)?;
                 (None, vec![tool_call(job, &tool.name, args)])
             }
             Mode::Choose => {
                 let tool = a.choose_tool(&job.tools)?;
-                let rest = template::after_name(&tool.input_schema);
-                a.prefill(&format!("{}{rest}", tool.name))?;
-                let args =
-                    a.arguments(&tool.name, &template::arguments_prefix(&tool.input_schema))?;
+                let start = ArgsPlan::from_schema(&tool.input_schema).start();
+                a.prefill(&format!("{}{}", tool.name, template::after_name(&start)))?;
+                let args = a.arguments(tool)?;
                 (None, vec![tool_call(job, &tool.name, args)])
             }
         };
@@ -263,45 +262,24 @@ impl Engine {
         })
     }
 
-    /// The prompt's tokens, within the context minus room for the answer: the oldest turns after
-    /// the system turn are dropped first; if the last turn alone is still too long, the prompt
-    /// keeps its end (the answer header and prefill are there).
+    /// The prompt's tokens, within the context minus room for the answer (see [`fit_tokens`]).
     fn fit(&self, prompt: &Prompt, max_tokens: usize) -> Result<Vec<u32>, AttemptError> {
         let reserve = max_tokens.clamp(1, self.context / 2);
         let budget = self.context - reserve;
-        let system = self.encode(&prompt.system)?;
-        let answer = self.encode(&prompt.answer)?;
         let turns = prompt
             .turns
             .iter()
             .map(|t| self.encode(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let total = |first: usize| {
-            system.len() + answer.len() + turns[first..].iter().map(Vec::len).sum::<usize>()
-        };
-        let mut first = 0;
-        while first + 1 < turns.len() && total(first) > budget {
-            first += 1;
-        }
-        if first > 0 {
+        let system = self.encode(&prompt.system)?;
+        let answer = self.encode(&prompt.answer)?;
+        let (tokens, dropped) = fit_tokens(system, turns, answer, budget);
+        if dropped > 0 {
             tracing::warn!(
-                dropped_messages = first,
+                dropped_messages = dropped,
                 context = self.context,
                 "local model: the conversation does not fit the context; dropped its oldest messages"
             );
-        }
-        let mut tokens: Vec<u32> = system
-            .into_iter()
-            .chain(turns[first..].iter().flatten().copied())
-            .chain(answer)
-            .collect();
-        if tokens.len() > budget {
-            tracing::warn!(
-                prompt_tokens = tokens.len(),
-                budget,
-                "local model: the prompt is too long even with only its last message; keeping its end"
-            );
-            tokens.drain(..tokens.len() - budget);
         }
         Ok(tokens)
     }
@@ -319,10 +297,6 @@ impl Engine {
             }
         }
         Ok(ids)
-    }
-
-    pub fn tokenizer(&self) -> &GgufTokenizer {
-        &self.tok
     }
 
     /// Times `prompt` (special tokens allowed) through the model, then `new_tokens` greedy tokens,
@@ -370,6 +344,39 @@ pub fn compute_threads() -> usize {
         .and_then(|s| s.parse::<usize>().ok())
         .filter(|n| *n > 0)
         .unwrap_or_else(candle_core::utils::get_num_threads)
+}
+
+/// Joins the system turn, the turns and the answer start within `budget` tokens: the oldest turns
+/// are dropped first (the last one always stays); if that is not enough, the result keeps its end,
+/// where the last message, the answer header and any prefill are. Returns the tokens and how many
+/// turns were dropped.
+fn fit_tokens(
+    system: Vec<u32>,
+    turns: Vec<Vec<u32>>,
+    answer: Vec<u32>,
+    budget: usize,
+) -> (Vec<u32>, usize) {
+    let total = |first: usize| {
+        system.len() + answer.len() + turns[first..].iter().map(Vec::len).sum::<usize>()
+    };
+    let mut first = 0;
+    while first + 1 < turns.len() && total(first) > budget {
+        first += 1;
+    }
+    let mut tokens: Vec<u32> = system
+        .into_iter()
+        .chain(turns[first..].iter().flatten().copied())
+        .chain(answer)
+        .collect();
+    if tokens.len() > budget {
+        tracing::warn!(
+            prompt_tokens = tokens.len(),
+            budget,
+            "local model: the prompt is too long even with only its last message; keeping its end"
+        );
+        tokens.drain(..tokens.len() - budget);
+    }
+    (tokens, first)
 }
 
 fn open_gguf(path: &Path) -> Result<(Content, BufReader<File>), String> {
@@ -539,17 +546,21 @@ struct Answer<'a> {
     tok: &'a GgufTokenizer,
     end_ids: &'a [u32],
     sampler: Sampler,
-    /// Tokens the answer may still sample.
-    max_new: usize,
+    /// Tokens the answer may sample in all (`max_tokens`).
+    budget: usize,
 }
 
 impl Answer<'_> {
+    /// Tokens the answer may still sample.
+    fn remaining(&self) -> usize {
+        self.budget
+            .saturating_sub(self.turn.completion_tokens as usize)
+    }
+
     /// Feeds text the answer continues with (a prefill), as prompt tokens.
     fn prefill(&mut self, text: &str) -> Result<(), AttemptError> {
         let ids = self.tok.encode(text).map_err(AttemptError::Fatal)?;
-        self.turn.feed_prompt(&ids)?;
-        self.max_new = self.max_new.min(self.turn.context - self.turn.pos);
-        Ok(())
+        self.turn.feed_prompt(&ids)
     }
 
     /// Free text, cut at stop sequences and streamed as it becomes final. Under `auto` with
@@ -564,9 +575,9 @@ impl Answer<'_> {
         let mut joiner = Utf8Joiner::default();
         let mut cutter = StopCutter::new(&job.stop);
         let mut out = TextOut::new(stream, !tools.is_empty());
-        let tok = self.tok;
+        let (tok, remaining) = (self.tok, self.remaining());
         self.turn
-            .generate(&mut self.sampler, self.max_new, self.end_ids, |id| {
+            .generate(&mut self.sampler, remaining, self.end_ids, |id| {
                 let cut = cutter.push(&joiner.push(tok.token_bytes(id)));
                 out.send(cut.release);
                 if cut.stopped {
@@ -586,38 +597,81 @@ impl Answer<'_> {
         Ok((Some(text), Vec::new()))
     }
 
-    /// Generates the rest of a prefilled call's arguments object — `prefix` is its start, already
-    /// in the prompt — until its closing brace, and checks that it is a JSON object.
-    fn arguments(&mut self, tool: &str, prefix: &str) -> Result<String, AttemptError> {
-        let mut text = prefix.as_bytes().to_vec();
-        let mut closer = ObjectCloser::new();
-        for &b in &text {
-            closer.push(b);
+    /// Generates a call's arguments, as [`ArgsPlan`] says: the required values one by one after
+    /// their prefilled keys, or the whole object. The prompt already ends with the plan's start.
+    fn arguments(&mut self, tool: &ToolSpec) -> Result<String, AttemptError> {
+        let plan = ArgsPlan::from_schema(&tool.input_schema);
+        let mut text = plan.start();
+        if plan.is_free() {
+            let mut end = ValueEnd::new();
+            end.push(b'{');
+            let (rest, _) = self.value(&tool.name, end, &text)?;
+            text.push_str(&rest);
+            return parse_arguments(&tool.name, &text).map_err(AttemptError::Fatal);
         }
-        let tok = self.tok;
+        // Text of the last value the model has not been fed (its last token, cut where the value
+        // ended): the next prefill starts with it.
+        let mut unfed = String::new();
+        for i in 0..plan.len() {
+            if i > 0 {
+                let before = plan.before_value(i);
+                self.prefill(&format!("{unfed}{before}"))?;
+                text.push_str(&before);
+            }
+            let end = if plan.is_string(i) {
+                ValueEnd::in_string()
+            } else {
+                ValueEnd::new()
+            };
+            let (value, tail) = self.value(&tool.name, end, &text)?;
+            text.push_str(&value);
+            unfed = tail;
+        }
+        text.push('}');
+        parse_arguments(&tool.name, &text).map_err(AttemptError::Fatal)
+    }
+
+    /// Samples one JSON value from the state `end` starts in, until it ends. Returns the value's
+    /// text and the part of it from its last token, which was not fed to the model. (Should that
+    /// token begin inside a UTF-8 character, the tail is lossy; values rarely end that way.)
+    fn value(
+        &mut self,
+        tool: &str,
+        mut end: ValueEnd,
+        before: &str,
+    ) -> Result<(String, String), AttemptError> {
+        let mut value = Vec::new();
+        let mut last_token_at = 0;
+        let (tok, remaining) = (self.tok, self.remaining());
         let ended = self
             .turn
-            .generate(&mut self.sampler, self.max_new, self.end_ids, |id| {
+            .generate(&mut self.sampler, remaining, self.end_ids, |id| {
+                last_token_at = value.len();
                 for &b in tok.token_bytes(id) {
-                    text.push(b);
-                    if closer.push(b) {
-                        return Flow::Stop;
+                    match end.push(b) {
+                        Step::Inside => value.push(b),
+                        Step::EndsWith => {
+                            value.push(b);
+                            return Flow::Stop;
+                        }
+                        Step::EndsBefore => return Flow::Stop,
                     }
                 }
                 Flow::Continue
             })?;
-        let text = String::from_utf8_lossy(&text);
+        let text = String::from_utf8_lossy(&value).into_owned();
         if ended != Ended::Stopped {
             let why = match ended {
                 Ended::EndOfTurn => "it ended its turn".to_string(),
-                _ => format!("{} tokens", self.max_new),
+                _ => format!("{} tokens", self.budget),
             };
             return Err(AttemptError::Fatal(format!(
                 "the local model did not finish the arguments of `{tool}` ({why}): {}",
-                excerpt(&text)
+                excerpt(&format!("{before}{text}"))
             )));
         }
-        parse_arguments(tool, &text).map_err(AttemptError::Fatal)
+        let tail = String::from_utf8_lossy(&value[last_token_at..]).into_owned();
+        Ok((text, tail))
     }
 
     /// Picks one of `tools` after the prompt's `{"name": "`: the name the model is most likely to
@@ -700,6 +754,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fitting_drops_the_oldest_turns_then_keeps_the_end() {
+        let sys = vec![1, 1];
+        let turns = vec![vec![2; 3], vec![3; 3], vec![4; 3]];
+        let answer = vec![9];
+        // Everything fits.
+        let (t, dropped) = fit_tokens(sys.clone(), turns.clone(), answer.clone(), 12);
+        assert_eq!((t.len(), dropped), (12, 0));
+        // The oldest turn goes.
+        let (t, dropped) = fit_tokens(sys.clone(), turns.clone(), answer.clone(), 11);
+        assert_eq!(t, vec![1, 1, 3, 3, 3, 4, 4, 4, 9]);
+        assert_eq!(dropped, 1);
+        // Only the last turn left, still too long: the end stays.
+        let (t, dropped) = fit_tokens(sys, turns, answer, 4);
+        assert_eq!(t, vec![4, 4, 4, 9]);
+        assert_eq!(dropped, 2);
+    }
+
+    #[test]
     fn text_that_may_be_a_call_is_held_back() {
         let seen = RefCell::new(Vec::new());
         let sink = |t: String| seen.borrow_mut().push(t);
@@ -721,40 +793,5 @@ mod tests {
         let mut out = TextOut::new(&sink, false);
         out.send("{".into());
         assert_eq!(*seen.borrow(), vec!["{"]);
-    }
-}
-
-#[cfg(test)]
-impl Engine {
-    /// EXPERIMENT: greedy continuation of a raw prompt (specials allowed).
-    pub fn raw_greedy(&mut self, prompt: &str, max: usize) -> String {
-        let tokens = self.tok.encode_with_special(prompt).unwrap();
-        let limits = Limits {
-            deadline: Instant::now() + Duration::from_secs(3600),
-            cancel: Arc::default(),
-        };
-        let mut turn = Turn::new(&mut self.model, &limits, self.context);
-        turn.feed_prompt(&tokens).unwrap();
-        let mut out = Vec::new();
-        let tok = &self.tok;
-        if std::env::var("EXP_FIRST_QUOTE").is_ok() {
-            let mut best = (f32::NEG_INFINITY, 0u32);
-            for id in 0..tok.vocab_size() as u32 {
-                let b = tok.token_bytes(id);
-                if b.starts_with(b"\"") || b.starts_with(b" \"") {
-                    if turn.logits[id as usize] > best.0 {
-                        best = (turn.logits[id as usize], id);
-                    }
-                }
-            }
-            out.extend_from_slice(tok.token_bytes(best.1));
-            turn.forward(&[best.1]).unwrap();
-        }
-        turn.generate(&mut Sampler::Greedy, max, &self.end_ids, |id| {
-            out.extend_from_slice(tok.token_bytes(id));
-            Flow::Continue
-        })
-        .unwrap();
-        String::from_utf8_lossy(&out).into_owned()
     }
 }

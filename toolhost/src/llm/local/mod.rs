@@ -40,7 +40,8 @@ pub use self::engine::{LoadReport, Throughput, compute_threads};
 pub struct LocalProvider {
     /// The model name reported (and the one requests may name).
     name: String,
-    /// Other names a request may use for this model: the file's name and stem.
+    /// Other names a request may use for this model: the file's name, its stem, and the stem
+    /// without the quantization suffix (`SmolLM2-135M-Instruct`).
     aliases: Vec<String>,
     slot: Arc<Mutex<Slot>>,
     calls: AtomicU64,
@@ -71,7 +72,8 @@ impl LocalProvider {
         }
         let stem = file_part(&path, Path::file_stem);
         let name = cfg.model.clone().unwrap_or_else(|| stem.to_lowercase());
-        let aliases = vec![stem, file_part(&path, Path::file_name)];
+        let base = stem.split('.').next().unwrap_or_default().to_string();
+        let aliases = vec![base, stem, file_part(&path, Path::file_name)];
         LocalProvider {
             name,
             aliases,
@@ -118,7 +120,6 @@ impl LocalProvider {
         let out: Output = task.await.map_err(|e| {
             AttemptError::Fatal(format!("the local model's generation thread failed: {e}"))
         })??;
-        drop(cancel);
         Ok(Completion {
             content: out.content,
             tool_calls: out.tool_calls,

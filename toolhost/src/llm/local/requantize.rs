@@ -144,12 +144,13 @@ fn convert_tensors<R: Read + Seek>(
         .collect()
 }
 
-/// The source's metadata, sorted, with the file type updated and the source key added.
+/// The source's metadata, sorted, with the file type updated and the source key added. An
+/// alignment key is dropped: candle's writer always aligns to 32 bytes, the readers' default.
 fn converted_metadata(content: &Content, key: &SourceKey) -> Vec<(String, Value)> {
     let mut md: Vec<(String, Value)> = content
         .metadata
         .iter()
-        .filter(|(k, _)| !k.starts_with("caxton.requantized."))
+        .filter(|(k, _)| !k.starts_with("caxton.requantized.") && *k != "general.alignment")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (k, v) in &mut md {

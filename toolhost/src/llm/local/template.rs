@@ -9,9 +9,10 @@
 //! <|im_start|>assistant
 //! ```
 //!
-//! Tool traffic has no ChatML role the model knows, so it is rendered as text it can read: an
-//! earlier call as the JSON object the assistant would write, a tool result as a user turn naming
-//! the tool. Offered tools are described in the system turn with their JSON schemas.
+//! Tool traffic is rendered as text the model can read: an earlier call as the JSON object the
+//! assistant would write, a tool result as a `tool` turn naming the tool. (Tried on SmolLM2-135M:
+//! after a result rendered as a `user` turn it tends to repeat the call; after a `tool` turn it
+//! answers.) Offered tools are described in the system turn with their JSON schemas.
 
 use caxton_ipc::toolhost::{ChatMessage, ToolCall, ToolSpec};
 
@@ -119,7 +120,7 @@ fn render_message(m: &ChatMessage) -> Vec<Piece> {
             } else {
                 format!("The tool `{name}` returned:\n{content}")
             };
-            turn("user", text)
+            turn("tool", text)
         }
     }
 }
@@ -133,44 +134,19 @@ pub fn call_json(call: &ToolCall) -> String {
     )
 }
 
-/// The start of a call to `name`, up to and including the start of its arguments
-/// ([`arguments_prefix`]).
-pub fn call_prefill(name: &str, schema: &str) -> String {
+/// The start of a call to `name`, up to and including `args_start`, the start of its arguments
+/// (see `calls::ArgsPlan`).
+pub fn call_prefill(name: &str, args_start: &str) -> String {
     let name = serde_json::to_string(name).unwrap_or_default();
-    format!(
-        "{{\"name\": {name}, \"arguments\": {}",
-        arguments_prefix(schema)
-    )
+    format!("{{\"name\": {name}, \"arguments\": {args_start}")
 }
 
 /// The start of a call whose tool name the model chooses next.
 pub const CALL_NAME_PREFILL: &str = "{\"name\": \"";
 
-/// The text after a chosen name, up to and including the start of its arguments.
-pub fn after_name(schema: &str) -> String {
-    format!("\", \"arguments\": {}", arguments_prefix(schema))
-}
-
-/// The start of the arguments object: `{`, then the first required property's key (and the
-/// opening quote of its value when the schema says it is a string). A small model shown a schema
-/// tends to write the schema back; starting the first value steers it into writing arguments.
-pub fn arguments_prefix(schema: &str) -> String {
-    let schema: serde_json::Value = serde_json::from_str(schema).unwrap_or_default();
-    let first = schema["required"]
-        .as_array()
-        .and_then(|r| r.first())
-        .and_then(|k| k.as_str())
-        .filter(|k| schema["properties"].get(*k).is_some());
-    let Some(key) = first else {
-        return "{".into();
-    };
-    let quoted = serde_json::to_string(key).unwrap_or_default();
-    let opening = if schema["properties"][key]["type"] == "string" {
-        "\""
-    } else {
-        ""
-    };
-    format!("{{{quoted}: {opening}")
+/// The text after a chosen name, up to and including `args_start`.
+pub fn after_name(args_start: &str) -> String {
+    format!("\", \"arguments\": {args_start}")
 }
 
 /// The tools section of the system turn: each tool with its schema, and the call format.
@@ -254,11 +230,7 @@ mod tests {
                 is_error: false,
             },
         ];
-        let p = render(
-            &messages,
-            &[calc()],
-            &call_prefill("calculate", &calc().input_schema),
-        );
+        let p = render(&messages, &[calc()], &call_prefill("calculate", "{"));
         let expected = "<|im_start|>system\nYou are a calculator.\n\nYou can call these tools:\n\
              - calculate: Evaluates an arithmetic expression. Arguments (JSON schema): \
              {\"properties\":{\"expression\":{\"type\":\"string\"}},\"type\":\"object\"}\n\
@@ -266,7 +238,7 @@ mod tests {
              {\"name\": \"<tool name>\", \"arguments\": {<arguments>}}<|im_end|>\n\
              <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
              <|im_start|>assistant\n{\"name\": \"calculate\", \"arguments\": {\"expression\": \"2+2\"}}<|im_end|>\n\
-             <|im_start|>user\nThe tool `calculate` returned:\n4<|im_end|>\n\
+             <|im_start|>tool\nThe tool `calculate` returned:\n4<|im_end|>\n\
              <|im_start|>assistant\n{\"name\": \"calculate\", \"arguments\": {";
         assert_eq!(p.text(), expected);
         assert_eq!(p.turns.len(), 3);
@@ -282,17 +254,5 @@ mod tests {
             "",
         );
         assert_eq!(p.turns[0][1], Piece::Text("user\n<|im_end|>".into()));
-    }
-
-    #[test]
-    fn arguments_start_with_the_first_required_key() {
-        let schema = r#"{"type":"object","properties":{"expression":{"type":"string"},"n":{"type":"integer"}},"required":["expression"]}"#;
-        assert_eq!(arguments_prefix(schema), r#"{"expression": ""#);
-        let schema = r#"{"properties":{"n":{"type":"integer"}},"required":["n"]}"#;
-        assert_eq!(arguments_prefix(schema), r#"{"n": "#);
-        assert_eq!(arguments_prefix(r#"{"properties":{"n":{}}}"#), "{");
-        assert_eq!(arguments_prefix(r#"{"required":["ghost"]}"#), "{");
-        assert_eq!(arguments_prefix("not json"), "{");
-        assert_eq!(after_name(schema), r#"", "arguments": {"n": "#);
     }
 }

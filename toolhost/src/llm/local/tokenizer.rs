@@ -151,7 +151,7 @@ impl GgufTokenizer {
         self.bytes.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
-    /// Decodes tokens to text, replacing invalid UTF-8 (for excerpts and tests).
+    /// Decodes tokens to text, replacing invalid UTF-8 (diagnostics and tests).
     pub fn decode(&self, ids: &[u32]) -> String {
         let bytes: Vec<u8> = ids
             .iter()
@@ -167,10 +167,6 @@ impl GgufTokenizer {
     /// Tokens that start with a double quote (see [`Self::quote_ids`]'s field).
     pub fn quote_ids(&self) -> &[u32] {
         &self.quote_ids
-    }
-
-    pub fn vocab_size(&self) -> usize {
-        self.bytes.len()
     }
 }
 
