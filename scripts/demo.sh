@@ -23,8 +23,8 @@ done
 
 echo; echo '$ caxton agent list'
 "$bin/caxton" agent list
-echo; echo '$ caxton agent run calculator --input "What is (2 + 3) * 7?"'
-"$bin/caxton" agent run calculator --input "What is (2 + 3) * 7?"
+echo; echo '$ caxton agent run calculator --input "What is 12 * 7 + 3?"'
+"$bin/caxton" agent run calculator --input "What is 12 * 7 + 3?"
 echo; echo '$ caxton agent run text-stats --input "the quick brown fox"'
 "$bin/caxton" agent run text-stats --input "the quick brown fox"
 echo; echo '$ caxton status'

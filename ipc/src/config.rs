@@ -475,7 +475,10 @@ mod tests {
 
     #[test]
     fn the_shipped_systemd_config_is_valid() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/caxton.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../systemd/caxton.toml"
+        ));
         let cfg = ServerConfig::load(path).unwrap();
         assert_eq!(cfg.data_dir(), Path::new("/var/lib/caxton"));
         assert_eq!(

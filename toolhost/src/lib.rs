@@ -99,6 +99,7 @@ fn run() -> anyhow::Result<()> {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),
     };
+    apply_local_threads(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,6 +120,29 @@ fn run() -> anyhow::Result<()> {
             Command::Serve { socket } => server::serve(host, &socket).await,
         }
     })
+}
+
+/// Candle sizes its compute pool once, from `CANDLE_NUM_THREADS`: a `threads` setting of a `local`
+/// provider is applied by setting it here, before any thread exists (the largest one wins when
+/// several local providers disagree, since they share the pool). An explicit environment value wins.
+fn apply_local_threads(config: &ServerConfig) {
+    use caxton_ipc::config::ProviderConfig;
+    if std::env::var_os("CANDLE_NUM_THREADS").is_some() {
+        return;
+    }
+    let threads = config
+        .providers()
+        .values()
+        .filter_map(|p| match p {
+            ProviderConfig::Local(c) => c.threads,
+            _ => None,
+        })
+        .max();
+    if let Some(n) = threads {
+        // SAFETY: called from `run` before the tokio runtime or any other thread is started, so
+        // nothing can read the environment concurrently.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", n.to_string()) };
+    }
 }
 
 fn init_tracing() {

@@ -66,8 +66,8 @@ impl LocalProvider {
             tracing::warn!(
                 configured = threads,
                 effective = compute_threads(),
-                "local provider: `threads` cannot be applied in-process; candle sizes its pool from \
-                 CANDLE_NUM_THREADS in the toolhost's environment"
+                "local provider: candle's pool has another size (CANDLE_NUM_THREADS in the \
+                 toolhost's environment wins, and providers sharing the pool take the largest)"
             );
         }
         let stem = file_part(&path, Path::file_stem);
