@@ -293,3 +293,69 @@ fn a_worker_never_holds_a_provider_key() {
     assert!(!format!("{out:?}").contains(KEY));
     assert!(!d.log_text().contains(KEY));
 }
+
+#[test]
+fn the_embedded_model_runs_the_calculator_end_to_end() {
+    let model = caxton_ipc::config::ServerConfig::default()
+        .models_dir()
+        .join(caxton_ipc::config::LOCAL_MODEL_FILE);
+    if !model.is_file() {
+        eprintln!(
+            "SKIPPED: model not installed at {}, run scripts/setup.sh",
+            model.display()
+        );
+        return;
+    }
+    let d = Daemon::start(Options {
+        local_model: true,
+        ..options(&["agents/calculator.toml"])
+    })
+    .unwrap();
+    let mut req = RunRequest::new("calculator", "What is 12 * 7 + 3?");
+    req.stream = true;
+    let out = d.run_req(req).unwrap();
+    let answer = out.answer().unwrap_or_else(|| panic!("{out:?}"));
+    // Turn 1 is forced to call `calculate` with JSON arguments for its schema; turn 2 answers.
+    let call = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::ToolCall {
+                tool, arguments, ..
+            } => Some((tool.clone(), arguments.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(call.0, "calculate");
+    let args: serde_json::Value = serde_json::from_str(&call.1).unwrap();
+    assert!(args["expression"].is_string(), "{args}");
+    let streamed: String = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Token { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed.trim(), answer.trim(), "the answer was streamed");
+    let RunEvent::Finished { usage, .. } = out.events.last().unwrap() else {
+        panic!("{out:?}")
+    };
+    assert_eq!((usage.llm_calls, usage.tool_calls), (2, 1));
+    assert!(
+        usage.prompt_tokens > 50 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
+    let replies: Vec<_> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::LlmReply {
+                provider, model, ..
+            } => Some((provider.clone(), model.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies[0].0, "local");
+    assert!(replies[0].1.contains("smollm2"), "{replies:?}");
+}
