@@ -156,9 +156,11 @@ fn message(m: &ChatMessage) -> Value {
             content,
             tool_calls,
         } => {
+            // Always a string: OpenAI accepts "" beside tool calls, and some compatible servers
+            // (llama-cpp-python's) reject `null` or a missing content.
             let mut v = json!({
                 "role": "assistant",
-                "content": content.as_deref().filter(|c| !c.is_empty()),
+                "content": content.as_deref().unwrap_or(""),
             });
             if !tool_calls.is_empty() {
                 v["tool_calls"] = tool_calls.iter().map(tool_call).collect();
@@ -533,7 +535,7 @@ mod tests {
                 "messages": [
                     {"role": "system", "content": "be brief"},
                     {"role": "user", "content": "2+2?"},
-                    {"role": "assistant", "content": null, "tool_calls": [
+                    {"role": "assistant", "content": "", "tool_calls": [
                         {"id": "call_1", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\":\"2+2\"}"}},
                     ]},
                     {"role": "tool", "tool_call_id": "call_1", "content": "error: division by zero"},
