@@ -58,6 +58,30 @@ fn streamed_tokens_add_up_to_the_answer_and_usage_is_reported() {
     assert_eq!(usage.prompt_tokens, replies[0].2 + replies[1].2);
     assert!(usage.completion_tokens > 0);
 
+    // `caxton agent run --json`: one event per line, tokens included, usage in the last.
+    let cli = d.cli(&[
+        "agent",
+        "run",
+        "calculator",
+        "--input",
+        "What is (2 + 3) * 7?",
+        "--json",
+    ]);
+    assert!(cli.status.success(), "{cli:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&cli.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"]["token"]["text"].is_string()),
+        "{lines:?}"
+    );
+    let last = &lines.last().unwrap()["event"]["finished"];
+    assert_eq!(last["answer"], "The result is 35.");
+    assert_eq!(last["usage"]["llm_calls"], 2);
+
     // Without `stream`, no token events.
     let out = d.run("calculator", "What is 6 * 7?").unwrap();
     assert_eq!(out.answer(), Some("The result is 42."));
@@ -69,16 +93,16 @@ fn streamed_tokens_add_up_to_the_answer_and_usage_is_reported() {
 
     // `caxton status` has the totals and the recent runs with their usage.
     let status: StatusReport = d.status().unwrap();
-    assert_eq!(status.counters.llm_calls, 4);
-    assert_eq!(status.counters.tool_calls, 2);
+    assert_eq!(status.counters.llm_calls, 6);
+    assert_eq!(status.counters.tool_calls, 3);
     assert!(status.counters.prompt_tokens >= usage.prompt_tokens);
-    assert_eq!(status.recent_runs.len(), 2);
+    assert_eq!(status.recent_runs.len(), 3);
     assert_eq!(status.recent_runs[0].outcome, "finished");
     assert_eq!(status.recent_runs[0].usage.llm_calls, 2);
     let text = d.cli(&["status"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("usage:    4 LLM calls, 2 tool calls"),
+        text.contains("usage:    6 LLM calls, 3 tool calls"),
         "{text}"
     );
     assert!(text.contains("recent runs"), "{text}");
