@@ -13,7 +13,7 @@
 use std::time::{Duration, SystemTime};
 
 use caxton_ipc::config::HttpProviderConfig;
-use caxton_ipc::toolhost::{ChatMessage, ChatRequest, ToolCall, ToolSpec};
+use caxton_ipc::toolhost::{ChatRequest, ToolCall, ToolSpec};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
@@ -118,7 +118,7 @@ impl Draft {
                 .unwrap_or_else(|| a.model.to_string()),
             prompt_tokens: self
                 .prompt_tokens
-                .unwrap_or_else(|| estimate_tokens(prompt_chars(a.req))),
+                .unwrap_or_else(|| estimate_tokens(super::prompt_chars(a.req))),
             completion_tokens: self
                 .completion_tokens
                 .unwrap_or_else(|| estimate_tokens(completion_chars)),
@@ -129,34 +129,6 @@ impl Draft {
 /// One token per four characters, rounded up: the usual rule of thumb for English text.
 fn estimate_tokens(chars: usize) -> u64 {
     chars.div_ceil(4) as u64
-}
-
-/// Characters of everything the request sends as prompt.
-fn prompt_chars(req: &ChatRequest) -> usize {
-    let messages: usize = req
-        .messages
-        .iter()
-        .map(|m| match m {
-            ChatMessage::System { content } | ChatMessage::User { content } => content.len(),
-            ChatMessage::Assistant {
-                content,
-                tool_calls,
-            } => {
-                content.as_ref().map_or(0, String::len)
-                    + tool_calls
-                        .iter()
-                        .map(|c| c.name.len() + c.arguments.len())
-                        .sum::<usize>()
-            }
-            ChatMessage::Tool { content, .. } => content.len(),
-        })
-        .sum();
-    let tools: usize = req
-        .tools
-        .iter()
-        .map(|t| t.name.len() + t.description.len() + t.input_schema.len())
-        .sum();
-    messages + tools
 }
 
 /// One configured HTTP provider of wire format `W`.

@@ -424,8 +424,14 @@ impl Providers {
 /// A conservative estimate of a request's prompt tokens, before the provider counts them: about
 /// three characters a token (English text runs nearer four), plus a few tokens per message.
 pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
+    (prompt_chars(req) as u64).div_ceil(3) + 4 * req.messages.len() as u64
+}
+
+/// Characters of everything a request sends as prompt: the messages (with tool calls and results)
+/// and the offered tools' names, descriptions and schemas.
+pub(crate) fn prompt_chars(req: &ChatRequest) -> usize {
     use caxton_ipc::toolhost::ChatMessage;
-    let chars: usize = req
+    let messages: usize = req
         .messages
         .iter()
         .map(|m| match m {
@@ -442,13 +448,13 @@ pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
             }
             ChatMessage::Tool { name, content, .. } => name.len() + content.len(),
         })
-        .sum::<usize>()
-        + req
-            .tools
-            .iter()
-            .map(|t| t.name.len() + t.description.len() + t.input_schema.len())
-            .sum::<usize>();
-    (chars as u64).div_ceil(3) + 4 * req.messages.len() as u64
+        .sum();
+    let tools: usize = req
+        .tools
+        .iter()
+        .map(|t| t.name.len() + t.description.len() + t.input_schema.len())
+        .sum();
+    messages + tools
 }
 
 /// The request as this provider may run it within the run's budget: refused when the prompt
