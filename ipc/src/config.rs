@@ -59,6 +59,7 @@ pub struct ServerConfig {
     /// What the operator grants each tool package (`[tools.<name>]`); everything a tool's
     /// manifest requests is denied unless granted here.
     pub tools: BTreeMap<String, crate::tool::ToolGrant>,
+    pub memory: MemoryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +136,79 @@ impl Default for ToolhostConfig {
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
             tools_dir: None,
         }
+    }
+}
+
+/// Directory (in `DATA_DIR/models`) of the embedding model that `scripts/setup.sh` installs.
+pub const EMBEDDING_MODEL_DIR: &str = "all-MiniLM-L6-v2";
+
+/// `[memory]`: the memory service (`caxton-memory`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Start the memory service. Agents with `[memory] enabled = true` fail without it.
+    pub enabled: bool,
+    /// Path of `caxton-memory`; default: next to the `caxton` binary.
+    pub binary: Option<PathBuf>,
+    /// The SQLite database. Default: `STATE_DIR/memory/memory.db`.
+    pub database: Option<PathBuf>,
+    /// Directory holding `model.safetensors` and `tokenizer.json` of All-MiniLM-L6-v2.
+    /// Default: `DATA_DIR/models/all-MiniLM-L6-v2`.
+    pub model_dir: Option<PathBuf>,
+    /// Connections in the SQLite pool.
+    pub pool_size: u32,
+    /// Longest observation (bytes of UTF-8); longer ones are refused, not cut.
+    pub max_observation_bytes: usize,
+    /// Deadline of one request inside the service.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Cap on the encoded size of one response (search results, graph pages, exports excepted).
+    pub max_result_bytes: usize,
+    /// Query embeddings kept in the LRU cache.
+    pub query_cache: usize,
+    /// Threads for embedding; default: the CPUs available.
+    pub threads: Option<usize>,
+    /// Retention per scope: the key is a scope (`global`, `agent:calc`), or `agent:*` /
+    /// `workspace:*` for every scope of that kind. `caxton memory prune` applies it, and the
+    /// service applies it hourly.
+    pub retention: BTreeMap<String, RetentionRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Entities not updated for this long are removed.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// At most this many entities (the most recently updated are kept).
+    pub max_entities: Option<u64>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            enabled: true,
+            binary: None,
+            database: None,
+            model_dir: None,
+            pool_size: 8,
+            max_observation_bytes: 4096,
+            request_timeout: Duration::from_secs(30),
+            max_result_bytes: 256 * 1024,
+            query_cache: 1024,
+            threads: None,
+            retention: BTreeMap::new(),
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// The retention rule for `scope`: an exact key wins over `kind:*`.
+    pub fn retention_for(&self, scope: &str) -> Option<&RetentionRule> {
+        self.retention.get(scope).or_else(|| {
+            let kind = scope.split(':').next().unwrap_or(scope);
+            self.retention.get(&format!("{kind}:*"))
+        })
     }
 }
 
@@ -303,6 +377,9 @@ impl ServerConfig {
             }
         }
         fix(&mut cfg.data_dir);
+        fix(&mut cfg.memory.binary);
+        fix(&mut cfg.memory.database);
+        fix(&mut cfg.memory.model_dir);
         for p in cfg.providers.values_mut() {
             match p {
                 ProviderConfig::Scripted(c) => fix(&mut c.rules),
@@ -390,6 +467,22 @@ impl ServerConfig {
     /// Where model files live: `DATA_DIR/models`.
     pub fn models_dir(&self) -> PathBuf {
         self.data_dir().join("models")
+    }
+
+    /// The memory database in effect.
+    pub fn memory_database(&self) -> PathBuf {
+        self.memory
+            .database
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("memory/memory.db"))
+    }
+
+    /// The embedding model directory in effect.
+    pub fn embedding_model_dir(&self) -> PathBuf {
+        self.memory
+            .model_dir
+            .clone()
+            .unwrap_or_else(|| self.models_dir().join(EMBEDDING_MODEL_DIR))
     }
 
     /// Re-quantized local models, derived from the files in `models_dir`.

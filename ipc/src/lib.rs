@@ -11,6 +11,7 @@ pub mod config;
 pub mod frame;
 pub mod handshake;
 pub mod json;
+pub mod memory;
 pub mod recording;
 pub mod template;
 pub mod tool;

@@ -1,0 +1,198 @@
+//! The SQLite database: opening (WAL, foreign keys, busy timeout, full sync), versioned schema
+//! migrations, and a clear error for a file that is not a usable database.
+//!
+//! Schema (v1): `entities` (unique per scope and name), `observations` (text, creation time, the
+//! embedding as 384 little-endian f16, NULL until computed), `relations` (between two entities of
+//! one scope; deleting an entity cascades to its observations and relations), and two external-
+//! content FTS5 tables kept in sync by triggers for keyword search.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::functions::FunctionFlags;
+
+pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+pub type Conn = r2d2::PooledConnection<SqliteConnectionManager>;
+
+/// Each entry migrates from version `index` to `index + 1`, inside one transaction.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE entities (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    entity_type TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    UNIQUE (scope, name)
+);
+CREATE INDEX entities_by_age ON entities (scope, updated_ms);
+CREATE TABLE observations (
+    id INTEGER PRIMARY KEY,
+    entity_id INTEGER NOT NULL REFERENCES entities (id) ON DELETE CASCADE,
+    text TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    embedding BLOB
+);
+CREATE INDEX observations_by_entity ON observations (entity_id);
+CREATE TABLE relations (
+    id INTEGER PRIMARY KEY,
+    from_id INTEGER NOT NULL REFERENCES entities (id) ON DELETE CASCADE,
+    relation_type TEXT NOT NULL,
+    to_id INTEGER NOT NULL REFERENCES entities (id) ON DELETE CASCADE,
+    created_ms INTEGER NOT NULL,
+    UNIQUE (from_id, relation_type, to_id)
+);
+CREATE INDEX relations_by_target ON relations (to_id);
+CREATE VIRTUAL TABLE observations_fts USING fts5 (
+    text, content = 'observations', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER observations_fts_insert AFTER INSERT ON observations BEGIN
+    INSERT INTO observations_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER observations_fts_delete AFTER DELETE ON observations BEGIN
+    INSERT INTO observations_fts (observations_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE VIRTUAL TABLE entities_fts USING fts5 (
+    name, entity_type, content = 'entities', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER entities_fts_insert AFTER INSERT ON entities BEGIN
+    INSERT INTO entities_fts (rowid, name, entity_type) VALUES (new.id, new.name, new.entity_type);
+END;
+CREATE TRIGGER entities_fts_delete AFTER DELETE ON entities BEGIN
+    INSERT INTO entities_fts (entities_fts, rowid, name, entity_type) VALUES ('delete', old.id, old.name, old.entity_type);
+END;
+CREATE TRIGGER entities_fts_update AFTER UPDATE OF name, entity_type ON entities BEGIN
+    INSERT INTO entities_fts (entities_fts, rowid, name, entity_type) VALUES ('delete', old.id, old.name, old.entity_type);
+    INSERT INTO entities_fts (rowid, name, entity_type) VALUES (new.id, new.name, new.entity_type);
+END;
+"#];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long a connection waits for another writer before failing with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn init_connection(c: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(BUSY_TIMEOUT)?;
+    // FULL: a commit is on disk before the write is acknowledged (WAL makes that one fsync).
+    c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    // Case-insensitive substring matching for `search_nodes` (SQLite's lower() is ASCII-only).
+    c.create_scalar_function(
+        "caxton_lower",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(ctx.get::<String>(0)?.to_lowercase()),
+    )
+}
+
+/// Opens (creating if needed) the database at `path` and migrates it to [`SCHEMA_VERSION`].
+pub fn open(path: &Path, pool_size: u32) -> anyhow::Result<Pool> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the memory directory {}", dir.display()))?;
+    }
+    let unusable = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "the memory database {} cannot be used: {e}. If the file is damaged, stop caxton, move it \
+             aside (keep it for recovery) and start again with an empty one, or restore a backup \
+             (`caxton memory export` writes one)",
+            path.display()
+        )
+    };
+    // One plain connection first: WAL mode, the schema check and the migrations, with errors that
+    // name the file. Only then the pool.
+    {
+        let mut c = rusqlite::Connection::open(path).map_err(|e| unusable(&e))?;
+        init_connection(&mut c).map_err(|e| unusable(&e))?;
+        let mode: String = c
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| unusable(&e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            anyhow::bail!(
+                "the memory database {} cannot use WAL journaling (journal_mode is {mode})",
+                path.display()
+            );
+        }
+        migrate(&mut c).map_err(|e| unusable(&e))?;
+    }
+    let manager = SqliteConnectionManager::file(path).with_init(init_connection);
+    r2d2::Pool::builder()
+        .max_size(pool_size.max(1))
+        .connection_timeout(BUSY_TIMEOUT)
+        .build(manager)
+        .with_context(|| format!("cannot open a pool on {}", path.display()))
+}
+
+fn migrate(c: &mut rusqlite::Connection) -> anyhow::Result<()> {
+    let version: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        anyhow::bail!(
+            "its schema is v{version}, newer than this caxton-memory (v{SCHEMA_VERSION}); run the newer caxton"
+        );
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = c.transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration v{from} → v{}", from + 1))?;
+        tx.pragma_update(None, "user_version", from as u32 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = from + 1, "memory schema migrated");
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_migrates_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/memory.db");
+        let pool = open(&path, 2).expect("open");
+        let c = pool.get().expect("conn");
+        let v: u32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, SCHEMA_VERSION);
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .expect("fk");
+        assert_eq!(fk, 1);
+        drop(c);
+        drop(pool);
+        open(&path, 2).expect("reopen");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.db");
+        std::fs::write(&path, vec![0x5a; 8192]).expect("write");
+        let err = format!("{:#}", open(&path, 2).expect_err("must fail"));
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("not a database"), "{err}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.db");
+        {
+            let c = rusqlite::Connection::open(&path).expect("open");
+            c.pragma_update(None, "user_version", 99).expect("set");
+        }
+        let err = format!("{:#}", open(&path, 2).expect_err("must fail"));
+        assert!(err.contains("v99"), "{err}");
+    }
+}

@@ -1,0 +1,157 @@
+//! The memory process: owns the knowledge-graph database (SQLite through an r2d2 pool) and the
+//! All-MiniLM-L6-v2 embedder, and serves workers and the supervisor over a Unix socket. Started
+//! and supervised by `caxton serve`; the only process that opens the database.
+//!
+//! Usage (normally only the supervisor runs it):
+//! `caxton-memory serve --socket PATH [--config FILE]` opens the database, binds PATH, prints
+//! `ready` on stdout and serves. A database it cannot use is a startup error that names the file.
+
+pub mod db;
+pub mod embed;
+pub mod graph;
+pub mod index;
+pub mod server;
+pub mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use caxton_ipc::config::ServerConfig;
+
+/// How often configured retention rules are applied.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    init_tracing();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "caxton-memory failed");
+            eprintln!("caxton-memory: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args() -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    let usage = "usage: caxton-memory serve --socket PATH [--config FILE]";
+    let mut args = std::env::args_os().skip(1);
+    if args.next().and_then(|c| c.into_string().ok()).as_deref() != Some("serve") {
+        anyhow::bail!("{usage}");
+    }
+    let mut socket = None;
+    let mut config = None;
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{} needs a value", flag.to_string_lossy()))?;
+        match flag.to_str() {
+            Some("--socket") => socket = Some(PathBuf::from(value)),
+            Some("--config") => config = Some(PathBuf::from(value)),
+            _ => anyhow::bail!("unknown argument {}; {usage}", flag.to_string_lossy()),
+        }
+    }
+    Ok((socket.context(usage)?, config))
+}
+
+fn run() -> anyhow::Result<()> {
+    let (socket, config_path) = parse_args()?;
+    let config = match &config_path {
+        Some(p) => ServerConfig::load(p)?,
+        None => ServerConfig::default(),
+    };
+    let threads = config
+        .memory
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet (the runtime starts below), so nothing reads the
+        // environment concurrently. Candle sizes its pool once, from this variable.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.to_string()) };
+    }
+    let database = config.memory_database();
+    let embedder = embed::LazyEmbedder::new(config.embedding_model_dir(), config.memory.query_cache);
+    if !embedder.installed() {
+        tracing::warn!(dir = %embedder.dir().display(), "the embedding model is not installed: semantic search is off and new observations wait for it (run scripts/install-models.sh)");
+    }
+    let store = Arc::new(graph::Store::open(
+        &database,
+        config.memory.pool_size,
+        embedder,
+        graph::Limits {
+            max_observation_bytes: config.memory.max_observation_bytes,
+            max_result_bytes: config.memory.max_result_bytes,
+        },
+        threads,
+    )?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let service = Arc::new(server::Service::new(store.clone(), config.memory.clone()));
+    rt.block_on(async move {
+        // Observations stored while the model was missing get their vectors now.
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || match s.backfill() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(observations = n, "embedded observations stored without a vector"),
+            Err(e) => tracing::warn!(error = %e.message, "backfill of embeddings failed"),
+        });
+        if !config.memory.retention.is_empty() {
+            tokio::spawn(retention(service.clone()));
+        }
+        server::serve(service, &socket).await
+    })
+}
+
+/// Applies the configured retention rules every hour.
+async fn retention(service: Arc<server::Service>) {
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tick.tick().await;
+        let svc = service.clone();
+        let req = caxton_ipc::memory::PruneRequest {
+            scope: None,
+            older_than_ms: None,
+            max_entities: None,
+            dry_run: false,
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            let cfg = &svc.config;
+            svc.store.prune(&req, &|scope| {
+                cfg.retention_for(scope).map_or((None, None), |r| {
+                    (r.ttl.map(|d| d.as_millis() as u64), r.max_entities)
+                })
+            })
+        })
+        .await;
+        match done {
+            Ok(Ok(r)) if r.entities > 0 => {
+                tracing::info!(entities = r.entities, observations = r.observations, relations = r.relations, "retention pruned memory")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e.message, "retention failed"),
+            Err(e) => tracing::warn!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // stdout carries the readiness line; logs go to stderr, which the supervisor captures.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("CAXTON_LOG_FORMAT").is_some_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}

@@ -1,0 +1,376 @@
+//! The memory socket: one task per connection, `Hello` first, then request/response frames.
+//!
+//! Who may do what is decided here, from facts the caller cannot forge:
+//! - the **supervisor** is the peer whose pid (SO_PEERCRED) is this process's parent; it may do
+//!   everything, including registering a run's grant under a random token;
+//! - a **worker** may only `Attach` with a registered token, and is then bound to that run's
+//!   grant: its writes go to the grant's write scope and its reads cover the grant's read scopes,
+//!   whatever scope its requests name.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::config::MemoryConfig;
+use caxton_ipc::frame::{self, MAX_FRAME_LEN};
+use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
+use caxton_ipc::memory::{MemoryGrant, MemoryRequest, MemoryResponse, check_scope};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use crate::graph::{NewEntity, Store};
+use crate::tools::{self, Access};
+
+pub const MAX_CONNECTIONS: usize = 1024;
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request a worker may send (tool arguments); the supervisor may send full frames (imports).
+pub const MAX_WORKER_REQUEST: u32 = 1024 * 1024;
+
+pub struct Service {
+    pub store: Arc<Store>,
+    pub config: MemoryConfig,
+    grants: Mutex<HashMap<String, MemoryGrant>>,
+    parent: u32,
+}
+
+/// What a connection is allowed to do.
+#[derive(Clone)]
+enum Caller {
+    Supervisor,
+    /// A worker before `Attach`.
+    Unattached,
+    Worker(MemoryGrant),
+}
+
+impl Service {
+    pub fn new(store: Arc<Store>, config: MemoryConfig) -> Service {
+        Service {
+            store,
+            config,
+            grants: Mutex::new(HashMap::new()),
+            parent: nix::unistd::getppid().as_raw() as u32,
+        }
+    }
+}
+
+/// Binds `socket`, prints `ready`, and serves until killed.
+pub async fn serve(service: Arc<Service>, socket: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove stale socket {}", socket.display()));
+        }
+    }
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set the mode of {}", socket.display()))?;
+    tracing::info!(socket = %socket.display(), database = %service.store.path().display(), "memory service ready");
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready")
+            .and_then(|_| out.flush())
+            .context("cannot report readiness on stdout")?;
+    }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(max = MAX_CONNECTIONS, "connection refused: too many connections");
+            continue;
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(service, stream).await
+                && !e.is_disconnect()
+            {
+                tracing::warn!(error = %e, "memory connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(service: Arc<Service>, mut stream: UnixStream) -> Result<(), frame::FrameError> {
+    let hello: Hello =
+        match tokio::time::timeout(HELLO_TIMEOUT, frame::read_async(&mut stream, 4096)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+    let mut check = handshake::check_peer(&hello, &[Role::Supervisor, Role::Worker], "caxton-memory");
+    let peer_pid = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .map_or(0, |p| p as u32);
+    if check.is_ok() && hello.role == Role::Supervisor && peer_pid != service.parent {
+        check = Err(format!(
+            "caxton-memory accepts supervisor connections only from the caxton process that started it (pid {}); this peer is pid {peer_pid}",
+            service.parent
+        ));
+    }
+    if let Err(reason) = check {
+        tracing::warn!(peer_pid, role = %hello.role, %reason, "memory connection refused");
+        frame::write_async(&mut stream, &HelloReply::Rejected { reason }).await?;
+        return Ok(());
+    }
+    frame::write_async(&mut stream, &HelloReply::Welcome(Hello::new(Role::Memory))).await?;
+    let mut caller = match hello.role {
+        Role::Supervisor => Caller::Supervisor,
+        _ => Caller::Unattached,
+    };
+    let max_request = match caller {
+        Caller::Supervisor => MAX_FRAME_LEN,
+        _ => MAX_WORKER_REQUEST,
+    };
+    loop {
+        let req: MemoryRequest = match frame::read_async(&mut stream, max_request).await {
+            Ok(r) => r,
+            Err(frame::FrameError::Closed) => return Ok(()),
+            Err(e @ (frame::FrameError::TooLarge { .. } | frame::FrameError::Decode(_))) => {
+                // Tell the peer why, then close: the stream may be out of step after a bad frame.
+                let body = ErrorBody::new(ErrorKind::BadRequest, format!("memory request refused: {e}"));
+                let _ = frame::write_async(&mut stream, &MemoryResponse::Error(body)).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        if let MemoryRequest::Attach { token } = &req {
+            let resp = match attach(&service, &caller, token) {
+                Ok(grant) => {
+                    tracing::debug!(agent = %grant.agent, "worker attached");
+                    caller = Caller::Worker(grant);
+                    MemoryResponse::Ok
+                }
+                Err(e) => MemoryResponse::Error(e),
+            };
+            frame::write_async(&mut stream, &resp).await?;
+            continue;
+        }
+        let resp = handle(&service, &caller, req).await;
+        frame::write_async(&mut stream, &resp).await?;
+    }
+}
+
+fn attach(service: &Service, caller: &Caller, token: &str) -> Result<MemoryGrant, ErrorBody> {
+    if !matches!(caller, Caller::Unattached) {
+        return Err(ErrorBody::new(ErrorKind::BadRequest, "this connection is already attached"));
+    }
+    service
+        .grants
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(token)
+        .cloned()
+        .ok_or_else(|| {
+            ErrorBody::new(
+                ErrorKind::PermissionDenied,
+                "unknown memory token: only a worker of a running run may attach",
+            )
+        })
+}
+
+fn denied(what: &str) -> MemoryResponse {
+    MemoryResponse::Error(ErrorBody::new(
+        ErrorKind::PermissionDenied,
+        format!("{what} is not allowed on this connection"),
+    ))
+}
+
+/// Runs one request on a blocking thread under the request deadline.
+async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> MemoryResponse {
+    // Grants are bookkeeping, answered here.
+    match (&req, caller) {
+        (MemoryRequest::Register { token, grant }, Caller::Supervisor) => {
+            for s in grant.read.iter().chain([&grant.write]) {
+                if let Err(e) = check_scope(s) {
+                    return MemoryResponse::Error(ErrorBody::new(ErrorKind::BadRequest, e));
+                }
+            }
+            service
+                .grants
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(token.clone(), grant.clone());
+            return MemoryResponse::Ok;
+        }
+        (MemoryRequest::Revoke { token }, Caller::Supervisor) => {
+            service.grants.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+            return MemoryResponse::Ok;
+        }
+        (MemoryRequest::Register { .. } | MemoryRequest::Revoke { .. }, _) => {
+            return denied("registering grants");
+        }
+        (MemoryRequest::Tools, _) => return MemoryResponse::Tools(tools::specs()),
+        _ => {}
+    }
+    let svc = service.clone();
+    let caller = caller.clone();
+    let timeout = service.config.request_timeout;
+    let work = tokio::task::spawn_blocking(move || execute(&svc, &caller, req));
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => MemoryResponse::Error(ErrorBody::new(
+            ErrorKind::Internal,
+            format!("memory request failed: {e}"),
+        )),
+        Err(_) => MemoryResponse::Error(ErrorBody::new(
+            ErrorKind::Timeout,
+            format!(
+                "memory request took longer than {}s ([memory] request_timeout); a write may still complete",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResponse {
+    let store = &service.store;
+    let result: Result<MemoryResponse, ErrorBody> = match (caller, req) {
+        (Caller::Worker(g), MemoryRequest::CallTool { name, arguments }) => {
+            let access = Access {
+                write: &g.write,
+                read: &g.read,
+            };
+            tools::call(store, &access, &name, &arguments).map(MemoryResponse::ToolOutput)
+        }
+        (Caller::Worker(g), MemoryRequest::Recall { query, limit, min_similarity }) => store
+            .recall(&g.read, &query, limit.min(50), min_similarity)
+            .map(MemoryResponse::Recalled),
+        (Caller::Worker(g), MemoryRequest::StoreInteraction { run_id, input, answer }) => {
+            let cap = service.config.max_observation_bytes;
+            let entity = NewEntity {
+                name: format!("interaction {run_id}"),
+                entity_type: "interaction".into(),
+                observations: vec![
+                    clip(&format!("{} was asked: {input}", g.agent), cap),
+                    clip(&format!("{} answered: {answer}", g.agent), cap),
+                ],
+            };
+            store.create_entities(&g.write, &[entity]).map(|_| MemoryResponse::Ok)
+        }
+        (Caller::Supervisor, MemoryRequest::Store(s)) => check_scope(&s.scope)
+            .map_err(|e| ErrorBody::new(ErrorKind::BadRequest, e))
+            .and_then(|()| {
+                store.create_entities(
+                    &s.scope,
+                    &[NewEntity {
+                        name: s.name.clone(),
+                        entity_type: s.entity_type.clone(),
+                        observations: vec![],
+                    }],
+                )?;
+                store.add_observations(&s.scope, &[(s.name, s.observations)])
+            })
+            .map(|_| MemoryResponse::Ok),
+        (Caller::Supervisor, MemoryRequest::Search(q)) => {
+            all_scopes(store, &q.scopes).and_then(|scopes| store.search(&q, &scopes)).map(MemoryResponse::Search)
+        }
+        (Caller::Supervisor, MemoryRequest::Show { scope, names }) => {
+            let scopes = match scope {
+                Some(s) => vec![s],
+                None => all_scopes(store, &[]).unwrap_or_default(),
+            };
+            store.open_nodes(&scopes, &names).map(MemoryResponse::Graph)
+        }
+        (Caller::Supervisor, MemoryRequest::Stats { integrity_check }) => {
+            store.stats(integrity_check, None).map(MemoryResponse::Stats)
+        }
+        (Caller::Supervisor, MemoryRequest::Export { scopes, offset, limit }) => all_scopes(store, &scopes)
+            .and_then(|scopes| store.read_graph(&scopes, offset, limit))
+            .map(|(graph, more)| MemoryResponse::ExportPage { graph, more }),
+        (Caller::Supervisor, MemoryRequest::Import { graph, replace_scopes }) => {
+            let bad_scope = graph
+                .entities
+                .iter()
+                .map(|e| &e.scope)
+                .chain(graph.relations.iter().map(|r| &r.scope))
+                .chain(&replace_scopes)
+                .find_map(|s| check_scope(s).err());
+            match bad_scope {
+                Some(e) => Err(ErrorBody::new(ErrorKind::BadRequest, e)),
+                None => store.import(&graph, &replace_scopes).map(MemoryResponse::Imported),
+            }
+        }
+        (Caller::Supervisor, MemoryRequest::Prune(p)) => {
+            let cfg = &service.config;
+            store
+                .prune(&p, &|scope| {
+                    cfg.retention_for(scope).map_or((None, None), |r| {
+                        (r.ttl.map(|d| d.as_millis() as u64), r.max_entities)
+                    })
+                })
+                .map(MemoryResponse::Pruned)
+        }
+        (Caller::Unattached, _) => Err(ErrorBody::new(
+            ErrorKind::PermissionDenied,
+            "attach with the run's memory token first",
+        )),
+        (_, other) => Err(ErrorBody::new(
+            ErrorKind::PermissionDenied,
+            format!("{} is not allowed on this connection", request_name(&other)),
+        )),
+    };
+    result.unwrap_or_else(MemoryResponse::Error)
+}
+
+fn request_name(r: &MemoryRequest) -> &'static str {
+    match r {
+        MemoryRequest::Register { .. } => "register",
+        MemoryRequest::Revoke { .. } => "revoke",
+        MemoryRequest::Attach { .. } => "attach",
+        MemoryRequest::Tools => "tools",
+        MemoryRequest::CallTool { .. } => "call_tool",
+        MemoryRequest::Recall { .. } => "recall",
+        MemoryRequest::StoreInteraction { .. } => "store_interaction",
+        MemoryRequest::Store(_) => "store",
+        MemoryRequest::Search(_) => "search",
+        MemoryRequest::Show { .. } => "show",
+        MemoryRequest::Stats { .. } => "stats",
+        MemoryRequest::Export { .. } => "export",
+        MemoryRequest::Import { .. } => "import",
+        MemoryRequest::Prune(_) => "prune",
+    }
+}
+
+/// `scopes` checked, or every scope in the database when empty (the supervisor's view).
+fn all_scopes(store: &Store, scopes: &[String]) -> Result<Vec<String>, ErrorBody> {
+    if !scopes.is_empty() {
+        for s in scopes {
+            check_scope(s).map_err(|e| ErrorBody::new(ErrorKind::BadRequest, e))?;
+        }
+        return Ok(scopes.to_vec());
+    }
+    Ok(store
+        .stats(false, None)?
+        .scopes
+        .into_iter()
+        .map(|s| s.scope)
+        .collect())
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
