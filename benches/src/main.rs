@@ -71,13 +71,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         system_prompt: "s".into(),
         user_prompt_template: "{{request}}".into(),
         documentation: None,
-        memory: MemorySpec {
-            enabled: false,
-            scope: "agent".into(),
-            auto_store: false,
-            search_limit: 5,
-            min_similarity: 0.7,
-        },
+        memory: MemorySpec::default(),
         parameters: Default::default(),
         llm: LlmSpec {
             provider: "scripted".into(),
@@ -110,6 +104,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         stream: false,
         record: false,
         replay: None,
+        memory: None,
     };
     let hello = frame::encode(&Hello::new(Role::Supervisor)).expect("encode");
     let job = frame::encode(&job).expect("encode");

@@ -9,15 +9,62 @@ use serde::{Deserialize, Serialize};
 
 use crate::toolhost::ToolChoice;
 
-/// Memory settings of an agent (`[memory]`). The memory service arrives in its own issue;
-/// the settings are parsed and carried now so agent files written today stay valid.
+/// Memory settings of an agent (`[memory]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemorySpec {
     pub enabled: bool,
+    /// Where this agent's memories go: `agent` (private to it), `workspace` or `global`.
     pub scope: String,
+    /// The workspace's name, for `scope = "workspace"` or `read = ["workspace"]`.
+    pub workspace: String,
+    /// Further scope kinds it may read (never write): `agent`, `workspace`, `global`.
+    pub read: Vec<String>,
     pub auto_store: bool,
     pub search_limit: u32,
     pub min_similarity: f32,
+}
+
+impl Default for MemorySpec {
+    /// Memory off; when turned on: private to the agent, 5 memories of similarity ≥ 0.7 recalled.
+    fn default() -> Self {
+        MemorySpec {
+            enabled: false,
+            scope: "agent".into(),
+            workspace: "default".into(),
+            read: vec![],
+            auto_store: false,
+            search_limit: 5,
+            min_similarity: 0.7,
+        }
+    }
+}
+
+impl MemorySpec {
+    /// The concrete scope for a kind: `agent` is always this agent's own.
+    pub fn resolve(&self, agent: &str, kind: &str) -> String {
+        match kind {
+            "agent" => format!("agent:{agent}"),
+            "workspace" => format!("workspace:{}", self.workspace),
+            _ => "global".to_string(),
+        }
+    }
+
+    /// The grant the memory service enforces for a run of `agent`.
+    pub fn grant(&self, agent: &str) -> crate::memory::MemoryGrant {
+        let write = self.resolve(agent, &self.scope);
+        let mut read = vec![write.clone()];
+        for kind in &self.read {
+            let s = self.resolve(agent, kind);
+            if !read.contains(&s) {
+                read.push(s);
+            }
+        }
+        crate::memory::MemoryGrant {
+            agent: agent.to_string(),
+            write,
+            read,
+        }
+    }
 }
 
 /// LLM settings of an agent (`[llm]`).

@@ -78,6 +78,9 @@ pub enum ApiRequest {
         arguments: String,
         timeout_ms: Option<u64>,
     },
+    /// An operator request to the memory service (`caxton memory …`): store, search, show,
+    /// stats, export, import, prune, embed. Grant and worker requests are refused here.
+    Memory(crate::memory::MemoryRequest),
 }
 
 /// A response on the public API socket.
@@ -94,6 +97,7 @@ pub enum ApiResponse {
     ToolInstalled(Box<crate::tool::ToolPackageInfo>),
     ToolRemoved { name: String },
     ToolOutput(crate::toolhost::ToolOutput),
+    Memory(crate::memory::MemoryResponse),
     Error(ErrorBody),
 }
 
@@ -119,6 +123,8 @@ pub enum ErrorKind {
     WorkerCrashed,
     /// The toolhost was unreachable or failed.
     Toolhost,
+    /// The memory service was unreachable or failed.
+    Memory,
     /// A tool call failed.
     Tool,
     /// The LLM provider failed.
@@ -253,6 +259,14 @@ pub enum RunEvent {
         cost_usd: f64,
         /// Tool calls the model asked for.
         tool_calls: u32,
+    },
+    /// Memories added to the prompt context (`[memory] enabled`), as the lines the LLM sees.
+    MemoryRecalled { memories: Vec<String> },
+    /// The interaction was stored in memory after the answer (`[memory] auto_store`); `error`
+    /// says why it was not.
+    MemoryStored {
+        entity: String,
+        error: Option<String>,
     },
     /// One LLM request and its reply, for `--record` (only when the run request asked to `record`).
     LlmExchange(Box<crate::recording::Exchange>),
@@ -406,6 +420,9 @@ pub struct StatusReport {
     pub queue_depth: u32,
     pub queue_capacity: u32,
     pub toolhost: ServiceState,
+    /// `None` when the memory service is disabled (`[memory] enabled = false`).
+    pub memory: Option<ServiceState>,
+    pub memory_restarts: u64,
     pub draining: bool,
     pub counters: Counters,
     /// The most recent ended runs, newest first.

@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::api::ErrorBody;
 use crate::toolhost::ToolSpec;
 
+/// How a worker reaches the memory service for its run (in the `WorkerJob`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryAccess {
+    pub socket: String,
+    /// The run's token, registered with its grant by the supervisor; revoked when the run ends.
+    pub token: String,
+}
+
 /// Dimensions of an All-MiniLM-L6-v2 embedding.
 pub const EMBEDDING_DIMS: usize = 384;
 
@@ -177,31 +185,65 @@ pub struct ImportReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MemoryRequest {
     /// Supervisor only: allow a run's worker to attach with `token`.
-    Register { token: String, grant: MemoryGrant },
+    Register {
+        token: String,
+        grant: MemoryGrant,
+    },
     /// Supervisor only: the run is over.
-    Revoke { token: String },
+    Revoke {
+        token: String,
+    },
     /// Worker: bind this connection to the grant registered under `token`.
-    Attach { token: String },
+    Attach {
+        token: String,
+    },
     /// The memory tools (MCP memory server names and shapes, plus `semantic_search`).
     Tools,
     /// Worker: call a memory tool with JSON arguments; answers `ToolOutput` (JSON text).
-    CallTool { name: String, arguments: String },
+    CallTool {
+        name: String,
+        arguments: String,
+    },
     /// Worker: the memories relevant to a run's input, for its prompt context.
-    Recall { query: String, limit: u32, min_similarity: f32 },
+    Recall {
+        query: String,
+        limit: u32,
+        min_similarity: f32,
+    },
     /// Worker: store a finished interaction (`auto_store`).
-    StoreInteraction { run_id: String, input: String, answer: String },
+    StoreInteraction {
+        run_id: String,
+        input: String,
+        answer: String,
+    },
     Store(StoreRequest),
     Search(SearchQuery),
     /// Entities by name, with their observations and the relations among them.
-    Show { scope: Option<String>, names: Vec<String> },
-    Stats { integrity_check: bool },
+    Show {
+        scope: Option<String>,
+        names: Vec<String>,
+    },
+    Stats {
+        integrity_check: bool,
+    },
     /// A page of the graph of `scopes` (every scope when empty) with timestamps, for export:
     /// entities in creation order, each relation on the page of its `from` entity.
-    Export { scopes: Vec<String>, offset: u32, limit: u32 },
+    Export {
+        scopes: Vec<String>,
+        offset: u32,
+        limit: u32,
+    },
     /// Writes a graph as it is, timestamps included; `replace_scopes` are emptied first (in the
     /// same transaction). Large files are sent in several requests, relations after entities.
-    Import { graph: Graph, replace_scopes: Vec<String> },
+    Import {
+        graph: Graph,
+        replace_scopes: Vec<String>,
+    },
     Prune(PruneRequest),
+    /// Embedding vectors of `texts` (at most 256), for checks and benchmarks.
+    Embed {
+        texts: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,9 +256,13 @@ pub enum MemoryResponse {
     Search(SearchResults),
     Graph(Graph),
     Stats(MemoryStats),
-    ExportPage { graph: Graph, more: bool },
+    ExportPage {
+        graph: Graph,
+        more: bool,
+    },
     Imported(ImportReport),
     Pruned(PruneReport),
+    Embeddings(Vec<Vec<f32>>),
     Error(ErrorBody),
 }
 
@@ -262,7 +308,10 @@ pub fn parse_mcp_jsonl(text: &str, scope: &str, now_ms: u64) -> Result<Graph, St
         }
         let value: serde_json::Value =
             serde_json::from_str(raw).map_err(|e| format!("line {}: {e}", n + 1))?;
-        if !matches!(value.get("type").and_then(|t| t.as_str()), Some("entity" | "relation")) {
+        if !matches!(
+            value.get("type").and_then(|t| t.as_str()),
+            Some("entity" | "relation")
+        ) {
             continue;
         }
         match serde_json::from_value::<Line>(value).map_err(|e| format!("line {}: {e}", n + 1))? {
@@ -362,7 +411,15 @@ mod tests {
         assert!(check_scope("global").is_ok());
         assert!(check_scope("agent:calc-1").is_ok());
         assert!(check_scope("workspace:team.x").is_ok());
-        for bad in ["", "agent", "agent:", "agents:x", "global:x", "agent:a b", "workspace:../x"] {
+        for bad in [
+            "",
+            "agent",
+            "agent:",
+            "agents:x",
+            "global:x",
+            "agent:a b",
+            "workspace:../x",
+        ] {
             assert!(check_scope(bad).is_err(), "{bad}");
         }
     }

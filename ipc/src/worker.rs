@@ -24,6 +24,8 @@ pub struct WorkerJob {
     pub record: bool,
     /// Answer LLM calls from this recording, never from a provider.
     pub replay: Option<crate::recording::Recording>,
+    /// Set when the agent has `[memory] enabled = true`.
+    pub memory: Option<crate::memory::MemoryAccess>,
 }
 
 /// What a worker sends back: events, then exactly one terminal event, then it exits.

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
-use caxton_ipc::memory::EMBEDDING_DIMS;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
+use caxton_ipc::memory::EMBEDDING_DIMS;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// Word pieces per text, as sentence-transformers truncates this model.
@@ -86,8 +86,9 @@ impl Embedder {
             VarBuilder::from_mmaped_safetensors(&[&model_path], DType::F32, &device)
                 .with_context(|| format!("cannot read {}", model_path.display()))?
         };
-        let model = BertModel::load(vb, &minilm_config())
-            .with_context(|| format!("{} is not an All-MiniLM-L6-v2 model", model_path.display()))?;
+        let model = BertModel::load(vb, &minilm_config()).with_context(|| {
+            format!("{} is not an All-MiniLM-L6-v2 model", model_path.display())
+        })?;
         Ok(Embedder {
             model,
             tokenizer,
@@ -204,7 +205,9 @@ impl LazyEmbedder {
             .map(std::sync::Arc::new)
             .map_err(|e| format!("{e:#}"));
         match &loaded {
-            Ok(_) => tracing::info!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded"),
+            Ok(_) => {
+                tracing::info!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded")
+            }
             Err(e) => tracing::error!(error = %e, "embedding model unavailable"),
         }
         *state = Some(loaded.clone());
@@ -213,7 +216,9 @@ impl LazyEmbedder {
 
     /// Embeds texts for storage (no cache: stored texts rarely repeat).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        self.get()?.embed(texts).map_err(|e| format!("embedding failed: {e:#}"))
+        self.get()?
+            .embed(texts)
+            .map_err(|e| format!("embedding failed: {e:#}"))
     }
 
     /// Embeds one query, through the LRU cache.

@@ -152,7 +152,11 @@ impl Store {
                 "observations with a malformed embedding were left out of the index"
             );
         }
-        tracing::info!(vectors = idx.len(), ms = started.elapsed().as_millis() as u64, "vector index loaded");
+        tracing::info!(
+            vectors = idx.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "vector index loaded"
+        );
         Ok(())
     }
 
@@ -680,7 +684,11 @@ impl Store {
             };
             size += hit.name.len()
                 + hit.matched.as_ref().map_or(0, String::len)
-                + hit.observations.iter().map(|o| o.text.len() + 16).sum::<usize>()
+                + hit
+                    .observations
+                    .iter()
+                    .map(|o| o.text.len() + 16)
+                    .sum::<usize>()
                 + 64;
             if size > self.limits.max_result_bytes && !hits.is_empty() {
                 truncated = true;
@@ -762,7 +770,9 @@ impl Store {
             if score < min_similarity {
                 continue;
             }
-            let e = best.entry(c.meta.entity).or_insert((f32::MIN, String::new()));
+            let e = best
+                .entry(c.meta.entity)
+                .or_insert((f32::MIN, String::new()));
             if score > e.0 {
                 *e = (score, text);
             }
@@ -786,10 +796,7 @@ impl Store {
         let types_clause = if q.entity_types.is_empty() {
             String::new()
         } else {
-            format!(
-                " AND e.entity_type IN ({})",
-                marks(q.entity_types.len())
-            )
+            format!(" AND e.entity_type IN ({})", marks(q.entity_types.len()))
         };
         let scope_marks = marks(scopes.len());
         let sql_text = format!(
@@ -811,7 +818,9 @@ impl Store {
         let rows: Vec<(i64, f64, Option<String>)> = conn
             .prepare(&sql_text)
             .map_err(sql)?
-            .query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map(params_from_iter(args), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .map_err(sql)?
             .collect::<rusqlite::Result<_>>()
             .map_err(sql)?;
@@ -826,7 +835,13 @@ impl Store {
     }
 
     /// Lines for a prompt: the memories most relevant to `query` in `scopes`.
-    pub fn recall(&self, scopes: &[String], query: &str, limit: u32, min_similarity: f32) -> Result<Vec<String>> {
+    pub fn recall(
+        &self,
+        scopes: &[String],
+        query: &str,
+        limit: u32,
+        min_similarity: f32,
+    ) -> Result<Vec<String>> {
         let mode = if self.embedder.installed() {
             SearchMode::Semantic
         } else {
@@ -910,7 +925,10 @@ impl Store {
             let mut existing: HashMap<(String, String), HashSet<String>> = HashMap::new();
             for e in &graph.entities {
                 if let Some(id) = entity_id(&conn, &e.scope, &e.name)? {
-                    existing.insert((e.scope.clone(), e.name.clone()), observation_texts(&conn, id)?);
+                    existing.insert(
+                        (e.scope.clone(), e.name.clone()),
+                        observation_texts(&conn, id)?,
+                    );
                 }
             }
             for (i, e) in graph.entities.iter().enumerate() {
@@ -946,7 +964,8 @@ impl Store {
                     .collect::<rusqlite::Result<_>>()
                     .map_err(sql)?;
                 removed.extend(ids);
-                tx.execute("DELETE FROM entities WHERE scope = ?1", [s]).map_err(sql)?;
+                tx.execute("DELETE FROM entities WHERE scope = ?1", [s])
+                    .map_err(sql)?;
             }
         }
         let mut pending = Vec::new();
@@ -961,7 +980,11 @@ impl Store {
             let id = entity_id(&tx, &e.scope, &e.name)?
                 .ok_or_else(|| internal("an imported entity vanished"))?;
             let ty: String = tx
-                .query_row("SELECT entity_type FROM entities WHERE id = ?1", [id], |r| r.get(0))
+                .query_row(
+                    "SELECT entity_type FROM entities WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
                 .map_err(sql)?;
             let mut have = observation_texts(&tx, id)?;
             for (j, o) in e.observations.iter().enumerate() {
@@ -983,7 +1006,10 @@ impl Store {
             }
         }
         for r in &graph.relations {
-            let (Some(from), Some(to)) = (entity_id(&tx, &r.scope, &r.from)?, entity_id(&tx, &r.scope, &r.to)?) else {
+            let (Some(from), Some(to)) = (
+                entity_id(&tx, &r.scope, &r.from)?,
+                entity_id(&tx, &r.scope, &r.to)?,
+            ) else {
                 report.skipped += 1;
                 continue;
             };
@@ -1013,7 +1039,9 @@ impl Store {
                      JOIN entities e ON e.id = o.entity_id WHERE o.embedding IS NULL LIMIT 256",
                 )
                 .map_err(sql)?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .map_err(sql)?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(sql)?;
@@ -1118,7 +1146,8 @@ impl Store {
                 .map_err(sql)? as u64;
             removed.extend(obs);
             if !req.dry_run {
-                tx.execute("DELETE FROM entities WHERE id = ?1", [id]).map_err(sql)?;
+                tx.execute("DELETE FROM entities WHERE id = ?1", [id])
+                    .map_err(sql)?;
             }
         }
         report.entities = victims.len() as u64;
@@ -1156,7 +1185,11 @@ impl Store {
             per.retain(|s| allowed.contains(&s.scope));
         }
         let unembedded: i64 = conn
-            .query_row("SELECT COUNT(*) FROM observations WHERE embedding IS NULL", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM observations WHERE embedding IS NULL",
+                [],
+                |r| r.get(0),
+            )
             .map_err(sql)?;
         let integrity = if integrity_check {
             let lines: Vec<String> = conn
@@ -1261,13 +1294,21 @@ fn observation_texts(c: &rusqlite::Connection, entity: i64) -> Result<HashSet<St
 }
 
 /// Entities by id, in the order given, with their observations (in insertion order) if asked.
-fn load_entities(c: &rusqlite::Connection, ids: &[i64], with_observations: bool) -> Result<Vec<Entity>> {
+fn load_entities(
+    c: &rusqlite::Connection,
+    ids: &[i64],
+    with_observations: bool,
+) -> Result<Vec<Entity>> {
     let mut out = Vec::with_capacity(ids.len());
     let mut ent = c
-        .prepare_cached("SELECT scope, name, entity_type, created_ms, updated_ms FROM entities WHERE id = ?1")
+        .prepare_cached(
+            "SELECT scope, name, entity_type, created_ms, updated_ms FROM entities WHERE id = ?1",
+        )
         .map_err(sql)?;
     let mut obs = c
-        .prepare_cached("SELECT text, created_ms FROM observations WHERE entity_id = ?1 ORDER BY id")
+        .prepare_cached(
+            "SELECT text, created_ms FROM observations WHERE entity_id = ?1 ORDER BY id",
+        )
         .map_err(sql)?;
     for &id in ids {
         let Some(mut e) = ent
@@ -1314,7 +1355,11 @@ enum RelationEnds {
     Either,
 }
 
-fn relations_of(c: &rusqlite::Connection, ids: &[i64], ends: RelationEnds) -> Result<Vec<(i64, Relation)>> {
+fn relations_of(
+    c: &rusqlite::Connection,
+    ids: &[i64],
+    ends: RelationEnds,
+) -> Result<Vec<(i64, Relation)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

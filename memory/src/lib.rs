@@ -74,7 +74,8 @@ fn run() -> anyhow::Result<()> {
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.to_string()) };
     }
     let database = config.memory_database();
-    let embedder = embed::LazyEmbedder::new(config.embedding_model_dir(), config.memory.query_cache);
+    let embedder =
+        embed::LazyEmbedder::new(config.embedding_model_dir(), config.memory.query_cache);
     if !embedder.installed() {
         tracing::warn!(dir = %embedder.dir().display(), "the embedding model is not installed: semantic search is off and new observations wait for it (run scripts/install-models.sh)");
     }
@@ -100,7 +101,10 @@ fn run() -> anyhow::Result<()> {
         let s = store.clone();
         tokio::task::spawn_blocking(move || match s.backfill() {
             Ok(0) => {}
-            Ok(n) => tracing::info!(observations = n, "embedded observations stored without a vector"),
+            Ok(n) => tracing::info!(
+                observations = n,
+                "embedded observations stored without a vector"
+            ),
             Err(e) => tracing::warn!(error = %e.message, "backfill of embeddings failed"),
         });
         if !config.memory.retention.is_empty() {
@@ -133,7 +137,12 @@ async fn retention(service: Arc<server::Service>) {
         .await;
         match done {
             Ok(Ok(r)) if r.entities > 0 => {
-                tracing::info!(entities = r.entities, observations = r.observations, relations = r.relations, "retention pruned memory")
+                tracing::info!(
+                    entities = r.entities,
+                    observations = r.observations,
+                    relations = r.relations,
+                    "retention pruned memory"
+                )
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e.message, "retention failed"),

@@ -90,7 +90,10 @@ pub async fn serve(service: Arc<Service>, socket: &Path) -> anyhow::Result<()> {
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(max = MAX_CONNECTIONS, "connection refused: too many connections");
+            tracing::warn!(
+                max = MAX_CONNECTIONS,
+                "connection refused: too many connections"
+            );
             continue;
         };
         let service = service.clone();
@@ -105,13 +108,17 @@ pub async fn serve(service: Arc<Service>, socket: &Path) -> anyhow::Result<()> {
     }
 }
 
-async fn connection(service: Arc<Service>, mut stream: UnixStream) -> Result<(), frame::FrameError> {
+async fn connection(
+    service: Arc<Service>,
+    mut stream: UnixStream,
+) -> Result<(), frame::FrameError> {
     let hello: Hello =
         match tokio::time::timeout(HELLO_TIMEOUT, frame::read_async(&mut stream, 4096)).await {
             Ok(r) => r?,
             Err(_) => return Ok(()),
         };
-    let mut check = handshake::check_peer(&hello, &[Role::Supervisor, Role::Worker], "caxton-memory");
+    let mut check =
+        handshake::check_peer(&hello, &[Role::Supervisor, Role::Worker], "caxton-memory");
     let peer_pid = stream
         .peer_cred()
         .ok()
@@ -143,7 +150,10 @@ async fn connection(service: Arc<Service>, mut stream: UnixStream) -> Result<(),
             Err(frame::FrameError::Closed) => return Ok(()),
             Err(e @ (frame::FrameError::TooLarge { .. } | frame::FrameError::Decode(_))) => {
                 // Tell the peer why, then close: the stream may be out of step after a bad frame.
-                let body = ErrorBody::new(ErrorKind::BadRequest, format!("memory request refused: {e}"));
+                let body = ErrorBody::new(
+                    ErrorKind::BadRequest,
+                    format!("memory request refused: {e}"),
+                );
                 let _ = frame::write_async(&mut stream, &MemoryResponse::Error(body)).await;
                 return Err(e);
             }
@@ -168,7 +178,10 @@ async fn connection(service: Arc<Service>, mut stream: UnixStream) -> Result<(),
 
 fn attach(service: &Service, caller: &Caller, token: &str) -> Result<MemoryGrant, ErrorBody> {
     if !matches!(caller, Caller::Unattached) {
-        return Err(ErrorBody::new(ErrorKind::BadRequest, "this connection is already attached"));
+        return Err(ErrorBody::new(
+            ErrorKind::BadRequest,
+            "this connection is already attached",
+        ));
     }
     service
         .grants
@@ -209,7 +222,11 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
             return MemoryResponse::Ok;
         }
         (MemoryRequest::Revoke { token }, Caller::Supervisor) => {
-            service.grants.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+            service
+                .grants
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(token);
             return MemoryResponse::Ok;
         }
         (MemoryRequest::Register { .. } | MemoryRequest::Revoke { .. }, _) => {
@@ -248,10 +265,24 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
             };
             tools::call(store, &access, &name, &arguments).map(MemoryResponse::ToolOutput)
         }
-        (Caller::Worker(g), MemoryRequest::Recall { query, limit, min_similarity }) => store
+        (
+            Caller::Worker(g),
+            MemoryRequest::Recall {
+                query,
+                limit,
+                min_similarity,
+            },
+        ) => store
             .recall(&g.read, &query, limit.min(50), min_similarity)
             .map(MemoryResponse::Recalled),
-        (Caller::Worker(g), MemoryRequest::StoreInteraction { run_id, input, answer }) => {
+        (
+            Caller::Worker(g),
+            MemoryRequest::StoreInteraction {
+                run_id,
+                input,
+                answer,
+            },
+        ) => {
             let cap = service.config.max_observation_bytes;
             let entity = NewEntity {
                 name: format!("interaction {run_id}"),
@@ -261,7 +292,9 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                     clip(&format!("{} answered: {answer}", g.agent), cap),
                 ],
             };
-            store.create_entities(&g.write, &[entity]).map(|_| MemoryResponse::Ok)
+            store
+                .create_entities(&g.write, &[entity])
+                .map(|_| MemoryResponse::Ok)
         }
         (Caller::Supervisor, MemoryRequest::Store(s)) => check_scope(&s.scope)
             .map_err(|e| ErrorBody::new(ErrorKind::BadRequest, e))
@@ -277,9 +310,9 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                 store.add_observations(&s.scope, &[(s.name, s.observations)])
             })
             .map(|_| MemoryResponse::Ok),
-        (Caller::Supervisor, MemoryRequest::Search(q)) => {
-            all_scopes(store, &q.scopes).and_then(|scopes| store.search(&q, &scopes)).map(MemoryResponse::Search)
-        }
+        (Caller::Supervisor, MemoryRequest::Search(q)) => all_scopes(store, &q.scopes)
+            .and_then(|scopes| store.search(&q, &scopes))
+            .map(MemoryResponse::Search),
         (Caller::Supervisor, MemoryRequest::Show { scope, names }) => {
             let scopes = match scope {
                 Some(s) => vec![s],
@@ -287,13 +320,26 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
             };
             store.open_nodes(&scopes, &names).map(MemoryResponse::Graph)
         }
-        (Caller::Supervisor, MemoryRequest::Stats { integrity_check }) => {
-            store.stats(integrity_check, None).map(MemoryResponse::Stats)
-        }
-        (Caller::Supervisor, MemoryRequest::Export { scopes, offset, limit }) => all_scopes(store, &scopes)
+        (Caller::Supervisor, MemoryRequest::Stats { integrity_check }) => store
+            .stats(integrity_check, None)
+            .map(MemoryResponse::Stats),
+        (
+            Caller::Supervisor,
+            MemoryRequest::Export {
+                scopes,
+                offset,
+                limit,
+            },
+        ) => all_scopes(store, &scopes)
             .and_then(|scopes| store.read_graph(&scopes, offset, limit))
             .map(|(graph, more)| MemoryResponse::ExportPage { graph, more }),
-        (Caller::Supervisor, MemoryRequest::Import { graph, replace_scopes }) => {
+        (
+            Caller::Supervisor,
+            MemoryRequest::Import {
+                graph,
+                replace_scopes,
+            },
+        ) => {
             let bad_scope = graph
                 .entities
                 .iter()
@@ -303,7 +349,9 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                 .find_map(|s| check_scope(s).err());
             match bad_scope {
                 Some(e) => Err(ErrorBody::new(ErrorKind::BadRequest, e)),
-                None => store.import(&graph, &replace_scopes).map(MemoryResponse::Imported),
+                None => store
+                    .import(&graph, &replace_scopes)
+                    .map(MemoryResponse::Imported),
             }
         }
         (Caller::Supervisor, MemoryRequest::Prune(p)) => {
@@ -315,6 +363,21 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                     })
                 })
                 .map(MemoryResponse::Pruned)
+        }
+        (Caller::Supervisor, MemoryRequest::Embed { texts }) => {
+            if texts.len() > 256 {
+                Err(ErrorBody::new(
+                    ErrorKind::BadRequest,
+                    "embed at most 256 texts per request",
+                ))
+            } else {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                store
+                    .embedder
+                    .embed(&refs)
+                    .map(MemoryResponse::Embeddings)
+                    .map_err(|e| ErrorBody::new(ErrorKind::Internal, e))
+            }
         }
         (Caller::Unattached, _) => Err(ErrorBody::new(
             ErrorKind::PermissionDenied,
@@ -344,6 +407,7 @@ fn request_name(r: &MemoryRequest) -> &'static str {
         MemoryRequest::Export { .. } => "export",
         MemoryRequest::Import { .. } => "import",
         MemoryRequest::Prune(_) => "prune",
+        MemoryRequest::Embed { .. } => "embed",
     }
 }
 

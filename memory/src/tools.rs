@@ -132,7 +132,9 @@ pub fn specs() -> Vec<ToolSpec> {
             "search_nodes",
             "Search for nodes in the knowledge graph based on a query",
             schema(
-                page_props(json!({"query": {"type": "string", "description": "The search query to match against entity names, types, and observation content"}})),
+                page_props(
+                    json!({"query": {"type": "string", "description": "The search query to match against entity names, types, and observation content"}}),
+                ),
                 &["query"],
             ),
         ),
@@ -203,16 +205,28 @@ fn pretty(v: &impl serde::Serialize) -> String {
 }
 
 /// Calls tool `name` with JSON `arguments` for a caller with `access`; returns the result text.
-pub fn call(store: &Store, access: &Access, name: &str, arguments: &str) -> Result<String, ErrorBody> {
-    let args: Args = serde_json::from_str(if arguments.trim().is_empty() { "{}" } else { arguments })
-        .map_err(|e| bad(format!("{name}: invalid arguments: {e}")))?;
+pub fn call(
+    store: &Store,
+    access: &Access,
+    name: &str,
+    arguments: &str,
+) -> Result<String, ErrorBody> {
+    let args: Args = serde_json::from_str(if arguments.trim().is_empty() {
+        "{}"
+    } else {
+        arguments
+    })
+    .map_err(|e| bad(format!("{name}: invalid arguments: {e}")))?;
     let write = || -> Result<&str, ErrorBody> {
         match args.scope.as_deref() {
             None => Ok(access.write),
             Some(s) if s == access.write => Ok(access.write),
             Some(s) => Err(ErrorBody::new(
                 caxton_ipc::api::ErrorKind::PermissionDenied,
-                format!("{name}: this agent may not write memory scope `{s}` (it writes `{}`)", access.write),
+                format!(
+                    "{name}: this agent may not write memory scope `{s}` (it writes `{}`)",
+                    access.write
+                ),
             )),
         }
     };
@@ -232,11 +246,13 @@ pub fn call(store: &Store, access: &Access, name: &str, arguments: &str) -> Resu
     let show_scope = |scopes: &[String]| scopes.len() > 1;
     match name {
         "create_entities" => {
-            let created = store.create_entities(write()?, &need(args.entities, name, "entities")?)?;
+            let created =
+                store.create_entities(write()?, &need(args.entities, name, "entities")?)?;
             Ok(pretty(&created))
         }
         "create_relations" => {
-            let created = store.create_relations(write()?, &need(args.relations, name, "relations")?)?;
+            let created =
+                store.create_relations(write()?, &need(args.relations, name, "relations")?)?;
             Ok(pretty(&created))
         }
         "add_observations" => {

@@ -29,9 +29,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn embeddings_match_sentence_transformers() {
     let dir = ServerConfig::default().embedding_model_dir();
-    let embedder = Embedder::load(&dir).unwrap_or_else(|e| {
-        panic!("{e:#}: install the model with scripts/install-models.sh")
-    });
+    let embedder = Embedder::load(&dir)
+        .unwrap_or_else(|e| panic!("{e:#}: install the model with scripts/install-models.sh"));
     let r = reference();
     assert_eq!(r.max_seq_length, caxton_memory::embed::MAX_TOKENS);
     let texts: Vec<&str> = r.sentences.iter().map(String::as_str).collect();
@@ -42,11 +41,18 @@ fn embeddings_match_sentence_transformers() {
         assert_eq!(got.len(), 384);
         let c = cosine(got, want);
         worst = worst.min(c);
-        assert!(c >= 0.99, "sentence {i} ({:?}): cosine {c}", &r.sentences[i]);
+        assert!(
+            c >= 0.99,
+            "sentence {i} ({:?}): cosine {c}",
+            &r.sentences[i]
+        );
         let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
         let alone = embedder.embed(&[texts[i]]).expect("embed one");
-        assert!(cosine(&alone[0], got) > 0.9999, "sentence {i}: batch vs alone");
+        assert!(
+            cosine(&alone[0], got) > 0.9999,
+            "sentence {i}: batch vs alone"
+        );
     }
     eprintln!("worst cosine against sentence-transformers: {worst:.6}");
 }

@@ -61,6 +61,9 @@ struct RawMemory {
     #[serde(default)]
     enabled: bool,
     scope: Option<Spanned<String>>,
+    workspace: Option<Spanned<String>>,
+    #[serde(default)]
+    read: Vec<Spanned<String>>,
     #[serde(default)]
     auto_store: bool,
     search_limit: Option<u32>,
@@ -297,13 +300,7 @@ pub fn parse(
     }
 
     let memory = match raw.memory {
-        None => MemorySpec {
-            enabled: false,
-            scope: "agent".into(),
-            auto_store: false,
-            search_limit: 5,
-            min_similarity: 0.7,
-        },
+        None => MemorySpec::default(),
         Some(m) => {
             let scope = m.scope.map(|s| {
                 if !SCOPES.contains(&s.get_ref().as_str()) {
@@ -325,12 +322,38 @@ pub fn parse(
                 }
                 v.into_inner()
             });
+            let mut read = Vec::new();
+            for r in m.read {
+                if !SCOPES.contains(&r.get_ref().as_str()) {
+                    problem(
+                        r.span().start,
+                        format!("unknown memory scope `{}` in `read`", r.get_ref()),
+                        Some(format!("use scope kinds: {}", SCOPES.join(", "))),
+                    );
+                }
+                read.push(r.into_inner());
+            }
+            let workspace = m.workspace.map(|w| {
+                if let Err(e) =
+                    caxton_ipc::memory::check_scope(&format!("workspace:{}", w.get_ref()))
+                {
+                    problem(
+                        w.span().start,
+                        format!("workspace name `{}`: {e}", w.get_ref()),
+                        None,
+                    );
+                }
+                w.into_inner()
+            });
+            let d = MemorySpec::default();
             MemorySpec {
                 enabled: m.enabled,
-                scope: scope.unwrap_or_else(|| "agent".into()),
+                workspace: workspace.unwrap_or(d.workspace),
+                read,
+                scope: scope.unwrap_or(d.scope),
                 auto_store: m.auto_store,
-                search_limit: m.search_limit.unwrap_or(5),
-                min_similarity: min_similarity.unwrap_or(0.7),
+                search_limit: m.search_limit.unwrap_or(d.search_limit),
+                min_similarity: min_similarity.unwrap_or(d.min_similarity),
             }
         }
     };
@@ -473,7 +496,19 @@ pub fn parse(
 
     let mut tools = Vec::new();
     for t in raw.tools {
+        let memory_tool = caxton_ipc::memory::TOOL_NAMES.contains(&t.get_ref().as_str());
+        if memory_tool && !memory.enabled {
+            problem(
+                t.span().start,
+                format!(
+                    "`{}` is a memory tool, and memory is off for this agent",
+                    t.get_ref()
+                ),
+                Some("add `[memory]` with `enabled = true` (and the scope it should use)".into()),
+            );
+        }
         if let Some(cat) = ctx.catalog
+            && !memory_tool
             && !cat.tools.iter().any(|x| &x.name == t.get_ref())
         {
             let known: Vec<_> = cat.tools.iter().map(|x| x.name.as_str()).collect();

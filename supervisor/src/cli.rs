@@ -1,5 +1,5 @@
-//! The `caxton` command line: `serve`, `agent run|list|show|validate`, `tool …`, `status`,
-//! `health`, `audit verify`.
+//! The `caxton` command line: `serve`, `agent run|list|show|validate|test`, `tool …`,
+//! `memory …`, `status`, `health`, `audit verify`.
 //!
 //! Exit codes (also in the README): 0 success; 1 the run or the check failed; 2 usage error;
 //! 3 no daemon reachable; 4 busy or shutting down (retry later); 5 the run timed out.
@@ -73,6 +73,11 @@ enum Command {
     Tool {
         #[command(subcommand)]
         command: crate::tool_cli::ToolCommand,
+    },
+    /// Search, store, show, export, import and prune memories (the memory service).
+    Memory {
+        #[command(subcommand)]
+        command: crate::memory_cli::MemoryCommand,
     },
     /// Check that the daemon is live and ready (exit 0 when ready).
     Health {
@@ -180,6 +185,7 @@ pub fn main() -> ExitCode {
         } => audit_verify(file, config.as_deref()),
         Command::Health { json } => health(&socket, json),
         Command::Tool { command } => crate::tool_cli::tool(command, &socket),
+        Command::Memory { command } => crate::memory_cli::memory(command, &socket),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -417,13 +423,18 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
     if json {
         return print_json(&s);
     }
-    let toolhost = match &s.toolhost {
+    let describe = |state: &ServiceState| match state {
         ServiceState::Running { pid, .. } => format!("running (pid {pid})"),
         ServiceState::Restarting { attempt, last_exit } => {
-            format!("restarting (attempt {attempt}; it {last_exit})")
+            format!("restarting (attempt {attempt}; last: {last_exit})")
         }
         ServiceState::Starting => "starting".into(),
         ServiceState::Stopped => "stopped".into(),
+    };
+    let toolhost = describe(&s.toolhost);
+    let memory = match &s.memory {
+        Some(m) => format!("{}; restarts {}", describe(m), s.memory_restarts),
+        None => "disabled ([memory] enabled = false)".into(),
     };
     println!(
         "caxton {} pid {}, up {}s{}",
@@ -434,6 +445,7 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
     );
     println!("agents:   {}", s.agents);
     println!("toolhost: {toolhost}");
+    println!("memory:   {memory}");
     println!(
         "workers:  {} running of {} max, {} ready; queue {}/{}",
         s.workers.len(),

@@ -9,6 +9,7 @@ pub mod agent_file;
 pub mod agent_test;
 pub mod cli;
 pub mod client;
+pub mod memory_cli;
 pub mod registry;
 pub mod run_cli;
 pub mod runs;
@@ -103,6 +104,7 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         .clone()
         .unwrap_or_else(|| spawn::sibling_binary("caxton-toolhost"));
     let (toolhost, toolhost_task) = toolhost::Toolhost::start(
+        toolhost::Kind::Toolhost,
         toolhost_binary,
         config_path.as_deref(),
         private.join("toolhost.sock"),
@@ -110,6 +112,26 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         stop_rx.clone(),
     )
     .await?;
+    let memory = if config.memory.enabled {
+        let binary = config
+            .memory
+            .binary
+            .clone()
+            .unwrap_or_else(|| spawn::sibling_binary("caxton-memory"));
+        let (memory, task) = toolhost::Toolhost::start(
+            toolhost::Kind::Memory,
+            binary,
+            config_path.as_deref(),
+            private.join("memory.sock"),
+            config.workers.stderr_tail_bytes,
+            stop_rx.clone(),
+        )
+        .await?;
+        Some((memory, task))
+    } else {
+        None
+    };
+    let (memory, memory_task) = memory.unzip();
     let worker_binary = config
         .workers
         .binary
@@ -128,6 +150,7 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         warm,
         registry: RwLock::new(Arc::new(Registry::default())),
         toolhost,
+        memory,
         queued: AtomicUsize::new(0),
         running: Mutex::new(Default::default()),
         in_flight: watch::channel(0).0,
@@ -168,6 +191,9 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
     let _ = std::fs::remove_file(&api_path);
     let _ =
         tokio::time::timeout(toolhost::STOP_GRACE + Duration::from_secs(1), toolhost_task).await;
+    if let Some(task) = memory_task {
+        let _ = tokio::time::timeout(toolhost::STOP_GRACE + Duration::from_secs(1), task).await;
+    }
     tracing::info!("caxton stopped");
     Ok(())
 }

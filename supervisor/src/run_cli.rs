@@ -224,6 +224,24 @@ impl View {
             } => {
                 let _ = writeln!(err, "  tool {tool} {arguments}");
             }
+            RunEvent::MemoryRecalled { memories } => {
+                let _ = writeln!(
+                    err,
+                    "  memory: {} relevant memories in the prompt",
+                    memories.len()
+                );
+                for m in memories {
+                    let _ = writeln!(err, "    · {}", one_line(m, 160));
+                }
+            }
+            RunEvent::MemoryStored { entity, error } => match error {
+                None => {
+                    let _ = writeln!(err, "  memory: stored as `{entity}`");
+                }
+                Some(e) => {
+                    let _ = writeln!(err, "  ✗ memory: not stored: {}", one_line(e, 200));
+                }
+            },
             RunEvent::ToolResult {
                 ok,
                 output,

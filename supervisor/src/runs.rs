@@ -10,12 +10,14 @@ use caxton_ipc::agent::AgentSpec;
 use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, RunUsage};
 use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
 use caxton_ipc::worker::WorkerJob;
 use tokio::process::ChildStdout;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::service::{RunningWorker, Service};
 use crate::spawn::{self, ChildSpec, ManagedChild};
+use crate::toolhost::{Kind, exchange};
 
 /// Environment a worker inherits; everything else (provider keys included) is withheld.
 pub const WORKER_ENV: &[&str] = &[
@@ -206,6 +208,70 @@ fn new_run_id(svc: &Service) -> String {
     format!("run-{ms:x}-{}", svc.run_seq.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A run's memory grant, registered with the memory service; revoked when dropped (the run
+/// ended, however it ended).
+struct MemoryGrantGuard {
+    socket: std::path::PathBuf,
+    access: MemoryAccess,
+}
+
+impl Drop for MemoryGrantGuard {
+    fn drop(&mut self) {
+        let socket = std::mem::take(&mut self.socket);
+        let token = std::mem::take(&mut self.access.token);
+        tokio::spawn(async move {
+            let req = MemoryRequest::Revoke { token };
+            if let Err(e) =
+                exchange::<_, MemoryResponse>(Kind::Memory, &socket, &req, MEMORY_GRANT_TIMEOUT)
+                    .await
+            {
+                tracing::debug!(error = %e, "revoking a memory grant failed (the service restarted?)");
+            }
+        });
+    }
+}
+
+/// Deadline of registering or revoking a run's memory grant.
+const MEMORY_GRANT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// For an agent with `[memory] enabled`, registers the run's grant (the scopes its `[memory]`
+/// allows) under a fresh random token, which only this run's worker receives.
+async fn grant_memory(
+    svc: &Service,
+    agent: &AgentSpec,
+) -> Result<Option<MemoryGrantGuard>, ErrorBody> {
+    if !agent.memory.enabled {
+        return Ok(None);
+    }
+    let m = svc.memory_service()?;
+    let token = random_token().map_err(|e| {
+        ErrorBody::new(
+            ErrorKind::Internal,
+            format!("no randomness for a memory token: {e}"),
+        )
+    })?;
+    let req = MemoryRequest::Register {
+        token: token.clone(),
+        grant: agent.memory.grant(&agent.name),
+    };
+    svc.memory_request(&req, MEMORY_GRANT_TIMEOUT).await?;
+    Ok(Some(MemoryGrantGuard {
+        socket: m.socket().to_owned(),
+        access: MemoryAccess {
+            socket: m.socket().display().to_string(),
+            token,
+        },
+    }))
+}
+
+/// 128 random bits, hex.
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Why talking to the worker stopped before its terminal event.
 enum Broken {
     /// The pipe broke or carried garbage: the worker died or misbehaved.
@@ -230,7 +296,20 @@ async fn drive_worker<'a>(
         error: ErrorBody::new(kind, message),
         usage: RunUsage::default(),
     };
+    let memory = match grant_memory(svc, agent).await {
+        Ok(m) => m,
+        Err(e) => {
+            return failed(
+                e.kind,
+                format!(
+                    "agent `{}` has [memory] enabled, but {}",
+                    agent.name, e.message
+                ),
+            );
+        }
+    };
     let job = WorkerJob {
+        memory: memory.as_ref().map(|g| g.access.clone()),
         run_id: run_id.to_string(),
         agent: (**agent).clone(),
         input: req.input,

@@ -325,6 +325,7 @@ async fn dispatch(
         | ApiRequest::InstallTool(_)
         | ApiRequest::RemoveTool { .. }
         | ApiRequest::CallTool { .. } => svc.tool_request(req).await,
+        ApiRequest::Memory(m) => svc.memory_api(m).await,
     };
     conn.send(&resp).await
 }

@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 /// Deadline of tool package management requests (an install compiles the module).
 const TOOL_ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
+use caxton_ipc::api::ServiceState;
 use caxton_ipc::api::{
     ApiRequest, ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, RunEvent, RunSummary,
     RunUsage, StatusReport, ValidationReport, WorkerInfo,
 };
 use caxton_ipc::config::ServerConfig;
+use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{CallToolRequest, ToolhostRequest, ToolhostResponse};
 use tokio::sync::{Semaphore, watch};
 
 use crate::agent_file::{self, ValidationContext};
 use crate::registry::Registry;
-use crate::toolhost::Toolhost;
+use crate::toolhost::{Kind, Toolhost};
 
 /// A worker that is running a request right now.
 #[derive(Debug, Clone)]
@@ -73,6 +75,8 @@ pub struct Service {
     pub warm: Arc<crate::warm::WarmWorkers>,
     pub registry: RwLock<Arc<Registry>>,
     pub toolhost: Arc<Toolhost>,
+    /// The memory service; `None` when `[memory] enabled = false`.
+    pub memory: Option<Arc<Toolhost>>,
     pub slots: Arc<Semaphore>,
     pub queued: AtomicUsize,
     pub running: Mutex<BTreeMap<String, RunningWorker>>,
@@ -218,6 +222,69 @@ impl Service {
         }
     }
 
+    /// The memory service, or why it cannot serve.
+    pub fn memory_service(&self) -> Result<&Arc<Toolhost>, ErrorBody> {
+        let Some(m) = &self.memory else {
+            return Err(ErrorBody::new(
+                ErrorKind::Memory,
+                "the memory service is disabled ([memory] enabled = false in the server config)",
+            ));
+        };
+        match m.state() {
+            ServiceState::Running { .. } => Ok(m),
+            ServiceState::Restarting { attempt, last_exit } => Err(ErrorBody::new(
+                ErrorKind::Memory,
+                format!(
+                    "the memory service is not running (restart attempt {attempt}); it last failed: {last_exit}"
+                ),
+            )),
+            other => Err(ErrorBody::new(
+                ErrorKind::Memory,
+                format!("the memory service is not running ({other:?})"),
+            )),
+        }
+    }
+
+    /// Sends one request to the memory service as the supervisor.
+    pub async fn memory_request(
+        &self,
+        req: &MemoryRequest,
+        timeout: Duration,
+    ) -> Result<MemoryResponse, ErrorBody> {
+        let m = self.memory_service()?;
+        match crate::toolhost::exchange(Kind::Memory, m.socket(), req, timeout).await {
+            Ok(MemoryResponse::Error(e)) => Err(e),
+            Ok(r) => Ok(r),
+            Err(e) => Err(ErrorBody::new(ErrorKind::Memory, e.to_string())),
+        }
+    }
+
+    /// `caxton memory …` from the public API: operator requests only.
+    pub async fn memory_api(&self, req: MemoryRequest) -> ApiResponse {
+        let allowed = matches!(
+            req,
+            MemoryRequest::Store(_)
+                | MemoryRequest::Search(_)
+                | MemoryRequest::Show { .. }
+                | MemoryRequest::Stats { .. }
+                | MemoryRequest::Export { .. }
+                | MemoryRequest::Import { .. }
+                | MemoryRequest::Prune(_)
+                | MemoryRequest::Embed { .. }
+        );
+        if !allowed {
+            return ApiResponse::Error(ErrorBody::new(
+                ErrorKind::PermissionDenied,
+                "grant and worker requests cannot be sent through the API socket",
+            ));
+        }
+        let timeout = self.config.memory.request_timeout + Duration::from_secs(5);
+        match self.memory_request(&req, timeout).await {
+            Ok(r) => ApiResponse::Memory(r),
+            Err(e) => ApiResponse::Error(e),
+        }
+    }
+
     pub fn show(&self, name: &str) -> ApiResponse {
         match self.registry().get(name) {
             Some(a) => ApiResponse::Agent(Box::new((*a).clone())),
@@ -272,6 +339,8 @@ impl Service {
             queue_depth: self.queued.load(Ordering::Relaxed) as u32,
             queue_capacity: self.config.workers.queue_capacity,
             toolhost: self.toolhost.state(),
+            memory: self.memory.as_ref().map(|m| m.state()),
+            memory_restarts: self.memory.as_ref().map_or(0, |m| m.restarts()),
             draining: self.draining.load(Ordering::Relaxed),
             counters: Counters {
                 runs_started: load(&s.runs_started),

@@ -1,5 +1,8 @@
-//! Supervision of `caxton-toolhost`: start it, wait for readiness, fetch its catalog, and restart
-//! it with exponential backoff when it dies (logging the exit status and stderr tail).
+//! Supervision of the persistent service processes, `caxton-toolhost` and `caxton-memory`: start
+//! one, wait for readiness (and, for the toolhost, fetch its catalog), and restart it with
+//! exponential backoff when it dies (logging the exit status and stderr tail). A failed first
+//! start is fatal for the toolhost (nothing runs without it) and retried for the memory service
+//! (agents without memory still run; its state says why it is down).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +18,22 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::spawn::{self, ChildSpec, ManagedChild};
+
+/// Which service process a [`Toolhost`] supervises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Toolhost,
+    Memory,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Toolhost => "toolhost",
+            Kind::Memory => "memory service",
+        }
+    }
+}
 
 /// Time the toolhost has to print `ready` (it compiles its WASM modules first).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -45,8 +64,12 @@ pub enum ToolhostError {
         after: Duration,
         stderr: String,
     },
-    #[error("the toolhost at {socket} did not serve the request: {detail}")]
-    Request { socket: String, detail: String },
+    #[error("the {service} at {socket} did not serve the request: {detail}")]
+    Request {
+        service: &'static str,
+        socket: String,
+        detail: String,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -57,8 +80,10 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
-/// The supervised toolhost, shared with the rest of the supervisor.
+/// A supervised service process (the toolhost or the memory service), shared with the rest of
+/// the supervisor.
 pub struct Toolhost {
+    kind: Kind,
     spec: ChildSpec,
     socket: PathBuf,
     state: Mutex<ServiceState>,
@@ -95,9 +120,14 @@ impl Toolhost {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
-    /// Starts the toolhost (failing loudly if the first start fails) and supervises it until
-    /// `stop` turns true; then stops it.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Starts the process and supervises it until `stop` turns true; then stops it. A failed
+    /// first start is an error for the toolhost; the memory service is retried with backoff.
     pub async fn start(
+        kind: Kind,
         program: PathBuf,
         config: Option<&Path>,
         socket: PathBuf,
@@ -112,8 +142,12 @@ impl Toolhost {
             spec = spec.arg("--config").arg(c);
         }
         spec.die_with_parent = true;
-        spec.log_stderr_as = Some("toolhost");
+        spec.log_stderr_as = Some(match kind {
+            Kind::Toolhost => "toolhost",
+            Kind::Memory => "memory",
+        });
         let host = Arc::new(Toolhost {
+            kind,
             spec,
             socket,
             state: Mutex::new(ServiceState::Starting),
@@ -124,7 +158,18 @@ impl Toolhost {
             restarts: Default::default(),
             started: Instant::now(),
         });
-        let child = host.launch().await?;
+        let child = match host.launch().await {
+            Ok(c) => Some(c),
+            Err(e) if kind == Kind::Memory => {
+                tracing::error!(error = %e, "the memory service did not start; retrying with backoff");
+                host.set_state(ServiceState::Restarting {
+                    attempt: 0,
+                    last_exit: e.to_string(),
+                });
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let supervisor = tokio::spawn(host.clone().supervise(child, stop));
         Ok((host, supervisor))
     }
@@ -170,14 +215,18 @@ impl Toolhost {
                 });
             }
         }
-        let catalog = fetch_catalog(&self.socket).await?;
-        tracing::info!(
-            pid = child.pid,
-            tools = catalog.tools.len(),
-            providers = catalog.providers.len(),
-            "toolhost ready"
-        );
-        *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = catalog;
+        if self.kind == Kind::Toolhost {
+            let catalog = fetch_catalog(&self.socket).await?;
+            tracing::info!(
+                pid = child.pid,
+                tools = catalog.tools.len(),
+                providers = catalog.providers.len(),
+                "toolhost ready"
+            );
+            *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = catalog;
+        } else {
+            tracing::info!(pid = child.pid, "{} ready", self.kind.name());
+        }
         self.set_state(ServiceState::Running {
             pid: child.pid,
             since_ms: self.started.elapsed().as_millis() as u64,
@@ -185,8 +234,19 @@ impl Toolhost {
         Ok(child)
     }
 
-    async fn supervise(self: Arc<Self>, mut child: ManagedChild, mut stop: watch::Receiver<bool>) {
+    async fn supervise(
+        self: Arc<Self>,
+        first: Option<ManagedChild>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut backoff = BACKOFF_START;
+        let mut child = match first {
+            Some(c) => c,
+            None => match self.relaunch(&mut backoff, &mut stop, String::new()).await {
+                Some(c) => c,
+                None => return,
+            },
+        };
         loop {
             let up_since = Instant::now();
             let exited = tokio::select! {
@@ -202,29 +262,51 @@ impl Toolhost {
                 Err(e) => format!("could not be waited for ({e})"),
             };
             let stderr = child.stderr_tail().await;
-            tracing::error!(pid = child.pid, exit = %how, stderr = %stderr, "toolhost died; restarting");
+            tracing::error!(pid = child.pid, exit = %how, stderr = %stderr, "{} died; restarting", self.kind.name());
             if up_since.elapsed() > STABLE_AFTER {
                 backoff = BACKOFF_START;
             }
-            let mut attempt = 0;
-            child = loop {
-                attempt += 1;
-                self.set_state(ServiceState::Restarting {
-                    attempt,
-                    last_exit: how.clone(),
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => { self.set_state(ServiceState::Stopped); return; }
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                self.restarts
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match self.launch().await {
-                    Ok(c) => break c,
-                    Err(e) => tracing::error!(attempt, error = %e, "toolhost restart failed"),
-                }
+            child = match self.relaunch(&mut backoff, &mut stop, how).await {
+                Some(c) => c,
+                None => return,
             };
+        }
+    }
+
+    /// Starts the process again after `backoff` (doubling it on each failure) until it is ready;
+    /// `None` when asked to stop first.
+    async fn relaunch(
+        &self,
+        backoff: &mut Duration,
+        stop: &mut watch::Receiver<bool>,
+        mut how: String,
+    ) -> Option<ManagedChild> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let ServiceState::Restarting { last_exit, .. } = self.state()
+                && how.is_empty()
+            {
+                how = last_exit;
+            }
+            self.set_state(ServiceState::Restarting {
+                attempt,
+                last_exit: how.clone(),
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(*backoff) => {}
+                _ = stop.wait_for(|s| *s) => { self.set_state(ServiceState::Stopped); return None; }
+            }
+            *backoff = (*backoff * 2).min(BACKOFF_MAX);
+            self.restarts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self.launch().await {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    tracing::error!(attempt, error = %e, "{} restart failed", self.kind.name());
+                    how = e.to_string();
+                }
+            }
         }
     }
 
@@ -238,7 +320,7 @@ impl Toolhost {
         }
         self.set_state(ServiceState::Stopped);
         let _ = std::fs::remove_file(&self.socket);
-        tracing::info!("toolhost stopped");
+        tracing::info!("{} stopped", self.kind.name());
     }
 
     /// Re-reads the catalog (after SIGHUP); keeps the old one if the toolhost does not answer.
@@ -261,6 +343,7 @@ pub async fn fetch_catalog(socket: &Path) -> Result<Catalog, ToolhostError> {
     match request(socket, &ToolhostRequest::Catalog, CATALOG_TIMEOUT).await? {
         ToolhostResponse::Catalog(c) => Ok(c),
         other => Err(ToolhostError::Request {
+            service: Kind::Toolhost.name(),
             socket: socket.display().to_string(),
             detail: format!("unexpected response {other:?}"),
         }),
@@ -273,7 +356,19 @@ pub async fn request(
     req: &ToolhostRequest,
     timeout: Duration,
 ) -> Result<ToolhostResponse, ToolhostError> {
+    exchange(Kind::Toolhost, socket, req, timeout).await
+}
+
+/// Sends one request to a service process at `socket` on a new connection (Hello as the
+/// supervisor first) and returns its response.
+pub async fn exchange<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    kind: Kind,
+    socket: &Path,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, ToolhostError> {
     let err = |detail: String| ToolhostError::Request {
+        service: kind.name(),
         socket: socket.display().to_string(),
         detail,
     };

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use caxton_ipc::agent::AgentSpec;
 use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage};
 use caxton_ipc::frame::FrameError;
+use caxton_ipc::memory::{self, MemoryRequest, MemoryResponse};
 use caxton_ipc::recording::{Exchange, RecordedRequest};
 use caxton_ipc::template;
 use caxton_ipc::toolhost::{
@@ -14,7 +15,7 @@ use caxton_ipc::toolhost::{
 };
 use caxton_ipc::worker::WorkerJob;
 
-use crate::toolhost_client::ToolhostClient;
+use crate::client::{MemoryClient, ToolhostClient};
 
 /// Runs the job, emitting progress events; returns the terminal event (not yet emitted).
 pub fn run(job: &WorkerJob, emit: &mut dyn FnMut(&RunEvent) -> Result<(), FrameError>) -> RunEvent {
@@ -87,15 +88,31 @@ fn run_inner(
     };
 
     let mut toolhost = ToolhostClient::connect(&job.toolhost_socket)?;
-    let tools: Vec<ToolSpec> = if agent.tools.is_empty() {
-        Vec::new()
-    } else {
-        let names = agent.tools.clone();
-        match toolhost.request(&ToolhostRequest::Tools { names })? {
-            ToolhostResponse::Tools(tools) => tools,
-            other => return Err(unexpected(&other)),
+    let mut memory = job.memory.as_ref().map(MemoryClient::connect).transpose()?;
+    let is_memory_tool = |name: &str| memory::TOOL_NAMES.contains(&name) && job.memory.is_some();
+    let tools = tool_specs(agent, &mut toolhost, memory.as_mut(), &is_memory_tool)?;
+    let mut system = system;
+    if let Some(m) = memory.as_mut()
+        && agent.memory.search_limit > 0
+    {
+        let recalled = match m.request(&MemoryRequest::Recall {
+            query: job.input.clone(),
+            limit: agent.memory.search_limit,
+            min_similarity: agent.memory.min_similarity,
+        })? {
+            MemoryResponse::Recalled(lines) => lines,
+            other => return Err(unexpected_memory(&other)),
+        };
+        if !recalled.is_empty() {
+            system.push_str("\n\nRelevant memories from earlier runs:\n");
+            for line in &recalled {
+                system.push_str("- ");
+                system.push_str(line);
+                system.push('\n');
+            }
+            send(RunEvent::MemoryRecalled { memories: recalled })?;
         }
-    };
+    }
     let mut messages = vec![
         ChatMessage::System { content: system },
         ChatMessage::User { content: user },
@@ -159,7 +176,21 @@ fn run_inner(
             })))?;
         }
         if reply.tool_calls.is_empty() {
-            return Ok(reply.content.unwrap_or_default());
+            let answer = reply.content.unwrap_or_default();
+            if let Some(m) = memory.as_mut()
+                && agent.memory.auto_store
+            {
+                let stored = m.request(&MemoryRequest::StoreInteraction {
+                    run_id: job.run_id.clone(),
+                    input: job.input.clone(),
+                    answer: answer.clone(),
+                });
+                send(RunEvent::MemoryStored {
+                    entity: format!("interaction {}", job.run_id),
+                    error: stored.err().map(|e| e.message),
+                })?;
+            }
+            return Ok(answer);
         }
         messages.push(ChatMessage::Assistant {
             content: reply.content.clone(),
@@ -205,8 +236,28 @@ fn run_inner(
                     arguments: call.arguments.clone(),
                     timeout_ms: agent.limits.tool_timeout_ms.min(remaining_ms()),
                 };
-                match toolhost.request(&ToolhostRequest::CallTool(req)) {
+                let routed = match memory.as_mut() {
+                    Some(m) if is_memory_tool(&call.name) => m
+                        .request(&MemoryRequest::CallTool {
+                            name: call.name.clone(),
+                            arguments: call.arguments.clone(),
+                        })
+                        .map(|r| match r {
+                            MemoryResponse::ToolOutput(content) => {
+                                ToolhostResponse::ToolOutput(caxton_ipc::toolhost::ToolOutput {
+                                    content,
+                                    is_error: false,
+                                    duration_us: 0,
+                                })
+                            }
+                            other => ToolhostResponse::Error(unexpected_memory(&other)),
+                        }),
+                    _ => toolhost.request(&ToolhostRequest::CallTool(req)),
+                };
+                match routed {
                     Ok(ToolhostResponse::ToolOutput(out)) => (out.content, out.is_error),
+                    // The memory service itself is gone: the run cannot go on either.
+                    Err(e) if e.kind == ErrorKind::Memory => return Err(e),
                     Ok(other) => return Err(unexpected(&other)),
                     // The toolhost itself is gone: the run cannot go on.
                     Err(e) if e.kind == ErrorKind::Toolhost => return Err(e),
@@ -306,6 +357,46 @@ fn replayed(
         Some(difference) => diverged(difference),
         None => Ok(exchange.reply.clone()),
     }
+}
+
+/// The specs of the agent's tools, in its order: memory tools from the memory service, the rest
+/// from the toolhost.
+fn tool_specs(
+    agent: &AgentSpec,
+    toolhost: &mut ToolhostClient,
+    memory: Option<&mut MemoryClient>,
+    is_memory_tool: &dyn Fn(&str) -> bool,
+) -> Result<Vec<ToolSpec>, ErrorBody> {
+    let (from_memory, from_toolhost): (Vec<String>, Vec<String>) =
+        agent.tools.iter().cloned().partition(|t| is_memory_tool(t));
+    let mut specs = Vec::new();
+    if !from_toolhost.is_empty() {
+        match toolhost.request(&ToolhostRequest::Tools {
+            names: from_toolhost,
+        })? {
+            ToolhostResponse::Tools(tools) => specs.extend(tools),
+            other => return Err(unexpected(&other)),
+        }
+    }
+    if let Some(m) = memory
+        && !from_memory.is_empty()
+    {
+        match m.request(&MemoryRequest::Tools)? {
+            MemoryResponse::Tools(tools) => {
+                specs.extend(tools.into_iter().filter(|t| from_memory.contains(&t.name)))
+            }
+            other => return Err(unexpected_memory(&other)),
+        }
+    }
+    specs.sort_by_key(|s| agent.tools.iter().position(|t| *t == s.name));
+    Ok(specs)
+}
+
+fn unexpected_memory(resp: &MemoryResponse) -> ErrorBody {
+    ErrorBody::new(
+        ErrorKind::Internal,
+        format!("unexpected memory service response: {resp:?}"),
+    )
 }
 
 fn unexpected(resp: &ToolhostResponse) -> ErrorBody {

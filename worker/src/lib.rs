@@ -6,7 +6,7 @@
 //! The worker holds no provider secrets and keeps no state after it exits.
 
 pub mod agent_loop;
-pub mod toolhost_client;
+pub mod client;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
