@@ -97,8 +97,11 @@ pub struct SearchHit {
     pub name: String,
     pub entity_type: String,
     pub scope: String,
-    /// Cosine similarity for semantic hits, bm25-derived for keyword hits, fused for hybrid.
+    /// The ranking score: cosine similarity in semantic mode, -bm25 in keyword mode, the
+    /// reciprocal-rank fusion of both in hybrid mode.
     pub score: f32,
+    /// Cosine similarity of the best observation, when the semantic search found this entity.
+    pub similarity: Option<f32>,
     /// The observation that matched best, if one did.
     pub matched: Option<String>,
     pub observations: Vec<Observation>,

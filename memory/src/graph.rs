@@ -638,6 +638,11 @@ impl Store {
             SearchMode::Semantic => None,
             _ => Some(self.keyword(q, scopes, depth)?),
         };
+        let similarity: HashMap<i64, f32> = semantic
+            .iter()
+            .flatten()
+            .map(|(id, score, _)| (*id, *score))
+            .collect();
         // Each list: (entity id, score, best observation), best first.
         let ranked: Vec<(i64, f32, Option<String>)> = match (semantic, keyword) {
             (Some(s), None) => s,
@@ -679,6 +684,7 @@ impl Store {
                 entity_type: e.entity_type.clone(),
                 scope: e.scope.clone(),
                 score,
+                similarity: similarity.get(&id).copied(),
                 matched,
                 observations: e.observations.clone(),
             };

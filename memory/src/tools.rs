@@ -318,6 +318,9 @@ pub fn call(
                 .iter()
                 .map(|h| {
                     let mut v = json!({"name": h.name, "entityType": h.entity_type, "score": (h.score * 1000.0).round() / 1000.0});
+                    if let Some(sim) = h.similarity {
+                        v["similarity"] = json!((sim * 1000.0).round() / 1000.0);
+                    }
                     if let Some(m) = &h.matched {
                         v["observation"] = json!(m);
                     }

@@ -204,6 +204,28 @@ impl Daemon {
         }
     }
 
+    /// The daemon's temporary directory (config, state, runtime).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Path of the memory service's socket.
+    pub fn memory_socket(&self) -> PathBuf {
+        self.dir.path().join("run/private/memory.sock")
+    }
+
+    /// One operator request to the memory service, through the daemon's API socket.
+    pub fn memory(
+        &self,
+        req: caxton_ipc::memory::MemoryRequest,
+    ) -> anyhow::Result<Result<caxton_ipc::memory::MemoryResponse, ErrorBody>> {
+        match self.connect()?.call(&ApiRequest::Memory(req))? {
+            ApiResponse::Memory(r) => Ok(Ok(r)),
+            ApiResponse::Error(e) => Ok(Err(e)),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+
     /// Path of the toolhost's socket.
     pub fn toolhost_socket(&self) -> PathBuf {
         self.dir.path().join("run/private/toolhost.sock")
@@ -491,6 +513,19 @@ impl RunOutcome {
                 _ => None,
             })
         })
+    }
+
+    /// Each tool result: (tool, ok, output).
+    pub fn tool_results(&self) -> Vec<(&str, bool, &str)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::ToolResult {
+                    tool, ok, output, ..
+                } => Some((tool.as_str(), *ok, output.as_str())),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn worker_pid(&self) -> Option<u32> {
