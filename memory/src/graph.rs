@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::config::MemoryConfig;
 use caxton_ipc::memory::{
     Entity, Graph, ImportReport, MemoryStats, Observation, PruneReport, PruneRequest, Relation,
     ScopeStats, SearchHit, SearchMode, SearchQuery, SearchResults,
@@ -1086,13 +1087,9 @@ impl Store {
         }
     }
 
-    /// Removes entities by age and count, per scope. `rule_for` gives the configured retention of
-    /// a scope; the request's own values override it.
-    pub fn prune(
-        &self,
-        req: &PruneRequest,
-        rule_for: &dyn Fn(&str) -> (Option<u64>, Option<u64>),
-    ) -> Result<PruneReport> {
+    /// Removes entities by age and count, per scope: the request's values, else the scope's
+    /// configured retention.
+    pub fn prune(&self, req: &PruneRequest, config: &MemoryConfig) -> Result<PruneReport> {
         let mut conn = self.conn()?;
         let scopes: Vec<String> = match &req.scope {
             Some(s) => vec![s.clone()],
@@ -1108,9 +1105,13 @@ impl Store {
         let tx = conn.transaction().map_err(sql)?;
         let mut victims: Vec<i64> = Vec::new();
         for scope in &scopes {
-            let (ttl, max) = rule_for(scope);
-            let ttl = req.older_than_ms.or(ttl);
-            let max = req.max_entities.or(max);
+            let rule = config.retention_for(scope);
+            let ttl = req
+                .older_than_ms
+                .or_else(|| rule.and_then(|r| r.ttl).map(|d| d.as_millis() as u64));
+            let max = req
+                .max_entities
+                .or_else(|| rule.and_then(|r| r.max_entities));
             if let Some(ttl) = ttl {
                 let cutoff = now.saturating_sub(ttl) as i64;
                 let ids: Vec<i64> = tx

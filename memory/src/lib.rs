@@ -126,15 +126,7 @@ async fn retention(service: Arc<server::Service>) {
             max_entities: None,
             dry_run: false,
         };
-        let done = tokio::task::spawn_blocking(move || {
-            let cfg = &svc.config;
-            svc.store.prune(&req, &|scope| {
-                cfg.retention_for(scope).map_or((None, None), |r| {
-                    (r.ttl.map(|d| d.as_millis() as u64), r.max_entities)
-                })
-            })
-        })
-        .await;
+        let done = tokio::task::spawn_blocking(move || svc.store.prune(&req, &svc.config)).await;
         match done {
             Ok(Ok(r)) if r.entities > 0 => {
                 tracing::info!(

@@ -355,14 +355,7 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
             }
         }
         (Caller::Supervisor, MemoryRequest::Prune(p)) => {
-            let cfg = &service.config;
-            store
-                .prune(&p, &|scope| {
-                    cfg.retention_for(scope).map_or((None, None), |r| {
-                        (r.ttl.map(|d| d.as_millis() as u64), r.max_entities)
-                    })
-                })
-                .map(MemoryResponse::Pruned)
+            store.prune(&p, &service.config).map(MemoryResponse::Pruned)
         }
         (Caller::Supervisor, MemoryRequest::Embed { texts }) => {
             if texts.len() > 256 {

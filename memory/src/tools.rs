@@ -317,9 +317,9 @@ pub fn call(
                 .hits
                 .iter()
                 .map(|h| {
-                    let mut v = json!({"name": h.name, "entityType": h.entity_type, "score": (h.score * 1000.0).round() / 1000.0});
+                    let mut v = json!({"name": h.name, "entityType": h.entity_type, "score": (f64::from(h.score) * 1000.0).round() / 1000.0});
                     if let Some(sim) = h.similarity {
-                        v["similarity"] = json!((sim * 1000.0).round() / 1000.0);
+                        v["similarity"] = json!((f64::from(sim) * 1000.0).round() / 1000.0);
                     }
                     if let Some(m) = &h.matched {
                         v["observation"] = json!(m);

@@ -771,3 +771,98 @@ fn a_corrupt_database_is_a_clear_error_without_a_busy_restart_loop() {
     // The file was not touched.
     assert_eq!(std::fs::read(&db).unwrap(), vec![0x42u8; 64 * 1024]);
 }
+
+#[test]
+fn prune_applies_age_count_and_configured_retention() {
+    let d = Daemon::start(options(
+        "\n[memory.retention.\"workspace:*\"]\nmax_entities = 1\n",
+    ))
+    .unwrap();
+    for i in 1..=5 {
+        store(
+            &d,
+            "global",
+            &format!("note-{i}"),
+            &[&format!("note number {i} about the quarterly report")],
+        );
+    }
+    store(&d, "workspace:x", "old", &["an older workspace memory"]);
+    store(&d, "workspace:x", "new", &["a newer workspace memory"]);
+    let count = |scope: &str| match d
+        .memory(MemoryRequest::Stats {
+            integrity_check: false,
+        })
+        .unwrap()
+    {
+        Ok(MemoryResponse::Stats(s)) => s
+            .scopes
+            .iter()
+            .find(|x| x.scope == scope)
+            .map_or(0, |x| x.entities),
+        other => panic!("{other:?}"),
+    };
+    let out = d.cli(&[
+        "memory",
+        "prune",
+        "--scope",
+        "global",
+        "--max-entities",
+        "2",
+        "--dry-run",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would remove 3 entities, 3 observations"),
+        "{out:?}"
+    );
+    assert_eq!(count("global"), 5);
+    let out = d.cli(&[
+        "memory",
+        "prune",
+        "--scope",
+        "global",
+        "--max-entities",
+        "2",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 3 entities"),
+        "{out:?}"
+    );
+    // The most recently updated are kept, and the removed ones are gone from search too.
+    let out = d.cli(&[
+        "memory",
+        "search",
+        "quarterly report",
+        "--mode",
+        "semantic",
+        "--json",
+    ]);
+    let hits = json(&String::from_utf8_lossy(&out.stdout));
+    let names: BTreeSet<_> = hits["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["note-4".to_string(), "note-5".to_string()])
+    );
+    // No flags: the configured retention (workspace:* keeps 1); global has no rule.
+    let out = d.cli(&["memory", "prune"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 1 entities"),
+        "{out:?}"
+    );
+    assert_eq!(count("workspace:x"), 1);
+    assert_eq!(count("global"), 2);
+    let show = d.cli(&["memory", "show", "new", "--scope", "workspace:x"]);
+    assert!(show.status.success(), "{show:?}");
+    // By age.
+    std::thread::sleep(Duration::from_millis(50));
+    let out = d.cli(&["memory", "prune", "--older-than", "10ms"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 3 entities"),
+        "{out:?}"
+    );
+    assert_eq!(count("global"), 0);
+}
