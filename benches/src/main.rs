@@ -9,6 +9,7 @@
 //! in-process call, instantiation per call, cold compile, and idle memory per loaded tool.
 
 mod local_llm;
+mod memory;
 mod providers;
 mod tools;
 
@@ -245,6 +246,11 @@ fn main() -> anyhow::Result<()> {
     // `caxton-benches local` runs only the embedded LLM section (in-process, no daemon).
     if std::env::args().nth(1).as_deref() == Some("local") {
         print!("{}", local_llm::main(std::env::args().nth(2).as_deref())?);
+        return Ok(());
+    }
+    // `caxton-benches memory` runs only the memory service section.
+    if std::env::args().nth(1).as_deref() == Some("memory") {
+        print!("{}", memory::report()?);
         return Ok(());
     }
     // `caxton-benches providers` runs only the LLM provider overhead section.

@@ -1032,6 +1032,35 @@ impl Store {
         Ok(report)
     }
 
+    /// Bulk load of new entities with one observation each, whose vectors were computed
+    /// elsewhere (the benchmarks build 1M-entity stores this way), in one transaction.
+    pub fn load_with_vectors(&self, scope: &str, items: &[(String, String, String, Vec<f32>)]) -> Result<()> {
+        let now = now_ms();
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(sql)?;
+        let mut pending = Vec::with_capacity(items.len());
+        for (name, ty, text, vector) in items {
+            tx.prepare_cached(
+                "INSERT INTO entities (scope, name, entity_type, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+            )
+            .map_err(sql)?
+            .execute(params![scope, name, ty, now as i64])
+            .map_err(sql)?;
+            let entity = tx.last_insert_rowid();
+            let observation = insert_observation(&tx, entity, text, now, Some(vector))?;
+            pending.push(Pending {
+                observation,
+                entity,
+                scope: scope.to_string(),
+                entity_type: ty.clone(),
+                vector: vector.clone(),
+            });
+        }
+        tx.commit().map_err(sql)?;
+        self.apply(pending, &[]);
+        Ok(())
+    }
+
     /// Embeds observations stored without a vector (the model was missing then). Returns how many.
     pub fn backfill(&self) -> Result<u64> {
         if !self.embedder.installed() {
