@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end on the built-in defaults: build, start `caxton serve`, run a real
 # agent request (CLI -> supervisor -> fresh worker process -> toolhost -> WASM tool -> answer),
+# store and search a memory and run an agent that recalls it (memory service, local embeddings),
 # show the service status, and stop the service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,14 @@ echo; echo '$ caxton agent run calculator --input "What is 12 * 7 + 3?"'
 "$bin/caxton" agent run calculator --input "What is 12 * 7 + 3?"
 echo; echo '$ caxton agent run text-stats --input "the quick brown fox"'
 "$bin/caxton" agent run text-stats --input "the quick brown fox"
+echo; echo '$ caxton memory store "Release train" -o "Releases ship on Tuesdays after the 10:00 standup" --scope workspace:team'
+"$bin/caxton" memory store "Release train" -o "Releases ship on Tuesdays after the 10:00 standup" --scope workspace:team
+echo; echo '$ caxton memory search "when do we deploy?"'
+"$bin/caxton" memory search "when do we deploy?"
+echo; echo '$ caxton agent run team-notes --input "When do we ship?"'
+"$bin/caxton" agent run team-notes --input "When do we ship?"
+echo; echo '$ caxton memory stats'
+"$bin/caxton" memory stats
 echo; echo '$ caxton status'
 "$bin/caxton" status
 echo; echo '$ caxton audit verify'

@@ -186,6 +186,7 @@ pub struct ImportReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MemoryRequest {
     /// Supervisor only: allow a run's worker to attach with `token`.
     Register {
@@ -250,6 +251,7 @@ pub enum MemoryRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MemoryResponse {
     Ok,
     Tools(Vec<ToolSpec>),
