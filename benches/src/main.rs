@@ -291,9 +291,14 @@ fn main() -> anyhow::Result<()> {
         ServiceState::Running { pid, .. } => pid,
         other => anyhow::bail!("toolhost not running: {other:?}"),
     };
+    let memory_pid = match d.status()?.memory {
+        Some(ServiceState::Running { pid, .. }) => pid,
+        other => anyhow::bail!("memory service not running: {other:?}"),
+    };
     // Idle memory, before any run.
     let idle_sup = rss_kib(d.pid());
     let idle_th = rss_kib(toolhost_pid);
+    let idle_mem = rss_kib(memory_pid);
 
     for _ in 0..200 {
         run_once(&d)?;
@@ -324,6 +329,7 @@ fn main() -> anyhow::Result<()> {
     let tputs: Vec<_> = [1, 8, 64].iter().map(|&c| (c, throughput(&d, c))).collect();
     let after_sup = rss_kib(d.pid());
     let after_th = rss_kib(toolhost_pid);
+    let after_mem = rss_kib(memory_pid);
     let status = d.status()?;
 
     println!("# Benchmark results\n");
@@ -399,9 +405,19 @@ fn main() -> anyhow::Result<()> {
         after_th as f64 / 1024.0
     );
     println!(
-        "| **service total** | **{:.1}** | **{:.1}** | ≤ 50 idle |",
+        "| memory service (empty, model not loaded) | {:.1} | {:.1} | |",
+        idle_mem as f64 / 1024.0,
+        after_mem as f64 / 1024.0
+    );
+    println!(
+        "| **supervisor + toolhost** | **{:.1}** | **{:.1}** | ≤ 50 idle |",
         (idle_sup + idle_th) as f64 / 1024.0,
         (after_sup + after_th) as f64 / 1024.0
+    );
+    println!(
+        "| **all three** | **{:.1}** | **{:.1}** | |",
+        (idle_sup + idle_th + idle_mem) as f64 / 1024.0,
+        (after_sup + after_th + after_mem) as f64 / 1024.0
     );
     println!(
         "\nCounters after the run: {} runs finished, {} failed, {} busy rejections.",

@@ -1196,9 +1196,20 @@ impl Store {
         Ok(report)
     }
 
-    pub fn stats(&self, integrity_check: bool, scopes: Option<&[String]>) -> Result<MemoryStats> {
+    /// Every scope that holds an entity.
+    pub fn scopes(&self) -> Result<Vec<String>> {
         let conn = self.conn()?;
-        let mut per: Vec<ScopeStats> = conn
+        conn.prepare("SELECT DISTINCT scope FROM entities ORDER BY scope")
+            .map_err(sql)?
+            .query_map([], |r| r.get(0))
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)
+    }
+
+    pub fn stats(&self, integrity_check: bool) -> Result<MemoryStats> {
+        let conn = self.conn()?;
+        let per: Vec<ScopeStats> = conn
             .prepare(
                 "SELECT e.scope, COUNT(*),
                         (SELECT COUNT(*) FROM observations o JOIN entities x ON x.id = o.entity_id WHERE x.scope = e.scope),
@@ -1217,9 +1228,6 @@ impl Store {
             .map_err(sql)?
             .collect::<rusqlite::Result<_>>()
             .map_err(sql)?;
-        if let Some(allowed) = scopes {
-            per.retain(|s| allowed.contains(&s.scope));
-        }
         let unembedded: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM observations WHERE embedding IS NULL",

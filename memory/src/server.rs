@@ -321,7 +321,7 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
             store.open_nodes(&scopes, &names).map(MemoryResponse::Graph)
         }
         (Caller::Supervisor, MemoryRequest::Stats { integrity_check }) => store
-            .stats(integrity_check, None)
+            .stats(integrity_check)
             .map(MemoryResponse::Stats),
         (
             Caller::Supervisor,
@@ -412,12 +412,7 @@ fn all_scopes(store: &Store, scopes: &[String]) -> Result<Vec<String>, ErrorBody
         }
         return Ok(scopes.to_vec());
     }
-    Ok(store
-        .stats(false, None)?
-        .scopes
-        .into_iter()
-        .map(|s| s.scope)
-        .collect())
+    store.scopes()
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
