@@ -20,6 +20,8 @@ use caxton_memory::embed::{Embedder, LazyEmbedder};
 use caxton_memory::graph::{Limits, NewEntity, Store};
 use caxton_tests::{Daemon, Options};
 
+use crate::rss_kib;
+
 const BASE_SENTENCES: usize = 4000;
 const QUERIES: usize = 200;
 const K: usize = 10;
@@ -39,46 +41,139 @@ impl Rng {
     }
     /// Roughly normal (sum of uniforms), mean 0, sd 1.
     fn normal(&mut self) -> f32 {
-        (0..4).map(|_| (self.next() % 10_000) as f32 / 10_000.0).sum::<f32>() * 1.732 - 3.464
+        (0..4)
+            .map(|_| (self.next() % 10_000) as f32 / 10_000.0)
+            .sum::<f32>()
+            * 1.732
+            - 3.464
     }
 }
 
 const NAMES: &[&str] = &[
-    "Alice", "Bob", "Carol", "Dmitri", "Eve", "Farah", "Gustavo", "Hiro", "Ines", "Jamal", "Kofi",
-    "Lena", "Mateo", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Uma", "Viktor",
-    "Wen", "Ximena", "Yusuf", "Zoe", "the platform team", "the billing service", "our CI runner",
-    "the staging cluster", "the data warehouse", "the mobile app", "the on-call engineer",
+    "Alice",
+    "Bob",
+    "Carol",
+    "Dmitri",
+    "Eve",
+    "Farah",
+    "Gustavo",
+    "Hiro",
+    "Ines",
+    "Jamal",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nadia",
+    "Omar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sven",
+    "Tariq",
+    "Uma",
+    "Viktor",
+    "Wen",
+    "Ximena",
+    "Yusuf",
+    "Zoe",
+    "the platform team",
+    "the billing service",
+    "our CI runner",
+    "the staging cluster",
+    "the data warehouse",
+    "the mobile app",
+    "the on-call engineer",
 ];
 const VERBS: &[&str] = &[
-    "deployed", "reviewed", "broke", "fixed", "migrated", "benchmarked", "documented", "rewrote",
-    "paused", "audited", "scaled", "refactored", "monitored", "rolled back", "upgraded", "tested",
-    "approved", "rejected", "profiled", "archived",
+    "deployed",
+    "reviewed",
+    "broke",
+    "fixed",
+    "migrated",
+    "benchmarked",
+    "documented",
+    "rewrote",
+    "paused",
+    "audited",
+    "scaled",
+    "refactored",
+    "monitored",
+    "rolled back",
+    "upgraded",
+    "tested",
+    "approved",
+    "rejected",
+    "profiled",
+    "archived",
 ];
 const OBJECTS: &[&str] = &[
-    "the payment gateway", "the login page", "the nightly backup", "the search index",
-    "the invoice generator", "the recommendation model", "the Kubernetes ingress",
-    "the Postgres replica", "the feature flag service", "the email templates", "the GPU nodes",
-    "the quarterly report", "the marketing site", "the customer export", "the fraud rules",
-    "the rate limiter", "the audit log", "the onboarding flow", "the message queue",
-    "the TLS certificates", "the cache layer", "the mobile release", "the analytics pipeline",
+    "the payment gateway",
+    "the login page",
+    "the nightly backup",
+    "the search index",
+    "the invoice generator",
+    "the recommendation model",
+    "the Kubernetes ingress",
+    "the Postgres replica",
+    "the feature flag service",
+    "the email templates",
+    "the GPU nodes",
+    "the quarterly report",
+    "the marketing site",
+    "the customer export",
+    "the fraud rules",
+    "the rate limiter",
+    "the audit log",
+    "the onboarding flow",
+    "the message queue",
+    "the TLS certificates",
+    "the cache layer",
+    "the mobile release",
+    "the analytics pipeline",
 ];
 const WHEN: &[&str] = &[
-    "on Monday", "after the outage", "before the holidays", "during the incident review",
-    "last sprint", "at 3am", "for the Q3 launch", "while the team was offsite",
-    "because latency doubled", "after a customer complaint", "to cut cloud costs",
-    "ahead of the audit", "with no downtime", "twice this month", "without telling anyone",
+    "on Monday",
+    "after the outage",
+    "before the holidays",
+    "during the incident review",
+    "last sprint",
+    "at 3am",
+    "for the Q3 launch",
+    "while the team was offsite",
+    "because latency doubled",
+    "after a customer complaint",
+    "to cut cloud costs",
+    "ahead of the audit",
+    "with no downtime",
+    "twice this month",
+    "without telling anyone",
 ];
 const QUESTIONS: &[&str] = &[
-    "Who touched", "What happened to", "Why did someone change", "When was work done on",
-    "Which person handled", "Is anyone responsible for",
+    "Who touched",
+    "What happened to",
+    "Why did someone change",
+    "When was work done on",
+    "Which person handled",
+    "Is anyone responsible for",
 ];
 
 fn sentence(r: &mut Rng) -> String {
-    format!("{} {} {} {}.", r.pick(NAMES), r.pick(VERBS), r.pick(OBJECTS), r.pick(WHEN))
+    format!(
+        "{} {} {} {}.",
+        r.pick(NAMES),
+        r.pick(VERBS),
+        r.pick(OBJECTS),
+        r.pick(WHEN)
+    )
 }
 
 fn question(r: &mut Rng) -> String {
-    format!("{} {} {}?", r.pick(QUESTIONS), r.pick(OBJECTS), r.pick(WHEN))
+    format!(
+        "{} {} {}?",
+        r.pick(QUESTIONS),
+        r.pick(OBJECTS),
+        r.pick(WHEN)
+    )
 }
 
 fn normalize(v: &mut [f32]) {
@@ -96,19 +191,12 @@ fn pct(mut v: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn exact_top(vectors: &[Vec<f32>], q: &[f32], k: usize) -> Vec<usize> {
-    let mut scored: Vec<(f32, usize)> = vectors.iter().enumerate().map(|(i, v)| (dot(v, q), i)).collect();
+    let mut scored: Vec<(f32, usize)> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (dot(v, q), i))
+        .collect();
     scored.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
     scored.truncate(k);
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -132,7 +220,9 @@ impl Vec0 {
                     *mut *mut std::os::raw::c_char,
                     *const rusqlite::ffi::sqlite3_api_routines,
                 ) -> std::os::raw::c_int,
-            >(sqlite_vec::sqlite3_vec_init as *const ())));
+            >(
+                sqlite_vec::sqlite3_vec_init as *const (),
+            )));
         }
         let mut conn = rusqlite::Connection::open(path)?;
         conn.execute_batch(&format!(
@@ -183,12 +273,26 @@ pub fn report() -> anyhow::Result<String> {
         query_times.push(t.elapsed());
     }
     let (q50, q99) = pct(query_times);
-    let avg_words = base_texts.iter().map(|s| s.split_whitespace().count()).sum::<usize>() as f64 / BASE_SENTENCES as f64;
-    writeln!(out, "### Embedding (All-MiniLM-L6-v2, candle, {} threads)\n", std::thread::available_parallelism().map_or(1, |n| n.get()))?;
+    let avg_words = base_texts
+        .iter()
+        .map(|s| s.split_whitespace().count())
+        .sum::<usize>() as f64
+        / BASE_SENTENCES as f64;
+    writeln!(
+        out,
+        "### Embedding (All-MiniLM-L6-v2, candle, {} threads)\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    )?;
     writeln!(out, "| what | result | reference |")?;
     writeln!(out, "|---|---|---|")?;
-    writeln!(out, "| batched, {BASE_SENTENCES} sentences of {avg_words:.1} words | **{batched_rate:.0} sentences/s** | ~750/s (sentence-transformers' CPU figure) |")?;
-    writeln!(out, "| one short query (cache miss), p50 / p99 | {q50:.1} / {q99:.1} ms | ~18 ms measured before this work |")?;
+    writeln!(
+        out,
+        "| batched, {BASE_SENTENCES} sentences of {avg_words:.1} words | **{batched_rate:.0} sentences/s** | ~750/s (sentence-transformers' CPU figure) |"
+    )?;
+    writeln!(
+        out,
+        "| one short query (cache miss), p50 / p99 | {q50:.1} / {q99:.1} ms | ~18 ms measured before this work |"
+    )?;
 
     // Search at scale.
     let sizes: Vec<usize> = std::env::var("CAXTON_BENCH_MEMORY_SIZES")
@@ -196,8 +300,14 @@ pub fn report() -> anyhow::Result<String> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    writeln!(out, "\n### Semantic search, top-{K} (ms; {QUERIES} queries each, fewer for vec0 at 1M)\n")?;
-    writeln!(out, "| entities | search p50 / p99 | with query embedding p50 / p99 | recall@{K} vs exact | exact f32 scan p50 | sqlite-vec `vec0` p50 | vec0 / ours | bytes per entity |")?;
+    writeln!(
+        out,
+        "\n### Semantic search, top-{K} (ms; {QUERIES} queries each, fewer for vec0 at 1M)\n"
+    )?;
+    writeln!(
+        out,
+        "| entities | search p50 / p99 | with query embedding p50 / p99 | recall@{K} vs exact | exact f32 scan p50 | sqlite-vec `vec0` p50 | vec0 / ours | bytes per entity |"
+    )?;
     writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     let dir = tempfile::tempdir_in("/tmp")?;
     let mut service_db = None;
@@ -209,7 +319,10 @@ pub fn report() -> anyhow::Result<String> {
             &db,
             4,
             LazyEmbedder::new(model_dir.clone(), 1024),
-            Limits { max_observation_bytes: 4096, max_result_bytes: 256 * 1024 },
+            Limits {
+                max_observation_bytes: 4096,
+                max_result_bytes: 256 * 1024,
+            },
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )?;
         let load_started = Instant::now();
@@ -220,10 +333,17 @@ pub fn report() -> anyhow::Result<String> {
                 .map(|d| base[a][d] + 0.6 * base[b][d] + 0.02 * rng.normal())
                 .collect();
             normalize(&mut v);
-            items.push((format!("entity-{i}"), "fact".to_string(), base_texts[a].clone(), v.clone()));
+            items.push((
+                format!("entity-{i}"),
+                "fact".to_string(),
+                base_texts[a].clone(),
+                v.clone(),
+            ));
             vectors.push(v);
             if items.len() == 50_000 || i + 1 == n {
-                store.load_with_vectors("global", &items).map_err(|e| anyhow::anyhow!(e.message))?;
+                store
+                    .load_with_vectors("global", &items)
+                    .map_err(|e| anyhow::anyhow!(e.message))?;
                 items.clear();
             }
         }
@@ -234,17 +354,25 @@ pub fn report() -> anyhow::Result<String> {
         let mut recall_sum = 0.0;
         for (qi, q) in queries.iter().enumerate() {
             let t = Instant::now();
-            let hits = store.semantic_vector(q, &scopes, &[], 0.0, DEPTH).map_err(|e| anyhow::anyhow!(e.message))?;
+            let hits = store
+                .semantic_vector(q, &scopes, &[], 0.0, DEPTH)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
             search_times.push(t.elapsed());
             let got: Vec<i64> = hits.iter().take(K).map(|h| h.0).collect();
             // Entity ids are 1-based in load order.
             let want = exact_top(&vectors, q, K);
-            recall_sum += want.iter().filter(|&&i| got.contains(&(i as i64 + 1))).count() as f64 / K as f64;
+            recall_sum += want
+                .iter()
+                .filter(|&&i| got.contains(&(i as i64 + 1)))
+                .count() as f64
+                / K as f64;
             // With the embedding of a text not seen before.
             let text = format!("{} (variant {qi})", query_texts[qi]);
             let t = Instant::now();
             let qv = embedder.embed(&[text.as_str()])?.remove(0);
-            store.semantic_vector(&qv, &scopes, &[], 0.0, DEPTH).map_err(|e| anyhow::anyhow!(e.message))?;
+            store
+                .semantic_vector(&qv, &scopes, &[], 0.0, DEPTH)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
             with_embed.push(t.elapsed());
         }
         let (s50, s99) = pct(search_times);
@@ -266,7 +394,8 @@ pub fn report() -> anyhow::Result<String> {
             let c = rusqlite::Connection::open(&db)?;
             c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         }
-        let bytes = std::fs::metadata(&db)?.len() + std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
+        let bytes = std::fs::metadata(&db)?.len()
+            + std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
         let per_entity = bytes as f64 / n as f64;
         let vec0 = Vec0::build(&dir.path().join(format!("vec0-{n}.db")), &vectors)?;
         let vq = if n >= 1_000_000 { 10 } else { 50 };
@@ -302,7 +431,10 @@ pub fn report() -> anyhow::Result<String> {
         &wdb,
         4,
         LazyEmbedder::new(model_dir.clone(), 1024),
-        Limits { max_observation_bytes: 4096, max_result_bytes: 256 * 1024 },
+        Limits {
+            max_observation_bytes: 4096,
+            max_result_bytes: 256 * 1024,
+        },
         2,
     )?;
     let batch = |from: usize, n: usize, rng: &mut Rng| -> Vec<NewEntity> {
@@ -318,7 +450,9 @@ pub fn report() -> anyhow::Result<String> {
     let mut written = 0;
     while written < 2000 {
         let b = batch(written, 100, &mut rng);
-        store.create_entities("global", &b).map_err(|e| anyhow::anyhow!(e.message))?;
+        store
+            .create_entities("global", &b)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         written += 100;
     }
     let batched_writes = written as f64 / t.elapsed().as_secs_f64();
@@ -326,7 +460,9 @@ pub fn report() -> anyhow::Result<String> {
     for i in 0..100 {
         let b = batch(10_000 + i, 1, &mut rng);
         let t = Instant::now();
-        store.create_entities("global", &b).map_err(|e| anyhow::anyhow!(e.message))?;
+        store
+            .create_entities("global", &b)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         single.push(t.elapsed());
     }
     let (w50, w99) = pct(single);
@@ -334,16 +470,30 @@ pub fn report() -> anyhow::Result<String> {
     writeln!(out, "\n### Writes with embeddings\n")?;
     writeln!(out, "| what | result |")?;
     writeln!(out, "|---|---|")?;
-    writeln!(out, "| batched (100 entities, one observation each, per request) | **{batched_writes:.0} entities/s** |")?;
-    writeln!(out, "| one entity per request (embedding + transaction + fsync), p50 / p99 | {w50:.1} / {w99:.1} ms |")?;
+    writeln!(
+        out,
+        "| batched (100 entities, one observation each, per request) | **{batched_writes:.0} entities/s** |"
+    )?;
+    writeln!(
+        out,
+        "| one entity per request (embedding + transaction + fsync), p50 / p99 | {w50:.1} / {w99:.1} ms |"
+    )?;
 
     // The real service process.
     writeln!(out, "\n### The `caxton-memory` process (RSS, MiB)\n")?;
-    writeln!(out, "| database | after start (index loaded, model not yet) | after a semantic search (model loaded) | search through `api.sock` p50 (with embedding) | target |")?;
+    writeln!(
+        out,
+        "| database | after start (index loaded, model not yet) | after a semantic search (model loaded) | search through `api.sock` p50 (with embedding) | target |"
+    )?;
     writeln!(out, "|---|---|---|---|---|")?;
     let mut dbs = vec![("empty".to_string(), None)];
     if let Some(db) = &service_db {
-        let n = db.file_stem().and_then(|s| s.to_str()).and_then(|s| s.strip_prefix("memory-")).unwrap_or("?").to_string();
+        let n = db
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.strip_prefix("memory-"))
+            .unwrap_or("?")
+            .to_string();
         dbs.push((format!("{n} entities"), Some(db.clone())));
     }
     for (label, db) in dbs {

@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod json;
 pub mod memory;
 pub mod recording;
+pub mod service;
 pub mod template;
 pub mod tool;
 pub mod toolhost;

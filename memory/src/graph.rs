@@ -1034,7 +1034,11 @@ impl Store {
 
     /// Bulk load of new entities with one observation each, whose vectors were computed
     /// elsewhere (the benchmarks build 1M-entity stores this way), in one transaction.
-    pub fn load_with_vectors(&self, scope: &str, items: &[(String, String, String, Vec<f32>)]) -> Result<()> {
+    pub fn load_with_vectors(
+        &self,
+        scope: &str,
+        items: &[(String, String, String, Vec<f32>)],
+    ) -> Result<()> {
         let now = now_ms();
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(sql)?;

@@ -21,12 +21,22 @@ use std::time::Duration;
 use anyhow::Context;
 use caxton_ipc::config::ServerConfig;
 
+/// Hands memory the allocator holds but no longer uses back to the system: loading the model and
+/// the vector index leaves megabytes of freed buffers (parsed JSON, copies) in the heap.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// How often configured retention rules are applied.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    init_tracing();
+    caxton_ipc::service::init_tracing();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -140,19 +150,5 @@ async fn retention(service: Arc<server::Service>) {
             Ok(Err(e)) => tracing::warn!(error = %e.message, "retention failed"),
             Err(e) => tracing::warn!(error = %e, "retention task failed"),
         }
-    }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // stdout carries the readiness line; logs go to stderr, which the supervisor captures.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var_os("CAXTON_LOG_FORMAT").is_some_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.with_ansi(false).init();
     }
 }

@@ -8,20 +8,16 @@
 //!   whatever scope its requests name.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::config::MemoryConfig;
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
 use caxton_ipc::memory::{MemoryGrant, MemoryRequest, MemoryResponse, check_scope};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::net::UnixStream;
 
 use crate::graph::{NewEntity, Store};
 use crate::tools::{self, Access};
@@ -60,52 +56,13 @@ impl Service {
 
 /// Binds `socket`, prints `ready`, and serves until killed.
 pub async fn serve(service: Arc<Service>, socket: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot remove stale socket {}", socket.display()));
-        }
-    }
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set the mode of {}", socket.display()))?;
+    let listener = caxton_ipc::service::bind_and_announce(socket).map_err(anyhow::Error::msg)?;
     tracing::info!(socket = %socket.display(), database = %service.store.path().display(), "memory service ready");
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "ready")
-            .and_then(|_| out.flush())
-            .context("cannot report readiness on stdout")?;
-    }
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                max = MAX_CONNECTIONS,
-                "connection refused: too many connections"
-            );
-            continue;
-        };
-        let service = service.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(service, stream).await
-                && !e.is_disconnect()
-            {
-                tracing::warn!(error = %e, "memory connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
+    caxton_ipc::service::accept_loop(listener, MAX_CONNECTIONS, |stream| {
+        connection(service.clone(), stream)
+    })
+    .await;
+    Ok(())
 }
 
 async fn connection(
@@ -320,9 +277,9 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
             };
             store.open_nodes(&scopes, &names).map(MemoryResponse::Graph)
         }
-        (Caller::Supervisor, MemoryRequest::Stats { integrity_check }) => store
-            .stats(integrity_check)
-            .map(MemoryResponse::Stats),
+        (Caller::Supervisor, MemoryRequest::Stats { integrity_check }) => {
+            store.stats(integrity_check).map(MemoryResponse::Stats)
+        }
         (
             Caller::Supervisor,
             MemoryRequest::Export {

@@ -80,7 +80,7 @@ fn parse_args() -> anyhow::Result<(Command, Option<PathBuf>)> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    init_tracing();
+    caxton_ipc::service::init_tracing();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -142,19 +142,5 @@ fn apply_local_threads(config: &ServerConfig) {
         // SAFETY: called from `run` before the tokio runtime or any other thread is started, so
         // nothing can read the environment concurrently.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", n.to_string()) };
-    }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // stdout carries the readiness line; logs go to stderr, which the supervisor captures.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var_os("CAXTON_LOG_FORMAT").is_some_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.with_ansi(false).init();
     }
 }

@@ -1,19 +1,17 @@
 //! The toolhost's socket server: one task per connection, Hello first, then request/response frames.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use caxton_ipc::api::ErrorBody;
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
+use caxton_ipc::service;
 use caxton_ipc::toolhost::{ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse};
 use tokio::io::AsyncReadExt;
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
 
 use crate::host::Host;
 use crate::llm::Progress;
@@ -25,53 +23,14 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds `socket` (replacing a stale file), prints `ready` on stdout, and serves until killed.
 pub async fn serve(host: Arc<Host>, socket: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot remove stale socket {}", socket.display()));
-        }
-    }
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set the mode of {}", socket.display()))?;
+    let listener = service::bind_and_announce(socket).map_err(anyhow::Error::msg)?;
     let catalog = host.catalog();
     tracing::info!(socket = %socket.display(), tools = catalog.tools.len(), providers = catalog.providers.len(), "toolhost ready");
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "ready")
-            .and_then(|_| out.flush())
-            .context("cannot report readiness on stdout")?;
-    }
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                max = MAX_CONNECTIONS,
-                "connection refused: too many connections"
-            );
-            continue;
-        };
-        let host = host.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(host, stream).await
-                && !e.is_disconnect()
-            {
-                tracing::warn!(error = %e, "toolhost connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
+    service::accept_loop(listener, MAX_CONNECTIONS, |stream| {
+        connection(host.clone(), stream)
+    })
+    .await;
+    Ok(())
 }
 
 async fn connection(host: Arc<Host>, mut stream: UnixStream) -> Result<(), frame::FrameError> {
