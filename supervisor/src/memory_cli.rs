@@ -168,11 +168,14 @@ pub fn memory(command: MemoryCommand, socket: &Path) -> anyhow::Result<u8> {
                     if r.hits.is_empty() {
                         eprintln!("no matches");
                     }
+                    // Cosine similarity where the semantic search found the entity (a fused
+                    // hybrid score means little to a person), else the ranking score.
                     for h in &r.hits {
-                        println!(
-                            "{:.3}  {} ({}) [{}]",
-                            h.score, h.name, h.entity_type, h.scope
-                        );
+                        let score = match h.similarity {
+                            Some(s) => format!("{s:.3}"),
+                            None => format!("({:.3})", h.score),
+                        };
+                        println!("{score:>7}  {} ({}) [{}]", h.name, h.entity_type, h.scope);
                         if let Some(m) = &h.matched
                             && h.observations.is_empty()
                         {
