@@ -616,7 +616,7 @@ fn offline_catalog(config: &ServerConfig, config_path: Option<&Path>) -> anyhow:
         let mut child = crate::spawn::spawn(&spec)?;
         let mut out = Vec::new();
         if let Some(mut stdout) = child.stdout.take() {
-            tokio::time::timeout(crate::toolhost::READY_TIMEOUT, stdout.read_to_end(&mut out))
+            tokio::time::timeout(crate::services::READY_TIMEOUT, stdout.read_to_end(&mut out))
                 .await
                 .context("caxton-toolhost catalog timed out")??;
         }

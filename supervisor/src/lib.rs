@@ -15,11 +15,11 @@ pub mod run_cli;
 pub mod runs;
 pub mod server;
 pub mod service;
+pub mod services;
 pub mod signals;
 pub mod spawn;
 pub mod systemd;
 pub mod tool_cli;
-pub mod toolhost;
 pub mod warm;
 
 use std::fs::{File, OpenOptions};
@@ -63,7 +63,7 @@ pub enum ServeError {
     #[error("invalid [api] socket_group `{0}`: no such group")]
     SocketGroup(String),
     #[error("cannot start the toolhost")]
-    Toolhost(#[from] toolhost::ToolhostError),
+    Toolhost(#[from] services::ServiceError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
 }
@@ -103,8 +103,8 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         .binary
         .clone()
         .unwrap_or_else(|| spawn::sibling_binary("caxton-toolhost"));
-    let (toolhost, toolhost_task) = toolhost::Toolhost::start(
-        toolhost::Kind::Toolhost,
+    let (toolhost, toolhost_task) = services::ServiceProcess::start(
+        services::Kind::Toolhost,
         toolhost_binary,
         config_path.as_deref(),
         private.join("toolhost.sock"),
@@ -118,8 +118,8 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
             .binary
             .clone()
             .unwrap_or_else(|| spawn::sibling_binary("caxton-memory"));
-        let (memory, task) = toolhost::Toolhost::start(
-            toolhost::Kind::Memory,
+        let (memory, task) = services::ServiceProcess::start(
+            services::Kind::Memory,
             binary,
             config_path.as_deref(),
             private.join("memory.sock"),
@@ -190,9 +190,9 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
     let _ = accept.await;
     let _ = std::fs::remove_file(&api_path);
     let _ =
-        tokio::time::timeout(toolhost::STOP_GRACE + Duration::from_secs(1), toolhost_task).await;
+        tokio::time::timeout(services::STOP_GRACE + Duration::from_secs(1), toolhost_task).await;
     if let Some(task) = memory_task {
-        let _ = tokio::time::timeout(toolhost::STOP_GRACE + Duration::from_secs(1), task).await;
+        let _ = tokio::time::timeout(services::STOP_GRACE + Duration::from_secs(1), task).await;
     }
     tracing::info!("caxton stopped");
     Ok(())

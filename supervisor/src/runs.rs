@@ -16,8 +16,8 @@ use tokio::process::ChildStdout;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::service::{RunningWorker, Service};
+use crate::services::{Kind, exchange};
 use crate::spawn::{self, ChildSpec, ManagedChild};
-use crate::toolhost::{Kind, exchange};
 
 /// Environment a worker inherits; everything else (provider keys included) is withheld.
 pub const WORKER_ENV: &[&str] = &[

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::agent_file::{self, ValidationContext};
 use crate::registry::Registry;
-use crate::toolhost::{Kind, Toolhost};
+use crate::services::{Kind, ServiceProcess};
 
 /// A worker that is running a request right now.
 #[derive(Debug, Clone)]
@@ -74,9 +74,9 @@ pub struct Service {
     /// Pre-spawned workers, each used for exactly one run.
     pub warm: Arc<crate::warm::WarmWorkers>,
     pub registry: RwLock<Arc<Registry>>,
-    pub toolhost: Arc<Toolhost>,
+    pub toolhost: Arc<ServiceProcess>,
     /// The memory service; `None` when `[memory] enabled = false`.
-    pub memory: Option<Arc<Toolhost>>,
+    pub memory: Option<Arc<ServiceProcess>>,
     pub slots: Arc<Semaphore>,
     pub queued: AtomicUsize,
     pub running: Mutex<BTreeMap<String, RunningWorker>>,
@@ -195,7 +195,7 @@ impl Service {
             }
         };
         let resp =
-            match crate::toolhost::request(self.toolhost.socket(), &to_toolhost, timeout).await {
+            match crate::services::request(self.toolhost.socket(), &to_toolhost, timeout).await {
                 Ok(r) => r,
                 Err(e) => {
                     return ApiResponse::Error(ErrorBody::new(ErrorKind::Toolhost, e.to_string()));
@@ -223,7 +223,7 @@ impl Service {
     }
 
     /// The memory service, or why it cannot serve.
-    pub fn memory_service(&self) -> Result<&Arc<Toolhost>, ErrorBody> {
+    pub fn memory_service(&self) -> Result<&Arc<ServiceProcess>, ErrorBody> {
         let Some(m) = &self.memory else {
             return Err(ErrorBody::new(
                 ErrorKind::Memory,
@@ -252,7 +252,7 @@ impl Service {
         timeout: Duration,
     ) -> Result<MemoryResponse, ErrorBody> {
         let m = self.memory_service()?;
-        match crate::toolhost::exchange(Kind::Memory, m.socket(), req, timeout).await {
+        match crate::services::exchange(Kind::Memory, m.socket(), req, timeout).await {
             Ok(MemoryResponse::Error(e)) => Err(e),
             Ok(r) => Ok(r),
             Err(e) => Err(ErrorBody::new(ErrorKind::Memory, e.to_string())),

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::spawn::{self, ChildSpec, ManagedChild};
 
-/// Which service process a [`Toolhost`] supervises.
+/// Which service process a [`ServiceProcess`] supervises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Toolhost,
@@ -49,7 +49,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ToolhostError {
+pub enum ServiceError {
     #[error(transparent)]
     Spawn(#[from] spawn::SpawnError),
     #[error("`{command}` {how} before it was ready{}", stderr_suffix(.stderr))]
@@ -82,7 +82,7 @@ fn stderr_suffix(stderr: &str) -> String {
 
 /// A supervised service process (the toolhost or the memory service), shared with the rest of
 /// the supervisor.
-pub struct Toolhost {
+pub struct ServiceProcess {
     kind: Kind,
     spec: ChildSpec,
     socket: PathBuf,
@@ -92,7 +92,7 @@ pub struct Toolhost {
     started: Instant,
 }
 
-impl Toolhost {
+impl ServiceProcess {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
@@ -120,10 +120,6 @@ impl Toolhost {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
     /// Starts the process and supervises it until `stop` turns true; then stops it. A failed
     /// first start is an error for the toolhost; the memory service is retried with backoff.
     pub async fn start(
@@ -133,7 +129,7 @@ impl Toolhost {
         socket: PathBuf,
         stderr_tail: usize,
         stop: watch::Receiver<bool>,
-    ) -> Result<(Arc<Toolhost>, tokio::task::JoinHandle<()>), ToolhostError> {
+    ) -> Result<(Arc<ServiceProcess>, tokio::task::JoinHandle<()>), ServiceError> {
         let mut spec = ChildSpec::new(program, stderr_tail)
             .arg("serve")
             .arg("--socket")
@@ -146,7 +142,7 @@ impl Toolhost {
             Kind::Toolhost => "toolhost",
             Kind::Memory => "memory",
         });
-        let host = Arc::new(Toolhost {
+        let host = Arc::new(ServiceProcess {
             kind,
             spec,
             socket,
@@ -175,7 +171,7 @@ impl Toolhost {
     }
 
     /// Spawns one toolhost, waits for `ready`, and fetches the catalog.
-    async fn launch(&self) -> Result<ManagedChild, ToolhostError> {
+    async fn launch(&self) -> Result<ManagedChild, ServiceError> {
         let mut child = spawn::spawn(&self.spec)?;
         let stdout = child.stdout.take();
         let ready = async {
@@ -199,7 +195,7 @@ impl Toolhost {
                         "closed its stdout without reporting ready, and was killed".to_string()
                     }
                 };
-                return Err(ToolhostError::DiedEarly {
+                return Err(ServiceError::DiedEarly {
                     command: child.command.clone(),
                     how,
                     stderr: child.stderr_tail().await,
@@ -208,7 +204,7 @@ impl Toolhost {
             Err(_) => {
                 let stderr = child.stderr_tail().await;
                 let _ = child.kill_and_wait().await;
-                return Err(ToolhostError::NotReady {
+                return Err(ServiceError::NotReady {
                     command: child.command.clone(),
                     after: READY_TIMEOUT,
                     stderr,
@@ -339,10 +335,10 @@ impl Toolhost {
 }
 
 /// Asks the toolhost at `socket` for its tools and providers.
-pub async fn fetch_catalog(socket: &Path) -> Result<Catalog, ToolhostError> {
+pub async fn fetch_catalog(socket: &Path) -> Result<Catalog, ServiceError> {
     match request(socket, &ToolhostRequest::Catalog, CATALOG_TIMEOUT).await? {
         ToolhostResponse::Catalog(c) => Ok(c),
-        other => Err(ToolhostError::Request {
+        other => Err(ServiceError::Request {
             service: Kind::Toolhost.name(),
             socket: socket.display().to_string(),
             detail: format!("unexpected response {other:?}"),
@@ -355,7 +351,7 @@ pub async fn request(
     socket: &Path,
     req: &ToolhostRequest,
     timeout: Duration,
-) -> Result<ToolhostResponse, ToolhostError> {
+) -> Result<ToolhostResponse, ServiceError> {
     exchange(Kind::Toolhost, socket, req, timeout).await
 }
 
@@ -366,8 +362,8 @@ pub async fn exchange<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
     socket: &Path,
     req: &Req,
     timeout: Duration,
-) -> Result<Resp, ToolhostError> {
-    let err = |detail: String| ToolhostError::Request {
+) -> Result<Resp, ServiceError> {
+    let err = |detail: String| ServiceError::Request {
         service: kind.name(),
         socket: socket.display().to_string(),
         detail,
