@@ -1,11 +1,12 @@
-//! What the service processes (`caxton-toolhost`, `caxton-memory`) do the same way: log to
-//! stderr, bind their private socket, report readiness on stdout, and accept connections up to a
+//! What the service processes (`caxton-toolhost`, `caxton-memory`) do the same way: read their
+//! flags, log to stderr, bind their private socket, report readiness on stdout, and accept connections up to a
 //! cap, one task each.
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,26 @@ pub fn init_tracing() {
     } else {
         builder.with_ansi(false).init();
     }
+}
+
+/// The flags both service binaries take after their command: `--socket PATH` and
+/// `--config FILE`, each optional here (the caller says which it needs).
+pub fn parse_flags(
+    mut args: impl Iterator<Item = OsString>,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), String> {
+    let mut socket = None;
+    let mut config = None;
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{} needs a value", flag.to_string_lossy()))?;
+        match flag.to_str() {
+            Some("--socket") => socket = Some(PathBuf::from(value)),
+            Some("--config") => config = Some(PathBuf::from(value)),
+            _ => return Err(format!("unknown argument {}", flag.to_string_lossy())),
+        }
+    }
+    Ok((socket, config))
 }
 
 /// Binds `socket` (replacing a stale file; mode 0600) and prints `ready` on stdout, which the

@@ -122,14 +122,6 @@ impl VectorIndex {
         self.codes.truncate(last * EMBEDDING_DIMS);
     }
 
-    /// Bytes held by the vectors and their metadata.
-    pub fn heap_bytes(&self) -> usize {
-        self.codes.capacity()
-            + self.scales.capacity() * 4
-            + self.meta.capacity() * std::mem::size_of::<SlotMeta>()
-            + self.slot_of.capacity() * 24
-    }
-
     /// The `candidates` best slots by approximate dot product with `query` (unit length), among
     /// those `keep` accepts, best first. Splits the scan over `threads` when the index is large.
     pub fn scan(

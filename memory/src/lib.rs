@@ -21,16 +21,6 @@ use std::time::Duration;
 use anyhow::Context;
 use caxton_ipc::config::ServerConfig;
 
-/// Hands memory the allocator holds but no longer uses back to the system: loading the model and
-/// the vector index leaves megabytes of freed buffers (parsed JSON, copies) in the heap.
-pub fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// How often configured retention rules are applied.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -53,18 +43,8 @@ fn parse_args() -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     if args.next().and_then(|c| c.into_string().ok()).as_deref() != Some("serve") {
         anyhow::bail!("{usage}");
     }
-    let mut socket = None;
-    let mut config = None;
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{} needs a value", flag.to_string_lossy()))?;
-        match flag.to_str() {
-            Some("--socket") => socket = Some(PathBuf::from(value)),
-            Some("--config") => config = Some(PathBuf::from(value)),
-            _ => anyhow::bail!("unknown argument {}; {usage}", flag.to_string_lossy()),
-        }
-    }
+    let (socket, config) =
+        caxton_ipc::service::parse_flags(args).map_err(|e| anyhow::anyhow!("{e}; {usage}"))?;
     Ok((socket.context(usage)?, config))
 }
 

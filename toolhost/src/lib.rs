@@ -53,18 +53,7 @@ fn parse_args() -> anyhow::Result<(Command, Option<PathBuf>)> {
     let cmd = args.next().context(
         "usage: caxton-toolhost serve --socket PATH [--config FILE] | catalog [--config FILE]",
     )?;
-    let mut socket = None;
-    let mut config = None;
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{} needs a value", flag.to_string_lossy()))?;
-        match flag.to_str() {
-            Some("--socket") => socket = Some(PathBuf::from(value)),
-            Some("--config") => config = Some(PathBuf::from(value)),
-            _ => anyhow::bail!("unknown argument {}", flag.to_string_lossy()),
-        }
-    }
+    let (socket, config) = caxton_ipc::service::parse_flags(args).map_err(anyhow::Error::msg)?;
     let cmd = match cmd.to_str() {
         Some("serve") => Command::Serve {
             socket: socket.context("serve needs --socket PATH")?,
