@@ -141,6 +141,10 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// The largest run input (`RunRequest::input`) the supervisor accepts: with the agent
+/// definition and the variables it must fit one worker-job frame.
+pub const MAX_INPUT_BYTES: usize = 4 * 1024 * 1024;
+
 /// An error with its kind and a message that says what failed, where, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -316,6 +320,10 @@ pub struct AgentSummary {
     pub tools: Vec<String>,
     pub provider: String,
     pub source: String,
+    /// Set when this is the version loaded before, kept serving because its file now fails to
+    /// load or its name is now defined twice: what is wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// A problem found in an agent file, with its position.
@@ -378,13 +386,26 @@ pub struct RunSummary {
     pub ended_unix: u64,
 }
 
-/// State of a supervised child service (the toolhost).
+/// State of a supervised child service (the toolhost, the memory service).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceState {
     Starting,
-    Running { pid: u32, since_ms: u64 },
-    Restarting { attempt: u32, last_exit: String },
+    Running {
+        pid: u32,
+        since_ms: u64,
+    },
+    /// The process exists but has not answered the supervisor's pings for `silent_ms`; it is
+    /// restarted once that reaches `[health] restart_unresponsive_after`.
+    Unresponsive {
+        pid: u32,
+        since_ms: u64,
+        silent_ms: u64,
+    },
+    Restarting {
+        attempt: u32,
+        last_exit: String,
+    },
     Stopped,
 }
 
@@ -427,6 +448,9 @@ pub struct StatusReport {
     pub counters: Counters,
     /// The most recent ended runs, newest first.
     pub recent_runs: Vec<RunSummary>,
+    /// What is wrong in the agents directory: files skipped or failing, names defined twice.
+    #[serde(default)]
+    pub agent_problems: Vec<Diagnostic>,
 }
 
 /// `caxton health`.
@@ -434,7 +458,11 @@ pub struct StatusReport {
 pub struct HealthReport {
     /// The process answers.
     pub live: bool,
-    /// Runs can be served right now (toolhost up, not draining).
+    /// Everything can be served right now: not draining, and the toolhost and the memory
+    /// service (when enabled) are running and answer their pings.
     pub ready: bool,
     pub detail: String,
+    pub toolhost: ServiceState,
+    /// `None` when the memory service is disabled.
+    pub memory: Option<ServiceState>,
 }

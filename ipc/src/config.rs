@@ -22,6 +22,14 @@ pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_WARM_WORKERS: u32 = 2;
 /// Default bytes of a child's stderr kept for error messages.
 pub const DEFAULT_STDERR_TAIL: usize = 4096;
+/// Default cap on connections to `api.sock`, all clients together.
+pub const DEFAULT_API_CONNECTIONS: usize = 512;
+/// Default cap on connections to `api.sock` from one uid.
+pub const DEFAULT_API_CONNECTIONS_PER_UID: usize = 256;
+/// Default time an `api.sock` connection may wait between requests.
+pub const DEFAULT_API_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time a request on `api.sock` has to arrive whole once its first byte has.
+pub const DEFAULT_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,6 +68,39 @@ pub struct ServerConfig {
     /// manifest requests is denied unless granted here.
     pub tools: BTreeMap<String, crate::tool::ToolGrant>,
     pub memory: MemoryConfig,
+    pub health: HealthConfig,
+}
+
+/// Default interval of the supervisor's pings to the toolhost and the memory service.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Default time a service has to answer a ping.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time a service may stay unresponsive before it is killed and restarted.
+pub const DEFAULT_RESTART_UNRESPONSIVE_AFTER: Duration = Duration::from_secs(15);
+
+/// `[health]`: how the supervisor checks that its service processes answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often each service is pinged.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A ping not answered within this makes the service `unresponsive` (status, health).
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// A service unresponsive for this long is killed and restarted.
+    #[serde(with = "humantime_serde")]
+    pub restart_unresponsive_after: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
+            restart_unresponsive_after: DEFAULT_RESTART_UNRESPONSIVE_AFTER,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +114,20 @@ pub struct ApiConfig {
     pub allowed_uids: Vec<u32>,
     /// Gids whose members may connect (checked against the peer's primary gid).
     pub allowed_gids: Vec<u32>,
+    /// Connections open at once, all clients together. At the cap, the connection that has
+    /// waited longest (idle, or sending a request slowly) of the heaviest uid is closed to make
+    /// room; when every connection is busy, the newcomer gets a `busy` answer.
+    pub max_connections: usize,
+    /// Connections open at once from one uid; at the cap, that uid's longest-waiting
+    /// connection is closed to make room, or the newcomer gets `busy`.
+    pub max_connections_per_uid: usize,
+    /// Time a connection may wait between requests before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time a request has to arrive whole once its first byte has; a slower one is answered
+    /// `bad_request` and the connection closed.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -82,6 +137,10 @@ impl Default for ApiConfig {
             socket_group: None,
             allowed_uids: vec![],
             allowed_gids: vec![],
+            max_connections: DEFAULT_API_CONNECTIONS,
+            max_connections_per_uid: DEFAULT_API_CONNECTIONS_PER_UID,
+            idle_timeout: DEFAULT_API_IDLE_TIMEOUT,
+            request_timeout: DEFAULT_API_REQUEST_TIMEOUT,
         }
     }
 }
@@ -357,6 +416,13 @@ impl ServerConfig {
             path: path.to_owned(),
             message,
         })?;
+        if cfg.api.max_connections == 0 || cfg.api.max_connections_per_uid == 0 {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: "[api] max_connections and max_connections_per_uid must be at least 1"
+                    .into(),
+            });
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut Option<PathBuf>| {
             if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {

@@ -22,6 +22,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 12;
 /// Largest payload any Caxton process accepts by default (8 MiB). Checked before allocating.
 pub const MAX_FRAME_LEN: u32 = 8 * 1024 * 1024;
+/// What a payload of up to this size may make the decoder allocate from declared lengths.
+pub const SMALL_DECODE_LIMIT: usize = 128 * 1024;
 
 /// What can go wrong reading or writing a frame.
 #[derive(Debug, thiserror::Error)]
@@ -164,9 +166,29 @@ pub fn decode<T: DeserializeOwned>(buf: &[u8], max: u32) -> Result<(T, usize), F
     Ok((msg, total))
 }
 
+/// Decodes with bincode's allocation limit set to the smallest bucket that holds `payload`.
+///
+/// bincode allocates a string or byte vector at the length the payload declares before reading
+/// it, so without a limit eleven bytes can ask for 2^62 bytes and abort the process. With the
+/// serde front end, strings and byte vectors are the only containers allocated from a declared
+/// length (sequences and maps pre-allocate through serde's cautious size hint, at most 1 MiB),
+/// and their bytes must be in the payload, so a limit at least the payload's length never refuses
+/// a real message while bounding what a forged one can claim. The limit is a const generic, hence
+/// a few buckets rather than the exact length: a frame can make the reader allocate at most
+/// [`SMALL_DECODE_LIMIT`] or 8 times its own length, whichever is larger.
 fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
-    let (msg, used) =
-        bincode::serde::decode_from_slice(payload, config()).map_err(FrameError::Decode)?;
+    const MEDIUM: usize = 1024 * 1024;
+    const LARGE: usize = MAX_FRAME_LEN as usize;
+    let decoded = match payload.len() {
+        n if n <= SMALL_DECODE_LIMIT => {
+            bincode::serde::decode_from_slice(payload, config().with_limit::<SMALL_DECODE_LIMIT>())
+        }
+        n if n <= MEDIUM => {
+            bincode::serde::decode_from_slice(payload, config().with_limit::<MEDIUM>())
+        }
+        _ => bincode::serde::decode_from_slice(payload, config().with_limit::<LARGE>()),
+    };
+    let (msg, used) = decoded.map_err(FrameError::Decode)?;
     if used != payload.len() {
         return Err(FrameError::Decode(
             bincode::error::DecodeError::OtherString(format!(
@@ -351,6 +373,35 @@ mod tests {
             matches!(err, FrameError::TooLarge { len: u32::MAX, .. }),
             "{err:?}"
         );
+    }
+
+    /// The frame a hostile probe used to abort `caxton serve`: a Hello whose `software` string
+    /// declares 2^62 bytes. Decoding must fail cleanly instead of trying to allocate them.
+    #[test]
+    fn a_declared_length_beyond_the_payload_is_refused_without_allocating() {
+        let mut payload = vec![0u8, 1, 0xfd];
+        payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        payload.push(0);
+        let mut bytes = Header::encode(payload.len() as u32).to_vec();
+        bytes.extend_from_slice(&payload);
+        let err = decode::<Hello>(&bytes, MAX_FRAME_LEN).unwrap_err();
+        assert!(matches!(err, FrameError::Decode(_)), "{err:?}");
+        // The same for every bucket: a length just over what the payload could hold.
+        for size in [100usize, 200_000, 2_000_000] {
+            let text = "x".repeat(size);
+            let good = encode(&text).unwrap();
+            let (back, _): (String, usize) = decode(&good, MAX_FRAME_LEN).unwrap();
+            assert_eq!(back.len(), size);
+            let mut payload = vec![0xfdu8];
+            payload.extend_from_slice(&(usize::MAX as u64 / 2).to_le_bytes());
+            payload.resize(size, b'x');
+            let mut bad = Header::encode(payload.len() as u32).to_vec();
+            bad.extend_from_slice(&payload);
+            assert!(matches!(
+                decode::<String>(&bad, MAX_FRAME_LEN),
+                Err(FrameError::Decode(_))
+            ));
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod handshake;
 pub mod json;
 pub mod memory;
+pub mod peers;
 pub mod recording;
 pub mod service;
 pub mod template;

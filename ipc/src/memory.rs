@@ -248,6 +248,8 @@ pub enum MemoryRequest {
     Embed {
         texts: Vec<String>,
     },
+    /// The supervisor's health check: answered `Ok` at once by the connection's task.
+    Ping,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

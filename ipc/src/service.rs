@@ -1,6 +1,7 @@
 //! What the service processes (`caxton-toolhost`, `caxton-memory`) do the same way: read their
-//! flags, log to stderr, bind their private socket, report readiness on stdout, and accept connections up to a
-//! cap, one task each.
+//! flags, log to stderr, bind their private socket, report readiness on stdout, accept connections
+//! within their caps (one task each), and read requests under the first-message, idle and request
+//! deadlines.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -14,6 +15,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::frame::FrameError;
+use crate::handshake::{Hello, HelloReply};
+use crate::peers::{Caps, Peer, PeerTable, Ticket};
 
 /// Logs to stderr (stdout carries the readiness line; the supervisor captures stderr): text, or
 /// JSON lines with `CAXTON_LOG_FORMAT=json`; the filter comes from `CAXTON_LOG` (default `info`).
@@ -28,6 +31,14 @@ pub fn init_tracing() {
     } else {
         builder.with_ansi(false).init();
     }
+}
+
+/// Makes every file and directory this process (and its children) creates private to its user,
+/// whatever umask it was started with: state files hold memories, audit records and tool
+/// packages. Files meant to be shared (`api.sock`) get their mode set explicitly.
+pub fn private_umask() {
+    use nix::sys::stat::{Mode, umask};
+    umask(Mode::from_bits_truncate(0o077));
 }
 
 /// The flags both service binaries take after their command: `--socket PATH` and
@@ -74,14 +85,41 @@ pub fn bind_and_announce(socket: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-/// Accepts connections forever, serving each with `serve` in its own task; beyond `max` open
-/// connections, new ones are closed at once (and logged).
-pub async fn accept_loop<F, Fut>(listener: UnixListener, max: usize, serve: F)
-where
-    F: Fn(UnixStream) -> Fut,
+/// Caps of a private socket: connections from one process (the supervisor is exempt).
+pub const PRIVATE_CAPS: Caps = Caps {
+    total: 1024,
+    per_peer: 64,
+};
+/// Time a new connection to a private socket has to send its `Hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a private connection may wait between requests before it is closed. Workers reconnect
+/// on their next request when they find their connection closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time a request may take to arrive once its first byte has.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refused connections answered at once; more are closed without an answer.
+const MAX_REFUSING: usize = 32;
+/// Time a refused connection gets to send its `Hello` and read the refusal.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The pid of the process that started this one: the supervisor, exempt from the caps.
+pub fn parent_pid() -> u32 {
+    nix::unistd::getppid().as_raw() as u32
+}
+
+/// Accepts connections forever. Each is admitted through `table` (keyed by the peer's pid; the
+/// process `exempt_pid` is never capped) and served with `serve` in its own task; a refused one
+/// gets a `HelloReply::Rejected` saying why, as long as few are being refused at once.
+pub async fn accept_loop<F, Fut>(
+    listener: UnixListener,
+    table: Arc<PeerTable>,
+    exempt_pid: u32,
+    serve: F,
+) where
+    F: Fn(UnixStream, Ticket) -> Fut,
     Fut: Future<Output = Result<(), FrameError>> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -91,18 +129,122 @@ where
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(max, "connection refused: too many connections");
-            continue;
+        let pid = stream
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .map_or(0, |p| p as u32);
+        let peer = if pid == exempt_pid {
+            Peer::Exempt
+        } else {
+            Peer::Key(pid)
         };
-        let work = serve(stream);
+        let ticket = match table.admit(peer) {
+            Ok(t) => t,
+            Err(refused) => {
+                tracing::warn!(pid, reason = %refused, "connection refused");
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(stream, refused.to_string()).await;
+                        drop(permit);
+                    });
+                }
+                continue;
+            }
+        };
+        let work = serve(stream, ticket);
         tokio::spawn(async move {
             if let Err(e) = work.await
                 && !e.is_disconnect()
             {
                 tracing::warn!(error = %e, "connection ended with an error");
             }
-            drop(permit);
         });
     }
+}
+
+/// Reads the peer's `Hello` (briefly) and answers `Rejected`, so it reads a reason instead of a
+/// reset.
+async fn refuse(mut stream: UnixStream, reason: String) {
+    let answer = async {
+        let _: Hello = crate::frame::read_async(&mut stream, 4096).await?;
+        crate::frame::write_async(&mut stream, &HelloReply::Rejected { reason }).await
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer).await;
+}
+
+/// Reads the `Hello` that opens a private connection, within [`HELLO_TIMEOUT`] (and as long as
+/// the connection is not evicted); `None` when it did not come.
+pub async fn read_hello(stream: &mut UnixStream, ticket: &Ticket) -> Option<Hello> {
+    tokio::select! {
+        r = tokio::time::timeout(HELLO_TIMEOUT, crate::frame::read_async(stream, 4096)) => match r {
+            Ok(Ok(h)) => Some(h),
+            Ok(Err(e)) => {
+                if !e.is_disconnect() {
+                    tracing::debug!(error = %e, "bad hello");
+                }
+                None
+            }
+            Err(_) => None,
+        },
+        () = ticket.evicted() => None,
+    }
+}
+
+/// Waits until `stream` has a byte to read or its peer closed it.
+pub async fn data_or_close(stream: &UnixStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    loop {
+        stream.readable().await?;
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            nix::sys::socket::recv(
+                stream.as_raw_fd(),
+                &mut byte,
+                nix::sys::socket::MsgFlags::MSG_PEEK,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match peeked {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads the next request on a private connection. The connection is evictable while it waits;
+/// the request must start within [`IDLE_TIMEOUT`] and arrive whole within [`REQUEST_TIMEOUT`] of
+/// its first byte. `Ok(None)` when the connection should end quietly: the peer closed it, it
+/// stayed idle, or it was evicted. The ticket is marked serving when a request is returned.
+pub async fn next_request<T: serde::de::DeserializeOwned>(
+    stream: &mut UnixStream,
+    ticket: &Ticket,
+    max: u32,
+) -> Result<Option<T>, FrameError> {
+    ticket.waiting();
+    let read = async {
+        match tokio::time::timeout(IDLE_TIMEOUT, data_or_close(stream)).await {
+            Err(_) => return Ok(None),
+            Ok(Err(e)) => return Err(FrameError::Io(e)),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, crate::frame::read_async(stream, max)).await {
+            Err(_) => Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "a request did not arrive whole within {}s of its first byte",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            ))),
+            Ok(Err(FrameError::Closed)) => Ok(None),
+            Ok(r) => r.map(Some),
+        }
+    };
+    let r = tokio::select! {
+        r = read => r,
+        () = ticket.evicted() => Ok(None),
+    };
+    ticket.serving();
+    r
 }

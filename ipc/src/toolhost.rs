@@ -223,6 +223,8 @@ pub enum ToolhostRequest {
     RemovePackage {
         name: String,
     },
+    /// The supervisor's health check: answered `Pong` at once by the connection's task.
+    Ping,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,4 +240,5 @@ pub enum ToolhostResponse {
     Installed(Box<crate::tool::ToolPackageInfo>),
     Removed,
     Error(ErrorBody),
+    Pong,
 }

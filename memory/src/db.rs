@@ -95,8 +95,24 @@ fn init_connection(c: &mut rusqlite::Connection) -> rusqlite::Result<()> {
 /// Opens (creating if needed) the database at `path` and migrates it to [`SCHEMA_VERSION`].
 pub fn open(path: &Path, pool_size: u32) -> anyhow::Result<Pool> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("cannot create the memory directory {}", dir.display()))?;
+    }
+    // Private whatever the umask: every scope of every agent is in this file. SQLite gives its
+    // -wal and -shm files the database file's mode.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create the memory database {}", path.display()))?;
     }
     let unusable = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!(
@@ -138,7 +154,7 @@ fn migrate(c: &mut rusqlite::Connection) -> anyhow::Result<()> {
         );
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = c.transaction()?;
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)
             .with_context(|| format!("migration v{from} → v{}", from + 1))?;
         tx.pragma_update(None, "user_version", from as u32 + 1)?;
@@ -176,6 +192,27 @@ mod tests {
         drop(c);
         drop(pool);
         open(&path, 2).expect("reopen");
+    }
+
+    #[test]
+    fn the_database_and_its_directory_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/memory.db");
+        use nix::sys::stat::{Mode, umask};
+        // The other tests of this binary work in their own temporary directories, so a
+        // permissive umask for a moment does not change what they check.
+        let old = umask(Mode::from_bits_truncate(0o022));
+        let pool = open(&path, 1).expect("open");
+        umask(old);
+        drop(pool);
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().expect("dir")), 0o700);
+        let wal = path.with_extension("db-wal");
+        if wal.exists() {
+            assert_eq!(mode(&wal), 0o600);
+        }
     }
 
     #[test]

@@ -249,7 +249,7 @@ impl Store {
         let vectors = self.embed_for_storage(&texts)?;
         let now = now_ms();
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut created = Vec::new();
         let mut pending = Vec::new();
         let mut k = 0;
@@ -344,7 +344,7 @@ impl Store {
             .collect();
         let vectors = self.embed_for_storage(&texts)?;
         let now = now_ms();
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut pending = Vec::new();
         let mut out = Vec::new();
         let mut k = 0;
@@ -399,6 +399,71 @@ impl Store {
         Ok(out)
     }
 
+    /// `caxton memory store`: creates the entity if it is missing and adds the observations it
+    /// does not have yet, in one transaction (a failure leaves nothing behind).
+    pub fn store_entity(
+        &self,
+        scope: &str,
+        name: &str,
+        entity_type: &str,
+        observations: &[String],
+    ) -> Result<()> {
+        self.check_name("an entity name", name)?;
+        self.check_name("an entity type", entity_type)?;
+        Self::check_count("observations", observations.len())?;
+        for o in observations {
+            self.check_observation(o)?;
+        }
+        let mut texts: Vec<&str> = Vec::new();
+        for o in observations {
+            if !texts.contains(&o.as_str()) {
+                texts.push(o);
+            }
+        }
+        let vectors = self.embed_for_storage(&texts)?;
+        let now = now_ms();
+        let mut conn = self.conn()?;
+        let tx = write_tx(&mut conn)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO entities (scope, name, entity_type, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![scope, name, entity_type, now as i64],
+        )
+        .map_err(sql)?;
+        let (entity, ty) = tx
+            .query_row(
+                "SELECT id, entity_type FROM entities WHERE scope = ?1 AND name = ?2",
+                params![scope, name],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .map_err(sql)?;
+        let have = observation_texts(&tx, entity)?;
+        let mut pending = Vec::new();
+        for (k, text) in texts.iter().enumerate() {
+            if have.contains(*text) {
+                continue;
+            }
+            let v = vectors.as_ref().map(|v| &v[k]);
+            let id = insert_observation(&tx, entity, text, now, v)?;
+            if let Some(v) = v {
+                pending.push(Pending {
+                    observation: id,
+                    entity,
+                    scope: scope.to_string(),
+                    entity_type: ty.clone(),
+                    vector: v.clone(),
+                });
+            }
+        }
+        tx.execute(
+            "UPDATE entities SET updated_ms = ?1 WHERE id = ?2",
+            params![now as i64, entity],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        self.apply(pending, &[]);
+        Ok(())
+    }
+
     /// Creates relations between existing entities of `scope`; existing ones are skipped.
     pub fn create_relations(&self, scope: &str, items: &[RelationKey]) -> Result<Vec<RelationKey>> {
         Self::check_count("relations", items.len())?;
@@ -409,7 +474,7 @@ impl Store {
         }
         let now = now_ms() as i64;
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut created = Vec::new();
         for r in items {
             let from = entity_id(&tx, scope, &r.from)?;
@@ -441,7 +506,7 @@ impl Store {
     pub fn delete_entities(&self, scope: &str, names: &[String]) -> Result<u64> {
         Self::check_count("names", names.len())?;
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut removed = Vec::new();
         let mut n = 0;
         for name in names {
@@ -462,7 +527,7 @@ impl Store {
     pub fn delete_observations(&self, scope: &str, items: &[(String, Vec<String>)]) -> Result<u64> {
         Self::check_count("entries", items.len())?;
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut removed = Vec::new();
         let now = now_ms() as i64;
         for (name, texts) in items {
@@ -499,7 +564,7 @@ impl Store {
     pub fn delete_relations(&self, scope: &str, items: &[RelationKey]) -> Result<u64> {
         Self::check_count("relations", items.len())?;
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut n = 0;
         for r in items {
             n += tx
@@ -958,7 +1023,7 @@ impl Store {
             Some(v) => new_texts.iter().copied().zip(v.iter()).collect(),
             None => HashMap::new(),
         };
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut removed = Vec::new();
         {
             let scopes: BTreeSet<&String> = replace_scopes.iter().collect();
@@ -1041,7 +1106,7 @@ impl Store {
     ) -> Result<()> {
         let now = now_ms();
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut pending = Vec::with_capacity(items.len());
         for (name, ty, text, vector) in items {
             tx.prepare_cached(
@@ -1095,7 +1160,7 @@ impl Store {
                 .embed(&texts)
                 .map_err(|e| ErrorBody::new(ErrorKind::Internal, e))?;
             let mut conn = self.conn()?;
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = write_tx(&mut conn)?;
             let mut pending = Vec::new();
             for (r, v) in rows.into_iter().zip(vectors) {
                 let n = tx
@@ -1135,7 +1200,7 @@ impl Store {
                 .map_err(sql)?,
         };
         let now = now_ms();
-        let tx = conn.transaction().map_err(sql)?;
+        let tx = write_tx(&mut conn)?;
         let mut victims: Vec<i64> = Vec::new();
         for scope in &scopes {
             let rule = config.retention_for(scope);
@@ -1292,6 +1357,17 @@ fn fts_query(text: &str) -> Option<String> {
         .map(|w| format!("\"{w}\""))
         .collect();
     (!words.is_empty()).then(|| words.join(" OR "))
+}
+
+/// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
+///
+/// A deferred transaction that reads first and writes later must upgrade its read lock; in WAL
+/// mode, when another connection committed in between, that upgrade fails with SQLITE_BUSY at
+/// once, without the busy handler, and the request would fail with "database is locked".
+/// Taking the write lock first makes concurrent writers wait (up to the busy timeout) instead.
+fn write_tx(conn: &mut rusqlite::Connection) -> Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)
 }
 
 fn insert_observation(

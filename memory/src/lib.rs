@@ -50,6 +50,7 @@ fn parse_args() -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
 
 fn run() -> anyhow::Result<()> {
     let (socket, config_path) = parse_args()?;
+    caxton_ipc::service::private_umask();
     let config = match &config_path {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),

@@ -10,20 +10,18 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::config::MemoryConfig;
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
 use caxton_ipc::memory::{MemoryGrant, MemoryRequest, MemoryResponse, check_scope};
+use caxton_ipc::peers::{PeerTable, Ticket};
 use tokio::net::UnixStream;
 
 use crate::graph::{NewEntity, Store};
 use crate::tools::{self, Access};
 
-pub const MAX_CONNECTIONS: usize = 1024;
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request a worker may send (tool arguments); the supervisor may send full frames (imports).
 pub const MAX_WORKER_REQUEST: u32 = 1024 * 1024;
 
@@ -58,8 +56,10 @@ impl Service {
 pub async fn serve(service: Arc<Service>, socket: &Path) -> anyhow::Result<()> {
     let listener = caxton_ipc::service::bind_and_announce(socket).map_err(anyhow::Error::msg)?;
     tracing::info!(socket = %socket.display(), database = %service.store.path().display(), "memory service ready");
-    caxton_ipc::service::accept_loop(listener, MAX_CONNECTIONS, |stream| {
-        connection(service.clone(), stream)
+    let table = PeerTable::new(caxton_ipc::service::PRIVATE_CAPS);
+    let parent = service.parent;
+    caxton_ipc::service::accept_loop(listener, table, parent, |stream, ticket| {
+        connection(service.clone(), stream, ticket)
     })
     .await;
     Ok(())
@@ -68,12 +68,11 @@ pub async fn serve(service: Arc<Service>, socket: &Path) -> anyhow::Result<()> {
 async fn connection(
     service: Arc<Service>,
     mut stream: UnixStream,
+    ticket: Ticket,
 ) -> Result<(), frame::FrameError> {
-    let hello: Hello =
-        match tokio::time::timeout(HELLO_TIMEOUT, frame::read_async(&mut stream, 4096)).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        };
+    let Some(hello) = caxton_ipc::service::read_hello(&mut stream, &ticket).await else {
+        return Ok(());
+    };
     let mut check =
         handshake::check_peer(&hello, &[Role::Supervisor, Role::Worker], "caxton-memory");
     let peer_pid = stream
@@ -102,20 +101,21 @@ async fn connection(
         _ => MAX_WORKER_REQUEST,
     };
     loop {
-        let req: MemoryRequest = match frame::read_async(&mut stream, max_request).await {
-            Ok(r) => r,
-            Err(frame::FrameError::Closed) => return Ok(()),
-            Err(e @ (frame::FrameError::TooLarge { .. } | frame::FrameError::Decode(_))) => {
-                // Tell the peer why, then close: the stream may be out of step after a bad frame.
-                let body = ErrorBody::new(
-                    ErrorKind::BadRequest,
-                    format!("memory request refused: {e}"),
-                );
-                let _ = frame::write_async(&mut stream, &MemoryResponse::Error(body)).await;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
+        let req: MemoryRequest =
+            match caxton_ipc::service::next_request(&mut stream, &ticket, max_request).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(()),
+                Err(e @ (frame::FrameError::TooLarge { .. } | frame::FrameError::Decode(_))) => {
+                    // Tell the peer why, then close: the stream may be out of step after a bad frame.
+                    let body = ErrorBody::new(
+                        ErrorKind::BadRequest,
+                        format!("memory request refused: {e}"),
+                    );
+                    let _ = frame::write_async(&mut stream, &MemoryResponse::Error(body)).await;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
         if let MemoryRequest::Attach { token } = &req {
             let resp = match attach(&service, &caller, token) {
                 Ok(grant) => {
@@ -190,6 +190,7 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
             return denied("registering grants");
         }
         (MemoryRequest::Tools, _) => return MemoryResponse::Tools(tools::specs()),
+        (MemoryRequest::Ping, _) => return MemoryResponse::Ok,
         _ => {}
     }
     let svc = service.clone();
@@ -255,17 +256,7 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
         }
         (Caller::Supervisor, MemoryRequest::Store(s)) => check_scope(&s.scope)
             .map_err(|e| ErrorBody::new(ErrorKind::BadRequest, e))
-            .and_then(|()| {
-                store.create_entities(
-                    &s.scope,
-                    &[NewEntity {
-                        name: s.name.clone(),
-                        entity_type: s.entity_type.clone(),
-                        observations: vec![],
-                    }],
-                )?;
-                store.add_observations(&s.scope, &[(s.name, s.observations)])
-            })
+            .and_then(|()| store.store_entity(&s.scope, &s.name, &s.entity_type, &s.observations))
             .map(|_| MemoryResponse::Ok),
         (Caller::Supervisor, MemoryRequest::Search(q)) => all_scopes(store, &q.scopes)
             .and_then(|scopes| store.search(&q, &scopes))
@@ -358,6 +349,7 @@ fn request_name(r: &MemoryRequest) -> &'static str {
         MemoryRequest::Import { .. } => "import",
         MemoryRequest::Prune(_) => "prune",
         MemoryRequest::Embed { .. } => "embed",
+        MemoryRequest::Ping => "ping",
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, ErrorKind, RunRequest, ServiceState};
+use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, ErrorKind, RunRequest};
 use caxton_ipc::config::{self, ServerConfig};
 use caxton_ipc::toolhost::Catalog;
 use clap::{Parser, Subcommand};
@@ -106,10 +106,13 @@ enum AgentCommand {
     Run {
         /// Name of a loaded agent (see `caxton agent list`).
         name: String,
-        /// The request; fills {{request}} in the agent's prompt template. With --replay it
-        /// defaults to the recorded input.
-        #[arg(long, required_unless_present = "replay")]
+        /// The request; fills {{request}} in the agent's prompt template. `-` reads it from
+        /// stdin. With --replay it defaults to the recorded input.
+        #[arg(long, required_unless_present_any = ["replay", "input_file"])]
         input: Option<String>,
+        /// Read the request from FILE (for inputs beyond the command line's length limit).
+        #[arg(long, value_name = "FILE", conflicts_with = "input")]
+        input_file: Option<PathBuf>,
         /// Extra template value, repeatable: --var context="Q3 sales".
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
         vars: Vec<(String, String)>,
@@ -290,11 +293,41 @@ fn init_tracing() {
     }
 }
 
+/// A run's input from `file`, or from stdin with `None`, checked against the largest input a
+/// run takes.
+fn read_input(file: Option<&Path>) -> anyhow::Result<String> {
+    use std::io::Read;
+    let limit = caxton_ipc::api::MAX_INPUT_BYTES;
+    let mut bytes = Vec::new();
+    let (what, read) = match file {
+        Some(f) => (
+            f.display().to_string(),
+            std::fs::File::open(f).and_then(|h| h.take(limit as u64 + 1).read_to_end(&mut bytes)),
+        ),
+        None => (
+            "stdin".to_string(),
+            std::io::stdin()
+                .lock()
+                .take(limit as u64 + 1)
+                .read_to_end(&mut bytes),
+        ),
+    };
+    read.with_context(|| format!("cannot read the input from {what}"))?;
+    if bytes.len() > limit {
+        anyhow::bail!(
+            "the input from {what} is larger than {} MiB, the largest input a run takes",
+            limit / (1024 * 1024)
+        );
+    }
+    String::from_utf8(bytes).with_context(|| format!("the input from {what} is not UTF-8 text"))
+}
+
 fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
     match command {
         AgentCommand::Run {
             name,
             input,
+            input_file,
             vars,
             json,
             timeout,
@@ -305,10 +338,16 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
                 .as_deref()
                 .map(crate::run_cli::read_recording)
                 .transpose()?;
-            let input = match (input, &replay) {
-                (Some(input), _) => input,
-                (None, Some(rec)) => rec.input.clone(),
-                (None, None) => anyhow::bail!("give --input (or --replay FILE)"),
+            let input = match (input, input_file, &replay) {
+                (Some(dash), _, _) if dash == "-" => read_input(None)?,
+                (Some(input), _, _) => input,
+                (None, Some(file), _) => read_input(Some(&file))?,
+                (None, None, Some(rec)) => rec.input.clone(),
+                (None, None, None) => {
+                    anyhow::bail!(
+                        "give --input TEXT, --input - (stdin), --input-file FILE or --replay FILE"
+                    )
+                }
             };
             let req = RunRequest {
                 agent: name,
@@ -344,6 +383,14 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
                             "{:<20} {:<8} {:<10} tools={:<24} {}",
                             a.name, a.version, a.provider, tools, a.description
                         );
+                        if let Some(problem) = &a.problem {
+                            println!("  ! last good version: {problem}");
+                        }
+                    }
+                    if let ApiResponse::Status(s) =
+                        Client::connect(socket)?.call(&ApiRequest::Status)?
+                    {
+                        print_agent_problems(&s.agent_problems);
                     }
                     Ok(EXIT_OK)
                 }
@@ -415,6 +462,17 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// The agents directory's problems, if any, one per line.
+fn print_agent_problems(problems: &[caxton_ipc::api::Diagnostic]) {
+    if problems.is_empty() {
+        return;
+    }
+    println!("agent file problems ({}):", problems.len());
+    for p in problems {
+        println!("  {p}");
+    }
+}
+
 fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
     let resp = Client::connect(socket)?.call(&ApiRequest::Status)?;
     let ApiResponse::Status(s) = resp else {
@@ -423,14 +481,7 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
     if json {
         return print_json(&s);
     }
-    let describe = |state: &ServiceState| match state {
-        ServiceState::Running { pid, .. } => format!("running (pid {pid})"),
-        ServiceState::Restarting { attempt, last_exit } => {
-            format!("restarting (attempt {attempt}; last: {last_exit})")
-        }
-        ServiceState::Starting => "starting".into(),
-        ServiceState::Stopped => "stopped".into(),
-    };
+    let describe = crate::service::describe_state;
     let toolhost = describe(&s.toolhost);
     let memory = match &s.memory {
         Some(m) => format!("{}; restarts {}", describe(m), s.memory_restarts),
@@ -479,6 +530,7 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
         "usage:    {} LLM calls, {} tool calls, {}+{} tokens, ${:.6}",
         c.llm_calls, c.tool_calls, c.prompt_tokens, c.completion_tokens, c.cost_usd
     );
+    print_agent_problems(&s.agent_problems);
     if !s.recent_runs.is_empty() {
         println!("recent runs (newest first):");
         for r in &s.recent_runs {

@@ -32,11 +32,10 @@ use std::time::{Duration, Instant};
 
 use caxton_ipc::config::{self, ServerConfig};
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::Signal;
 use tokio::sync::{Semaphore, watch};
 
 use crate::registry::Registry;
-use crate::service::{Service, Stats};
+use crate::service::{Abort, Service, Stats};
 use crate::signals::Request;
 
 /// Why `caxton serve` could not start.
@@ -83,6 +82,8 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         .mode(0o755)
         .create(&runtime_dir)
         .map_err(dir_err)?;
+    // Everything created from here on (state files, the children's files) is private.
+    caxton_ipc::service::private_umask();
     let _lock = lock_runtime_dir(&runtime_dir)?;
     let private = config::private_dir(&runtime_dir);
     std::fs::DirBuilder::new()
@@ -108,7 +109,7 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         toolhost_binary,
         config_path.as_deref(),
         private.join("toolhost.sock"),
-        config.workers.stderr_tail_bytes,
+        (config.workers.stderr_tail_bytes, config.health.clone()),
         stop_rx.clone(),
     )
     .await?;
@@ -123,7 +124,7 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
             binary,
             config_path.as_deref(),
             private.join("memory.sock"),
-            config.workers.stderr_tail_bytes,
+            (config.workers.stderr_tail_bytes, config.health.clone()),
             stop_rx.clone(),
         )
         .await?;
@@ -155,7 +156,7 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         running: Mutex::new(Default::default()),
         in_flight: watch::channel(0).0,
         draining: AtomicBool::new(false),
-        aborting: AtomicBool::new(false),
+        abort: watch::channel(None).0,
         stats: Stats::default(),
         recent: Default::default(),
         started: Instant::now(),
@@ -178,7 +179,8 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
     tracing::info!(socket = %api_path.display(), pid = std::process::id(), agents = svc.registry().agents.len(), "caxton ready");
 
     systemd::ready(svc.registry().agents.len());
-    let watchdog = systemd::spawn_watchdog();
+    let watched = svc.clone();
+    let watchdog = systemd::spawn_watchdog(move || watched.watchdog_ok());
 
     run_until_stopped(&svc, signals).await;
     if let Some(w) = watchdog {
@@ -220,25 +222,19 @@ async fn run_until_stopped(
     );
     let mut watch = svc.in_flight.subscribe();
     let drained = tokio::select! {
-        r = tokio::time::timeout(deadline, watch.wait_for(|n| *n == 0)) => r.is_ok(),
-        _ = second_stop(&mut signals) => { tracing::warn!("second stop signal: stopping now"); false }
+        r = tokio::time::timeout(deadline, watch.wait_for(|n| *n == 0)) => r.is_ok().then_some(()).ok_or(Abort::DrainDeadline(deadline)),
+        _ = second_stop(&mut signals) => { tracing::warn!("second stop signal: stopping now"); Err(Abort::SecondSignal) }
     };
-    if !drained {
-        svc.aborting.store(true, Ordering::Relaxed);
-        // Queued runs get "shutting down" instead of starting workers after the kill below.
+    if let Err(abort) = drained {
+        // Every run still in flight ends now with a terminal event saying why; dropping its
+        // worker kills the worker's process group.
+        svc.abort.send_replace(Some(abort));
+        // Queued runs get "shutting down" instead of a worker.
         svc.slots.close();
-        let pids: Vec<u32> = svc
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|w| w.pid)
-            .collect();
-        tracing::warn!(workers = pids.len(), "killing the remaining workers");
-        for pid in pids {
-            let _ =
-                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
+        tracing::warn!(
+            in_flight = *svc.in_flight.borrow(),
+            "stopping the remaining runs"
+        );
         let _ = tokio::time::timeout(ABORT_GRACE, watch.wait_for(|n| *n == 0)).await;
     }
 }

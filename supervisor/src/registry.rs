@@ -1,8 +1,13 @@
-//! The agent registry: every valid agent file of the agents directory, loaded at start and on SIGHUP.
-//! A broken file is reported and skipped; the others keep serving.
+//! The agent registry: every valid agent file of the agents directory, loaded at start and on
+//! SIGHUP.
+//!
+//! A reload never loses a working agent. A file that no longer validates keeps the version last
+//! loaded from it serving, and says so (log, `caxton agent list`, `caxton status`); two files
+//! that define one name are both reported and neither takes the name over (the version loaded
+//! before, if any, keeps serving). Only deleting a file removes its agent.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use caxton_ipc::agent::AgentSpec;
@@ -10,21 +15,31 @@ use caxton_ipc::api::{AgentSummary, Diagnostic};
 
 use crate::agent_file::{self, ValidationContext};
 
-/// Loaded agents by name.
+/// Loaded agents by name, with what is wrong in the agents directory.
 #[derive(Debug, Default)]
 pub struct Registry {
     pub agents: BTreeMap<String, Arc<AgentSpec>>,
+    /// Agents served from the version loaded before because their file now fails (or their name
+    /// is now defined twice): agent name → why.
+    pub stale: BTreeMap<String, String>,
+    /// Every problem found by the last load: files skipped, files failing, names defined twice.
+    pub problems: Vec<Diagnostic>,
+}
+
+/// One agent file's outcome in a load.
+struct Loaded {
+    path: PathBuf,
+    result: Result<AgentSpec, Vec<Diagnostic>>,
 }
 
 impl Registry {
-    /// Loads every `*.toml` in `dir`, in name order. Returns the registry and the problems found.
-    pub fn load_dir(dir: &Path, ctx: &ValidationContext<'_>) -> (Registry, Vec<Diagnostic>) {
-        let mut problems = Vec::new();
-        let mut agents: BTreeMap<String, Arc<AgentSpec>> = BTreeMap::new();
+    /// Loads every `*.toml` in `dir`, in name order, on top of `previous` (the registry serving
+    /// until now; an empty one at start).
+    pub fn load_dir(dir: &Path, ctx: &ValidationContext<'_>, previous: &Registry) -> Registry {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                problems.push(Diagnostic {
+                let problem = Diagnostic {
                     file: dir.display().to_string(),
                     line: 0,
                     column: 0,
@@ -33,8 +48,18 @@ impl Registry {
                         "set agents_dir in the config, or run from a directory that has ./agents"
                             .into(),
                     ),
-                });
-                return (Registry::default(), problems);
+                };
+                // Every agent keeps serving the version loaded before.
+                let reason = format!("the agents directory cannot be read: {e}");
+                return Registry {
+                    agents: previous.agents.clone(),
+                    stale: previous
+                        .agents
+                        .keys()
+                        .map(|name| (name.clone(), reason.clone()))
+                        .collect(),
+                    problems: vec![problem],
+                };
             }
         };
         let mut paths: Vec<_> = entries
@@ -42,28 +67,81 @@ impl Registry {
             .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
             .collect();
         paths.sort();
-        for path in paths {
-            match agent_file::load_file(&path, ctx) {
-                Ok(agent) => {
-                    if let Some(prev) = agents.get(&agent.name) {
-                        problems.push(Diagnostic {
-                            file: path.display().to_string(),
-                            line: 0,
-                            column: 0,
-                            message: format!(
-                                "agent `{}` is already defined in {}; this file is skipped",
-                                agent.name, prev.source
+        let loaded: Vec<Loaded> = paths
+            .into_iter()
+            .map(|path| Loaded {
+                result: agent_file::load_file(&path, ctx),
+                path,
+            })
+            .collect();
+        Self::resolve(loaded, previous)
+    }
+
+    /// Decides what serves under each name from this load's outcomes and the previous registry.
+    fn resolve(loaded: Vec<Loaded>, previous: &Registry) -> Registry {
+        let mut out = Registry::default();
+        // Valid definitions by name, in file order.
+        let mut by_name: BTreeMap<String, Vec<AgentSpec>> = BTreeMap::new();
+        for l in loaded {
+            match l.result {
+                Ok(agent) => by_name.entry(agent.name.clone()).or_default().push(agent),
+                Err(diagnostics) => {
+                    let file = l.path.display().to_string();
+                    // The agent this file defined until now keeps serving.
+                    if let Some(old) = previous.agents.values().find(|a| a.source == file) {
+                        let first = diagnostics
+                            .first()
+                            .map_or_else(String::new, |d| d.to_string());
+                        out.keep(
+                            old,
+                            format!(
+                                "{file} no longer loads ({first}); the version loaded before keeps serving"
                             ),
-                            hint: Some("agent names must be unique in the agents directory".into()),
-                        });
-                        continue;
+                        );
                     }
-                    agents.insert(agent.name.clone(), Arc::new(agent));
+                    out.problems.extend(diagnostics);
                 }
-                Err(diags) => problems.extend(diags),
             }
         }
-        (Registry { agents }, problems)
+        for (name, mut defs) in by_name {
+            if defs.len() == 1 && !out.agents.contains_key(&name) {
+                let agent = defs.remove(0);
+                out.agents.insert(name, Arc::new(agent));
+                continue;
+            }
+            let mut files: Vec<String> = defs.iter().map(|a| a.source.clone()).collect();
+            if let Some(kept) = out.agents.get(&name) {
+                files.push(kept.source.clone());
+            }
+            let listed = files.join(", ");
+            for file in &files {
+                out.problems.push(Diagnostic {
+                    file: file.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!("agent `{name}` is defined in several files ({listed}); none of them is loaded"),
+                    hint: Some("agent names must be unique in the agents directory: rename or remove all but one".into()),
+                });
+            }
+            let reason = format!("`{name}` is defined in several files ({listed})");
+            match previous.agents.get(&name) {
+                Some(old) => out.keep(
+                    old,
+                    format!("{reason}; the version loaded before keeps serving"),
+                ),
+                None => {
+                    out.agents.remove(&name);
+                    out.stale.remove(&name);
+                }
+            }
+        }
+        out
+    }
+
+    /// Serves `old` again, marked stale with `why`.
+    fn keep(&mut self, old: &Arc<AgentSpec>, why: String) {
+        self.agents.insert(old.name.clone(), old.clone());
+        self.stale.insert(old.name.clone(), why);
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<AgentSpec>> {
@@ -81,7 +159,78 @@ impl Registry {
                 tools: a.tools.clone(),
                 provider: a.llm.provider.clone(),
                 source: a.source.clone(),
+                problem: self.stale.get(&a.name).cloned(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ValidationContext<'static> {
+        ValidationContext {
+            catalog: None,
+            default_timeout: std::time::Duration::from_secs(60),
+            default_tool_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
+    fn agent(name: &str, prompt: &str) -> String {
+        format!(
+            "name = \"{name}\"\nversion = \"1.0.0\"\ndescription = \"d\"\nsystem_prompt = \"{prompt}\"\nuser_prompt_template = \"{{{{request}}}}\"\n"
+        )
+    }
+
+    fn prompt_of(r: &Registry, name: &str) -> String {
+        r.get(name).expect("loaded").system_prompt.clone()
+    }
+
+    #[test]
+    fn a_broken_file_keeps_its_last_good_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.toml");
+        std::fs::write(&file, agent("a", "one")).unwrap();
+        let first = Registry::load_dir(dir.path(), &ctx(), &Registry::default());
+        assert_eq!(prompt_of(&first, "a"), "one");
+        assert!(first.stale.is_empty() && first.problems.is_empty());
+
+        std::fs::write(&file, "name = \"a\"\nversion = ").unwrap();
+        let second = Registry::load_dir(dir.path(), &ctx(), &first);
+        assert_eq!(prompt_of(&second, "a"), "one");
+        assert!(second.stale["a"].contains("no longer loads"), "{second:?}");
+        assert_eq!(second.problems.len(), 1);
+        let summary = &second.summaries()[0];
+        assert!(summary.problem.is_some());
+
+        // Fixed: the new version serves and the mark is gone.
+        std::fs::write(&file, agent("a", "two")).unwrap();
+        let third = Registry::load_dir(dir.path(), &ctx(), &second);
+        assert_eq!(prompt_of(&third, "a"), "two");
+        assert!(third.stale.is_empty());
+
+        // Deleted: gone.
+        std::fs::remove_file(&file).unwrap();
+        let fourth = Registry::load_dir(dir.path(), &ctx(), &third);
+        assert!(fourth.get("a").is_none());
+    }
+
+    #[test]
+    fn a_second_file_with_the_same_name_takes_nothing_over() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.toml"), agent("x", "original")).unwrap();
+        let first = Registry::load_dir(dir.path(), &ctx(), &Registry::default());
+        // A new file that sorts earlier defines the same name.
+        std::fs::write(dir.path().join("a.toml"), agent("x", "intruder")).unwrap();
+        let second = Registry::load_dir(dir.path(), &ctx(), &first);
+        assert_eq!(prompt_of(&second, "x"), "original");
+        assert!(second.stale["x"].contains("several files"));
+        let files: Vec<_> = second.problems.iter().map(|p| p.file.clone()).collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        // At start, with no version before, neither is loaded.
+        let fresh = Registry::load_dir(dir.path(), &ctx(), &Registry::default());
+        assert!(fresh.get("x").is_none());
+        assert_eq!(fresh.problems.len(), 2);
     }
 }

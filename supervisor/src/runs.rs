@@ -36,6 +36,8 @@ pub fn worker_spec(binary: &std::path::Path, stderr_tail: usize) -> ChildSpec {
     spec
 }
 
+/// Time a pre-spawned worker has to take a job before a fresh one is started instead.
+const READY_HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a worker has to exit after sending its terminal event before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
@@ -90,6 +92,20 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
             .await;
         return;
     }
+    if req.input.len() > caxton_ipc::api::MAX_INPUT_BYTES {
+        let message = format!(
+            "the input is {} bytes; a run takes at most {} MiB",
+            req.input.len(),
+            caxton_ipc::api::MAX_INPUT_BYTES / (1024 * 1024)
+        );
+        let _ = tx
+            .send(ApiResponse::Error(ErrorBody::new(
+                ErrorKind::BadRequest,
+                message,
+            )))
+            .await;
+        return;
+    }
     let Some(agent) = svc.registry().get(&req.agent) else {
         let _ = tx
             .send(ApiResponse::Error(svc.unknown_agent(&req.agent)))
@@ -111,16 +127,25 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
     let run_id = new_run_id(&svc);
     svc.stats.runs_started.fetch_add(1, Ordering::Relaxed);
     let mut finishing = None;
-    let terminal = drive_worker(
-        &svc,
-        &agent,
-        req,
-        &run_id,
-        (limit, started + limit),
-        &tx,
-        &mut finishing,
-    )
-    .await;
+    let terminal = tokio::select! {
+        biased;
+        // Whatever phase the run is in (its memory grant, a worker taking the job, running);
+        // dropping `drive_worker` kills its worker's process group.
+        abort = svc.aborted() => RunEvent::Failed {
+            run_id: run_id.clone(),
+            error: ErrorBody::new(ErrorKind::ShuttingDown, abort.message(&agent.name)),
+            usage: RunUsage::default(),
+        },
+        t = drive_worker(
+            &svc,
+            &agent,
+            req,
+            &run_id,
+            (limit, started + limit),
+            &tx,
+            &mut finishing,
+        ) => t,
+    };
     let counter = match &terminal {
         RunEvent::Finished { .. } => &svc.stats.runs_finished,
         _ => &svc.stats.runs_failed,
@@ -427,7 +452,20 @@ async fn start_worker(
     job: &WorkerJob,
 ) -> Result<(ManagedChild, ChildStdout), StartError> {
     let mut ready = svc.warm.take().map_err(StartError::Spawn)?;
-    match hand_over(&mut ready, job).await {
+    // A ready worker answers at once; one that does not (stopped, wedged) is replaced rather
+    // than allowed to spend the run's time.
+    let taken = tokio::time::timeout(READY_HANDOVER_TIMEOUT, hand_over(&mut ready, job))
+        .await
+        .unwrap_or_else(|_| {
+            Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "it did not take the job within {}ms",
+                    READY_HANDOVER_TIMEOUT.as_millis()
+                ),
+            )))
+        });
+    match taken {
         Ok(stdout) => return Ok((ready, stdout)),
         Err(e) => {
             tracing::info!(pid = ready.pid, error = %e, "a ready worker could not take the job; starting a fresh one");
@@ -501,14 +539,8 @@ async fn crash_report(
         }
     };
     let stderr = child.stderr_tail().await;
-    if svc.aborting.load(Ordering::Relaxed) {
-        return failed(
-            ErrorKind::ShuttingDown,
-            format!(
-                "agent `{}`: the service shut down and killed the worker (pid {}) after its drain deadline",
-                agent.name, child.pid
-            ),
-        );
+    if let Some(abort) = *svc.abort.borrow() {
+        return failed(ErrorKind::ShuttingDown, abort.message(&agent.name));
     }
     svc.stats.workers_crashed.fetch_add(1, Ordering::Relaxed);
     let tail = if stderr.is_empty() {

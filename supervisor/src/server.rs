@@ -1,5 +1,6 @@
-//! The public API socket: accept loop with a connection cap, peer-credential check, protocol
-//! sniffing (bincode frames or JSON lines), the Hello exchange, and request dispatch.
+//! The public API socket: accept loop with connection caps, peer-credential check, protocol
+//! sniffing (bincode frames or JSON lines), the Hello exchange, request deadlines, and request
+//! dispatch.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, ErrorKind};
 use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
 use caxton_ipc::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use caxton_ipc::peers::{Caps, Peer, PeerTable, Ticket};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{ReadHalf, WriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -18,26 +20,33 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::runs;
 use crate::service::Service;
 
-/// Connections served at once; more are answered "busy" and closed.
-pub const MAX_CONNECTIONS: usize = 512;
-/// Time a new connection has to send its first bytes and its Hello.
+/// Time a new connection has to send its first message (its Hello, or a JSON client's first
+/// request line).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time an idle connection may wait between requests.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time one response may take to be written; a client that stops reading is dropped after it.
 pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events buffered between a run and a slow client.
 const EVENT_BUFFER: usize = 256;
 /// Roles served on the public socket.
 const CLIENT_ROLES: &[Role] = &[Role::Cli, Role::Script];
+/// Refused connections given their busy answer at once; more are closed without one.
+const MAX_REFUSING: usize = 64;
+/// Time a refused connection gets to say hello, read its busy answer and close.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Accepts connections until `stop` turns true.
+/// Accepts connections until `stop` turns true. Each is admitted under the `[api]` caps (in
+/// total and per uid; a waiting connection may be evicted to make room, see `caxton_ipc::peers`);
+/// a refused one gets the busy answer.
 pub async fn accept_loop(
     svc: Arc<Service>,
     listener: UnixListener,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let table = PeerTable::new(Caps {
+        total: svc.config.api.max_connections,
+        per_peer: svc.config.api.max_connections_per_uid,
+    });
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -52,26 +61,61 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let svc = svc.clone();
-        let permit = slots.clone().try_acquire_owned();
-        tokio::spawn(async move {
-            let Ok(_permit) = permit else {
+        // A peer whose credentials cannot be read is refused in `connection`; it is capped
+        // with the others that cannot be read.
+        let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+        match table.admit(Peer::Key(uid)) {
+            Ok(ticket) => {
+                tokio::spawn(connection(svc.clone(), stream, ticket));
+            }
+            Err(refused) => {
                 svc.stats
                     .connections_rejected
                     .fetch_add(1, Ordering::Relaxed);
-                reject_early(
-                    stream,
-                    ErrorBody::new(
-                        ErrorKind::Busy,
-                        format!("busy: {MAX_CONNECTIONS} connections are open already"),
-                    ),
-                )
-                .await;
-                return;
-            };
-            connection(svc, stream).await;
-        });
+                tracing::warn!(uid, reason = %refused, "connection refused");
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse_busy(stream, refused.to_string()).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
     }
+}
+
+/// The busy answer of a connection refused at a cap, in the client's own format: a frame client
+/// gets `Welcome` and then `Error { kind: busy }` as the answer to its request (the CLI exits
+/// with its busy status), a JSON client an error line. Its input is drained before closing, so it
+/// reads the answer rather than a reset.
+async fn refuse_busy(mut stream: UnixStream, message: String) {
+    let error = ApiResponse::Error(ErrorBody::new(ErrorKind::Busy, message));
+    let welcome = HelloReply::Welcome(Hello::new(Role::Supervisor));
+    let answer = async {
+        let (rd, mut wr) = stream.split();
+        let mut rd = BufReader::new(rd);
+        let first = *rd.fill_buf().await.ok()?.first()?;
+        if json::is_json_start(first) {
+            if String::from_utf8_lossy(rd.buffer())
+                .trim_start()
+                .starts_with("{\"hello\"")
+            {
+                json::read_line(&mut rd, 4096).await.ok()?;
+                wr.write_all(&json::to_line(&welcome)).await.ok()?;
+            }
+            wr.write_all(&json::to_line(&error)).await.ok()?;
+        } else {
+            let _: Hello = frame::read_async(&mut rd, 4096).await.ok()?;
+            frame::write_async(&mut wr, &welcome).await.ok()?;
+            rd.fill_buf().await.ok()?;
+            frame::write_async(&mut wr, &error).await.ok()?;
+        }
+        let _ = wr.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while rd.read(&mut sink).await.ok()? > 0 {}
+        Some(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer).await;
 }
 
 /// Wire format of a connection, chosen from its first byte.
@@ -138,54 +182,91 @@ impl Conn<'_> {
     }
 
     /// Reads the next request; `Ok(None)` when the client closed the connection.
-    async fn next_request(&mut self) -> Result<Option<ApiRequest>, String> {
+    async fn next_request(&mut self) -> Result<Option<ApiRequest>, BadRequest> {
         match self.mode {
             Mode::Frames => match frame::read_async(&mut self.rd, MAX_FRAME_LEN).await {
                 Ok(r) => Ok(Some(r)),
                 Err(FrameError::Closed) => Ok(None),
-                Err(e) => Err(format!("bad request frame: {e}")),
+                // After a bad frame the byte stream cannot be trusted.
+                Err(e) => Err(BadRequest::fatal(format!("bad request frame: {e}"))),
             },
             Mode::Json => loop {
                 let line = match json::read_line(&mut self.rd, MAX_FRAME_LEN as usize).await {
                     Ok(Some(l)) => l,
                     Ok(None) => return Ok(None),
-                    Err(e) => return Err(format!("bad request line: {e}")),
+                    // The rest of an over-long line must not be read as further requests.
+                    Err(e) => {
+                        return Err(BadRequest::fatal(format!(
+                            "bad request line: {e}; the connection is closed"
+                        )));
+                    }
                 };
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return serde_json::from_slice(&line).map(Some).map_err(|e| {
-                    format!(
+                return serde_json::from_slice(&line).map(Some).map_err(|e| BadRequest {
+                    message: format!(
                         "invalid JSON request: {e}; expected one object per line such as {{\"run\":{{\"agent\":\"NAME\",\"input\":\"TEXT\"}}}} or \"status\" (see the README's Socket API)"
-                    )
+                    ),
+                    fatal: false,
                 });
             },
         }
     }
+
+    /// Waits for the next request within the idle timeout, then for all of it within the request
+    /// timeout. `Ok(None)`: the client closed the connection or stayed idle.
+    async fn next_request_in_time(
+        &mut self,
+        idle: Duration,
+        whole: Duration,
+    ) -> Result<Option<ApiRequest>, BadRequest> {
+        match tokio::time::timeout(idle, self.rd.fill_buf()).await {
+            Err(_) | Ok(Ok([]) | Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
+        }
+        tokio::time::timeout(whole, self.next_request())
+            .await
+            .unwrap_or_else(|_| {
+                Err(BadRequest::fatal(format!(
+                    "the request did not arrive whole within {}s of its first byte; the connection is closed",
+                    whole.as_secs()
+                )))
+            })
+    }
 }
 
-async fn reject_early(mut stream: UnixStream, err: ErrorBody) {
-    // The client's format is unknown before it speaks; a frame client (the CLI) reads a HelloReply.
-    let _ = frame::write_async(
-        &mut stream,
-        &HelloReply::Rejected {
-            reason: err.message,
-        },
-    )
-    .await;
+/// A request that could not be read: answered with `bad_request`; after a fatal one the
+/// connection is closed.
+struct BadRequest {
+    message: String,
+    fatal: bool,
 }
 
-async fn connection(svc: Arc<Service>, mut stream: UnixStream) {
+impl BadRequest {
+    fn fatal(message: String) -> Self {
+        BadRequest {
+            message,
+            fatal: true,
+        }
+    }
+}
+
+async fn connection(svc: Arc<Service>, mut stream: UnixStream, ticket: Ticket) {
     let cred = stream.peer_cred();
     let (rd, wr) = stream.split();
     let mut rd = BufReader::new(rd);
-    let first = match tokio::time::timeout(HELLO_TIMEOUT, rd.fill_buf()).await {
-        Ok(Ok([])) | Err(_) => return,
-        Ok(Ok(buf)) => buf[0],
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "connection failed before its first byte");
-            return;
-        }
+    let first_message = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let first = tokio::select! {
+        r = tokio::time::timeout_at(first_message, rd.fill_buf()) => match r {
+            Ok(Ok([])) | Err(_) => return,
+            Ok(Ok(buf)) => buf[0],
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "connection failed before its first byte");
+                return;
+            }
+        },
+        () = ticket.evicted() => return,
     };
     let mode = if json::is_json_start(first) {
         Mode::Json
@@ -218,18 +299,31 @@ async fn connection(svc: Arc<Service>, mut stream: UnixStream) {
         }
     }
 
-    if !handshake_ok(&mut conn).await {
+    let shaken = tokio::select! {
+        r = tokio::time::timeout_at(first_message, handshake_ok(&mut conn)) => r.unwrap_or(false),
+        () = ticket.evicted() => false,
+    };
+    if !shaken {
         return;
     }
+    let (idle, whole) = (svc.config.api.idle_timeout, svc.config.api.request_timeout);
     loop {
-        let req = match tokio::time::timeout(IDLE_TIMEOUT, conn.next_request()).await {
-            Err(_) | Ok(Ok(None)) => return,
-            Ok(Ok(Some(r))) => r,
-            Ok(Err(message)) => {
-                tracing::debug!(%message, "bad request");
-                conn.error(ErrorKind::BadRequest, message).await;
-                // After a bad frame the byte stream cannot be trusted; a bad JSON line can be skipped.
-                if mode == Mode::Frames {
+        ticket.waiting();
+        let next = tokio::select! {
+            r = conn.next_request_in_time(idle, whole) => r,
+            () = ticket.evicted() => {
+                tracing::debug!("idle connection evicted to make room");
+                return;
+            }
+        };
+        ticket.serving();
+        let req = match next {
+            Ok(None) => return,
+            Ok(Some(r)) => r,
+            Err(bad) => {
+                tracing::debug!(message = %bad.message, "bad request");
+                conn.error(ErrorKind::BadRequest, bad.message).await;
+                if bad.fatal {
                     return;
                 }
                 continue;
@@ -244,15 +338,9 @@ async fn connection(svc: Arc<Service>, mut stream: UnixStream) {
 /// The Hello exchange: required for frames, optional (but checked when sent) for JSON.
 async fn handshake_ok(conn: &mut Conn<'_>) -> bool {
     let hello: Hello = match conn.mode {
-        Mode::Frames => match tokio::time::timeout(
-            HELLO_TIMEOUT,
-            frame::read_async(&mut conn.rd, MAX_FRAME_LEN),
-        )
-        .await
-        {
-            Ok(Ok(h)) => h,
-            Err(_) => return false,
-            Ok(Err(e)) => {
+        Mode::Frames => match frame::read_async(&mut conn.rd, 4096).await {
+            Ok(h) => h,
+            Err(e) => {
                 if !e.is_disconnect() {
                     tracing::debug!(error = %e, "bad hello");
                     conn.error(ErrorKind::BadRequest, format!("bad hello: {e}"))
@@ -263,14 +351,14 @@ async fn handshake_ok(conn: &mut Conn<'_>) -> bool {
         },
         Mode::Json => {
             // Peek at the first line: a {"hello": …} object is consumed, anything else is a request.
-            let Ok(Ok(buf)) = tokio::time::timeout(HELLO_TIMEOUT, conn.rd.fill_buf()).await else {
+            let Ok(buf) = conn.rd.fill_buf().await else {
                 return false;
             };
             let text = String::from_utf8_lossy(buf);
             if !text.trim_start().starts_with("{\"hello\"") {
                 return true;
             }
-            let line = match json::read_line(&mut conn.rd, MAX_FRAME_LEN as usize).await {
+            let line = match json::read_line(&mut conn.rd, 4096).await {
                 Ok(Some(l)) => l,
                 _ => return false,
             };
@@ -346,6 +434,15 @@ async fn relay_run(
             resp = rx.recv() => {
                 let Some(resp) = resp else { return Ok(()) };
                 send_to(*mode, wr, &resp).await?;
+                // The run has answered: stop watching for a hang-up (the client closing now is
+                // normal) while the worker is reaped.
+                let ended = match &resp {
+                    ApiResponse::Event(e) => e.is_terminal(),
+                    _ => true,
+                };
+                if ended {
+                    return Ok(());
+                }
             }
             gone = hangup(rd.get_ref().as_ref()), if watching => {
                 if gone {

@@ -34,6 +34,46 @@ pub struct RunningWorker {
     pub usage: RunUsage,
 }
 
+/// Why the drain stopped waiting for in-flight runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// `[workers] drain_timeout` passed.
+    DrainDeadline(Duration),
+    /// A second SIGTERM/SIGINT asked to stop at once.
+    SecondSignal,
+}
+
+impl Abort {
+    /// The failure message of a run cut short by the shutdown.
+    pub fn message(self, agent: &str) -> String {
+        match self {
+            Abort::DrainDeadline(d) => format!(
+                "agent `{agent}`: the service shut down and stopped the run after its drain deadline ({}s, [workers] drain_timeout)",
+                d.as_secs()
+            ),
+            Abort::SecondSignal => format!(
+                "agent `{agent}`: the service was told to stop at once (a second stop signal during the drain) and stopped the run"
+            ),
+        }
+    }
+}
+
+impl Service {
+    /// Resolves when the drain stops waiting, with the reason.
+    pub async fn aborted(&self) -> Abort {
+        let mut rx = self.abort.subscribe();
+        let abort = match rx.wait_for(Option::is_some).await {
+            Ok(a) => *a,
+            Err(_) => None,
+        };
+        match abort {
+            Some(a) => a,
+            // The sender lives as long as the service: never closed while a run waits.
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Ended runs kept for `caxton status`.
 pub const RECENT_RUNS: usize = 20;
 
@@ -83,8 +123,9 @@ pub struct Service {
     /// Number of runs in flight (admitted or queued), watched by the drain.
     pub in_flight: watch::Sender<usize>,
     pub draining: AtomicBool,
-    /// Set when the drain deadline passed and remaining workers were killed.
-    pub aborting: AtomicBool,
+    /// Set when the drain ends without waiting any longer: every run still in flight, whatever
+    /// its phase, ends at once with a `shutting_down` failure saying why.
+    pub abort: watch::Sender<Option<Abort>>,
     pub stats: Stats,
     /// The last [`RECENT_RUNS`] ended runs, newest first.
     pub recent: Mutex<VecDeque<RunSummary>>,
@@ -114,19 +155,23 @@ impl Service {
         self.load_agents(&catalog)
     }
 
-    /// Loads the agents directory against `catalog` and swaps the registry in.
+    /// Loads the agents directory against `catalog` and swaps the registry in. Agents whose file
+    /// now fails keep their last good version (see `registry.rs`); every problem is logged.
     pub fn load_agents(&self, catalog: &caxton_ipc::toolhost::Catalog) -> usize {
         let ctx = ValidationContext {
             catalog: Some(catalog),
             ..self.validation_context()
         };
         let dir = self.config.agents_dir();
-        let (registry, problems) = Registry::load_dir(&dir, &ctx);
-        for p in &problems {
-            tracing::error!(file = %p.file, line = p.line, column = p.column, hint = p.hint.as_deref().unwrap_or(""), "agent skipped: {}", p.message);
+        let registry = Registry::load_dir(&dir, &ctx, &self.registry());
+        for p in &registry.problems {
+            tracing::error!(file = %p.file, line = p.line, column = p.column, hint = p.hint.as_deref().unwrap_or(""), "agent file problem: {}", p.message);
+        }
+        for (name, why) in &registry.stale {
+            tracing::error!(agent = %name, "agent kept at its last good version: {why}");
         }
         let count = registry.agents.len();
-        tracing::info!(dir = %dir.display(), agents = count, skipped_problems = problems.len(), "agents loaded");
+        tracing::info!(dir = %dir.display(), agents = count, stale = registry.stale.len(), problems = registry.problems.len(), "agents loaded");
         *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
         count
     }
@@ -232,6 +277,14 @@ impl Service {
         };
         match m.state() {
             ServiceState::Running { .. } => Ok(m),
+            ServiceState::Unresponsive { silent_ms, .. } => Err(ErrorBody::new(
+                ErrorKind::Memory,
+                format!(
+                    "the memory service is unresponsive (no answer to pings for {:.1}s); it is restarted after [health] restart_unresponsive_after ({}s)",
+                    silent_ms as f64 / 1000.0,
+                    self.config.health.restart_unresponsive_after.as_secs()
+                ),
+            )),
             ServiceState::Restarting { attempt, last_exit } => Err(ErrorBody::new(
                 ErrorKind::Memory,
                 format!(
@@ -364,6 +417,7 @@ impl Service {
                 .iter()
                 .cloned()
                 .collect(),
+            agent_problems: self.registry().problems.clone(),
         }
     }
 
@@ -418,16 +472,55 @@ impl Service {
 
     pub fn health(&self) -> HealthReport {
         let draining = self.draining.load(Ordering::Relaxed);
-        let toolhost = self.toolhost.is_running();
-        let detail = match (draining, toolhost) {
-            (true, _) => "draining for shutdown".to_string(),
-            (false, false) => format!("toolhost not running: {:?}", self.toolhost.state()),
-            (false, true) => format!("ok: {} agents loaded", self.registry().agents.len()),
+        let toolhost = self.toolhost.state();
+        let memory = self.memory.as_ref().map(|m| m.state());
+        let running = |s: &ServiceState| matches!(s, ServiceState::Running { .. });
+        let mut problems = Vec::new();
+        if draining {
+            problems.push("draining for shutdown".to_string());
+        }
+        if !running(&toolhost) {
+            problems.push(format!("toolhost {}", describe_state(&toolhost)));
+        }
+        if let Some(m) = memory.as_ref().filter(|m| !running(m)) {
+            problems.push(format!("memory service {}", describe_state(m)));
+        }
+        let ready = problems.is_empty();
+        let detail = if ready {
+            format!("ok: {} agents loaded", self.registry().agents.len())
+        } else {
+            problems.join("; ")
         };
         HealthReport {
             live: true,
-            ready: toolhost && !draining,
+            ready,
             detail,
+            toolhost,
+            memory,
         }
+    }
+
+    /// Whether the systemd watchdog should be fed: the service processes are watched and the
+    /// supervisor's own recovery of them works.
+    pub fn watchdog_ok(&self) -> bool {
+        let health = &self.config.health;
+        self.toolhost.recovering(health)
+            && self.memory.as_ref().is_none_or(|m| m.recovering(health))
+    }
+}
+
+/// A service state for a one-line health detail.
+pub fn describe_state(s: &ServiceState) -> String {
+    match s {
+        ServiceState::Starting => "starting".into(),
+        ServiceState::Running { pid, .. } => format!("running (pid {pid})"),
+        ServiceState::Unresponsive { pid, silent_ms, .. } => format!(
+            "unresponsive (pid {pid}, no answer to pings for {:.1}s)",
+            *silent_ms as f64 / 1000.0
+        ),
+        ServiceState::Restarting { attempt, last_exit } => {
+            format!("restarting (attempt {attempt}; last: {last_exit})")
+        }
+        ServiceState::Stopped => "stopped".into(),
     }
 }

@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use caxton_ipc::api::ServiceState;
+use caxton_ipc::config::HealthConfig;
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{Catalog, ToolhostRequest, ToolhostResponse};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -90,6 +92,8 @@ pub struct ServiceProcess {
     catalog: Mutex<Catalog>,
     restarts: std::sync::atomic::AtomicU64,
     started: Instant,
+    /// When the health watcher last finished a round (milliseconds since `started`).
+    last_round_ms: std::sync::atomic::AtomicU64,
 }
 
 impl ServiceProcess {
@@ -101,6 +105,7 @@ impl ServiceProcess {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Running and answering its pings.
     pub fn is_running(&self) -> bool {
         matches!(self.state(), ServiceState::Running { .. })
     }
@@ -127,7 +132,7 @@ impl ServiceProcess {
         program: PathBuf,
         config: Option<&Path>,
         socket: PathBuf,
-        stderr_tail: usize,
+        (stderr_tail, health): (usize, HealthConfig),
         stop: watch::Receiver<bool>,
     ) -> Result<(Arc<ServiceProcess>, tokio::task::JoinHandle<()>), ServiceError> {
         let mut spec = ChildSpec::new(program, stderr_tail)
@@ -153,6 +158,7 @@ impl ServiceProcess {
             }),
             restarts: Default::default(),
             started: Instant::now(),
+            last_round_ms: Default::default(),
         });
         let child = match host.launch().await {
             Ok(c) => Some(c),
@@ -166,6 +172,7 @@ impl ServiceProcess {
             }
             Err(e) => return Err(e),
         };
+        tokio::spawn(host.clone().watch_health(health, stop.clone()));
         let supervisor = tokio::spawn(host.clone().supervise(child, stop));
         Ok((host, supervisor))
     }
@@ -317,6 +324,125 @@ impl ServiceProcess {
         self.set_state(ServiceState::Stopped);
         let _ = std::fs::remove_file(&self.socket);
         tracing::info!("{} stopped", self.kind.name());
+    }
+
+    /// Pings the service every `ping_interval` while it runs. One unanswered within
+    /// `ping_timeout` marks it `Unresponsive` (status, health, and every request to it fails at
+    /// once instead of waiting); one unresponsive for `restart_unresponsive_after` is killed,
+    /// and `supervise` restarts it. A SIGSTOPped or wedged service is found this way.
+    async fn watch_health(self: Arc<Self>, health: HealthConfig, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(health.ping_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // (pid, when it stopped answering)
+        let mut silent: Option<(u32, Instant)> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let (pid, since_ms) = match self.state() {
+                ServiceState::Running { pid, since_ms }
+                | ServiceState::Unresponsive { pid, since_ms, .. } => (pid, since_ms),
+                _ => {
+                    silent = None;
+                    self.note_round();
+                    continue;
+                }
+            };
+            let answered = self.ping(health.ping_timeout).await;
+            self.note_round();
+            if answered {
+                if silent.take().is_some() {
+                    tracing::info!(pid, "the {} answers again", self.kind.name());
+                    self.replace_state_of(pid, ServiceState::Running { pid, since_ms });
+                }
+                continue;
+            }
+            let since = match silent {
+                Some((p, t)) if p == pid => t,
+                _ => {
+                    let t = Instant::now()
+                        .checked_sub(health.ping_timeout)
+                        .unwrap_or_else(Instant::now);
+                    tracing::warn!(
+                        pid,
+                        timeout_ms = health.ping_timeout.as_millis() as u64,
+                        "the {} does not answer its ping",
+                        self.kind.name()
+                    );
+                    silent = Some((pid, t));
+                    t
+                }
+            };
+            let silent_for = since.elapsed();
+            self.replace_state_of(
+                pid,
+                ServiceState::Unresponsive {
+                    pid,
+                    since_ms,
+                    silent_ms: silent_for.as_millis() as u64,
+                },
+            );
+            if silent_for >= health.restart_unresponsive_after {
+                tracing::error!(
+                    pid,
+                    silent_ms = silent_for.as_millis() as u64,
+                    "the {} has been unresponsive past [health] restart_unresponsive_after; killing it to restart it",
+                    self.kind.name()
+                );
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    Signal::SIGKILL,
+                );
+                silent = None;
+            }
+        }
+    }
+
+    /// One health check: a ping on a new connection, answered within `timeout`.
+    async fn ping(&self, timeout: Duration) -> bool {
+        match self.kind {
+            Kind::Toolhost => matches!(
+                exchange(self.kind, &self.socket, &ToolhostRequest::Ping, timeout).await,
+                Ok(ToolhostResponse::Pong)
+            ),
+            Kind::Memory => matches!(
+                exchange(self.kind, &self.socket, &MemoryRequest::Ping, timeout).await,
+                Ok(MemoryResponse::Ok)
+            ),
+        }
+    }
+
+    /// Sets `state` only if the current state is still about process `pid` (running or
+    /// unresponsive): a restart in between must not be overwritten.
+    fn replace_state_of(&self, pid: u32, state: ServiceState) {
+        let mut current = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(&*current, ServiceState::Running { pid: p, .. } | ServiceState::Unresponsive { pid: p, .. } if *p == pid)
+        {
+            *current = state;
+        }
+    }
+
+    fn note_round(&self) {
+        self.last_round_ms.store(
+            self.started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// False when the health watcher has stopped making rounds, or the service stayed
+    /// unresponsive well past the point where it should have been restarted: the supervisor's
+    /// own recovery is not working, so the systemd watchdog should stop being fed.
+    pub fn recovering(&self, health: &HealthConfig) -> bool {
+        let round = health.ping_interval + health.ping_timeout;
+        let last = Duration::from_millis(
+            self.last_round_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let fresh = self.started.elapsed().saturating_sub(last) <= round * 3;
+        let stuck = matches!(self.state(), ServiceState::Unresponsive { silent_ms, .. }
+            if Duration::from_millis(silent_ms) > health.restart_unresponsive_after * 2 + round);
+        fresh && !stuck
     }
 
     /// Re-reads the catalog (after SIGHUP); keeps the old one if the toolhost does not answer.

@@ -82,6 +82,7 @@ pub fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let (cmd, config_path) = parse_args()?;
+    caxton_ipc::service::private_umask();
     // TLS for guests' HTTP requests (and providers) uses ring; install it once, process-wide.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match &config_path {

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use caxton_ipc::api::ErrorBody;
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
+use caxton_ipc::peers::{PeerTable, Ticket};
 use caxton_ipc::service;
 use caxton_ipc::toolhost::{ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse};
 use tokio::io::AsyncReadExt;
@@ -16,31 +16,27 @@ use tokio::sync::mpsc;
 use crate::host::Host;
 use crate::llm::Progress;
 
-/// Connections served at once; more are refused at accept.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// Time a new connection has to send its Hello.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Binds `socket` (replacing a stale file), prints `ready` on stdout, and serves until killed.
 pub async fn serve(host: Arc<Host>, socket: &Path) -> anyhow::Result<()> {
     let listener = service::bind_and_announce(socket).map_err(anyhow::Error::msg)?;
     let catalog = host.catalog();
     tracing::info!(socket = %socket.display(), tools = catalog.tools.len(), providers = catalog.providers.len(), "toolhost ready");
-    service::accept_loop(listener, MAX_CONNECTIONS, |stream| {
-        connection(host.clone(), stream)
+    let table = PeerTable::new(service::PRIVATE_CAPS);
+    service::accept_loop(listener, table, service::parent_pid(), |stream, ticket| {
+        connection(host.clone(), stream, ticket)
     })
     .await;
     Ok(())
 }
 
-async fn connection(host: Arc<Host>, mut stream: UnixStream) -> Result<(), frame::FrameError> {
-    let hello: Hello =
-        match tokio::time::timeout(HELLO_TIMEOUT, frame::read_async(&mut stream, MAX_FRAME_LEN))
-            .await
-        {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        };
+async fn connection(
+    host: Arc<Host>,
+    mut stream: UnixStream,
+    ticket: Ticket,
+) -> Result<(), frame::FrameError> {
+    let Some(hello) = service::read_hello(&mut stream, &ticket).await else {
+        return Ok(());
+    };
     if let Err(reason) = handshake::check_peer(
         &hello,
         &[Role::Worker, Role::Supervisor, Role::Cli],
@@ -55,12 +51,13 @@ async fn connection(host: Arc<Host>, mut stream: UnixStream) -> Result<(), frame
     )
     .await?;
     loop {
-        let req: ToolhostRequest = match frame::read_async(&mut stream, MAX_FRAME_LEN).await {
-            Ok(r) => r,
-            Err(frame::FrameError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
+        let Some(req) =
+            service::next_request::<ToolhostRequest>(&mut stream, &ticket, MAX_FRAME_LEN).await?
+        else {
+            return Ok(());
         };
         let resp = match req {
+            ToolhostRequest::Ping => ToolhostResponse::Pong,
             ToolhostRequest::Catalog => ToolhostResponse::Catalog(host.catalog()),
             ToolhostRequest::Tools { names } => ToolhostResponse::Tools(host.tools(&names)),
             ToolhostRequest::CallTool(call) => {

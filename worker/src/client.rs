@@ -68,6 +68,40 @@ impl Connection {
         }
     }
 
+    /// True when the service has closed this connection while it was idle (its idle timeout, an
+    /// eviction, or a restart): the socket reads as end-of-file with nothing sent.
+    fn closed_by_peer(&self) -> bool {
+        use std::os::fd::AsFd;
+        let Stream::UdSocket(s) = &self.stream;
+        let fd = s.as_fd();
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        if !matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(1)
+        ) {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(
+            nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                &mut byte,
+                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ),
+            Ok(0)
+        )
+    }
+
+    /// Connects again if the service closed the connection while it was idle; `true` when it did.
+    fn reopen_if_closed(&mut self) -> Result<bool, ErrorBody> {
+        if !self.closed_by_peer() {
+            return Ok(false);
+        }
+        tracing_note(self.service);
+        *self = Connection::connect(&self.socket, self.service, self.kind)?;
+        Ok(true)
+    }
+
     fn lost(&self, e: frame::FrameError) -> ErrorBody {
         ErrorBody::new(
             self.kind,
@@ -79,7 +113,17 @@ impl Connection {
     }
 
     fn send<T: serde::Serialize>(&mut self, msg: &T) -> Result<(), ErrorBody> {
-        frame::write_sync(&mut self.stream, msg).map_err(|e| self.lost(e))
+        frame::write_sync(&mut self.stream, msg).map_err(|e| match e {
+            frame::FrameError::MessageTooLarge { len, max } => ErrorBody::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "the request to the {} is {len} bytes, over the {max}-byte frame limit; \
+                     with a long conversation, lower [limits] max_turns or have tools return less",
+                    self.service
+                ),
+            ),
+            e => self.lost(e),
+        })
     }
 
     fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ErrorBody> {
@@ -100,6 +144,7 @@ impl ToolhostClient {
         req: ChatRequest,
         on_progress: &mut dyn FnMut(ChatProgress) -> Result<(), ErrorBody>,
     ) -> Result<ChatReply, ErrorBody> {
+        self.0.reopen_if_closed()?;
         self.0.send(&ToolhostRequest::Chat(req))?;
         loop {
             match self.0.recv()? {
@@ -118,6 +163,7 @@ impl ToolhostClient {
 
     /// Sends one request and reads its response; a toolhost-side error comes back as `Err`.
     pub fn request(&mut self, req: &ToolhostRequest) -> Result<ToolhostResponse, ErrorBody> {
+        self.0.reopen_if_closed()?;
         self.0.send(req)?;
         match self.0.recv()? {
             ToolhostResponse::Error(e) => Err(e),
@@ -126,28 +172,48 @@ impl ToolhostClient {
     }
 }
 
-pub struct MemoryClient(Connection);
+pub struct MemoryClient {
+    conn: Connection,
+    token: String,
+}
 
 impl MemoryClient {
     /// Connects and attaches with the run's token (the service then applies the run's grant).
     pub fn connect(access: &MemoryAccess) -> Result<MemoryClient, ErrorBody> {
-        let mut c = MemoryClient(Connection::connect(
-            &access.socket,
-            "memory service",
-            ErrorKind::Memory,
-        )?);
-        c.request(&MemoryRequest::Attach {
+        let mut c = MemoryClient {
+            conn: Connection::connect(&access.socket, "memory service", ErrorKind::Memory)?,
             token: access.token.clone(),
-        })?;
+        };
+        c.attach()?;
         Ok(c)
     }
 
-    /// Sends one request and reads its response; a service-side error comes back as `Err`.
+    fn attach(&mut self) -> Result<(), ErrorBody> {
+        let attach = MemoryRequest::Attach {
+            token: self.token.clone(),
+        };
+        self.exchange(&attach).map(drop)
+    }
+
+    /// Sends one request and reads its response; a service-side error comes back as `Err`. A
+    /// connection the service closed while idle is opened and attached again first.
     pub fn request(&mut self, req: &MemoryRequest) -> Result<MemoryResponse, ErrorBody> {
-        self.0.send(req)?;
-        match self.0.recv()? {
+        if self.conn.reopen_if_closed()? {
+            self.attach()?;
+        }
+        self.exchange(req)
+    }
+
+    fn exchange(&mut self, req: &MemoryRequest) -> Result<MemoryResponse, ErrorBody> {
+        self.conn.send(req)?;
+        match self.conn.recv()? {
             MemoryResponse::Error(e) => Err(e),
             other => Ok(other),
         }
     }
+}
+
+/// Says on stderr (kept in the supervisor's tail of this worker) that a connection was reopened.
+fn tracing_note(service: &str) {
+    eprintln!("caxton-worker: the {service} closed an idle connection; reconnecting");
 }
