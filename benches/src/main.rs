@@ -92,6 +92,9 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
             tool_timeout_ms: 1000,
             max_tokens: None,
             max_cost_usd: None,
+            memory_mb: 1024,
+            cpu_time_ms: 60_000,
+            open_files: 256,
         },
         source: "bench".into(),
     };

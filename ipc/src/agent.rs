@@ -117,6 +117,12 @@ pub struct LimitsSpec {
     pub max_tokens: Option<u64>,
     /// Cost of the whole run, priced by the providers' configured prices.
     pub max_cost_usd: Option<f64>,
+    /// The worker process's address space (RLIMIT_AS), in MiB.
+    pub memory_mb: u32,
+    /// The worker process's CPU time (RLIMIT_CPU), in milliseconds (applied in whole seconds).
+    pub cpu_time_ms: u64,
+    /// The worker process's open file descriptors (RLIMIT_NOFILE).
+    pub open_files: u32,
 }
 
 /// A validated agent.

@@ -94,7 +94,7 @@ pub enum ApiResponse {
     Status(StatusReport),
     Health(HealthReport),
     Tools(Vec<crate::tool::ToolPackageInfo>),
-    ToolInstalled(Box<crate::tool::ToolPackageInfo>),
+    ToolInstalled(Box<crate::tool::InstalledPackage>),
     ToolRemoved { name: String },
     ToolOutput(crate::toolhost::ToolOutput),
     Memory(crate::memory::MemoryResponse),
@@ -321,8 +321,9 @@ pub struct AgentSummary {
     pub provider: String,
     pub source: String,
     /// Set when this is the version loaded before, kept serving because its file now fails to
-    /// load or its name is now defined twice: what is wrong.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// load or its name is now defined twice: what is wrong. (Never skipped when empty: the
+    /// frames are bincode, which has no field names to tell a missing field by.)
+    #[serde(default)]
     pub problem: Option<String>,
 }
 

@@ -22,6 +22,17 @@ pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_WARM_WORKERS: u32 = 2;
 /// Default bytes of a child's stderr kept for error messages.
 pub const DEFAULT_STDERR_TAIL: usize = 4096;
+/// Default time an idle connection to the toolhost or the memory service is kept.
+pub const DEFAULT_SERVICE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default address-space limit of a worker process, in MiB.
+pub const DEFAULT_WORKER_MEMORY_MB: u32 = 1024;
+/// Default CPU-time limit of a worker process.
+pub const DEFAULT_WORKER_CPU_TIME: Duration = Duration::from_secs(300);
+/// Default open-file limit of a worker process.
+pub const DEFAULT_WORKER_OPEN_FILES: u32 = 256;
+/// Smallest worker limits accepted: below these a worker cannot start.
+pub const MIN_WORKER_MEMORY_MB: u32 = 64;
+pub const MIN_WORKER_OPEN_FILES: u32 = 16;
 /// Default cap on connections to `api.sock`, all clients together.
 pub const DEFAULT_API_CONNECTIONS: usize = 512;
 /// Default cap on connections to `api.sock` from one uid.
@@ -159,6 +170,19 @@ pub struct WorkersConfig {
     pub stderr_tail_bytes: usize,
     /// Workers pre-spawned ahead of demand (each still serves one run); 0 disables.
     pub warm: u32,
+    /// Address space of a worker process (RLIMIT_AS), in MiB; an agent's `[limits] memory_mb`
+    /// may lower it.
+    pub memory_mb: u32,
+    /// CPU time of a worker process (RLIMIT_CPU); an agent's `[limits] cpu_time` may lower it.
+    #[serde(with = "humantime_serde")]
+    pub cpu_time: Duration,
+    /// Open file descriptors of a worker process (RLIMIT_NOFILE); an agent's
+    /// `[limits] open_files` may lower it.
+    pub open_files: u32,
+    /// Time a connection to the toolhost or the memory service may wait between requests
+    /// before the service closes it (a worker reconnects on its next request).
+    #[serde(with = "humantime_serde")]
+    pub service_idle_timeout: Duration,
 }
 
 impl Default for WorkersConfig {
@@ -171,6 +195,10 @@ impl Default for WorkersConfig {
             binary: None,
             stderr_tail_bytes: DEFAULT_STDERR_TAIL,
             warm: DEFAULT_WARM_WORKERS,
+            memory_mb: DEFAULT_WORKER_MEMORY_MB,
+            cpu_time: DEFAULT_WORKER_CPU_TIME,
+            open_files: DEFAULT_WORKER_OPEN_FILES,
+            service_idle_timeout: DEFAULT_SERVICE_IDLE_TIMEOUT,
         }
     }
 }
@@ -416,6 +444,17 @@ impl ServerConfig {
             path: path.to_owned(),
             message,
         })?;
+        if cfg.workers.memory_mb < MIN_WORKER_MEMORY_MB
+            || cfg.workers.open_files < MIN_WORKER_OPEN_FILES
+            || cfg.workers.cpu_time < Duration::from_secs(1)
+        {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "[workers] memory_mb must be at least {MIN_WORKER_MEMORY_MB}, open_files at least {MIN_WORKER_OPEN_FILES} and cpu_time at least 1s"
+                ),
+            });
+        }
         if cfg.api.max_connections == 0 || cfg.api.max_connections_per_uid == 0 {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),

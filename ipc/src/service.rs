@@ -92,9 +92,6 @@ pub const PRIVATE_CAPS: Caps = Caps {
 };
 /// Time a new connection to a private socket has to send its `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a private connection may wait between requests before it is closed. Workers reconnect
-/// on their next request when they find their connection closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time a request may take to arrive once its first byte has.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refused connections answered at once; more are closed without an answer.
@@ -214,17 +211,19 @@ pub async fn data_or_close(stream: &UnixStream) -> std::io::Result<()> {
 }
 
 /// Reads the next request on a private connection. The connection is evictable while it waits;
-/// the request must start within [`IDLE_TIMEOUT`] and arrive whole within [`REQUEST_TIMEOUT`] of
-/// its first byte. `Ok(None)` when the connection should end quietly: the peer closed it, it
+/// the request must start within `idle` (`[workers] service_idle_timeout`; workers reconnect on
+/// their next request when they find their connection closed) and arrive whole within
+/// [`REQUEST_TIMEOUT`] of its first byte. `Ok(None)` when the connection should end quietly: the peer closed it, it
 /// stayed idle, or it was evicted. The ticket is marked serving when a request is returned.
 pub async fn next_request<T: serde::de::DeserializeOwned>(
     stream: &mut UnixStream,
     ticket: &Ticket,
     max: u32,
+    idle: Duration,
 ) -> Result<Option<T>, FrameError> {
     ticket.waiting();
     let read = async {
-        match tokio::time::timeout(IDLE_TIMEOUT, data_or_close(stream)).await {
+        match tokio::time::timeout(idle, data_or_close(stream)).await {
             Err(_) => return Ok(None),
             Ok(Err(e)) => return Err(FrameError::Io(e)),
             Ok(Ok(())) => {}

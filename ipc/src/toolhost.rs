@@ -204,6 +204,11 @@ pub struct InstallToolRequest {
     pub wasm: Vec<u8>,
     /// Replace an installed package of the same name.
     pub replace: bool,
+    /// With `replace`: accept a new version that requests more (directories, write access,
+    /// origins, environment, secrets) than the installed one. Without it such a replacement is
+    /// refused, since the `[tools.<name>]` grant applies to whatever is installed under the name.
+    #[serde(default)]
+    pub allow_new_requests: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,7 +242,7 @@ pub enum ToolhostResponse {
     /// Progress of a chat; any number precede its `Chat` or `Error` frame.
     ChatProgress(ChatProgress),
     Packages(Vec<crate::tool::ToolPackageInfo>),
-    Installed(Box<crate::tool::ToolPackageInfo>),
+    Installed(Box<crate::tool::InstalledPackage>),
     Removed,
     Error(ErrorBody),
     Pong,

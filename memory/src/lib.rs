@@ -86,7 +86,11 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let service = Arc::new(server::Service::new(store.clone(), config.memory.clone()));
+    let service = Arc::new(server::Service::new(
+        store.clone(),
+        config.memory.clone(),
+        config.workers.service_idle_timeout,
+    ));
     rt.block_on(async move {
         // Observations stored while the model was missing get their vectors now.
         let s = store.clone();

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::config::MemoryConfig;
@@ -28,6 +29,8 @@ pub const MAX_WORKER_REQUEST: u32 = 1024 * 1024;
 pub struct Service {
     pub store: Arc<Store>,
     pub config: MemoryConfig,
+    /// `[workers] service_idle_timeout`: how long a connection may wait between requests.
+    pub idle_timeout: Duration,
     grants: Mutex<HashMap<String, MemoryGrant>>,
     parent: u32,
 }
@@ -42,10 +45,11 @@ enum Caller {
 }
 
 impl Service {
-    pub fn new(store: Arc<Store>, config: MemoryConfig) -> Service {
+    pub fn new(store: Arc<Store>, config: MemoryConfig, idle_timeout: Duration) -> Service {
         Service {
             store,
             config,
+            idle_timeout,
             grants: Mutex::new(HashMap::new()),
             parent: nix::unistd::getppid().as_raw() as u32,
         }
@@ -101,21 +105,27 @@ async fn connection(
         _ => MAX_WORKER_REQUEST,
     };
     loop {
-        let req: MemoryRequest =
-            match caxton_ipc::service::next_request(&mut stream, &ticket, max_request).await {
-                Ok(Some(r)) => r,
-                Ok(None) => return Ok(()),
-                Err(e @ (frame::FrameError::TooLarge { .. } | frame::FrameError::Decode(_))) => {
-                    // Tell the peer why, then close: the stream may be out of step after a bad frame.
-                    let body = ErrorBody::new(
-                        ErrorKind::BadRequest,
-                        format!("memory request refused: {e}"),
-                    );
-                    let _ = frame::write_async(&mut stream, &MemoryResponse::Error(body)).await;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            };
+        let req: MemoryRequest = match caxton_ipc::service::next_request(
+            &mut stream,
+            &ticket,
+            max_request,
+            service.idle_timeout,
+        )
+        .await
+        {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e @ (frame::FrameError::TooLarge { .. } | frame::FrameError::Decode(_))) => {
+                // Tell the peer why, then close: the stream may be out of step after a bad frame.
+                let body = ErrorBody::new(
+                    ErrorKind::BadRequest,
+                    format!("memory request refused: {e}"),
+                );
+                let _ = frame::write_async(&mut stream, &MemoryResponse::Error(body)).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         if let MemoryRequest::Attach { token } = &req {
             let resp = match attach(&service, &caller, token) {
                 Ok(grant) => {

@@ -105,6 +105,9 @@ struct RawLimits {
     tool_timeout: Option<Duration>,
     max_tokens: Option<Spanned<u64>>,
     max_cost_usd: Option<Spanned<f64>>,
+    memory_mb: Option<Spanned<u32>>,
+    cpu_time: Option<Spanned<String>>,
+    open_files: Option<Spanned<u32>>,
 }
 
 /// What an agent is validated against.
@@ -114,6 +117,32 @@ pub struct ValidationContext<'a> {
     pub catalog: Option<&'a Catalog>,
     pub default_timeout: Duration,
     pub default_tool_timeout: Duration,
+    /// The server's worker limits: an agent's defaults, and the most it may ask for.
+    pub worker_caps: WorkerCaps,
+}
+
+/// The server's `[workers]` resource limits of a worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerCaps {
+    pub memory_mb: u32,
+    pub cpu_time: Duration,
+    pub open_files: u32,
+}
+
+impl WorkerCaps {
+    pub fn of(workers: &caxton_ipc::config::WorkersConfig) -> WorkerCaps {
+        WorkerCaps {
+            memory_mb: workers.memory_mb,
+            cpu_time: workers.cpu_time,
+            open_files: workers.open_files,
+        }
+    }
+}
+
+impl Default for WorkerCaps {
+    fn default() -> Self {
+        WorkerCaps::of(&caxton_ipc::config::WorkersConfig::default())
+    }
 }
 
 /// Reads and validates one agent file.
@@ -467,6 +496,76 @@ pub fn parse(
         }
         c.into_inner()
     });
+    let caps = ctx.worker_caps;
+    let memory_mb = match raw_limits.memory_mb {
+        Some(m)
+            if *m.get_ref() < caxton_ipc::config::MIN_WORKER_MEMORY_MB
+                || *m.get_ref() > caps.memory_mb =>
+        {
+            problem(
+                m.span().start,
+                format!(
+                    "[limits] memory_mb = {} is outside {}–{} (the server's [workers] memory_mb)",
+                    m.get_ref(),
+                    caxton_ipc::config::MIN_WORKER_MEMORY_MB,
+                    caps.memory_mb
+                ),
+                None,
+            );
+            caps.memory_mb
+        }
+        Some(m) => m.into_inner(),
+        None => caps.memory_mb,
+    };
+    let open_files = match raw_limits.open_files {
+        Some(n)
+            if *n.get_ref() < caxton_ipc::config::MIN_WORKER_OPEN_FILES
+                || *n.get_ref() > caps.open_files =>
+        {
+            problem(
+                n.span().start,
+                format!(
+                    "[limits] open_files = {} is outside {}–{} (the server's [workers] open_files)",
+                    n.get_ref(),
+                    caxton_ipc::config::MIN_WORKER_OPEN_FILES,
+                    caps.open_files
+                ),
+                None,
+            );
+            caps.open_files
+        }
+        Some(n) => n.into_inner(),
+        None => caps.open_files,
+    };
+    let cpu_time = match raw_limits.cpu_time {
+        Some(t) => match humantime::parse_duration(t.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= caps.cpu_time => d,
+            Ok(d) => {
+                problem(
+                    t.span().start,
+                    format!(
+                        "[limits] cpu_time = {} is outside 1s–{} (the server's [workers] cpu_time)",
+                        humantime::format_duration(d),
+                        humantime::format_duration(caps.cpu_time)
+                    ),
+                    None,
+                );
+                caps.cpu_time
+            }
+            Err(e) => {
+                problem(
+                    t.span().start,
+                    format!(
+                        "[limits] cpu_time = \"{}\" is not a duration: {e}",
+                        t.get_ref()
+                    ),
+                    Some("write a duration such as \"30s\" or \"2m\"".into()),
+                );
+                caps.cpu_time
+            }
+        },
+        None => caps.cpu_time,
+    };
     let max_turns = match raw_limits.max_turns {
         Some(t) if *t.get_ref() == 0 || *t.get_ref() > MAX_MAX_TURNS => {
             problem(
@@ -492,6 +591,9 @@ pub fn parse(
             .as_millis() as u64,
         max_tokens,
         max_cost_usd,
+        memory_mb,
+        cpu_time_ms: cpu_time.as_millis() as u64,
+        open_files,
     };
 
     let mut tools = Vec::new();
@@ -656,6 +758,7 @@ mod tests {
             catalog: Some(&cat),
             default_timeout: Duration::from_secs(60),
             default_tool_timeout: Duration::from_secs(10),
+            worker_caps: WorkerCaps::default(),
         };
         parse("a.toml", src.as_bytes(), &ctx)
     }
@@ -771,6 +874,7 @@ mod tests {
             catalog: Some(&cat),
             default_timeout: Duration::from_secs(1),
             default_tool_timeout: Duration::from_secs(1),
+            worker_caps: WorkerCaps::default(),
         };
         assert!(
             parse("g", &[0xff, 0xfe, 0], &ctx).unwrap_err()[0]

@@ -613,6 +613,7 @@ fn validate(file: &Path, config_path: Option<&Path>, json: bool) -> anyhow::Resu
         catalog: catalog.as_ref(),
         default_timeout: config.workers.default_timeout,
         default_tool_timeout: config.toolhost.tool_timeout,
+        worker_caps: agent_file::WorkerCaps::of(&config.workers),
     };
     let result = agent_file::load_file(file, &ctx);
     if json {

@@ -139,7 +139,7 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         .clone()
         .unwrap_or_else(|| spawn::sibling_binary("caxton-worker"));
     let warm = warm::WarmWorkers::new(
-        runs::worker_spec(&worker_binary, config.workers.stderr_tail_bytes),
+        runs::worker_spec(&worker_binary, &config.workers),
         config.workers.warm as usize,
     );
     warm.refill();

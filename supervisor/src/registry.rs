@@ -174,6 +174,7 @@ mod tests {
             catalog: None,
             default_timeout: std::time::Duration::from_secs(60),
             default_tool_timeout: std::time::Duration::from_secs(10),
+            worker_caps: crate::agent_file::WorkerCaps::default(),
         }
     }
 

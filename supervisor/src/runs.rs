@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use caxton_ipc::agent::AgentSpec;
+use caxton_ipc::agent::{AgentSpec, LimitsSpec};
 use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, RunUsage};
+use caxton_ipc::config::WorkersConfig;
 use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
@@ -29,10 +30,16 @@ pub const WORKER_ENV: &[&str] = &[
     "CAXTON_LOG",
     "CAXTON_WORKER_FAULTS",
 ];
-/// How workers are started: the worker binary with an allowlisted environment.
-pub fn worker_spec(binary: &std::path::Path, stderr_tail: usize) -> ChildSpec {
-    let mut spec = ChildSpec::new(binary, stderr_tail);
+/// How workers are started: the worker binary with an allowlisted environment, confined to the
+/// server's `[workers]` limits (the worker lowers them to its agent's own once it has the job).
+pub fn worker_spec(binary: &std::path::Path, workers: &WorkersConfig) -> ChildSpec {
+    let mut spec = ChildSpec::new(binary, workers.stderr_tail_bytes);
     spec.inherit_only = Some(WORKER_ENV);
+    spec.confinement = Some(spawn::Confinement {
+        address_space: u64::from(workers.memory_mb) * 1024 * 1024,
+        cpu_seconds: workers.cpu_time.as_secs().max(1),
+        open_files: workers.open_files.into(),
+    });
     spec
 }
 
@@ -530,15 +537,25 @@ async fn crash_report(
         error: ErrorBody::new(kind, message),
         usage: RunUsage::default(),
     };
-    let how = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
-        Ok(Ok(status)) => spawn::describe_exit(&status),
-        Ok(Err(e)) => format!("could not be waited for ({e})"),
+    let (how, signal) = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+        Ok(Ok(status)) => (
+            spawn::describe_exit(&status),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ),
+        Ok(Err(e)) => (format!("could not be waited for ({e})"), None),
         Err(_) => {
             let _ = child.kill_and_wait().await;
-            format!("stopped speaking the protocol ({err}) and was killed")
+            (
+                format!("stopped speaking the protocol ({err}) and was killed"),
+                None,
+            )
         }
     };
     let stderr = child.stderr_tail().await;
+    let how = match limit_hit(signal, &stderr, &agent.limits) {
+        Some(limit) => format!("exceeded its {limit} and {how}"),
+        None => how,
+    };
     if let Some(abort) = *svc.abort.borrow() {
         return failed(ErrorKind::ShuttingDown, abort.message(&agent.name));
     }
@@ -555,6 +572,32 @@ async fn crash_report(
             agent.name, child.pid
         ),
     )
+}
+
+/// The resource limit a dead worker ran into, named with its value and where it is set, from
+/// how it ended: SIGXCPU is the CPU-time limit; an allocation failure (Rust aborts with "memory
+/// allocation of N bytes failed") is the address-space limit; "Too many open files" is the
+/// descriptor limit.
+fn limit_hit(signal: Option<i32>, stderr: &str, limits: &LimitsSpec) -> Option<String> {
+    if signal == Some(nix::sys::signal::Signal::SIGXCPU as i32) {
+        return Some(format!(
+            "CPU-time limit ({}s, [limits] cpu_time or [workers] cpu_time)",
+            limits.cpu_time_ms.div_ceil(1000)
+        ));
+    }
+    if stderr.contains("memory allocation of") {
+        return Some(format!(
+            "memory limit ({} MiB of address space, [limits] memory_mb or [workers] memory_mb)",
+            limits.memory_mb
+        ));
+    }
+    if stderr.contains("Too many open files") {
+        return Some(format!(
+            "open-file limit ({} descriptors, [limits] open_files or [workers] open_files)",
+            limits.open_files
+        ));
+    }
+    None
 }
 
 /// The most telling `n` lines of a crashed worker's stderr: from its panic message if it has one

@@ -146,6 +146,7 @@ impl Service {
             catalog: None,
             default_timeout: self.config.workers.default_timeout,
             default_tool_timeout: self.config.toolhost.tool_timeout,
+            worker_caps: crate::agent_file::WorkerCaps::of(&self.config.workers),
         }
     }
 

@@ -53,6 +53,34 @@ pub struct ChildSpec {
     pub inherit_only: Option<&'static [&'static str]>,
     /// Also log each stderr line under this name (for long-lived services whose logs matter).
     pub log_stderr_as: Option<&'static str>,
+    /// Resource limits and `no_new_privs`, set in the child before it executes (workers).
+    pub confinement: Option<Confinement>,
+}
+
+/// What a confined child may use: set with setrlimit and prctl between fork and exec, so the
+/// program runs under them from its first instruction. Core dumps are always off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confinement {
+    /// RLIMIT_AS, bytes.
+    pub address_space: u64,
+    /// RLIMIT_CPU, seconds (soft; the hard limit is one second later, so the soft one's
+    /// SIGXCPU is what ends it).
+    pub cpu_seconds: u64,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+}
+
+impl Confinement {
+    /// Applies the limits and `no_new_privs` to the calling process. Only async-signal-safe
+    /// system calls: it runs between fork and exec.
+    pub fn apply(&self) -> nix::Result<()> {
+        use nix::sys::resource::{Resource, setrlimit};
+        setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+        setrlimit(Resource::RLIMIT_AS, self.address_space, self.address_space)?;
+        setrlimit(Resource::RLIMIT_CPU, self.cpu_seconds, self.cpu_seconds + 1)?;
+        setrlimit(Resource::RLIMIT_NOFILE, self.open_files, self.open_files)?;
+        nix::sys::prctl::set_no_new_privs()
+    }
 }
 
 impl ChildSpec {
@@ -65,6 +93,7 @@ impl ChildSpec {
             die_with_parent: false,
             inherit_only: None,
             log_stderr_as: None,
+            confinement: None,
         }
     }
 
@@ -126,6 +155,13 @@ pub fn spawn(spec: &ChildSpec) -> Result<ManagedChild, SpawnError> {
             cmd.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
+        }
+    }
+    if let Some(limits) = spec.confinement {
+        // SAFETY: `apply` makes only setrlimit and prctl system calls, which are
+        // async-signal-safe and touch no memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || limits.apply().map_err(std::io::Error::from));
         }
     }
     let mut child = cmd.spawn().map_err(|source| SpawnError {

@@ -9,12 +9,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, RunEvent, RunRequest, StatusReport};
+use caxton_ipc::api::{
+    ApiRequest, ApiResponse, ErrorBody, RunEvent, RunRequest, ServiceState, StatusReport,
+};
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_ipc::toolhost::{CallToolRequest, ToolOutput, ToolhostRequest, ToolhostResponse};
 
 pub mod fake_llm;
+pub mod fuzz;
 
 /// How long a daemon may take to become ready (a cold debug toolhost compiles its modules).
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -188,9 +191,13 @@ impl Daemon {
                     self.log_text()
                 );
             }
+            // Ready; or serving runs with a memory service that cannot start (a corrupt
+            // database, say: the tests of that case check what the daemon says about it).
             if let Ok(ApiResponse::Health(h)) =
                 self.connect().and_then(|mut c| c.call(&ApiRequest::Health))
-                && h.ready
+                && (h.ready
+                    || (matches!(h.toolhost, ServiceState::Running { .. })
+                        && matches!(h.memory, Some(ServiceState::Restarting { .. }))))
             {
                 return Ok(());
             }

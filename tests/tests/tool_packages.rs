@@ -52,8 +52,16 @@ fn start() -> Daemon {
     .unwrap()
 }
 
+/// The names of the loaded agents, one per line (`agent list` also prints the agents
+/// directory's problems, which name skipped files).
 fn agents(d: &Daemon) -> String {
-    stdout(&d.cli(&["agent", "list"]))
+    let list: serde_json::Value =
+        serde_json::from_str(&stdout(&d.cli(&["agent", "list", "--json"]))).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string() + "\n")
+        .collect()
 }
 
 #[test]

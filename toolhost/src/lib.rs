@@ -107,7 +107,9 @@ fn run() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&catalog)?);
                 Ok(())
             }
-            Command::Serve { socket } => server::serve(host, &socket).await,
+            Command::Serve { socket } => {
+                server::serve(host, &socket, config.workers.service_idle_timeout).await
+            }
         }
     })
 }

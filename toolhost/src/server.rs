@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use caxton_ipc::api::ErrorBody;
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
@@ -17,13 +18,13 @@ use crate::host::Host;
 use crate::llm::Progress;
 
 /// Binds `socket` (replacing a stale file), prints `ready` on stdout, and serves until killed.
-pub async fn serve(host: Arc<Host>, socket: &Path) -> anyhow::Result<()> {
+pub async fn serve(host: Arc<Host>, socket: &Path, idle: Duration) -> anyhow::Result<()> {
     let listener = service::bind_and_announce(socket).map_err(anyhow::Error::msg)?;
     let catalog = host.catalog();
     tracing::info!(socket = %socket.display(), tools = catalog.tools.len(), providers = catalog.providers.len(), "toolhost ready");
     let table = PeerTable::new(service::PRIVATE_CAPS);
     service::accept_loop(listener, table, service::parent_pid(), |stream, ticket| {
-        connection(host.clone(), stream, ticket)
+        connection(host.clone(), stream, ticket, idle)
     })
     .await;
     Ok(())
@@ -33,6 +34,7 @@ async fn connection(
     host: Arc<Host>,
     mut stream: UnixStream,
     ticket: Ticket,
+    idle: Duration,
 ) -> Result<(), frame::FrameError> {
     let Some(hello) = service::read_hello(&mut stream, &ticket).await else {
         return Ok(());
@@ -52,7 +54,8 @@ async fn connection(
     .await?;
     loop {
         let Some(req) =
-            service::next_request::<ToolhostRequest>(&mut stream, &ticket, MAX_FRAME_LEN).await?
+            service::next_request::<ToolhostRequest>(&mut stream, &ticket, MAX_FRAME_LEN, idle)
+                .await?
         else {
             return Ok(());
         };

@@ -7,6 +7,7 @@
 
 pub mod agent_loop;
 pub mod client;
+pub mod confine;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -64,6 +65,8 @@ pub fn serve_one(mut input: impl Read, output: impl Write) -> Result<(), String>
         &HelloReply::Welcome(Hello::new(Role::Worker)),
     )
     .map_err(|e| format!("cannot answer the supervisor: {e}"))?;
+    confine::apply(&job.agent.limits)
+        .map_err(|e| format!("cannot apply the agent's resource limits: {e}"))?;
     inject_fault(&job.input);
     let terminal = agent_loop::run(&job, &mut |event| sink.emit(event));
     sink.emit(&terminal)
@@ -71,7 +74,8 @@ pub fn serve_one(mut input: impl Read, output: impl Write) -> Result<(), String>
 }
 
 /// Test hook: with `CAXTON_WORKER_FAULTS=1` in the environment, an input of `caxton-fault:panic`,
-/// `caxton-fault:hang` or `caxton-fault:exit` makes the worker misbehave on purpose, so the
+/// `caxton-fault:hang`, `caxton-fault:exit`, `caxton-fault:alloc`, `caxton-fault:spin` or
+/// `caxton-fault:fds` makes the worker misbehave on purpose, so the
 /// supervisor's crash handling can be tested against the real binary. Off unless the variable is set.
 fn inject_fault(input: &str) {
     if std::env::var_os("CAXTON_WORKER_FAULTS").is_none_or(|v| v != "1") {
@@ -83,6 +87,29 @@ fn inject_fault(input: &str) {
             std::thread::park();
         },
         Some("exit") => std::process::exit(3),
+        // Resource exhaustion, for the confinement tests: memory until the address-space limit,
+        // CPU until the CPU-time limit, descriptors until the open-file limit.
+        Some("alloc") => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 16 * 1024 * 1024]);
+            }
+        }
+        Some("spin") => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        Some("fds") => {
+            let mut open = Vec::new();
+            loop {
+                match std::fs::File::open("/dev/null") {
+                    Ok(f) => open.push(f),
+                    Err(e) => panic!("cannot open another file after {}: {e}", open.len()),
+                }
+            }
+        }
         _ => {}
     }
 }
