@@ -277,6 +277,26 @@ pub struct ToolPackageInfo {
     pub max_concurrency: u32,
 }
 
+/// The answer to an install: the package as now served and, for `--replace`, what it replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledPackage {
+    pub package: ToolPackageInfo,
+    pub replaced: Option<ReplacedPackage>,
+}
+
+/// The installed version a `--replace` install replaced. The operator's `[tools.<name>]` grant
+/// is keyed by the package name, so it now applies to the new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedPackage {
+    pub version: String,
+    /// sha256 of the replaced module, hex.
+    pub module_sha256: String,
+    /// What the new version requests that the replaced one did not, each with what the grant
+    /// gives it (`secret TOKEN: granted by [tools.x]`); accepted only with
+    /// `allow_new_requests`.
+    pub new_requests: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

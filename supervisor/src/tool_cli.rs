@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use caxton_ipc::api::{ApiRequest, ApiResponse};
-use caxton_ipc::tool::{ToolManifest, ToolPackageInfo};
+use caxton_ipc::tool::{InstalledPackage, ToolManifest, ToolPackageInfo};
 use caxton_ipc::toolhost::InstallToolRequest;
 use clap::Subcommand;
 
@@ -17,11 +17,27 @@ use crate::client::Client;
 pub enum ToolCommand {
     /// Install a tool package: a directory holding `tool.toml` and its module (or the path of
     /// the `tool.toml` itself). The daemon validates and compiles it before serving it.
+    ///
+    /// What a package may do comes from the operator's `[tools.<name>]` grant in caxton.toml,
+    /// keyed by the package's name: a newly installed package gets whatever that grant gives
+    /// the requests in its manifest, and a replacement (`--replace`) gets the same grant the
+    /// version it replaces had. So `--replace` is refused when the new manifest requests
+    /// anything the installed version did not (a directory, write access, an HTTP origin or
+    /// `"*"`, an environment variable, a secret), naming each new request and what the grant
+    /// gives it; review the grant, then add `--allow-new-requests`. Every install prints what
+    /// is granted to the new version, what it requested and is denied, any problem that
+    /// disables it, and, for a replacement, the version it replaced.
     Install {
+        /// The package directory (or its `tool.toml`).
         path: PathBuf,
-        /// Replace an installed package of the same name.
+        /// Replace an installed package of the same name; its `[tools.<name>]` grant then
+        /// applies to the new version.
         #[arg(long)]
         replace: bool,
+        /// With --replace: accept a new version that requests more than the installed one.
+        #[arg(long, requires = "replace")]
+        allow_new_requests: bool,
+        /// Print the installed package, and the version it replaced, as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -59,20 +75,15 @@ pub fn tool(command: ToolCommand, socket: &Path) -> anyhow::Result<u8> {
         ToolCommand::Install {
             path,
             replace,
+            allow_new_requests,
             json,
         } => {
-            let req = read_package(&path, replace)?;
+            let mut req = read_package(&path, replace)?;
+            req.allow_new_requests = allow_new_requests;
             match Client::connect(socket)?.call(&ApiRequest::InstallTool(req))? {
-                ApiResponse::ToolInstalled(info) if json => print_json(&info),
-                ApiResponse::ToolInstalled(info) => {
-                    println!(
-                        "installed {} {} ({} tools: {})",
-                        info.name,
-                        info.version,
-                        info.tools.len(),
-                        info.tools.join(", ")
-                    );
-                    print_grant_status(&info);
+                ApiResponse::ToolInstalled(installed) if json => print_json(&installed),
+                ApiResponse::ToolInstalled(installed) => {
+                    print_installed(&installed);
                     Ok(EXIT_OK)
                 }
                 other => unexpected(other),
@@ -182,6 +193,35 @@ fn list(socket: &Path) -> anyhow::Result<Vec<ToolPackageInfo>> {
     }
 }
 
+/// What an install did, and what the new version is granted.
+fn print_installed(installed: &InstalledPackage) {
+    let p = &installed.package;
+    println!(
+        "installed {} {} ({} tools: {})",
+        p.name,
+        p.version,
+        p.tools.len(),
+        p.tools.join(", ")
+    );
+    if let Some(r) = &installed.replaced {
+        println!(
+            "replaced:    {} {} (module sha256 {}); the [tools.{}] grant in caxton.toml applies to {} now",
+            p.name, r.version, r.module_sha256, p.name, p.version
+        );
+        for n in &r.new_requests {
+            println!("new request: {n} (not requested by {})", r.version);
+        }
+    }
+    if p.granted.is_empty() {
+        println!("granted:     nothing");
+    }
+    print_grant_status(p);
+    println!(
+        "limits:      memory={}MiB timeout={}ms max_concurrency={}",
+        p.memory_mb, p.timeout_ms, p.max_concurrency
+    );
+}
+
 fn print_grant_status(p: &ToolPackageInfo) {
     for g in &p.granted {
         println!("granted:     {g}");
@@ -225,5 +265,6 @@ fn read_package(path: &Path, replace: bool) -> anyhow::Result<InstallToolRequest
         manifest: text,
         wasm,
         replace,
+        allow_new_requests: false,
     })
 }

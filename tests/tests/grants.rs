@@ -294,6 +294,44 @@ fn http_reaches_only_granted_origins() {
 }
 
 #[test]
+fn private_addresses_are_allowed_only_for_the_exact_origin_granted_them() {
+    // Two loopback servers reached by name: `localhost` resolves to 127.0.0.1, so only the
+    // origin granted with `private = true` may reach it, not another port of the same host,
+    // directly or by a redirect.
+    let (a, b) = (HttpServer::start(route), HttpServer::start(route));
+    let (a, b) = (a.port, b.port);
+    let d = Daemon::start(Options {
+        agents: vec!["agents/calculator.toml".into()],
+        extra_config: format!(
+            r#"
+[tools.http_fetch]
+http = [{{ url = "http://localhost:{a}", private = true }}, "http://localhost:{b}"]
+"#
+        ),
+        ..Options::default()
+    })
+    .unwrap();
+    let got = ok(
+        &d,
+        "http_fetch",
+        &format!(r#"{{"url": "http://localhost:{a}/ok"}}"#),
+    );
+    assert!(got.contains("hello from loopback"), "{got}");
+    refused(
+        &d,
+        "http_fetch",
+        &format!(r#"{{"url": "http://localhost:{b}/ok"}}"#),
+        "resolves to 127.0.0.1",
+    );
+    refused(
+        &d,
+        "http_fetch",
+        &format!(r#"{{"url": "http://localhost:{a}/redirect-to/http://localhost:{b}/ok"}}"#),
+        "resolves to 127.0.0.1",
+    );
+}
+
+#[test]
 fn calls_beyond_the_concurrency_limit_wait_within_their_deadline() {
     let s = start();
     // nap's manifest allows 2 concurrent calls. Five calls of 1 s arrive together: they all

@@ -164,6 +164,141 @@ fn a_tool_written_in_c_is_installed_called_replaced_and_removed() {
     );
 }
 
+/// A copy of the built C package whose manifest is `version` with `requests` (a TOML
+/// `[requests]` body).
+fn checksum_version(built: &Path, version: &str, requests: &str) -> PathBuf {
+    let dir = built.join(format!("v{version}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(built.join("checksum.wasm"), dir.join("checksum.wasm")).unwrap();
+    let manifest = std::fs::read_to_string(built.join("tool.toml"))
+        .unwrap()
+        .replace("version = \"0.1.0\"", &format!("version = \"{version}\""))
+        .replace("[limits]", &format!("[requests]\n{requests}\n\n[limits]"));
+    std::fs::write(dir.join("tool.toml"), manifest).unwrap();
+    dir
+}
+
+#[test]
+fn a_replacement_that_requests_more_needs_the_operators_consent() {
+    // The operator's grant is keyed by name: `[tools.checksum]` applies to whatever version is
+    // installed as `checksum`. It grants LANG and a secret, which 0.1.0 does not request (so
+    // 0.1.0 is disabled, loudly) and 0.2.0 does.
+    let d = Daemon::start(Options {
+        agents: vec!["agents/calculator.toml".into()],
+        extra_config: r#"
+[tools.checksum]
+env = { LANG = "C.UTF-8" }
+secrets = { CHECKSUM_TOKEN = "env:CAXTON_TEST_CHECKSUM_TOKEN" }
+"#
+        .into(),
+        env: vec![("CAXTON_TEST_CHECKSUM_TOKEN".into(), "s3cret".into())],
+        ..Options::default()
+    })
+    .unwrap();
+    let built = build_checksum_package();
+    let v1 = checksum_version(&built, "0.1.0", r#"env = ["LANG"]"#);
+    let v2 = checksum_version(
+        &built,
+        "0.2.0",
+        r#"env = ["LANG"]
+secrets = ["CHECKSUM_TOKEN"]
+dirs = [{ path = "/data", write = true }]"#,
+    );
+    let out = d.cli(&["tool", "install", v1.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "installed checksum 0.1.0",
+        "granted:     env LANG",
+        "PROBLEM:     grant of secret CHECKSUM_TOKEN is not requested by the manifest",
+    ] {
+        assert!(text.contains(want), "`{want}` not in:\n{text}");
+    }
+
+    // 0.2.0 asks for the secret (which the grant would hand it) and a directory (which it
+    // would not get): refused, each new request named with what the grant gives it.
+    let out = d.cli(&["tool", "install", "--replace", v2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    for want in [
+        "tool package `checksum` 0.2.0 requests what the installed version 0.1.0 did not",
+        "dir /data (rw): not granted",
+        "secret CHECKSUM_TOKEN: granted by [tools.checksum]",
+        "--replace --allow-new-requests",
+    ] {
+        assert!(err.contains(want), "`{want}` not in:\n{err}");
+    }
+    let show = stdout(&d.cli(&["tool", "show", "checksum"]));
+    assert!(show.contains("name:        checksum 0.1.0"), "{show}");
+    let on_disk = std::fs::read_to_string(d.dir.path().join("state/tools/checksum/tool.toml"));
+    assert!(on_disk.unwrap().contains("version = \"0.1.0\""));
+
+    // The flag alone is a usage error: it only qualifies --replace.
+    let out = d.cli(&[
+        "tool",
+        "install",
+        "--allow-new-requests",
+        v2.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // With the operator's consent it is installed, and the output says what replaced what and
+    // what the new version gets.
+    let out = d.cli(&[
+        "tool",
+        "install",
+        "--replace",
+        "--allow-new-requests",
+        v2.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "installed checksum 0.2.0",
+        "replaced:    checksum 0.1.0 (module sha256 ",
+        "the [tools.checksum] grant in caxton.toml applies to 0.2.0 now",
+        "new request: secret CHECKSUM_TOKEN: granted by [tools.checksum] (not requested by 0.1.0)",
+        "new request: dir /data (rw): not granted (not requested by 0.1.0)",
+        "granted:     env LANG",
+        "granted:     secret CHECKSUM_TOKEN (from env:CAXTON_TEST_CHECKSUM_TOKEN)",
+        "denied:      dir /data (rw) (requested, not granted)",
+    ] {
+        assert!(text.contains(want), "`{want}` not in:\n{text}");
+    }
+    assert!(!text.contains("s3cret"), "{text}");
+
+    // Replacing it with a version that requests nothing more needs no flag, and still says
+    // which grant applies.
+    let v3 = checksum_version(
+        &built,
+        "0.3.0",
+        r#"env = ["LANG"]
+secrets = ["CHECKSUM_TOKEN"]"#,
+    );
+    let out = d.cli(&[
+        "tool",
+        "install",
+        "--replace",
+        "--json",
+        v3.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let installed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(installed["package"]["version"], "0.3.0");
+    assert_eq!(installed["replaced"]["version"], "0.2.0");
+    assert_eq!(installed["replaced"]["new_requests"], serde_json::json!([]));
+    assert!(
+        installed["package"]["problems"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{installed}"
+    );
+    // The tool serves under its new version.
+    let call = d.cli(&["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#]);
+    assert!(call.status.success(), "{}", stderr(&call));
+}
+
 fn write_package(dir: &Path, manifest: &str, module: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("tool.toml"), manifest).unwrap();

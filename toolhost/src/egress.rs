@@ -11,8 +11,9 @@
 //!
 //! Every request, and every redirect hop, must target a granted origin (scheme, host and port).
 //! Names are resolved by the host and every resolved address is checked before connecting:
-//! loopback, private, link-local and similar addresses are refused unless the origin's grant
-//! says `private = true`. The connection goes to exactly the checked addresses. Responses are cut
+//! loopback, private, link-local and similar addresses are refused unless the grant of that
+//! exact origin (the one requested, or the redirect hop's) says `private = true`; another port
+//! or scheme of the same host does not share it. The connection goes to exactly the checked addresses. Responses are cut
 //! at [`MAX_RESPONSE_BYTES`]; each request has a deadline, and the guest call's own deadline
 //! drops the request when it fires.
 
@@ -45,10 +46,17 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 pub const MAX_REDIRECTS: usize = 5;
 
 /// The HTTP capability of one tool package.
+///
+/// Whether a private address may be reached is a property of one granted origin (scheme, host
+/// and port), but a resolver only sees a host name. So there are two clients: one whose resolver
+/// refuses non-public addresses, used for every origin granted without `private = true`, and
+/// one whose resolver allows them, used only for origins granted with it. Redirects are followed
+/// here, hop by hop, so each hop goes through the client of its own origin.
 pub struct Egress {
     server: String,
-    origins: Arc<Vec<Origin>>,
-    client: reqwest::Client,
+    origins: Vec<Origin>,
+    public: reqwest::Client,
+    private: reqwest::Client,
 }
 
 impl Egress {
@@ -57,39 +65,35 @@ impl Egress {
         if origins.is_empty() {
             return Ok(None);
         }
-        let origins = Arc::new(origins.to_vec());
-        let for_redirects = origins.clone();
-        let name = server.to_string();
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
-            .dns_resolver(CheckedResolver {
-                origins: origins.clone(),
-            })
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() > MAX_REDIRECTS {
-                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
-                }
-                match check_url(&name, &for_redirects, attempt.url()) {
-                    Ok(()) => attempt.follow(),
-                    Err(e) => {
-                        let e = format!("redirect refused: {e}");
-                        attempt.error(e)
-                    }
-                }
-            }))
-            .build()?;
+        let client = |allow_private: bool| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(REQUEST_TIMEOUT)
+                .connect_timeout(Duration::from_secs(10))
+                .dns_resolver(CheckedResolver { allow_private })
+                // Followed in `send`, each hop checked and sent through its origin's client.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+        };
         Ok(Some(Arc::new(Egress {
             server: server.into(),
-            origins,
-            client,
+            origins: origins.to_vec(),
+            public: client(false)?,
+            private: client(true)?,
         })))
     }
 
     /// Runs one guest request; the answer is the response JSON (or `{"error": ...}`).
     pub async fn fetch(&self, request: &[u8]) -> Value {
-        match self.try_fetch(request).await {
+        // The whole chain of redirects and the body share one deadline.
+        let fetched = tokio::time::timeout(REQUEST_TIMEOUT, self.try_fetch(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the request did not complete within {REQUEST_TIMEOUT:?} (timed out)"
+                ))
+            });
+        match fetched {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(server = %self.server, error = %e, "http request refused or failed");
@@ -106,13 +110,12 @@ impl Egress {
             .and_then(Value::as_str)
             .ok_or("the request has no `url` string")?;
         let url = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-        check_url(&self.server, &self.origins, &url)?;
         let method = req.get("method").and_then(Value::as_str).unwrap_or("GET");
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| format!("`{method}` is not an HTTP method"))?;
-        let mut builder = self.client.request(method, url);
-        if let Some(headers) = req.get("headers").and_then(Value::as_object) {
-            for (k, v) in headers {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(given) = req.get("headers").and_then(Value::as_object) {
+            for (k, v) in given {
                 // The origin check covers the URL; a Host header would send the request to
                 // another site behind the same address.
                 if FORBIDDEN_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
@@ -121,13 +124,21 @@ impl Egress {
                     ));
                 }
                 let v = v.as_str().ok_or(format!("header `{k}` must be a string"))?;
-                builder = builder.header(k.as_str(), v);
+                let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| format!("`{k}` is not a valid header name"))?;
+                let value = reqwest::header::HeaderValue::from_str(v)
+                    .map_err(|_| format!("the value of header `{k}` is not valid"))?;
+                headers.append(name, value);
             }
         }
-        if let Some(body) = req.get("body").and_then(Value::as_str) {
-            builder = builder.body(body.to_string());
-        }
-        let mut resp = builder.send().await.map_err(|e| describe(&e))?;
+        let body = req.get("body").and_then(Value::as_str).map(str::to_string);
+        let hop = Hop {
+            method,
+            url,
+            headers,
+            body,
+        };
+        let mut resp = self.send(hop).await?;
         let status = resp.status().as_u16();
         let final_url = resp.url().to_string();
         let headers: serde_json::Map<String, Value> = resp
@@ -156,6 +167,117 @@ impl Egress {
     }
 }
 
+/// One request of a chain of redirects.
+struct Hop {
+    method: reqwest::Method,
+    url: url::Url,
+    headers: reqwest::header::HeaderMap,
+    body: Option<String>,
+}
+
+impl Egress {
+    /// Sends `hop` and follows redirects (at most [`MAX_REDIRECTS`]), checking each hop's origin
+    /// against the grants and sending it through the client of that exact origin.
+    async fn send(&self, mut hop: Hop) -> Result<reqwest::Response, String> {
+        let mut redirects = 0;
+        loop {
+            let origin = check_url(&self.server, &self.origins, &hop.url).map_err(|e| {
+                if redirects == 0 {
+                    e
+                } else {
+                    format!("redirect refused: {e}")
+                }
+            })?;
+            let client = if origin.private {
+                &self.private
+            } else {
+                &self.public
+            };
+            let mut builder = client
+                .request(hop.method.clone(), hop.url.clone())
+                .headers(hop.headers.clone());
+            if let Some(body) = &hop.body {
+                builder = builder.body(body.clone());
+            }
+            let resp = builder.send().await.map_err(|e| describe(&e))?;
+            let Some(next) = redirect(&hop, &resp) else {
+                return Ok(resp);
+            };
+            let next = next.map_err(|e| format!("redirect refused: {e}"))?;
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(format!(
+                    "redirect refused: more than {MAX_REDIRECTS} redirects"
+                ));
+            }
+            hop = next;
+        }
+    }
+}
+
+/// The request a redirect response asks for (`None` when `resp` is not one to follow), with
+/// the usual rules: 301/302 turn a POST into a GET and 303 anything but HEAD, dropping the
+/// body; 307/308 repeat the request; credentials are not sent to another origin.
+fn redirect(hop: &Hop, resp: &reqwest::Response) -> Option<Result<Hop, String>> {
+    use reqwest::StatusCode;
+    use reqwest::header;
+    let status = resp.status();
+    let keep_method = match status {
+        StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND => hop.method != reqwest::Method::POST,
+        StatusCode::SEE_OTHER => hop.method == reqwest::Method::HEAD,
+        StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => true,
+        _ => return None,
+    };
+    let location = resp.headers().get(header::LOCATION)?;
+    let next = location
+        .to_str()
+        .map_err(|_| format!("the {status} response's location is not text"))
+        .and_then(|l| {
+            hop.url
+                .join(l)
+                .map_err(|e| format!("the {status} response's location `{l}` is not a URL: {e}"))
+        });
+    let url = match next {
+        Ok(url) => url,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut headers = hop.headers.clone();
+    let same_origin = match (Origin::of(&hop.url), Origin::of(&url)) {
+        (Ok(a), Ok(b)) => a.same(&b),
+        _ => false,
+    };
+    if !same_origin {
+        for h in [
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::PROXY_AUTHORIZATION,
+            header::WWW_AUTHENTICATE,
+        ] {
+            headers.remove(h);
+        }
+        headers.remove("cookie2");
+    }
+    let (method, body) = if keep_method {
+        (hop.method.clone(), hop.body.clone())
+    } else {
+        for h in [
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::TRANSFER_ENCODING,
+        ] {
+            headers.remove(h);
+        }
+        (reqwest::Method::GET, None)
+    };
+    Some(Ok(Hop {
+        method,
+        url,
+        headers,
+        body,
+    }))
+}
+
 /// The error and its causes in one line (reqwest keeps the interesting part in the sources).
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
@@ -171,10 +293,22 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// The URL's origin is granted, and an IP-literal host is public unless the grant allows private.
-fn check_url(server: &str, origins: &[Origin], url: &url::Url) -> Result<(), String> {
+/// The grant of `origin` (scheme, host and port exactly); private addresses are allowed when a
+/// grant of that same origin says `private = true`.
+fn granted(origins: &[Origin], origin: &Origin) -> Option<Origin> {
+    let mut same = origins.iter().filter(|o| o.same(origin)).peekable();
+    let first = same.peek().copied()?.clone();
+    Some(Origin {
+        private: same.any(|o| o.private),
+        ..first
+    })
+}
+
+/// The URL's origin is granted, and an IP-literal host is public unless that origin's grant
+/// allows private addresses. Returns the grant.
+fn check_url(server: &str, origins: &[Origin], url: &url::Url) -> Result<Origin, String> {
     let origin = Origin::of(url)?;
-    let Some(granted) = origins.iter().find(|o| o.same(&origin)) else {
+    let Some(granted) = granted(origins, &origin) else {
         return Err(format!(
             "denied: {origin} is not granted to tool package `{server}` (granted: {}); an operator can grant it in caxton.toml [tools.{server}] http",
             origins
@@ -192,28 +326,29 @@ fn check_url(server: &str, origins: &[Origin], url: &url::Url) -> Result<(), Str
             "denied: {ip} is a loopback, private or link-local address; grant {origin} with `private = true` to allow it"
         ));
     }
-    Ok(())
+    Ok(granted)
 }
 
-/// Resolves names with the system resolver and refuses non-public addresses unless some grant of
-/// that host allows private ones. The connection uses exactly the addresses returned here.
+/// Resolves names with the system resolver and, unless `allow_private`, refuses any name with a
+/// non-public address. The connection uses exactly the addresses returned here. The resolver
+/// sees only the host name, so the client it belongs to is chosen per origin (see [`Egress`]).
 struct CheckedResolver {
-    origins: Arc<Vec<Origin>>,
+    allow_private: bool,
 }
 
 impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_ascii_lowercase();
-        let private = self.origins.iter().any(|o| o.host == host && o.private);
+        let allow_private = self.allow_private;
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
                 return Err(format!("{host} did not resolve to any address").into());
             }
-            if !private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+            if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
                 return Err(format!(
-                    "denied: {host} resolves to {}, a loopback, private or link-local address; grant it with `private = true` to allow it",
+                    "denied: {host} resolves to {}, a loopback, private or link-local address; grant this origin with `private = true` to allow it",
                     bad.ip()
                 )
                 .into());
@@ -289,4 +424,125 @@ fn read_guest(
     let mut buf = vec![0; len];
     memory.read(&caller, usize::try_from(ptr)?, &mut buf)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback HTTP server: `/ok` answers 200, `/to/<url>` redirects to `<url>` (302).
+    async fn server() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let reply = match path.strip_prefix("/to/") {
+                        Some(to) => format!(
+                            "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        ),
+                        None => {
+                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                                .to_string()
+                        }
+                    };
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        port
+    }
+
+    fn origin(text: &str, private: bool) -> Origin {
+        Origin {
+            private,
+            ..Origin::parse(text).unwrap()
+        }
+    }
+
+    async fn fetch(egress: &Egress, url: &str) -> Value {
+        egress
+            .fetch(json!({ "url": url }).to_string().as_bytes())
+            .await
+    }
+
+    #[tokio::test]
+    async fn private_addresses_are_allowed_per_exact_origin() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (a, b) = (server().await, server().await);
+        // `localhost` resolves to 127.0.0.1: only the origin granted with `private = true` may
+        // reach it, not another port or scheme of the same host.
+        let egress = Egress::new(
+            "t",
+            &[
+                origin(&format!("http://localhost:{a}"), true),
+                origin(&format!("http://localhost:{b}"), false),
+                origin(&format!("https://localhost:{a}"), false),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        let ok = fetch(&egress, &format!("http://localhost:{a}/ok")).await;
+        assert_eq!(ok["status"], 200, "{ok}");
+        for url in [
+            format!("http://localhost:{b}/ok"),
+            format!("https://localhost:{a}/ok"),
+            // Across a redirect, the hop's own origin decides.
+            format!("http://localhost:{a}/to/http://localhost:{b}/ok"),
+        ] {
+            let refused = fetch(&egress, &url).await;
+            let error = refused["error"].as_str().unwrap_or_default();
+            assert!(error.contains("resolves to 127.0.0.1"), "{url}: {refused}");
+        }
+        // A redirect within the private origin is followed.
+        let followed = fetch(
+            &egress,
+            &format!("http://localhost:{a}/to/http://localhost:{a}/ok"),
+        )
+        .await;
+        assert_eq!(followed["status"], 200, "{followed}");
+        assert_eq!(followed["url"], format!("http://localhost:{a}/ok"));
+    }
+
+    #[tokio::test]
+    async fn redirects_are_checked_and_capped() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let a = server().await;
+        let egress = Egress::new("t", &[origin(&format!("http://127.0.0.1:{a}"), true)])
+            .unwrap()
+            .unwrap();
+        let out = fetch(
+            &egress,
+            &format!("http://127.0.0.1:{a}/to/http://127.0.0.1:1/ok"),
+        )
+        .await;
+        let error = out["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("redirect refused: denied: http://127.0.0.1:1 is not granted"),
+            "{out}"
+        );
+        let mut url = format!("http://127.0.0.1:{a}/ok");
+        for _ in 0..=MAX_REDIRECTS {
+            url = format!("http://127.0.0.1:{a}/to/{url}");
+        }
+        let out = fetch(&egress, &url).await;
+        assert_eq!(
+            out["error"],
+            format!("redirect refused: more than {MAX_REDIRECTS} redirects")
+        );
+        // One redirect fewer is followed.
+        let out = fetch(&egress, url.split_once("/to/").unwrap().1).await;
+        assert_eq!(out["status"], 200, "{out}");
+    }
 }

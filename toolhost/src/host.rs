@@ -10,13 +10,15 @@ use anyhow::Context;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::audit::{AuditEntry, AuditWriter, sha256_hex};
 use caxton_ipc::config::ServerConfig;
-use caxton_ipc::tool::{ToolGrant, ToolManifest, ToolPackageInfo};
+use caxton_ipc::tool::{
+    InstalledPackage, ReplacedPackage, ToolGrant, ToolManifest, ToolPackageInfo,
+};
 use caxton_ipc::toolhost::{
     CallToolRequest, Catalog, ChatReply, ChatRequest, InstallToolRequest, ToolOutput,
 };
 
 use crate::llm::{Progress, ProviderDirs, Providers};
-use crate::policy::Policy;
+use crate::policy::{Policy, requested_beyond};
 use crate::wasm::{CallOutcome, ToolServer, WasmRuntime};
 
 /// One loaded tool package.
@@ -233,7 +235,12 @@ impl Host {
     }
 
     /// Validates, compiles and installs a package into the tools directory, then serves it.
-    pub async fn install(&self, req: &InstallToolRequest) -> Result<ToolPackageInfo, ErrorBody> {
+    ///
+    /// Grants are keyed by package name, so a replacement gets the `[tools.<name>]` grant the
+    /// installed version had. A replacement that requests anything the installed version did
+    /// not is refused unless `allow_new_requests` says the operator has reviewed it; the answer
+    /// names the replaced version and the new requests with what the grant gives them.
+    pub async fn install(&self, req: &InstallToolRequest) -> Result<InstalledPackage, ErrorBody> {
         let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
         let manifest =
             ToolManifest::parse(&req.manifest).map_err(|e| bad(format!("tool.toml: {e}")))?;
@@ -245,6 +252,7 @@ impl Host {
         }
         let _guard = self.changes.lock().await;
         let current = self.index();
+        let mut replaced = None;
         if let Some(existing) = current.packages.get(&name) {
             if existing.builtin {
                 return Err(bad(format!(
@@ -260,6 +268,27 @@ impl Host {
                     ),
                 ));
             }
+            let beyond = requested_beyond(&existing.manifest.requests, &manifest.requests);
+            // What the grant would give the new requests (the package is compiled only once
+            // the replacement is accepted).
+            let policy = Policy::resolve(&manifest, self.grants.get(&name), self.tool_timeout);
+            let new_requests: Vec<String> = beyond
+                .iter()
+                .map(|r| format!("{r}: {}", policy.gives(r, &name)))
+                .collect();
+            if !new_requests.is_empty() && !req.allow_new_requests {
+                return Err(bad(format!(
+                    "tool package `{name}` {} requests what the installed version {} did not: {}. The [tools.{name}] grant in caxton.toml applies to whatever is installed under that name; review it, then install again with --replace --allow-new-requests",
+                    manifest.version,
+                    existing.manifest.version,
+                    new_requests.join("; ")
+                )));
+            }
+            replaced = Some(ReplacedPackage {
+                version: existing.manifest.version.clone(),
+                module_sha256: existing.module_sha256.clone(),
+                new_requests,
+            });
         }
         let pkg = self
             .prepare(manifest, &req.wasm, false)
@@ -277,8 +306,18 @@ impl Host {
             )
         })?;
         self.set_index(next);
-        tracing::info!(tool = %name, version = %pkg.manifest.version, tools = pkg.server.tools.len(), "tool package installed");
-        Ok(pkg.info())
+        match &replaced {
+            None => {
+                tracing::info!(tool = %name, version = %pkg.manifest.version, tools = pkg.server.tools.len(), "tool package installed")
+            }
+            Some(r) => {
+                tracing::info!(tool = %name, version = %pkg.manifest.version, replaced = %r.version, new_requests = r.new_requests.join("; "), granted = pkg.server.policy.granted.join(", "), "tool package replaced; its grant applies to the new version")
+            }
+        }
+        Ok(InstalledPackage {
+            package: pkg.info(),
+            replaced,
+        })
     }
 
     /// Removes an installed package from the tools directory and stops serving it.

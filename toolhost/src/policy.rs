@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use caxton_ipc::tool::{ToolGrant, ToolManifest, check_limits};
+use caxton_ipc::tool::{Requests, ToolGrant, ToolManifest, check_limits};
 
 /// Default linear memory of a guest, in MiB.
 pub const DEFAULT_MEMORY_MB: u32 = 64;
@@ -263,6 +263,116 @@ impl Policy {
     }
 }
 
+/// One thing a manifest requests, for comparing two versions of a package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Dir {
+        path: String,
+        write: bool,
+    },
+    /// An origin in its normal form (`https://api.example.com:443`), or as written when it
+    /// does not parse.
+    Http(String),
+    /// `"*"`: whichever origins the operator grants.
+    AnyHttp,
+    Env(String),
+    Secret(String),
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Dir { path, write } => {
+                write!(f, "dir {path} ({})", if *write { "rw" } else { "ro" })
+            }
+            Request::Http(origin) => write!(f, "http {origin}"),
+            Request::AnyHttp => f.write_str("http * (any origin the operator grants)"),
+            Request::Env(key) => write!(f, "env {key}"),
+            Request::Secret(key) => write!(f, "secret {key}"),
+        }
+    }
+}
+
+/// An origin request in its normal form, for comparison.
+fn normal_origin(text: &str) -> String {
+    Origin::parse(text).map_or_else(|_| text.to_string(), |o| o.to_string())
+}
+
+/// What `new` requests beyond `old`: a directory not requested before or now read-write, an
+/// origin not requested before (`"*"` before covers any), `"*"` when it was not requested,
+/// an environment variable or a secret not requested before.
+pub fn requested_beyond(old: &Requests, new: &Requests) -> Vec<Request> {
+    let mut beyond = Vec::new();
+    for d in &new.dirs {
+        if !old
+            .dirs
+            .iter()
+            .any(|o| o.path == d.path && (o.write || !d.write))
+        {
+            beyond.push(Request::Dir {
+                path: d.path.clone(),
+                write: d.write,
+            });
+        }
+    }
+    let old_any = old.http.iter().any(|u| u == "*");
+    let old_origins: Vec<String> = old.http.iter().map(|u| normal_origin(u)).collect();
+    for u in &new.http {
+        if u == "*" {
+            if !old_any {
+                beyond.push(Request::AnyHttp);
+            }
+        } else if !old_any && !old_origins.contains(&normal_origin(u)) {
+            beyond.push(Request::Http(normal_origin(u)));
+        }
+    }
+    for key in &new.env {
+        if !old.env.contains(key) {
+            beyond.push(Request::Env(key.clone()));
+        }
+    }
+    for key in &new.secrets {
+        if !old.secrets.contains(key) {
+            beyond.push(Request::Secret(key.clone()));
+        }
+    }
+    beyond.dedup();
+    beyond
+}
+
+impl Policy {
+    /// What this policy gives `request`, in words (`granted by [tools.x] (rw)`, `not granted`).
+    pub fn gives(&self, request: &Request, name: &str) -> String {
+        let by = format!("granted by [tools.{name}]");
+        let granted = match request {
+            Request::Dir { path, .. } => self.dirs.iter().find(|g| &g.guest == path).map(|g| {
+                format!(
+                    "{by} from {} ({})",
+                    g.host.display(),
+                    if g.write { "rw" } else { "read-only" }
+                )
+            }),
+            Request::Http(origin) => self
+                .http
+                .iter()
+                .find(|g| &g.to_string() == origin)
+                .map(|g| {
+                    if g.private {
+                        format!("{by}, private addresses allowed")
+                    } else {
+                        by.clone()
+                    }
+                }),
+            Request::AnyHttp => (!self.http.is_empty())
+                .then(|| format!("{by}: {}", list(self.http.iter().map(ToString::to_string)))),
+            Request::Env(key) | Request::Secret(key) => {
+                self.env.iter().any(|(k, _)| k == key).then(|| by.clone())
+            }
+        };
+        granted.unwrap_or_else(|| "not granted".into())
+    }
+}
+
 fn list(items: impl Iterator<Item = impl AsRef<str>>) -> String {
     let v: Vec<String> = items.map(|s| s.as_ref().to_string()).collect();
     if v.is_empty() {
@@ -427,6 +537,89 @@ max_concurrency = 2
         ] {
             assert!(all.contains(want), "missing `{want}` in:\n{all}");
         }
+    }
+
+    fn requests(toml: &str) -> Requests {
+        toml::from_str(toml).unwrap()
+    }
+
+    #[test]
+    fn requests_beyond_an_installed_version_are_named() {
+        let old = requests(
+            r#"
+dirs = [{ path = "/data", write = false }]
+http = ["https://api.example.com"]
+env = ["LANG"]
+"#,
+        );
+        // The same requests, written differently: nothing new.
+        let same = requests(
+            r#"
+dirs = [{ path = "/data" }]
+http = ["https://API.example.com:443"]
+env = ["LANG"]
+"#,
+        );
+        assert_eq!(requested_beyond(&old, &same), vec![]);
+        // Less is not more.
+        assert_eq!(requested_beyond(&old, &Requests::default()), vec![]);
+        let more = requests(
+            r#"
+dirs = [{ path = "/data", write = true }, { path = "/cache" }]
+http = ["https://api.example.com", "http://localhost:8080", "*"]
+env = ["LANG", "TZ"]
+secrets = ["TOKEN"]
+"#,
+        );
+        let beyond: Vec<String> = requested_beyond(&old, &more)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            beyond,
+            [
+                "dir /data (rw)",
+                "dir /cache (ro)",
+                "http http://localhost:8080",
+                "http * (any origin the operator grants)",
+                "env TZ",
+                "secret TOKEN",
+            ]
+        );
+        // `"*"` before covers any origin after.
+        let any = requests(r#"http = ["*"]"#);
+        assert_eq!(requested_beyond(&any, &more).len(), 5);
+    }
+
+    #[test]
+    fn what_a_grant_gives_a_request_is_said() {
+        let grant = ToolGrant {
+            http: vec![HttpGrant::Detailed {
+                url: "https://api.example.com".into(),
+                private: true,
+            }],
+            env: [("LANG".to_string(), "C".to_string())].into(),
+            ..ToolGrant::default()
+        };
+        let p = Policy::resolve(&manifest(), Some(&grant), Duration::from_secs(10));
+        let gives = |r: Request| p.gives(&r, "t");
+        assert_eq!(
+            gives(Request::Http("https://api.example.com:443".into())),
+            "granted by [tools.t], private addresses allowed"
+        );
+        assert_eq!(gives(Request::Env("LANG".into())), "granted by [tools.t]");
+        assert_eq!(gives(Request::Secret("TOKEN".into())), "not granted");
+        assert_eq!(
+            gives(Request::Dir {
+                path: "/data".into(),
+                write: false
+            }),
+            "not granted"
+        );
+        assert_eq!(
+            gives(Request::AnyHttp),
+            "granted by [tools.t]: https://api.example.com:443"
+        );
     }
 
     #[test]
