@@ -1,10 +1,12 @@
 //! The agent registry: every valid agent file of the agents directory, loaded at start and on
 //! SIGHUP.
 //!
-//! A reload never loses a working agent. A file that no longer validates keeps the version last
-//! loaded from it serving, and says so (log, `caxton agent list`, `caxton status`); two files
-//! that define one name are both reported and neither takes the name over (the version loaded
-//! before, if any, keeps serving). Only deleting a file removes its agent.
+//! A reload never loses a working agent to an edit. A file that was changed and no longer
+//! validates keeps the version last loaded from it serving, and says so (log, `caxton agent
+//! list`, `caxton status`); two files that define one name are both reported and neither takes
+//! the name over (the version loaded before, if any, keeps serving). An agent goes when its file
+//! is deleted, or when its unchanged file stops validating because what it names went away (a
+//! removed tool package): that version would fail every run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,12 +26,25 @@ pub struct Registry {
     pub stale: BTreeMap<String, String>,
     /// Every problem found by the last load: files skipped, files failing, names defined twice.
     pub problems: Vec<Diagnostic>,
+    /// A fingerprint of the file contents each agent was loaded from, by agent name: tells an
+    /// edited file from an unchanged one.
+    fingerprints: BTreeMap<String, u64>,
 }
 
 /// One agent file's outcome in a load.
 struct Loaded {
     path: PathBuf,
+    /// Of the file's contents (0 when it cannot be read).
+    fingerprint: u64,
     result: Result<AgentSpec, Vec<Diagnostic>>,
+}
+
+/// A fingerprint of a file's contents, to notice edits (not a security check).
+fn fingerprint(path: &Path) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    std::fs::read(path).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 impl Registry {
@@ -59,6 +74,7 @@ impl Registry {
                         .map(|name| (name.clone(), reason.clone()))
                         .collect(),
                     problems: vec![problem],
+                    fingerprints: previous.fingerprints.clone(),
                 };
             }
         };
@@ -70,6 +86,7 @@ impl Registry {
         let loaded: Vec<Loaded> = paths
             .into_iter()
             .map(|path| Loaded {
+                fingerprint: fingerprint(&path),
                 result: agent_file::load_file(&path, ctx),
                 path,
             })
@@ -84,15 +101,26 @@ impl Registry {
         let mut by_name: BTreeMap<String, Vec<AgentSpec>> = BTreeMap::new();
         for l in loaded {
             match l.result {
-                Ok(agent) => by_name.entry(agent.name.clone()).or_default().push(agent),
+                Ok(agent) => {
+                    out.fingerprints.insert(agent.name.clone(), l.fingerprint);
+                    by_name.entry(agent.name.clone()).or_default().push(agent);
+                }
                 Err(diagnostics) => {
                     let file = l.path.display().to_string();
-                    // The agent this file defined until now keeps serving.
-                    if let Some(old) = previous.agents.values().find(|a| a.source == file) {
+                    // The agent this file defined until now keeps serving, if the failure
+                    // comes from an edit of the file.
+                    let edited =
+                        |a: &AgentSpec| previous.fingerprints.get(&a.name) != Some(&l.fingerprint);
+                    if let Some(old) = previous
+                        .agents
+                        .values()
+                        .find(|a| a.source == file && edited(a))
+                    {
                         let first = diagnostics
                             .first()
                             .map_or_else(String::new, |d| d.to_string());
                         out.keep(
+                            previous,
                             old,
                             format!(
                                 "{file} no longer loads ({first}); the version loaded before keeps serving"
@@ -126,22 +154,27 @@ impl Registry {
             let reason = format!("`{name}` is defined in several files ({listed})");
             match previous.agents.get(&name) {
                 Some(old) => out.keep(
+                    previous,
                     old,
                     format!("{reason}; the version loaded before keeps serving"),
                 ),
                 None => {
                     out.agents.remove(&name);
                     out.stale.remove(&name);
+                    out.fingerprints.remove(&name);
                 }
             }
         }
         out
     }
 
-    /// Serves `old` again, marked stale with `why`.
-    fn keep(&mut self, old: &Arc<AgentSpec>, why: String) {
+    /// Serves `old` again (the version `previous` loaded), marked stale with `why`.
+    fn keep(&mut self, previous: &Registry, old: &Arc<AgentSpec>, why: String) {
         self.agents.insert(old.name.clone(), old.clone());
         self.stale.insert(old.name.clone(), why);
+        if let Some(f) = previous.fingerprints.get(&old.name) {
+            self.fingerprints.insert(old.name.clone(), *f);
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<AgentSpec>> {
@@ -215,6 +248,26 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         let fourth = Registry::load_dir(dir.path(), &ctx(), &third);
         assert!(fourth.get("a").is_none());
+    }
+
+    #[test]
+    fn an_unchanged_file_that_stops_validating_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.toml"), agent("a", "one")).unwrap();
+        let first = Registry::load_dir(dir.path(), &ctx(), &Registry::default());
+        assert!(first.get("a").is_some());
+        // The same file against a stricter context (standing in for a removed tool): the version
+        // loaded before is not kept, since nothing was edited that could be undone.
+        let strict = ValidationContext {
+            catalog: Some(&caxton_ipc::toolhost::Catalog {
+                tools: vec![],
+                providers: vec![],
+            }),
+            ..ctx()
+        };
+        let second = Registry::load_dir(dir.path(), &strict, &first);
+        assert!(second.get("a").is_none(), "{second:?}");
+        assert!(!second.problems.is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl Rng {
         Rng(seed | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -41,11 +41,11 @@ impl Rng {
 
     /// A number in `0..n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -79,7 +79,7 @@ pub fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
             for _ in 0..=rng.below(4) {
                 if !p.is_empty() {
                     let i = rng.below(p.len());
-                    p[i] ^= (rng.next() as u8) | 1;
+                    p[i] ^= (rng.next_u64() as u8) | 1;
                 }
             }
         }
