@@ -203,6 +203,11 @@ impl Default for WorkersConfig {
     }
 }
 
+/// Default size at which the tool-call audit log is rotated (`[toolhost] audit_max_bytes`).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default number of rotated audit files kept (`[toolhost] audit_keep`; 0 keeps all).
+pub const DEFAULT_AUDIT_KEEP: u32 = 8;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolhostConfig {
@@ -214,6 +219,14 @@ pub struct ToolhostConfig {
     /// Directory of installed tool packages (`<name>/tool.toml` + module), loaded besides the
     /// built-in ones; `caxton tool install` writes here. Default: `STATE_DIR/tools`.
     pub tools_dir: Option<PathBuf>,
+    /// Size in bytes at which the audit log (`STATE_DIR/audit/tool-calls.log`) is rotated to
+    /// `tool-calls.log.1` (the older ones shifting to `.2`, `.3`, …) before the append that
+    /// would pass it; the hash chain runs on into the new file. At least 1; a record is never
+    /// split, so a file holds at least one.
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept; at a rotation, older ones are deleted, each with a log line.
+    /// 0 keeps them all (the log then grows without bound, in files of `audit_max_bytes`).
+    pub audit_keep: u32,
 }
 
 impl Default for ToolhostConfig {
@@ -222,6 +235,18 @@ impl Default for ToolhostConfig {
             binary: None,
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
             tools_dir: None,
+            audit_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
+            audit_keep: DEFAULT_AUDIT_KEEP,
+        }
+    }
+}
+
+impl ToolhostConfig {
+    /// How the audit log is rotated.
+    pub fn audit_rotation(&self) -> crate::audit::Rotation {
+        crate::audit::Rotation {
+            max_bytes: self.audit_max_bytes,
+            keep: self.audit_keep,
         }
     }
 }
@@ -462,6 +487,12 @@ impl ServerConfig {
                     .into(),
             });
         }
+        if cfg.toolhost.audit_max_bytes == 0 {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: "[toolhost] audit_max_bytes must be at least 1".into(),
+            });
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut Option<PathBuf>| {
             if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
@@ -683,6 +714,29 @@ mod tests {
             cfg.models_dir().join(LOCAL_MODEL_FILE),
             Path::new("/var/lib/caxton/models/SmolLM2-135M-Instruct.Q4_1.gguf")
         );
+    }
+
+    #[test]
+    fn audit_rotation_defaults_parse_and_zero_size_is_refused() {
+        let cfg: ServerConfig = toml_from_str("").unwrap();
+        assert_eq!(
+            cfg.toolhost.audit_rotation(),
+            crate::audit::Rotation {
+                max_bytes: DEFAULT_AUDIT_MAX_BYTES,
+                keep: DEFAULT_AUDIT_KEEP
+            }
+        );
+        let cfg: ServerConfig =
+            toml_from_str("[toolhost]\naudit_max_bytes = 4096\naudit_keep = 0\n").unwrap();
+        assert_eq!(
+            (cfg.toolhost.audit_max_bytes, cfg.toolhost.audit_keep),
+            (4096, 0)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("caxton.toml");
+        std::fs::write(&path, "[toolhost]\naudit_max_bytes = 0\n").unwrap();
+        let err = ServerConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("audit_max_bytes"), "{err}");
     }
 
     #[test]

@@ -89,7 +89,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verify the hash chain of the audit log: detects edited, inserted and deleted records
-    /// (exit 0 when intact). Works offline.
+    /// (exit 0 when intact). Works offline. The current log is checked with its rotated files
+    /// (NAME.N … NAME.1, then NAME) as one chain; a rotated file given alone is checked alone.
     Verify {
         /// The log file [default: STATE_DIR/audit/tool-calls.log from the config].
         #[arg(long)]
@@ -552,6 +553,7 @@ fn usage_line(u: &caxton_ipc::api::RunUsage) -> String {
 }
 
 fn audit_verify(file: Option<PathBuf>, config_path: Option<&Path>) -> anyhow::Result<u8> {
+    use caxton_ipc::audit::{self, VerifySetError};
     let path = match file {
         Some(f) => f,
         None => match config_path {
@@ -560,22 +562,58 @@ fn audit_verify(file: Option<PathBuf>, config_path: Option<&Path>) -> anyhow::Re
         }
         .audit_log_path(),
     };
-    let file = std::fs::File::open(&path)
-        .with_context(|| format!("cannot open the audit log {}", path.display()))?;
-    match caxton_ipc::audit::verify(std::io::BufReader::new(file)) {
-        Ok(v) => {
+    if audit::rotated_index(&path).is_some() {
+        // One rotated file, on its own.
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+        return match audit::verify(std::io::BufReader::new(file)) {
+            Ok(v) => {
+                println!(
+                    "{}: ok: {} records{}, chain head {}",
+                    path.display(),
+                    v.records,
+                    starts_after(v.starts_after, "earlier"),
+                    v.head
+                );
+                Ok(EXIT_OK)
+            }
+            Err(e) => {
+                eprintln!("caxton: {}:{e}", path.display());
+                Ok(EXIT_FAILED)
+            }
+        };
+    }
+    match audit::verify_set(&path) {
+        Ok(set) => {
+            for f in &set.files {
+                println!("{}: {} records", f.path.display(), f.records);
+            }
+            let v = &set.total;
             println!(
-                "{}: ok: {} records, chain head {}",
+                "{}: ok: {} records in {} file{}{}, chain head {}",
                 path.display(),
                 v.records,
+                set.files.len(),
+                if set.files.len() == 1 { "" } else { "s" },
+                starts_after(v.starts_after, "deleted"),
                 v.head
             );
             Ok(EXIT_OK)
         }
-        Err(e) => {
-            eprintln!("caxton: {}:{e}", path.display());
+        Err(VerifySetError::Broken { path, error }) => {
+            eprintln!("caxton: {}:{error}", path.display());
             Ok(EXIT_FAILED)
         }
+        Err(e @ VerifySetError::Files(_)) => Err(e.into()),
+    }
+}
+
+/// How a verified chain begins, when not at its first record: after `what` ("deleted",
+/// "earlier") records.
+fn starts_after(records: u64, what: &str) -> String {
+    match records {
+        0 => String::new(),
+        n => format!(" (starts after {n} {what} records)"),
     }
 }
 

@@ -333,13 +333,24 @@ impl Daemon {
         }
     }
 
-    /// The records of the tool-call audit log.
+    /// Path of the current tool-call audit log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("state/audit/tool-calls.log")
+    }
+
+    /// The records of the tool-call audit log: its rotated files (oldest first), then the
+    /// current one.
     pub fn audit_records(&self) -> Vec<caxton_ipc::audit::AuditRecord> {
-        let path = self.dir.path().join("state/audit/tool-calls.log");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("an audit record"))
+        caxton_ipc::audit::log_files(&self.audit_log())
+            .expect("the audit directory can be listed")
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("an audit record"))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 

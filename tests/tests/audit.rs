@@ -1,5 +1,6 @@
-//! The tool-call audit log: every call is recorded by the toolhost, and `caxton audit verify`
-//! detects an edited or deleted record.
+//! The tool-call audit log: every call is recorded by the toolhost, the log rotates by size with
+//! the chain running on across its files, and `caxton audit verify` detects an edited or deleted
+//! record or file.
 
 use std::process::Command;
 
@@ -8,17 +9,18 @@ use caxton_ipc::audit::AuditRecord;
 use caxton_tests::{Daemon, Options, bin};
 
 fn records(d: &Daemon) -> Vec<AuditRecord> {
-    std::fs::read_to_string(d.dir.path().join("state/audit/tool-calls.log"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    d.audit_records()
 }
 
 fn verify(d: &Daemon) -> (Option<i32>, String) {
+    verify_args(d, &[])
+}
+
+fn verify_args(d: &Daemon, extra: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
     let out = Command::new(bin("caxton"))
         .args(["audit", "verify", "--config"])
         .arg(&d.config)
+        .args(extra)
         .output()
         .unwrap();
     (
@@ -113,8 +115,17 @@ fn every_tool_call_is_recorded_and_tampering_is_detected() {
 fn the_chain_continues_across_a_toolhost_restart() {
     let d = Daemon::start(Options::default()).unwrap();
     assert!(d.run("calculator", "1+1").unwrap().answer().is_some());
+    kill_toolhost(&d);
+    assert!(d.run("calculator", "2+2").unwrap().answer().is_some());
+    let recs = records(&d);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1].prev, recs[0].hash);
+    assert_eq!(verify(&d).0, Some(0));
+}
+
+fn kill_toolhost(d: &Daemon) {
     let caxton_ipc::api::ServiceState::Running { pid, .. } = d.status().unwrap().toolhost else {
-        panic!()
+        panic!("the toolhost is not running")
     };
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -126,9 +137,103 @@ fn the_chain_continues_across_a_toolhost_restart() {
         |s| matches!(s.toolhost, caxton_ipc::api::ServiceState::Running { pid: p, .. } if p != pid),
     )
     .unwrap();
-    assert!(d.run("calculator", "2+2").unwrap().answer().is_some());
+}
+
+#[test]
+fn the_log_rotates_by_size_and_verify_checks_the_whole_set() {
+    const MAX: u64 = 2048;
+    let d = Daemon::start(Options {
+        extra_config: format!("\n[toolhost]\naudit_max_bytes = {MAX}\naudit_keep = 3\n"),
+        ..Options::default()
+    })
+    .unwrap();
+    let call = |i: u64| {
+        let out = d
+            .call_tool(
+                "calculate",
+                &format!(r#"{{"expression": "{i} + 1"}}"#),
+                std::time::Duration::from_secs(10),
+            )
+            .unwrap()
+            .unwrap();
+        assert!(!out.is_error, "{}", out.content);
+    };
+    // About four records per file: enough calls to rotate several times and delete some.
+    for i in 0..30 {
+        call(i);
+    }
+    // A restarted toolhost continues the chain in the rotated set.
+    kill_toolhost(&d);
+    for i in 30..36 {
+        call(i);
+    }
+    const CALLS: u64 = 36;
+
+    let log = d.audit_log();
+    let rotated = |n: u64| caxton_ipc::audit::rotated_path(&log, n);
+    for n in 1..=3 {
+        let len = std::fs::metadata(rotated(n)).unwrap().len();
+        assert!(
+            len > 0 && len <= MAX,
+            "{}: {len} bytes",
+            rotated(n).display()
+        );
+    }
+    assert!(
+        !rotated(4).exists(),
+        "audit_keep = 3 left a fourth rotated file"
+    );
     let recs = records(&d);
-    assert_eq!(recs.len(), 2);
-    assert_eq!(recs[1].prev, recs[0].hash);
-    assert_eq!(verify(&d).0, Some(0));
+    let kept = recs.len() as u64;
+    assert!(kept < CALLS, "nothing was deleted: {kept} records");
+    assert_eq!(
+        recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (CALLS - kept + 1..=CALLS).collect::<Vec<_>>()
+    );
+    for pair in recs.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash, "record {}", pair[1].seq);
+    }
+
+    let (code, text) = verify(&d);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ok: {kept} records in 4 files (starts after {} deleted records), chain head {}",
+            CALLS - kept,
+            recs.last().unwrap().hash
+        )),
+        "{text}"
+    );
+    for n in 1..=3 {
+        assert!(text.contains(&rotated(n).display().to_string()), "{text}");
+    }
+
+    // A rotated file named explicitly is checked alone.
+    let (code, text) = verify_args(&d, &["--file".as_ref(), rotated(2).as_os_str()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("records (starts after"), "{text}");
+
+    // An edit in a rotated file breaks the set.
+    let second = std::fs::read_to_string(rotated(2)).unwrap();
+    std::fs::write(
+        rotated(2),
+        second.replacen("\"outcome\":\"ok\"", "\"outcome\":\"tool_error\"", 1),
+    )
+    .unwrap();
+    let (code, text) = verify(&d);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{}:line 1", rotated(2).display())) && text.contains("modified"),
+        "{text}"
+    );
+
+    // So does a whole rotated file gone: the next one does not follow.
+    std::fs::remove_file(rotated(2)).unwrap();
+    let (code, text) = verify(&d);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{}:line 1", rotated(1).display()))
+            && text.contains("between the files"),
+        "{text}"
+    );
 }

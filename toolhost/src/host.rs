@@ -124,9 +124,8 @@ impl Host {
         let audit = match purpose {
             Purpose::Catalog => None,
             Purpose::Serve => {
-                let path = config.audit_log_path();
-                let writer = AuditWriter::open(&path)
-                    .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+                let writer =
+                    AuditWriter::open(&config.audit_log_path(), config.toolhost.audit_rotation())?;
                 Some(Mutex::new(writer))
             }
         };
@@ -385,13 +384,13 @@ impl Host {
         };
         let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = audit.append(&entry, now_ms) {
-            tracing::error!(path = %audit.path().display(), error = %e, "cannot write the audit log; withholding the tool result");
+            let e = anyhow::Error::new(e);
+            tracing::error!(path = %audit.path().display(), error = format!("{e:#}"), "cannot write the audit log; withholding the tool result");
             return Err(ErrorBody::new(
                 ErrorKind::Tool,
                 format!(
-                    "tool `{}`: the audit log {} cannot be written ({e}); tool results are withheld until it can",
+                    "tool `{}`: {e:#}; tool results are withheld until the audit log can be written",
                     req.tool,
-                    audit.path().display()
                 ),
             ));
         }
