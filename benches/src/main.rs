@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use caxton_ipc::agent::{AgentSpec, LimitsSpec, LlmSpec, MemorySpec};
 use caxton_ipc::api::{ApiRequest, RunRequest, ServiceState};
-use caxton_ipc::frame::{self, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{Hello, HelloReply, Role};
-use caxton_ipc::worker::WorkerJob;
+use caxton_ipc::connection::{Client, Duplex, WorkerProtocol};
+use caxton_ipc::handshake::Role;
+use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob};
 use caxton_tests::{Daemon, Options, bin};
 
 const LATENCY_SAMPLES: usize = 2000;
@@ -110,11 +110,8 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         replay: None,
         memory: None,
     };
-    let hello = frame::encode(&Hello::new(Role::Supervisor)).expect("encode");
-    let job = frame::encode(&job).expect("encode");
     (0..SPAWN_SAMPLES)
         .map(|_| {
-            use std::io::Write;
             let t = Instant::now();
             let mut child = Command::new(bin("caxton-worker"))
                 .stdin(Stdio::piped())
@@ -122,18 +119,32 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn caxton-worker");
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin
-                .write_all(&hello)
-                .and_then(|_| stdin.write_all(&job))
-                .expect("write job");
-            let mut stdout = child.stdout.take().expect("stdout");
-            let reply: HelloReply = frame::read_sync(&mut stdout, MAX_FRAME_LEN).expect("welcome");
+            let io = Duplex {
+                reader: child.stdout.take().expect("stdout"),
+                writer: child.stdin.take().expect("stdin"),
+            };
+            // Spawned and answering its session: what a run waits for before its job starts.
+            let mut session =
+                Client::<WorkerProtocol, _>::connect(io, Role::Supervisor).expect("welcome");
             let elapsed = t.elapsed();
-            assert!(matches!(reply, HelloReply::Welcome(_)));
-            drop(stdin);
-            // Let it finish its run (the scripted echo) and reap it.
-            std::io::copy(&mut stdout, &mut std::io::sink()).ok();
+            session
+                .send(&ToWorker::Job(Box::new(job.clone())))
+                .expect("send the job");
+            // Let it finish its run (the scripted echo, which fails without a toolhost) and reap it.
+            loop {
+                match session.recv() {
+                    Ok(FromWorker::Event(e)) if e.is_terminal() => break,
+                    Ok(FromWorker::Request { id, .. }) => session
+                        .send(&ToWorker::Reply {
+                            id,
+                            reply: SupervisorReply::TimeLeft { ms: 5000 },
+                        })
+                        .expect("reply"),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            drop(session);
             child.wait().expect("wait worker");
             elapsed
         })

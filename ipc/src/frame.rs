@@ -1,13 +1,19 @@
-//! The frame format: a fixed 12-byte header (magic, protocol version, payload length) and a
-//! bincode payload, with sync and async readers that check the length before allocating.
+//! The frame format (version 2): a fixed 12-byte header (magic, protocol version, flags, body
+//! length), an optional W3C trace context, and a bincode payload, with sync and async readers
+//! that check the length before allocating and bound every decode by the frame's size.
 //!
 //! ```text
 //! offset 0  4 bytes  magic  b"CXTN"
-//! offset 4  2 bytes  protocol version, big endian
-//! offset 6  2 bytes  reserved, zero
-//! offset 8  4 bytes  payload length, big endian (at most the reader's maximum)
-//! offset 12 ...      payload: bincode 2 (standard config) of the message
+//! offset 4  2 bytes  protocol version, big endian (2)
+//! offset 6  2 bytes  flags, big endian: bit 0 = a trace context follows; other bits must be 0
+//! offset 8  4 bytes  body length, big endian (at most the reader's maximum)
+//! offset 12 ...      body: [if bit 0: u16 BE length n (≤ 1024), then n bytes of W3C trace
+//!                    context text: `traceparent` value, optionally `;` and `tracestate`]
+//!                    then the payload: bincode 2 (standard config) of the message
 //! ```
+//!
+//! Version 1 had no flags (the word was reserved, zero) and no context; a v1 peer gets the
+//! version-mismatch error, never a decode failure.
 
 use std::io::{self, Read, Write};
 
@@ -17,7 +23,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"CXTN";
 /// Version of the wire protocol; bump on any incompatible change to a type in this crate.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Header flag: a trace context precedes the payload.
+pub const FLAG_TRACE_CONTEXT: u16 = 0x0001;
+/// Longest trace context a frame may carry.
+pub const MAX_TRACE_CONTEXT: usize = 1024;
 /// Size of the fixed frame header.
 pub const HEADER_LEN: usize = 12;
 /// Largest payload any Caxton process accepts by default (8 MiB). Checked before allocating.
@@ -59,9 +69,45 @@ pub enum FrameError {
     /// The message is too large to send.
     #[error("message of {len} bytes exceeds the {max}-byte frame limit")]
     MessageTooLarge { len: usize, max: u32 },
+    /// The header sets flags this side does not know.
+    #[error("unknown frame flags {flags:#06x}: the peer is newer than this side")]
+    UnknownFlags { flags: u16 },
+    /// The trace context is malformed (too long, not printable ASCII, or past the body).
+    #[error("malformed trace context in the frame: {0}")]
+    BadTraceContext(&'static str),
     /// Reading or writing the stream failed.
     #[error("i/o error on the connection")]
     Io(#[source] io::Error),
+}
+
+/// A W3C trace context carried in a frame: the `traceparent` value, optionally followed by `;`
+/// and the `tracestate` value. Printable ASCII, at most [`MAX_TRACE_CONTEXT`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext(String);
+
+impl TraceContext {
+    /// Checks and wraps a context.
+    pub fn new(text: impl Into<String>) -> Result<TraceContext, FrameError> {
+        let text = text.into();
+        if text.len() > MAX_TRACE_CONTEXT {
+            return Err(FrameError::BadTraceContext("longer than 1024 bytes"));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(FrameError::BadTraceContext("not printable ASCII"));
+        }
+        Ok(TraceContext(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A received message and the trace context its frame carried, if any.
+#[derive(Debug)]
+pub struct Frame<T> {
+    pub msg: T,
+    pub trace: Option<TraceContext>,
 }
 
 impl FrameError {
@@ -88,6 +134,8 @@ fn config() -> bincode::config::Configuration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub version: u16,
+    pub flags: u16,
+    /// Length of the body (trace context and payload).
     pub len: u32,
 }
 
@@ -106,25 +154,49 @@ impl Header {
                 theirs: version,
             });
         }
+        let flags = u16::from_be_bytes([bytes[6], bytes[7]]);
+        if flags & !FLAG_TRACE_CONTEXT != 0 {
+            return Err(FrameError::UnknownFlags { flags });
+        }
         let len = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if len > max {
             return Err(FrameError::TooLarge { len, max });
         }
-        Ok(Header { version, len })
+        Ok(Header {
+            version,
+            flags,
+            len,
+        })
     }
 
-    fn encode(len: u32) -> [u8; HEADER_LEN] {
+    fn encode(flags: u16, len: u32) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0..4].copy_from_slice(&MAGIC);
         h[4..6].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        h[6..8].copy_from_slice(&flags.to_be_bytes());
         h[8..12].copy_from_slice(&len.to_be_bytes());
         h
     }
 }
 
-/// Encodes `msg` as one complete frame (header and payload).
+/// Encodes `msg` as one complete frame (header and payload), without a trace context.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    encode_traced(msg, None)
+}
+
+/// Encodes `msg` as one complete frame carrying `trace`, if given.
+pub fn encode_traced<T: Serialize>(
+    msg: &T,
+    trace: Option<&TraceContext>,
+) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![0u8; HEADER_LEN];
+    let mut flags = 0;
+    if let Some(t) = trace {
+        flags |= FLAG_TRACE_CONTEXT;
+        // At most MAX_TRACE_CONTEXT (1024) bytes, checked by TraceContext::new.
+        out.extend_from_slice(&(t.0.len() as u16).to_be_bytes());
+        out.extend_from_slice(t.0.as_bytes());
+    }
     bincode::serde::encode_into_std_write(msg, &mut out, config()).map_err(FrameError::Encode)?;
     let len = out.len() - HEADER_LEN;
     let len32 = u32::try_from(len)
@@ -134,7 +206,7 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
             len,
             max: MAX_FRAME_LEN,
         })?;
-    out[..HEADER_LEN].copy_from_slice(&Header::encode(len32));
+    out[..HEADER_LEN].copy_from_slice(&Header::encode(flags, len32));
     Ok(out)
 }
 
@@ -162,8 +234,38 @@ pub fn decode<T: DeserializeOwned>(buf: &[u8], max: u32) -> Result<(T, usize), F
             needed: total - buf.len(),
         });
     }
-    let msg = decode_payload(&buf[HEADER_LEN..total])?;
-    Ok((msg, total))
+    let frame = decode_body(header, &buf[HEADER_LEN..total])?;
+    Ok((frame.msg, total))
+}
+
+/// Splits a body into its trace context (when the header says there is one) and decodes the
+/// payload after it.
+fn decode_body<T: DeserializeOwned>(header: Header, body: &[u8]) -> Result<Frame<T>, FrameError> {
+    if header.flags & FLAG_TRACE_CONTEXT == 0 {
+        return Ok(Frame {
+            msg: decode_payload(body)?,
+            trace: None,
+        });
+    }
+    let Some((len, rest)) = body.split_first_chunk::<2>() else {
+        return Err(FrameError::BadTraceContext(
+            "the body ends before its length",
+        ));
+    };
+    let n = u16::from_be_bytes(*len) as usize;
+    if n > MAX_TRACE_CONTEXT {
+        return Err(FrameError::BadTraceContext("longer than 1024 bytes"));
+    }
+    if rest.len() < n {
+        return Err(FrameError::BadTraceContext("longer than the frame"));
+    }
+    let (text, payload) = rest.split_at(n);
+    let text = std::str::from_utf8(text)
+        .map_err(|_| FrameError::BadTraceContext("not printable ASCII"))?;
+    Ok(Frame {
+        trace: Some(TraceContext::new(text)?),
+        msg: decode_payload(payload)?,
+    })
 }
 
 /// Decodes with bincode's allocation limit set to the smallest bucket that holds `payload`.
@@ -224,19 +326,36 @@ fn read_exact_or_close(
     Ok(())
 }
 
-/// Reads one frame from a blocking stream.
+/// Reads one frame from a blocking stream (its trace context, if any, is dropped).
 pub fn read_sync<T: DeserializeOwned>(r: &mut impl Read, max: u32) -> Result<T, FrameError> {
+    read_traced_sync(r, max).map(|f| f.msg)
+}
+
+/// Reads one frame from a blocking stream, with its trace context.
+pub fn read_traced_sync<T: DeserializeOwned>(
+    r: &mut impl Read,
+    max: u32,
+) -> Result<Frame<T>, FrameError> {
     let mut head = [0u8; HEADER_LEN];
     read_exact_or_close(r, &mut head, true)?;
     let header = Header::parse(&head, max)?;
-    let mut payload = vec![0u8; header.len as usize];
-    read_exact_or_close(r, &mut payload, false)?;
-    decode_payload(&payload)
+    let mut body = vec![0u8; header.len as usize];
+    read_exact_or_close(r, &mut body, false)?;
+    decode_body(header, &body)
 }
 
 /// Writes one frame to a blocking stream and flushes it.
 pub fn write_sync<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
-    let bytes = encode(msg)?;
+    write_traced_sync(w, msg, None)
+}
+
+/// Writes one frame carrying `trace` to a blocking stream and flushes it.
+pub fn write_traced_sync<T: Serialize>(
+    w: &mut impl Write,
+    msg: &T,
+    trace: Option<&TraceContext>,
+) -> Result<(), FrameError> {
+    let bytes = encode_traced(msg, trace)?;
     w.write_all(&bytes).map_err(FrameError::Io)?;
     w.flush().map_err(FrameError::Io)
 }
@@ -264,26 +383,25 @@ async fn read_exact_or_close_async(
     Ok(())
 }
 
-/// Reads one frame from an async stream.
+/// Reads one frame from an async stream (its trace context, if any, is dropped).
 pub async fn read_async<T: DeserializeOwned>(
     r: &mut (impl AsyncRead + Unpin),
     max: u32,
 ) -> Result<T, FrameError> {
-    let mut head = [0u8; HEADER_LEN];
-    read_exact_or_close_async(r, &mut head, true).await?;
-    read_after_header_async(r, &head, max).await
+    read_traced_async(r, max).await.map(|f| f.msg)
 }
 
-/// Reads the rest of a frame whose header has already been read (used after protocol sniffing).
-pub async fn read_after_header_async<T: DeserializeOwned>(
+/// Reads one frame from an async stream, with its trace context.
+pub async fn read_traced_async<T: DeserializeOwned>(
     r: &mut (impl AsyncRead + Unpin),
-    head: &[u8; HEADER_LEN],
     max: u32,
-) -> Result<T, FrameError> {
-    let header = Header::parse(head, max)?;
-    let mut payload = vec![0u8; header.len as usize];
-    read_exact_or_close_async(r, &mut payload, false).await?;
-    decode_payload(&payload)
+) -> Result<Frame<T>, FrameError> {
+    let mut head = [0u8; HEADER_LEN];
+    read_exact_or_close_async(r, &mut head, true).await?;
+    let header = Header::parse(&head, max)?;
+    let mut body = vec![0u8; header.len as usize];
+    read_exact_or_close_async(r, &mut body, false).await?;
+    decode_body(header, &body)
 }
 
 /// Writes one frame to an async stream and flushes it.
@@ -291,7 +409,16 @@ pub async fn write_async<T: Serialize>(
     w: &mut (impl AsyncWrite + Unpin),
     msg: &T,
 ) -> Result<(), FrameError> {
-    let bytes = encode(msg)?;
+    write_traced_async(w, msg, None).await
+}
+
+/// Writes one frame carrying `trace` to an async stream and flushes it.
+pub async fn write_traced_async<T: Serialize>(
+    w: &mut (impl AsyncWrite + Unpin),
+    msg: &T,
+    trace: Option<&TraceContext>,
+) -> Result<(), FrameError> {
+    let bytes = encode_traced(msg, trace)?;
     w.write_all(&bytes).await.map_err(FrameError::Io)?;
     w.flush().await.map_err(FrameError::Io)
 }
@@ -310,11 +437,11 @@ mod tests {
             pid: 7,
         };
         let bytes = encode(&hello).unwrap();
-        // header: magic, v1, reserved, len=5; payload: role variant 0, protocol 1, "t", pid 7.
+        // header: magic, v2, no flags, len=5; payload: role variant 0, protocol 2, "t", pid 7.
         assert_eq!(
             bytes,
             [
-                b'C', b'X', b'T', b'N', 0, 1, 0, 0, 0, 0, 0, 5, 0, 1, 1, b't', 7
+                b'C', b'X', b'T', b'N', 0, 2, 0, 0, 0, 0, 0, 5, 0, 2, 1, b't', 7
             ]
         );
         let (back, used): (Hello, usize) = decode(&bytes, MAX_FRAME_LEN).unwrap();
@@ -366,7 +493,7 @@ mod tests {
 
     #[test]
     fn huge_length_is_rejected_before_allocating() {
-        let mut head = Header::encode(u32::MAX);
+        let mut head = Header::encode(0, u32::MAX);
         head[4..6].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
         let err = read_sync::<String>(&mut &head[..], MAX_FRAME_LEN).unwrap_err();
         assert!(
@@ -382,7 +509,7 @@ mod tests {
         let mut payload = vec![0u8, 1, 0xfd];
         payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
         payload.push(0);
-        let mut bytes = Header::encode(payload.len() as u32).to_vec();
+        let mut bytes = Header::encode(0, payload.len() as u32).to_vec();
         bytes.extend_from_slice(&payload);
         let err = decode::<Hello>(&bytes, MAX_FRAME_LEN).unwrap_err();
         assert!(matches!(err, FrameError::Decode(_)), "{err:?}");
@@ -395,7 +522,7 @@ mod tests {
             let mut payload = vec![0xfdu8];
             payload.extend_from_slice(&(usize::MAX as u64 / 2).to_le_bytes());
             payload.resize(size, b'x');
-            let mut bad = Header::encode(payload.len() as u32).to_vec();
+            let mut bad = Header::encode(0, payload.len() as u32).to_vec();
             bad.extend_from_slice(&payload);
             assert!(matches!(
                 decode::<String>(&bad, MAX_FRAME_LEN),
@@ -405,13 +532,67 @@ mod tests {
     }
 
     #[test]
+    fn golden_bytes_of_a_frame_with_a_trace_context() {
+        let ctx =
+            TraceContext::new("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        let bytes = encode_traced(&1u8, Some(&ctx)).unwrap();
+        let mut expected = vec![b'C', b'X', b'T', b'N', 0, 2, 0, 1, 0, 0, 0, 58, 0, 55];
+        expected.extend_from_slice(ctx.as_str().as_bytes());
+        expected.push(1);
+        assert_eq!(bytes, expected);
+        let frame: Frame<u8> = read_traced_sync(&mut &bytes[..], MAX_FRAME_LEN).unwrap();
+        assert_eq!((frame.msg, frame.trace), (1, Some(ctx)));
+        // Readers that do not care get the message alone.
+        assert_eq!(
+            decode::<u8>(&bytes, MAX_FRAME_LEN).unwrap(),
+            (1, bytes.len())
+        );
+    }
+
+    #[test]
+    fn malformed_contexts_and_unknown_flags_are_refused() {
+        let ctx = TraceContext::new("00-ab-cd-01").unwrap();
+        let good = encode_traced(&7u8, Some(&ctx)).unwrap();
+        // A context length past the body.
+        let mut bad = good.clone();
+        bad[13] = 200;
+        assert!(matches!(
+            decode::<u8>(&bad, MAX_FRAME_LEN),
+            Err(FrameError::BadTraceContext(_))
+        ));
+        // A flag nobody defined.
+        let mut bad = good.clone();
+        bad[7] = 0x03;
+        assert!(matches!(
+            decode::<u8>(&bad, MAX_FRAME_LEN),
+            Err(FrameError::UnknownFlags { flags: 3 })
+        ));
+        assert!(TraceContext::new("x".repeat(2000)).is_err());
+        assert!(TraceContext::new("a\nb").is_err());
+    }
+
+    #[test]
+    fn a_version_1_peer_gets_the_version_error_not_a_decode_failure() {
+        // What a v1 CLI sends: its Hello with the v1 header.
+        let v1 = [
+            b'C', b'X', b'T', b'N', 0, 1, 0, 0, 0, 0, 0, 5, 0, 1, 1, b't', 7,
+        ];
+        let err = decode::<Hello>(&v1, MAX_FRAME_LEN).unwrap_err();
+        assert!(
+            matches!(err, FrameError::VersionMismatch { ours: 2, theirs: 1 }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("the peer speaks v1"), "{err}");
+    }
+
+    #[test]
     fn version_mismatch_is_named() {
         let mut bytes = encode(&1u8).unwrap();
         bytes[5] = 9;
         let err = read_sync::<u8>(&mut &bytes[..], MAX_FRAME_LEN).unwrap_err();
         assert!(matches!(
             err,
-            FrameError::VersionMismatch { ours: 1, theirs: 9 }
+            FrameError::VersionMismatch { ours: 2, theirs: 9 }
         ));
         assert!(err.to_string().contains("v9"));
     }

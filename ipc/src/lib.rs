@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod json;

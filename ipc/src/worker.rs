@@ -1,4 +1,7 @@
-//! Messages between the supervisor and a `caxton-worker` over the worker's stdin (job) and stdout (events).
+//! The session between the supervisor and one `caxton-worker`, over the worker's stdin and stdout
+//! (`connection::WorkerProtocol`): after the handshake the supervisor sends the job; the worker
+//! streams events and may ask the supervisor things; the supervisor answers, and may ask the
+//! worker to stop. stdin stays open for the whole run: its end means the supervisor is gone.
 
 use std::collections::BTreeMap;
 
@@ -28,5 +31,49 @@ pub struct WorkerJob {
     pub memory: Option<crate::memory::MemoryAccess>,
 }
 
-/// What a worker sends back: events, then exactly one terminal event, then it exits.
-pub type WorkerEvent = RunEvent;
+/// Supervisor → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToWorker {
+    /// The run to do: the first message after the handshake, sent once.
+    Job(Box<WorkerJob>),
+    /// The answer to the worker's request `id`.
+    Reply { id: u64, reply: SupervisorReply },
+    /// Stop at once: the worker abandons what it is waiting for, sends a `cancelled` terminal
+    /// event with its usage so far, and exits. The supervisor kills the process group if it has
+    /// not ended after a grace period.
+    Stop { reason: String },
+}
+
+/// Worker → supervisor: events of the run (ending with exactly one terminal event), and requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromWorker {
+    Event(RunEvent),
+    /// A question for the supervisor, answered by `ToWorker::Reply` with the same `id`.
+    Request {
+        id: u64,
+        request: WorkerRequest,
+    },
+}
+
+/// What a worker may ask the supervisor. Delegation to other agents will be asked this way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerRequest {
+    /// How much of the run's wall-clock limit is left, as the supervisor counts it.
+    TimeLeft,
+}
+
+/// The supervisor's answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisorReply {
+    TimeLeft {
+        ms: u64,
+    },
+    /// The request was refused, with the reason.
+    Refused {
+        reason: String,
+    },
+}

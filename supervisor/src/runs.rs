@@ -9,14 +9,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use caxton_ipc::agent::{AgentSpec, LimitsSpec};
 use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, RunUsage};
 use caxton_ipc::config::WorkersConfig;
-use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::connection::{AsyncClient, HandshakeError, WorkerProtocol};
+use caxton_ipc::frame::FrameError;
+use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
-use caxton_ipc::worker::WorkerJob;
-use tokio::process::ChildStdout;
+use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use crate::service::{RunningWorker, Service};
+use crate::service::{Abort, RunningWorker, Service};
 use crate::services::{Kind, exchange};
 use crate::spawn::{self, ChildSpec, ManagedChild};
 
@@ -134,25 +135,16 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
     let run_id = new_run_id(&svc);
     svc.stats.runs_started.fetch_add(1, Ordering::Relaxed);
     let mut finishing = None;
-    let terminal = tokio::select! {
-        biased;
-        // Whatever phase the run is in (its memory grant, a worker taking the job, running);
-        // dropping `drive_worker` kills its worker's process group.
-        abort = svc.aborted() => RunEvent::Failed {
-            run_id: run_id.clone(),
-            error: ErrorBody::new(ErrorKind::ShuttingDown, abort.message(&agent.name)),
-            usage: RunUsage::default(),
-        },
-        t = drive_worker(
-            &svc,
-            &agent,
-            req,
-            &run_id,
-            (limit, started + limit),
-            &tx,
-            &mut finishing,
-        ) => t,
-    };
+    let terminal = drive_worker(
+        &svc,
+        &agent,
+        req,
+        &run_id,
+        (limit, started + limit),
+        &tx,
+        &mut finishing,
+    )
+    .await;
     let counter = match &terminal {
         RunEvent::Finished { .. } => &svc.stats.runs_finished,
         _ => &svc.stats.runs_failed,
@@ -310,6 +302,22 @@ enum Broken {
     Worker(FrameError),
     /// The client went away.
     ClientGone,
+    /// The drain stopped waiting.
+    Aborted(Abort),
+}
+
+/// The supervisor's side of a worker session: the worker's stdout to read, its stdin to write.
+type WorkerConn = AsyncClient<WorkerProtocol, ChildStdout, ChildStdin>;
+
+/// Time a worker gets to end its run after `Stop` before its process group is killed.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Resolves `fut`, unless the drain stops waiting first.
+async fn unless_aborted<T>(svc: &Service, fut: impl Future<Output = T>) -> Result<T, Abort> {
+    tokio::select! {
+        t = fut => Ok(t),
+        abort = svc.aborted() => Err(abort),
+    }
 }
 
 /// Runs the job in a worker and returns the terminal event. On success the worker is left in
@@ -328,9 +336,11 @@ async fn drive_worker<'a>(
         error: ErrorBody::new(kind, message),
         usage: RunUsage::default(),
     };
-    let memory = match grant_memory(svc, agent).await {
-        Ok(m) => m,
-        Err(e) => {
+    let aborted = |abort: Abort| failed(ErrorKind::ShuttingDown, abort.message(&agent.name));
+    let memory = match unless_aborted(svc, grant_memory(svc, agent)).await {
+        Err(abort) => return aborted(abort),
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
             return failed(
                 e.kind,
                 format!(
@@ -354,8 +364,13 @@ async fn drive_worker<'a>(
         record: req.record,
         replay: req.replay,
     };
-    let (mut child, mut stdout) =
-        match tokio::time::timeout_at(deadline.into(), start_worker(svc, &job)).await {
+    let start = unless_aborted(
+        svc,
+        tokio::time::timeout_at(deadline.into(), start_worker(svc, &job)),
+    );
+    let (mut child, mut conn) = match start.await {
+        Err(abort) => return aborted(abort),
+        Ok(started) => match started {
             Ok(Ok(started)) => started,
             Ok(Err(StartError::Spawn(e))) => {
                 return failed(
@@ -364,7 +379,7 @@ async fn drive_worker<'a>(
                 );
             }
             Ok(Err(StartError::HandOver(mut child, err))) => {
-                return crash_report(svc, agent, run_id, &mut child, err).await;
+                return crash_report(svc, agent, run_id, &mut child, err.to_string()).await;
             }
             Err(_) => {
                 svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
@@ -377,7 +392,8 @@ async fn drive_worker<'a>(
                     ),
                 );
             }
-        };
+        },
+    };
     svc.running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -403,8 +419,9 @@ async fn drive_worker<'a>(
     }
     let work = async {
         tokio::select! {
-            r = relay(svc, run_id, &mut stdout, tx) => r,
+            r = relay(svc, run_id, &mut conn, tx, deadline) => r,
             () = tx.closed() => Err(Broken::ClientGone),
+            abort = svc.aborted() => Err(Broken::Aborted(abort)),
         }
     };
     let outcome = tokio::time::timeout_at(deadline.into(), work).await;
@@ -414,25 +431,38 @@ async fn drive_worker<'a>(
             terminal
         }
         Ok(Err(Broken::ClientGone)) => {
-            let _ = child.kill_and_wait().await;
-            tracing::info!(run = %run_id, agent = %agent.name, "client went away; run cancelled and worker killed");
-            failed(
-                ErrorKind::Cancelled,
-                "the client went away; the run was cancelled".into(),
+            let stopped = stop_worker(&mut conn, &mut child, "the client went away").await;
+            tracing::info!(run = %run_id, agent = %agent.name, worker = %stopped.how(), "client went away; run stopped");
+            with_usage(
+                failed(
+                    ErrorKind::Cancelled,
+                    "the client went away; the run was cancelled".into(),
+                ),
+                stopped.usage,
             )
         }
-        Ok(Err(Broken::Worker(err))) => crash_report(svc, agent, run_id, &mut child, err).await,
+        Ok(Err(Broken::Aborted(abort))) => {
+            let stopped = stop_worker(&mut conn, &mut child, "the service is shutting down").await;
+            with_usage(aborted(abort), stopped.usage)
+        }
+        Ok(Err(Broken::Worker(err))) => {
+            crash_report(svc, agent, run_id, &mut child, err.to_string()).await
+        }
         Err(_) => {
-            let _ = child.kill_and_wait().await;
+            let stopped = stop_worker(&mut conn, &mut child, "its wall-clock limit passed").await;
             svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
-            failed(
-                ErrorKind::Timeout,
-                format!(
-                    "agent `{}` did not finish within {}ms (its wall-clock limit); worker pid {} was killed",
-                    agent.name,
-                    limit.as_millis(),
-                    child.pid
+            with_usage(
+                failed(
+                    ErrorKind::Timeout,
+                    format!(
+                        "agent `{}` did not finish within {}ms (its wall-clock limit); worker pid {} {}",
+                        agent.name,
+                        limit.as_millis(),
+                        child.pid,
+                        stopped.how()
+                    ),
                 ),
+                stopped.usage,
             )
         }
     };
@@ -445,11 +475,19 @@ async fn drive_worker<'a>(
     terminal
 }
 
+/// `event` (a failure) with `usage` as what the run used.
+fn with_usage(mut event: RunEvent, used: RunUsage) -> RunEvent {
+    if let RunEvent::Failed { usage, .. } = &mut event {
+        *usage = used;
+    }
+    event
+}
+
 /// Why no worker could take a job.
 enum StartError {
     Spawn(spawn::SpawnError),
     /// A freshly spawned worker did not accept the job.
-    HandOver(Box<ManagedChild>, FrameError),
+    HandOver(Box<ManagedChild>, HandshakeError),
 }
 
 /// A worker that has accepted `job`: a pre-spawned one if it takes it, else a freshly spawned one
@@ -457,70 +495,131 @@ enum StartError {
 async fn start_worker(
     svc: &Service,
     job: &WorkerJob,
-) -> Result<(ManagedChild, ChildStdout), StartError> {
+) -> Result<(ManagedChild, WorkerConn), StartError> {
     let mut ready = svc.warm.take().map_err(StartError::Spawn)?;
     // A ready worker answers at once; one that does not (stopped, wedged) is replaced rather
     // than allowed to spend the run's time.
-    let taken = tokio::time::timeout(READY_HANDOVER_TIMEOUT, hand_over(&mut ready, job))
-        .await
-        .unwrap_or_else(|_| {
-            Err(FrameError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "it did not take the job within {}ms",
-                    READY_HANDOVER_TIMEOUT.as_millis()
-                ),
-            )))
-        });
-    match taken {
-        Ok(stdout) => return Ok((ready, stdout)),
-        Err(e) => {
+    match tokio::time::timeout(READY_HANDOVER_TIMEOUT, hand_over(&mut ready, job)).await {
+        Ok(Ok(conn)) => return Ok((ready, conn)),
+        Ok(Err(e)) => {
             tracing::info!(pid = ready.pid, error = %e, "a ready worker could not take the job; starting a fresh one");
+            let _ = ready.kill_and_wait().await;
+        }
+        Err(_) => {
+            tracing::info!(
+                pid = ready.pid,
+                timeout_ms = READY_HANDOVER_TIMEOUT.as_millis() as u64,
+                "a ready worker did not take the job in time; starting a fresh one"
+            );
             let _ = ready.kill_and_wait().await;
         }
     }
     let mut fresh = svc.warm.spawn_now().map_err(StartError::Spawn)?;
     match hand_over(&mut fresh, job).await {
-        Ok(stdout) => Ok((fresh, stdout)),
+        Ok(conn) => Ok((fresh, conn)),
         Err(e) => Err(StartError::HandOver(Box::new(fresh), e)),
     }
 }
 
-/// Hands the job to a worker: `Hello` and the job on its stdin, its `Welcome` on its stdout.
-async fn hand_over(child: &mut ManagedChild, job: &WorkerJob) -> Result<ChildStdout, FrameError> {
-    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(FrameError::Closed);
+/// Opens the session on the worker's stdin and stdout and hands it the job. stdin stays open
+/// for the run.
+async fn hand_over(
+    child: &mut ManagedChild,
+    job: &WorkerJob,
+) -> Result<WorkerConn, HandshakeError> {
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(HandshakeError::Frame(FrameError::Closed));
     };
-    frame::write_async(&mut stdin, &Hello::new(Role::Supervisor)).await?;
-    frame::write_async(&mut stdin, job).await?;
-    drop(stdin);
-    match frame::read_async::<HelloReply>(&mut stdout, MAX_FRAME_LEN).await? {
-        HelloReply::Welcome(_) => Ok(stdout),
-        HelloReply::Rejected { reason } => Err(FrameError::Io(std::io::Error::other(format!(
-            "the worker refused the job: {reason}"
-        )))),
-    }
+    let mut conn = WorkerConn::connect(stdout, stdin, Role::Supervisor).await?;
+    conn.send(&ToWorker::Job(Box::new(job.clone()))).await?;
+    Ok(conn)
 }
 
-/// Relays the worker's events to the client until its terminal event, which is returned; the
-/// run's live usage (for `caxton status`) follows the events.
+/// Relays the worker's events to the client until its terminal event, which is returned, and
+/// answers its requests; the run's live usage (for `caxton status`) follows the events.
 async fn relay(
     svc: &Service,
     run_id: &str,
-    stdout: &mut ChildStdout,
+    conn: &mut WorkerConn,
     tx: &mpsc::Sender<ApiResponse>,
+    deadline: Instant,
 ) -> Result<RunEvent, Broken> {
     loop {
-        let event: RunEvent = frame::read_async(stdout, MAX_FRAME_LEN)
-            .await
-            .map_err(Broken::Worker)?;
-        if event.is_terminal() {
-            return Ok(event);
+        match conn.recv().await.map_err(Broken::Worker)? {
+            FromWorker::Event(event) => {
+                if event.is_terminal() {
+                    return Ok(event);
+                }
+                svc.count_event(run_id, &event);
+                tx.send(ApiResponse::Event(event))
+                    .await
+                    .map_err(|_| Broken::ClientGone)?;
+            }
+            FromWorker::Request { id, request } => {
+                let reply = match request {
+                    WorkerRequest::TimeLeft => SupervisorReply::TimeLeft {
+                        ms: deadline
+                            .saturating_duration_since(Instant::now())
+                            .as_millis() as u64,
+                    },
+                };
+                conn.send(&ToWorker::Reply { id, reply })
+                    .await
+                    .map_err(Broken::Worker)?;
+            }
         }
-        svc.count_event(run_id, &event);
-        tx.send(ApiResponse::Event(event))
-            .await
-            .map_err(|_| Broken::ClientGone)?;
+    }
+}
+
+/// How a worker left after `Stop`.
+struct Stopped {
+    /// What the worker reported it used (default when it said nothing).
+    usage: RunUsage,
+    /// It ended its run itself; otherwise it was killed after [`STOP_GRACE`].
+    graceful: bool,
+}
+
+impl Stopped {
+    fn how(&self) -> String {
+        if self.graceful {
+            "was stopped".to_string()
+        } else {
+            format!(
+                "did not stop within {}ms and was killed",
+                STOP_GRACE.as_millis()
+            )
+        }
+    }
+}
+
+/// Asks the worker to stop, waits [`STOP_GRACE`] for its terminal event, then kills its process
+/// group.
+async fn stop_worker(conn: &mut WorkerConn, child: &mut ManagedChild, reason: &str) -> Stopped {
+    let ended = async {
+        conn.send(&ToWorker::Stop {
+            reason: reason.to_string(),
+        })
+        .await
+        .ok()?;
+        loop {
+            if let FromWorker::Event(e) = conn.recv().await.ok()?
+                && e.is_terminal()
+            {
+                return Some(e);
+            }
+        }
+    };
+    let terminal = tokio::time::timeout(STOP_GRACE, ended).await.ok().flatten();
+    let _ = child.kill_and_wait().await;
+    match terminal {
+        Some(RunEvent::Failed { usage, .. } | RunEvent::Finished { usage, .. }) => Stopped {
+            usage,
+            graceful: true,
+        },
+        _ => Stopped {
+            usage: RunUsage::default(),
+            graceful: false,
+        },
     }
 }
 
@@ -530,7 +629,7 @@ async fn crash_report(
     agent: &AgentSpec,
     run_id: &str,
     child: &mut ManagedChild,
-    err: FrameError,
+    err: String,
 ) -> RunEvent {
     let failed = |kind, message: String| RunEvent::Failed {
         run_id: run_id.to_string(),

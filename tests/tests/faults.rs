@@ -141,3 +141,26 @@ fn a_ready_worker_that_died_while_waiting_is_never_given_a_run() {
     d.wait_status("the pool refilled", |s| s.ready_workers == 2)
         .unwrap();
 }
+
+#[test]
+fn a_cancelled_run_asks_its_worker_to_stop_before_killing_it() {
+    // The slow agent's LLM takes 3 s. The client goes away meanwhile: the worker, waiting on its
+    // LLM, reads the supervisor's Stop on its session and ends the run itself.
+    let d = Daemon::start(Options::default()).unwrap();
+    let mut c = d.connect().unwrap();
+    let pid = c.start_run("slow", "take your time").unwrap();
+    c.wait_for_llm_call().unwrap();
+    drop(c);
+    d.wait_status("the run recorded as cancelled", |s| {
+        s.recent_runs.iter().any(|r| r.outcome == "cancelled")
+    })
+    .unwrap();
+    assert!(!process_exists(pid));
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("client went away; run stopped"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("was stopped"), "{line}");
+    assert_next_run_succeeds(&d);
+}

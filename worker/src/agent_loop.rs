@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use caxton_ipc::agent::AgentSpec;
 use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage};
-use caxton_ipc::frame::FrameError;
 use caxton_ipc::memory::{self, MemoryRequest, MemoryResponse};
 use caxton_ipc::recording::{Exchange, RecordedRequest};
 use caxton_ipc::template;
@@ -15,13 +14,17 @@ use caxton_ipc::toolhost::{
 };
 use caxton_ipc::worker::WorkerJob;
 
+use caxton_ipc::worker::{SupervisorReply, WorkerRequest};
+
+use crate::Session;
 use crate::client::{MemoryClient, ToolhostClient};
 
-/// Runs the job, emitting progress events; returns the terminal event (not yet emitted).
-pub fn run(job: &WorkerJob, emit: &mut dyn FnMut(&RunEvent) -> Result<(), FrameError>) -> RunEvent {
+/// Runs the job, emitting progress events on `session`; returns the terminal event (not yet
+/// emitted).
+pub fn run<W: std::io::Write>(job: &WorkerJob, session: &mut Session<W>) -> RunEvent {
     let started = Instant::now();
     let mut usage = RunUsage::default();
-    let outcome = run_inner(job, started, &mut usage, emit);
+    let outcome = run_inner(job, started, &mut usage, session);
     usage.wall_ms = started.elapsed().as_millis() as u64;
     match outcome {
         Ok(answer) => RunEvent::Finished {
@@ -63,29 +66,31 @@ pub fn render_prompt(
     })
 }
 
-fn run_inner(
+fn run_inner<W: std::io::Write>(
     job: &WorkerJob,
     started: Instant,
     usage: &mut RunUsage,
-    emit: &mut dyn FnMut(&RunEvent) -> Result<(), FrameError>,
+    session: &mut Session<W>,
 ) -> Result<String, ErrorBody> {
     let agent = &job.agent;
-    let mut send = |e: RunEvent| {
-        emit(&e).map_err(|err| {
-            ErrorBody::new(
-                ErrorKind::Cancelled,
-                format!("the supervisor went away: {err}"),
-            )
-        })
-    };
     let system = render_prompt(job, "system_prompt", &agent.system_prompt)?;
     let user = render_prompt(job, "user_prompt_template", &agent.user_prompt_template)?;
-    let deadline = started + Duration::from_millis(job.deadline_ms);
-    let remaining_ms = || {
+    let mut deadline = started + Duration::from_millis(job.deadline_ms);
+    let remaining_ms = |deadline: Instant| {
         deadline
             .saturating_duration_since(Instant::now())
             .as_millis() as u64
     };
+    macro_rules! send {
+        ($e:expr) => {
+            session.emit(&$e).map_err(|err| {
+                ErrorBody::new(
+                    ErrorKind::Cancelled,
+                    format!("the supervisor went away: {err}"),
+                )
+            })
+        };
+    }
 
     let mut toolhost = ToolhostClient::connect(&job.toolhost_socket)?;
     let mut memory = job.memory.as_ref().map(MemoryClient::connect).transpose()?;
@@ -110,7 +115,7 @@ fn run_inner(
                 system.push_str(line);
                 system.push('\n');
             }
-            send(RunEvent::MemoryRecalled { memories: recalled })?;
+            send!(RunEvent::MemoryRecalled { memories: recalled })?;
         }
     }
     let mut messages = vec![
@@ -121,9 +126,13 @@ fn run_inner(
 
     for turn in 1..=agent.limits.max_turns {
         usage.turns = turn;
-        send(RunEvent::TurnStarted { turn })?;
+        // The supervisor's clock is the one that counts (the job may have waited in a pipe).
+        if let SupervisorReply::TimeLeft { ms } = session.ask(WorkerRequest::TimeLeft)? {
+            deadline = deadline.min(Instant::now() + Duration::from_millis(ms));
+        }
+        send!(RunEvent::TurnStarted { turn })?;
         check_budget(agent, usage, "LLM call")?;
-        send(RunEvent::LlmCall {
+        send!(RunEvent::LlmCall {
             turn,
             provider: agent.llm.provider.clone(),
             model: agent.llm.model.clone(),
@@ -142,7 +151,7 @@ fn run_inner(
             tool_choice: agent.llm.tool_choice.for_turn(turn),
             messages: messages.clone(),
             tools: tools.clone(),
-            timeout_ms: remaining_ms(),
+            timeout_ms: remaining_ms(deadline),
             stream: job.stream,
             budget: ChatBudget {
                 tokens_left: agent
@@ -154,13 +163,13 @@ fn run_inner(
         };
         let reply = match replay.as_mut() {
             Some(recorded) => replayed(recorded.next(), &chat, usage.llm_calls + 1)?,
-            None => toolhost.chat(chat.clone(), &mut |p| send(progress_event(p)))?,
+            None => toolhost.chat(chat.clone(), &mut |p| send!(progress_event(p)))?,
         };
         usage.llm_calls += 1;
         usage.prompt_tokens += reply.prompt_tokens;
         usage.completion_tokens += reply.completion_tokens;
         usage.cost_usd += reply.cost_usd;
-        send(RunEvent::LlmReply {
+        send!(RunEvent::LlmReply {
             turn,
             provider: reply.provider.clone(),
             model: reply.model.clone(),
@@ -170,7 +179,7 @@ fn run_inner(
             tool_calls: reply.tool_calls.len() as u32,
         })?;
         if job.record {
-            send(RunEvent::LlmExchange(Box::new(Exchange {
+            send!(RunEvent::LlmExchange(Box::new(Exchange {
                 request: RecordedRequest::of(&chat),
                 reply: reply.clone(),
             })))?;
@@ -185,7 +194,7 @@ fn run_inner(
                     input: job.input.clone(),
                     answer: answer.clone(),
                 });
-                send(RunEvent::MemoryStored {
+                send!(RunEvent::MemoryStored {
                     entity: format!("interaction {}", job.run_id),
                     error: stored.err().map(|e| e.message),
                 })?;
@@ -208,7 +217,7 @@ fn run_inner(
             }
             check_budget(agent, usage, "tool call")?;
             usage.tool_calls += 1;
-            send(RunEvent::ToolCall {
+            send!(RunEvent::ToolCall {
                 call_id: call.id.clone(),
                 tool: call.name.clone(),
                 arguments: call.arguments.clone(),
@@ -234,7 +243,7 @@ fn run_inner(
                     agent: agent.name.clone(),
                     tool: call.name.clone(),
                     arguments: call.arguments.clone(),
-                    timeout_ms: agent.limits.tool_timeout_ms.min(remaining_ms()),
+                    timeout_ms: agent.limits.tool_timeout_ms.min(remaining_ms(deadline)),
                 };
                 let routed = match memory.as_mut() {
                     Some(m) if is_memory_tool(&call.name) => m
@@ -265,7 +274,7 @@ fn run_inner(
                     Err(e) => (e.message, true),
                 }
             };
-            send(RunEvent::ToolResult {
+            send!(RunEvent::ToolResult {
                 call_id: call.id.clone(),
                 tool: call.name.clone(),
                 ok: !is_error,

@@ -1,9 +1,12 @@
 //! The worker process: one agent run, then exit.
 //!
-//! The supervisor writes a `Hello` and a [`WorkerJob`] frame on our stdin; we answer `Welcome` on
-//! stdout, then stream [`RunEvent`] frames on stdout, ending with exactly one terminal event.
-//! stdout carries only frames; diagnostics go to stderr (captured by the supervisor).
-//! The worker holds no provider secrets and keeps no state after it exits.
+//! The session with the supervisor runs over our stdin and stdout (`WorkerProtocol`): the
+//! supervisor's `Hello`, our `Welcome`, then its [`ToWorker::Job`]. We stream events (ending
+//! with exactly one terminal event) and may ask the supervisor things; a thread reads stdin for
+//! the supervisor's replies and for `Stop` (or the end of stdin: the supervisor is gone), on
+//! which it sends a `cancelled` terminal event and ends the process. stdout carries only frames;
+//! diagnostics go to stderr (captured by the supervisor). The worker holds no provider secrets
+//! and keeps no state after it exits.
 
 pub mod agent_loop;
 pub mod client;
@@ -11,30 +14,81 @@ pub mod confine;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
-use caxton_ipc::api::RunEvent;
-use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
-use caxton_ipc::worker::WorkerJob;
+use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage};
+use caxton_ipc::connection::{
+    AsServer, BlockingReader, BlockingWriter, Duplex, Server, WorkerProtocol,
+};
+use caxton_ipc::frame::FrameError;
+use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest};
 
 /// Exit status when the job could not even be read (the supervisor reports it as a crash).
 pub const EXIT_PROTOCOL: u8 = 2;
+/// Exit status after a `Stop` (or the supervisor going away).
+pub const EXIT_STOPPED: u8 = 0;
 
-/// Where events go: the worker's stdout, as frames.
-pub struct EventSink<W: Write> {
-    out: W,
+/// Our side of the session: what the agent loop sends to the supervisor.
+pub struct Session<W: Write> {
+    /// stdout, shared with the stdin thread (which writes the terminal event on `Stop`).
+    out: Arc<Mutex<Outbox<W>>>,
+    replies: mpsc::Receiver<(u64, SupervisorReply)>,
+    next_id: u64,
 }
 
-impl<W: Write> EventSink<W> {
+/// The writing half of the session, and whether the terminal event has gone out.
+struct Outbox<W: Write> {
+    conn: BlockingWriter<AsServer<WorkerProtocol>, W>,
+    ended: bool,
+}
+
+impl<W: Write> Outbox<W> {
+    fn send(&mut self, msg: &FromWorker) -> Result<(), FrameError> {
+        self.conn.send(msg)
+    }
+}
+
+impl<W: Write> Session<W> {
+    /// Sends one event; the terminal one ends the session's output.
     pub fn emit(&mut self, event: &RunEvent) -> Result<(), FrameError> {
-        frame::write_sync(&mut self.out, event)
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if out.ended {
+            return Err(FrameError::Closed);
+        }
+        out.ended = event.is_terminal();
+        out.send(&FromWorker::Event(event.clone()))
+    }
+
+    /// Asks the supervisor and waits for its answer.
+    pub fn ask(&mut self, request: WorkerRequest) -> Result<SupervisorReply, ErrorBody> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let gone = |e: String| {
+            ErrorBody::new(
+                ErrorKind::Cancelled,
+                format!("the supervisor went away: {e}"),
+            )
+        };
+        self.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(&FromWorker::Request { id, request })
+            .map_err(|e| gone(e.to_string()))?;
+        loop {
+            match self.replies.recv() {
+                Ok((got, reply)) if got == id => return Ok(reply),
+                Ok(_) => continue,
+                Err(e) => return Err(gone(e.to_string())),
+            }
+        }
     }
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let stdin = std::io::stdin().lock();
-    let stdout = std::io::stdout().lock();
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
     match serve_one(stdin, stdout) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -44,33 +98,78 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Reads the job from `input`, runs it, and streams events to `output`.
-pub fn serve_one(mut input: impl Read, output: impl Write) -> Result<(), String> {
-    let hello: Hello = frame::read_sync(&mut input, MAX_FRAME_LEN)
-        .map_err(|e| format!("cannot read the supervisor's hello: {e}"))?;
-    let mut sink = EventSink { out: output };
-    if let Err(reason) = handshake::check_peer(&hello, &[Role::Supervisor], "caxton-worker") {
-        let _ = frame::write_sync(
-            &mut sink.out,
-            &HelloReply::Rejected {
-                reason: reason.clone(),
-            },
-        );
-        return Err(reason);
-    }
-    let job: WorkerJob = frame::read_sync(&mut input, MAX_FRAME_LEN)
-        .map_err(|e| format!("cannot read the job: {e}"))?;
-    frame::write_sync(
-        &mut sink.out,
-        &HelloReply::Welcome(Hello::new(Role::Worker)),
+/// Accepts the supervisor's session on `input`/`output`, runs the job, and streams its events.
+pub fn serve_one<R, W>(input: R, output: W) -> Result<(), String>
+where
+    R: Read + Send + 'static,
+    W: Write + Send + 'static,
+{
+    let mut conn = Server::<WorkerProtocol, _>::accept(
+        Duplex {
+            reader: input,
+            writer: output,
+        },
+        |_| Ok(()),
     )
-    .map_err(|e| format!("cannot answer the supervisor: {e}"))?;
+    .map_err(|e| format!("cannot open the session: {e}"))?;
+    let job: WorkerJob = match conn.recv() {
+        Ok(ToWorker::Job(job)) => *job,
+        Ok(other) => return Err(format!("expected the job, got {other:?}")),
+        Err(e) => return Err(format!("cannot read the job: {e}")),
+    };
     confine::apply(&job.agent.limits)
         .map_err(|e| format!("cannot apply the agent's resource limits: {e}"))?;
     inject_fault(&job.input);
-    let terminal = agent_loop::run(&job, &mut |event| sink.emit(event));
-    sink.emit(&terminal)
+    let (reader, writer) = conn.split();
+    let out = Arc::new(Mutex::new(Outbox {
+        conn: writer,
+        ended: false,
+    }));
+    let (replies_tx, replies) = mpsc::channel();
+    let run_id = job.run_id.clone();
+    let stop_out = out.clone();
+    std::thread::spawn(move || read_supervisor(reader, replies_tx, &run_id, &stop_out));
+    let mut session = Session {
+        out,
+        replies,
+        next_id: 0,
+    };
+    let terminal = agent_loop::run(&job, &mut session);
+    session
+        .emit(&terminal)
         .map_err(|e| format!("cannot send the final event: {e}"))
+}
+
+/// The stdin thread: hands replies to the agent loop; on `Stop`, or when stdin ends (the
+/// supervisor is gone), sends the `cancelled` terminal event (unless one went out already) and
+/// ends the process.
+fn read_supervisor<R: Read, W: Write>(
+    mut input: BlockingReader<AsServer<WorkerProtocol>, R>,
+    replies: mpsc::Sender<(u64, SupervisorReply)>,
+    run_id: &str,
+    out: &Mutex<Outbox<W>>,
+) {
+    let reason = loop {
+        match input.recv() {
+            Ok(ToWorker::Reply { id, reply }) => {
+                let _ = replies.send((id, reply));
+            }
+            Ok(ToWorker::Stop { reason }) => break format!("stopped by the supervisor: {reason}"),
+            Ok(ToWorker::Job(_)) => break "the supervisor sent a second job".to_string(),
+            Err(e) => break format!("the supervisor went away ({e})"),
+        }
+    };
+    let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+    if !out.ended {
+        out.ended = true;
+        let _ = out.send(&FromWorker::Event(RunEvent::Failed {
+            run_id: run_id.to_string(),
+            error: ErrorBody::new(ErrorKind::Cancelled, reason),
+            usage: RunUsage::default(),
+        }));
+    }
+    drop(out);
+    std::process::exit(EXIT_STOPPED.into());
 }
 
 /// Test hook: with `CAXTON_WORKER_FAULTS=1` in the environment, an input of `caxton-fault:panic`,
