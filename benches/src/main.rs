@@ -10,6 +10,7 @@
 
 mod local_llm;
 mod memory;
+mod own_toolhost;
 mod providers;
 mod tools;
 
@@ -104,6 +105,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         input: "hi".into(),
         vars: Default::default(),
         toolhost_socket: toolhost_socket.into(),
+        toolhost_token: "bench-no-token".into(),
         deadline_ms: 5000,
         stream: false,
         record: false,
@@ -274,16 +276,7 @@ fn main() -> anyhow::Result<()> {
     }
     // `caxton-benches tools` runs only the tool-call section (for quick experiments).
     if std::env::args().nth(1).as_deref() == Some("tools") {
-        let d = Daemon::start(Options {
-            agents: vec![],
-            rules: None,
-            faults: false,
-            extra_config: String::new(),
-            env: vec![],
-            local_model: false,
-        })?;
-        let socket = d.dir.path().join("run/private/toolhost.sock");
-        print!("{}", tools::report(&socket.display().to_string())?);
+        print!("{}", tools::report()?);
         return Ok(());
     }
     let (cold, warm) = module_load_times()?;
@@ -437,6 +430,7 @@ fn main() -> anyhow::Result<()> {
         "\nCounters after the run: {} runs finished, {} failed, {} busy rejections.",
         status.counters.runs_finished, status.counters.runs_failed, status.counters.busy_rejections
     );
-    print!("{}", tools::report(&toolhost_socket)?);
+    drop(d);
+    print!("{}", tools::report()?);
     Ok(())
 }

@@ -11,16 +11,13 @@
 //! the difference is the toolhost path: frames, routing, request building, SSE parsing,
 //! accumulation and the reply.
 
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caxton_ipc::frame::{self, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use crate::own_toolhost::{OwnToolhost, grant};
 use caxton_ipc::toolhost::{
     ChatMessage, ChatRequest, ToolChoice, ToolhostRequest, ToolhostResponse,
 };
-use caxton_tests::{Daemon, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{ms, summary};
@@ -175,31 +172,18 @@ pub fn report() -> anyhow::Result<String> {
         Ok::<_, anyhow::Error>(out)
     })?;
 
-    // Through the toolhost.
-    let d = Daemon::start(Options {
-        agents: vec![],
-        rules: None,
-        faults: false,
-        extra_config: format!(
-            "\n[providers.bench]\nkind = \"openai\"\nbase_url = \"{base}\"\nmodel = \"bench-model\"\n"
-        ),
-        env: vec![],
-        local_model: false,
-    })?;
-    let socket = d.dir.path().join("run/private/toolhost.sock");
-    let mut s = UnixStream::connect(&socket)?;
-    frame::write_sync(&mut s, &Hello::new(Role::Worker))?;
-    anyhow::ensure!(matches!(
-        frame::read_sync::<HelloReply>(&mut s, MAX_FRAME_LEN)?,
-        HelloReply::Welcome(_)
-    ));
+    // Through the toolhost, over a worker's connection attached to a run granted the provider.
+    let host = OwnToolhost::start(&format!(
+        "\n[providers.bench]\nkind = \"openai\"\nbase_url = \"{base}\"\nmodel = \"bench-model\"\n"
+    ))?;
+    let mut conn = host.worker(grant(&[], &["bench"]))?;
     let req = ToolhostRequest::Chat(chat_request());
     let mut through = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES + WARMUP {
         let t = Instant::now();
-        frame::write_sync(&mut s, &req)?;
+        conn.send(&req)?;
         loop {
-            match frame::read_sync(&mut s, MAX_FRAME_LEN)? {
+            match conn.recv()? {
                 ToolhostResponse::ChatProgress(_) => continue,
                 ToolhostResponse::Chat(r) => {
                     anyhow::ensure!(r.content.as_deref() == Some("The result is 35."), "{r:?}");

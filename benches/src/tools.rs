@@ -11,31 +11,26 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use caxton_ipc::frame::{self, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::connection::{Client, ToolhostProtocol};
 use caxton_ipc::tool::ToolManifest;
 use caxton_ipc::toolhost::{CallToolRequest, ToolhostRequest, ToolhostResponse};
 use caxton_tests::repo_root;
 use caxton_toolhost::policy::Policy;
 use caxton_toolhost::wasm::WasmRuntime;
 
+use crate::own_toolhost::{OwnToolhost, grant};
 use crate::{ms, rss_kib, summary};
 
 const SAMPLES: usize = 5000;
 const WINDOW: Duration = Duration::from_secs(3);
 const LINE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"calculate","arguments":{"expression":"2+3"}}}"#;
 
-/// A worker-like connection to the toolhost.
-struct Toolhost(UnixStream);
+/// A worker's connection to the toolhost, attached to a run granted `calculate`.
+struct Toolhost(Client<ToolhostProtocol, UnixStream>);
 
 impl Toolhost {
-    fn connect(socket: &str) -> anyhow::Result<Toolhost> {
-        let mut s = UnixStream::connect(socket)?;
-        frame::write_sync(&mut s, &Hello::new(Role::Worker))?;
-        match frame::read_sync::<HelloReply>(&mut s, MAX_FRAME_LEN)? {
-            HelloReply::Welcome(_) => Ok(Toolhost(s)),
-            HelloReply::Rejected { reason } => anyhow::bail!("rejected: {reason}"),
-        }
+    fn connect(host: &OwnToolhost) -> anyhow::Result<Toolhost> {
+        Ok(Toolhost(host.worker(grant(&["calculate"], &[]))?))
     }
 
     fn call(&mut self) -> anyhow::Result<()> {
@@ -46,8 +41,7 @@ impl Toolhost {
             arguments: r#"{"expression":"2+3"}"#.into(),
             timeout_ms: 10_000,
         });
-        frame::write_sync(&mut self.0, &req)?;
-        match frame::read_sync(&mut self.0, MAX_FRAME_LEN)? {
+        match self.0.call(&req)? {
             ToolhostResponse::ToolOutput(o) if o.content == "5" => Ok(()),
             other => anyhow::bail!("unexpected {other:?}"),
         }
@@ -235,7 +229,9 @@ struct Internals {
 }
 
 /// Runs everything and returns the Markdown section.
-pub fn report(toolhost_socket: &str) -> anyhow::Result<String> {
+/// The tool-call section, against a toolhost of its own (see `own_toolhost.rs`).
+pub fn report() -> anyhow::Result<String> {
+    let host = OwnToolhost::start("")?;
     let mut out = String::new();
     let native = native_calc()?;
     let floor_server = calc::server();
@@ -252,10 +248,10 @@ pub fn report(toolhost_socket: &str) -> anyhow::Result<String> {
             Ok(())
         },
     )?;
-    let mut th = Toolhost::connect(toolhost_socket)?;
+    let mut th = Toolhost::connect(&host)?;
     let wasm = latencies(|| th.call())?;
-    let wasm_1 = rate(1, || Toolhost::connect(toolhost_socket), Toolhost::call)?;
-    let wasm_16 = rate(16, || Toolhost::connect(toolhost_socket), Toolhost::call)?;
+    let wasm_1 = rate(1, || Toolhost::connect(&host), Toolhost::call)?;
+    let wasm_16 = rate(16, || Toolhost::connect(&host), Toolhost::call)?;
     let mut sp = Stdio1::start(&native)?;
     let stdio = latencies(|| sp.call())?;
     drop(sp);

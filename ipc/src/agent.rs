@@ -50,7 +50,7 @@ impl MemorySpec {
     }
 
     /// The grant the memory service enforces for a run of `agent`.
-    pub fn grant(&self, agent: &str) -> crate::memory::MemoryGrant {
+    pub fn grant(&self, agent: &str, run_id: &str) -> crate::memory::MemoryGrant {
         let write = self.resolve(agent, &self.scope);
         let mut read = vec![write.clone()];
         for kind in &self.read {
@@ -61,6 +61,7 @@ impl MemorySpec {
         }
         crate::memory::MemoryGrant {
             agent: agent.to_string(),
+            run_id: run_id.to_string(),
             write,
             read,
         }

@@ -36,7 +36,8 @@ pub struct AuditRecord {
     pub server: String,
     /// SHA-256 of the call's arguments (JSON text as received), hex.
     pub args_sha256: String,
-    /// `ok`, `tool_error` (the tool reported an error) or `failed` (the call did not complete).
+    /// `ok`, `tool_error` (the tool reported an error), `failed` (the call did not complete) or
+    /// `refused` (not granted to the run, or over its allowance: no tool saw it).
     pub outcome: String,
     /// The error, for anything but `ok` (truncated to [`MAX_DETAIL`]).
     pub detail: String,

@@ -552,6 +552,11 @@ impl ServerConfig {
         self.state_dir().join("audit/tool-calls.log")
     }
 
+    /// The memory service's audit log of memory-tool calls (same format, chain of its own).
+    pub fn memory_audit_log_path(&self) -> PathBuf {
+        self.state_dir().join("audit/memory-calls.log")
+    }
+
     /// The compiled-module cache of the toolhost.
     pub fn module_cache_dir(&self) -> PathBuf {
         self.state_dir().join("cache/modules")

@@ -24,6 +24,8 @@ pub const EMBEDDING_DIMS: usize = 384;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryGrant {
     pub agent: String,
+    /// The run the grant is for (its memory-tool calls are audited under it).
+    pub run_id: String,
     pub write: String,
     pub read: Vec<String>,
 }

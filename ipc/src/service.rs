@@ -14,6 +14,9 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::connection::{AsyncServer, Protocol};
 use crate::frame::FrameError;
 use crate::handshake::{Hello, HelloReply};
 use crate::peers::{Caps, Peer, PeerTable, Ticket};
@@ -170,16 +173,23 @@ async fn refuse(mut stream: UnixStream, reason: String) {
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer).await;
 }
 
-/// Reads the `Hello` that opens a private connection, within [`HELLO_TIMEOUT`] (and as long as
-/// the connection is not evicted); `None` when it did not come.
-pub async fn read_hello(stream: &mut UnixStream, ticket: &Ticket) -> Option<Hello> {
+/// The accepting side of a private socket's connection.
+pub type PrivateConn<P> = AsyncServer<P, OwnedReadHalf, OwnedWriteHalf>;
+
+/// Accepts a private connection: its `Hello` within [`HELLO_TIMEOUT`] (and as long as the
+/// connection is not evicted), checked against the protocol's roles and `check`; `None` when it
+/// did not come or was refused (the peer was told why).
+pub async fn accept<P: Protocol>(
+    stream: UnixStream,
+    ticket: &Ticket,
+    check: impl FnOnce(&Hello) -> Result<(), String>,
+) -> Option<PrivateConn<P>> {
+    let (r, w) = stream.into_split();
     tokio::select! {
-        r = tokio::time::timeout(HELLO_TIMEOUT, crate::frame::read_async(stream, 4096)) => match r {
-            Ok(Ok(h)) => Some(h),
+        r = tokio::time::timeout(HELLO_TIMEOUT, PrivateConn::<P>::accept(r, w, check)) => match r {
+            Ok(Ok(conn)) => Some(conn),
             Ok(Err(e)) => {
-                if !e.is_disconnect() {
-                    tracing::debug!(error = %e, "bad hello");
-                }
+                tracing::debug!(error = %e, "connection refused at its hello");
                 None
             }
             Err(_) => None,
@@ -213,22 +223,22 @@ pub async fn data_or_close(stream: &UnixStream) -> std::io::Result<()> {
 /// Reads the next request on a private connection. The connection is evictable while it waits;
 /// the request must start within `idle` (`[workers] service_idle_timeout`; workers reconnect on
 /// their next request when they find their connection closed) and arrive whole within
-/// [`REQUEST_TIMEOUT`] of its first byte. `Ok(None)` when the connection should end quietly: the peer closed it, it
-/// stayed idle, or it was evicted. The ticket is marked serving when a request is returned.
-pub async fn next_request<T: serde::de::DeserializeOwned>(
-    stream: &mut UnixStream,
+/// [`REQUEST_TIMEOUT`] of its first byte. `Ok(None)` when the connection should end quietly:
+/// the peer closed it, it stayed idle, or it was evicted. The ticket is marked serving when a
+/// request is returned.
+pub async fn next_request<P: Protocol>(
+    conn: &mut PrivateConn<P>,
     ticket: &Ticket,
-    max: u32,
     idle: Duration,
-) -> Result<Option<T>, FrameError> {
+) -> Result<Option<P::Request>, FrameError> {
     ticket.waiting();
     let read = async {
-        match tokio::time::timeout(idle, data_or_close(stream)).await {
+        match tokio::time::timeout(idle, data_or_close(conn.reader.get_ref().as_ref())).await {
             Err(_) => return Ok(None),
             Ok(Err(e)) => return Err(FrameError::Io(e)),
             Ok(Ok(())) => {}
         }
-        match tokio::time::timeout(REQUEST_TIMEOUT, crate::frame::read_async(stream, max)).await {
+        match tokio::time::timeout(REQUEST_TIMEOUT, conn.recv()).await {
             Err(_) => Err(FrameError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(

@@ -104,6 +104,8 @@ impl std::fmt::Display for ToolChoice {
 /// Ask a provider for the next step of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
+    /// On a worker's connection the toolhost sets these two from the run's grant: what the
+    /// worker sends here is ignored.
     pub run_id: String,
     pub agent: String,
     pub provider: String,
@@ -180,6 +182,9 @@ pub enum ChatProgress {
 /// Call one tool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallToolRequest {
+    /// On a worker's connection the toolhost sets these two from the run's grant (they go into
+    /// the audit log): what the worker sends here is ignored. The supervisor's operator calls
+    /// name themselves.
     pub run_id: String,
     pub agent: String,
     pub tool: String,
@@ -230,6 +235,42 @@ pub enum ToolhostRequest {
     },
     /// The supervisor's health check: answered `Pong` at once by the connection's task.
     Ping,
+    /// Supervisor only: what the worker holding `token` may do for one run.
+    RegisterRun {
+        token: String,
+        grant: RunGrant,
+    },
+    /// Supervisor only: the run is over; connections attached with `token` are refused from now.
+    RevokeRun {
+        token: String,
+    },
+    /// Worker: bind this connection to the run registered under `token`. Until then a worker
+    /// may only ping.
+    Attach {
+        token: String,
+    },
+}
+
+/// What one run may do in the toolhost, registered by the supervisor under a random token that
+/// only the run's worker receives. Every tool call and chat of the worker is checked against it
+/// and audited under its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunGrant {
+    pub agent: String,
+    pub run_id: String,
+    /// The only tools the run may call (memory tools are served by the memory service).
+    pub tools: Vec<String>,
+    /// The only providers the run may ask: the agent's provider and its fallbacks.
+    pub providers: Vec<String>,
+    /// Tool calls the run may make.
+    pub max_tool_calls: u32,
+    /// Prompt plus completion tokens the run may spend.
+    pub max_tokens: Option<u64>,
+    /// Dollars the run may spend.
+    pub max_cost_usd: Option<f64>,
+    /// The run must not change anything (shadow runs, to come); carried, not yet enforced by
+    /// tools.
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,4 +287,6 @@ pub enum ToolhostResponse {
     Removed,
     Error(ErrorBody),
     Pong,
+    /// A grant was registered or revoked, or the connection attached.
+    Ok,
 }

@@ -19,6 +19,9 @@ pub struct WorkerJob {
     pub vars: BTreeMap<String, String>,
     /// Path of the toolhost's socket.
     pub toolhost_socket: String,
+    /// The token the worker attaches to the toolhost with: its run's grant (tools, providers,
+    /// budget, identity), registered by the supervisor for this run only.
+    pub toolhost_token: String,
     /// Milliseconds the worker has left; it stops calling out when they run out.
     pub deadline_ms: u64,
     /// Stream answer text as `Token` events.

@@ -86,10 +86,15 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let audit = caxton_ipc::audit::AuditWriter::open(
+        &config.memory_audit_log_path(),
+        config.toolhost.audit_rotation(),
+    )?;
     let service = Arc::new(server::Service::new(
         store.clone(),
         config.memory.clone(),
         config.workers.service_idle_timeout,
+        audit,
     ));
     rt.block_on(async move {
         // Observations stored while the model was missing get their vectors now.

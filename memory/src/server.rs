@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::audit::{AuditEntry, AuditWriter};
 use caxton_ipc::config::MemoryConfig;
-use caxton_ipc::frame::{self, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
+use caxton_ipc::connection::MemoryProtocol;
+use caxton_ipc::frame;
+use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryGrant, MemoryRequest, MemoryResponse, check_scope};
 use caxton_ipc::peers::{PeerTable, Ticket};
 use tokio::net::UnixStream;
@@ -33,6 +35,8 @@ pub struct Service {
     pub idle_timeout: Duration,
     grants: Mutex<HashMap<String, MemoryGrant>>,
     parent: u32,
+    /// Every memory-tool call of a worker, hash-chained like the toolhost's tool-call log.
+    audit: Mutex<AuditWriter>,
 }
 
 /// What a connection is allowed to do.
@@ -45,11 +49,17 @@ enum Caller {
 }
 
 impl Service {
-    pub fn new(store: Arc<Store>, config: MemoryConfig, idle_timeout: Duration) -> Service {
+    pub fn new(
+        store: Arc<Store>,
+        config: MemoryConfig,
+        idle_timeout: Duration,
+        audit: AuditWriter,
+    ) -> Service {
         Service {
             store,
             config,
             idle_timeout,
+            audit: Mutex::new(audit),
             grants: Mutex::new(HashMap::new()),
             parent: nix::unistd::getppid().as_raw() as u32,
         }
@@ -71,47 +81,42 @@ pub async fn serve(service: Arc<Service>, socket: &Path) -> anyhow::Result<()> {
 
 async fn connection(
     service: Arc<Service>,
-    mut stream: UnixStream,
+    stream: UnixStream,
     ticket: Ticket,
 ) -> Result<(), frame::FrameError> {
-    let Some(hello) = caxton_ipc::service::read_hello(&mut stream, &ticket).await else {
-        return Ok(());
-    };
-    let mut check =
-        handshake::check_peer(&hello, &[Role::Supervisor, Role::Worker], "caxton-memory");
     let peer_pid = stream
         .peer_cred()
         .ok()
         .and_then(|c| c.pid())
         .map_or(0, |p| p as u32);
-    if check.is_ok() && hello.role == Role::Supervisor && peer_pid != service.parent {
-        check = Err(format!(
-            "caxton-memory accepts supervisor connections only from the caxton process that started it (pid {}); this peer is pid {peer_pid}",
-            service.parent
-        ));
-    }
-    if let Err(reason) = check {
-        tracing::warn!(peer_pid, role = %hello.role, %reason, "memory connection refused");
-        frame::write_async(&mut stream, &HelloReply::Rejected { reason }).await?;
+    let parent = service.parent;
+    let check = |hello: &caxton_ipc::handshake::Hello| {
+        if hello.role == Role::Supervisor && peer_pid != parent {
+            tracing::warn!(
+                peer_pid,
+                "a supervisor connection from another process refused"
+            );
+            return Err(format!(
+                "caxton-memory accepts supervisor connections only from the caxton process that started it (pid {parent}); this peer is pid {peer_pid}"
+            ));
+        }
+        Ok(())
+    };
+    let Some(mut conn) =
+        caxton_ipc::service::accept::<MemoryProtocol>(stream, &ticket, check).await
+    else {
         return Ok(());
-    }
-    frame::write_async(&mut stream, &HelloReply::Welcome(Hello::new(Role::Memory))).await?;
-    let mut caller = match hello.role {
+    };
+    let mut caller = match conn.peer().role {
         Role::Supervisor => Caller::Supervisor,
         _ => Caller::Unattached,
     };
-    let max_request = match caller {
-        Caller::Supervisor => MAX_FRAME_LEN,
-        _ => MAX_WORKER_REQUEST,
-    };
+    if !matches!(caller, Caller::Supervisor) {
+        conn.reader.set_max_in(MAX_WORKER_REQUEST);
+    }
     loop {
-        let req: MemoryRequest = match caxton_ipc::service::next_request(
-            &mut stream,
-            &ticket,
-            max_request,
-            service.idle_timeout,
-        )
-        .await
+        let req = match caxton_ipc::service::next_request(&mut conn, &ticket, service.idle_timeout)
+            .await
         {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(()),
@@ -121,7 +126,7 @@ async fn connection(
                     ErrorKind::BadRequest,
                     format!("memory request refused: {e}"),
                 );
-                let _ = frame::write_async(&mut stream, &MemoryResponse::Error(body)).await;
+                let _ = conn.send(&MemoryResponse::Error(body)).await;
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -135,11 +140,11 @@ async fn connection(
                 }
                 Err(e) => MemoryResponse::Error(e),
             };
-            frame::write_async(&mut stream, &resp).await?;
+            conn.send(&resp).await?;
             continue;
         }
         let resp = handle(&service, &caller, req).await;
-        frame::write_async(&mut stream, &resp).await?;
+        conn.send(&resp).await?;
     }
 }
 
@@ -231,7 +236,24 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                 write: &g.write,
                 read: &g.read,
             };
-            tools::call(store, &access, &name, &arguments).map(MemoryResponse::ToolOutput)
+            let started = std::time::Instant::now();
+            let result = tools::call(store, &access, &name, &arguments);
+            let (outcome, detail) = match &result {
+                Ok(_) => ("ok", ""),
+                Err(e) => ("tool_error", e.message.as_str()),
+            };
+            let entry = AuditEntry {
+                run_id: &g.run_id,
+                agent: &g.agent,
+                tool: &name,
+                server: "memory",
+                arguments: &arguments,
+                outcome,
+                detail,
+                duration_us: started.elapsed().as_micros() as u64,
+                memory_peak_bytes: 0,
+            };
+            audited(service, &entry).and(result.map(MemoryResponse::ToolOutput))
         }
         (
             Caller::Worker(g),
@@ -340,6 +362,24 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
         )),
     };
     result.unwrap_or_else(MemoryResponse::Error)
+}
+
+/// Appends a memory-tool call to the audit log. When the record cannot be written the call's
+/// result is withheld (as the toolhost does): an unaudited call must not look answered.
+fn audited(service: &Service, entry: &AuditEntry<'_>) -> Result<(), ErrorBody> {
+    let now_ms = crate::db::now_ms();
+    let mut audit = service.audit.lock().unwrap_or_else(|p| p.into_inner());
+    audit.append(entry, now_ms).map_err(|e| {
+        let e = anyhow::Error::new(e);
+        tracing::error!(path = %audit.path().display(), error = format!("{e:#}"), "cannot write the memory audit log; withholding the result");
+        ErrorBody::new(
+            ErrorKind::Memory,
+            format!(
+                "memory tool `{}`: {e:#}; results are withheld until the audit log can be written",
+                entry.tool
+            ),
+        )
+    })
 }
 
 fn request_name(r: &MemoryRequest) -> &'static str {

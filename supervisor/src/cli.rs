@@ -556,11 +556,19 @@ fn audit_verify(file: Option<PathBuf>, config_path: Option<&Path>) -> anyhow::Re
     use caxton_ipc::audit::{self, VerifySetError};
     let path = match file {
         Some(f) => f,
-        None => match config_path {
-            Some(p) => ServerConfig::load(p)?,
-            None => ServerConfig::default(),
+        None => {
+            // Both logs: the toolhost's tool calls and the memory service's memory-tool calls.
+            let config = match config_path {
+                Some(p) => ServerConfig::load(p)?,
+                None => ServerConfig::default(),
+            };
+            let memory = config.memory_audit_log_path();
+            let code = audit_verify(Some(config.audit_log_path()), None)?;
+            if !memory.exists() {
+                return Ok(code);
+            }
+            return Ok(code.max(audit_verify(Some(memory), None)?));
         }
-        .audit_log_path(),
     };
     if audit::rotated_index(&path).is_some() {
         // One rotated file, on its own.

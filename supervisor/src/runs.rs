@@ -10,15 +10,17 @@ use caxton_ipc::agent::{AgentSpec, LimitsSpec};
 use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, RunUsage};
 use caxton_ipc::config::WorkersConfig;
 use caxton_ipc::connection::{AsyncClient, HandshakeError, WorkerProtocol};
+use caxton_ipc::connection::{MemoryProtocol, ToolhostProtocol};
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
-use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
+use caxton_ipc::memory::{MemoryAccess, MemoryRequest};
+use caxton_ipc::toolhost::{RunGrant, ToolhostRequest, ToolhostResponse};
 use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::service::{Abort, RunningWorker, Service};
-use crate::services::{Kind, exchange};
+use crate::services::exchange;
 use crate::spawn::{self, ChildSpec, ManagedChild};
 
 /// Environment a worker inherits; everything else (provider keys included) is withheld.
@@ -232,59 +234,123 @@ fn new_run_id(svc: &Service) -> String {
     format!("run-{ms:x}-{}", svc.run_seq.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A run's memory grant, registered with the memory service; revoked when dropped (the run
-/// ended, however it ended).
-struct MemoryGrantGuard {
+/// A run's grant with a service, revoked when dropped (the run ended, however it ended).
+struct GrantGuard {
+    service: GrantedBy,
     socket: std::path::PathBuf,
-    access: MemoryAccess,
+    token: String,
 }
 
-impl Drop for MemoryGrantGuard {
+#[derive(Debug, Clone, Copy)]
+enum GrantedBy {
+    Toolhost,
+    Memory,
+}
+
+impl Drop for GrantGuard {
     fn drop(&mut self) {
-        let socket = std::mem::take(&mut self.socket);
-        let token = std::mem::take(&mut self.access.token);
+        let (service, socket) = (self.service, std::mem::take(&mut self.socket));
+        let token = std::mem::take(&mut self.token);
         tokio::spawn(async move {
-            let req = MemoryRequest::Revoke { token };
-            if let Err(e) =
-                exchange::<_, MemoryResponse>(Kind::Memory, &socket, &req, MEMORY_GRANT_TIMEOUT)
-                    .await
-            {
-                tracing::debug!(error = %e, "revoking a memory grant failed (the service restarted?)");
+            let revoked = match service {
+                GrantedBy::Toolhost => {
+                    let req = ToolhostRequest::RevokeRun { token };
+                    exchange::<ToolhostProtocol>(&socket, &req, GRANT_TIMEOUT)
+                        .await
+                        .map(drop)
+                }
+                GrantedBy::Memory => {
+                    let req = MemoryRequest::Revoke { token };
+                    exchange::<MemoryProtocol>(&socket, &req, GRANT_TIMEOUT)
+                        .await
+                        .map(drop)
+                }
+            };
+            if let Err(e) = revoked {
+                tracing::debug!(error = %e, ?service, "revoking a run's grant failed (the service restarted?)");
             }
         });
     }
 }
 
-/// Deadline of registering or revoking a run's memory grant.
-const MEMORY_GRANT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of registering or revoking a run's grant.
+const GRANT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A fresh random token for a run's grant.
+fn new_token(what: &str) -> Result<String, ErrorBody> {
+    random_token().map_err(|e| {
+        ErrorBody::new(
+            ErrorKind::Internal,
+            format!("no randomness for a {what} token: {e}"),
+        )
+    })
+}
+
+/// Registers the run's toolhost grant (its agent's tools, providers and budget) under a fresh
+/// random token, which only this run's worker receives.
+async fn grant_toolhost(
+    svc: &Service,
+    agent: &AgentSpec,
+    run_id: &str,
+) -> Result<GrantGuard, ErrorBody> {
+    let token = new_token("toolhost")?;
+    let grant = RunGrant {
+        agent: agent.name.clone(),
+        run_id: run_id.to_string(),
+        tools: agent.tools.clone(),
+        providers: std::iter::once(&agent.llm.provider)
+            .chain(&agent.llm.fallback)
+            .cloned()
+            .collect(),
+        max_tool_calls: agent.limits.max_tool_calls,
+        max_tokens: agent.limits.max_tokens,
+        max_cost_usd: agent.limits.max_cost_usd,
+        read_only: false,
+    };
+    let socket = svc.toolhost.socket().to_owned();
+    let req = ToolhostRequest::RegisterRun {
+        token: token.clone(),
+        grant,
+    };
+    match exchange::<ToolhostProtocol>(&socket, &req, GRANT_TIMEOUT).await {
+        Ok(ToolhostResponse::Ok) => Ok(GrantGuard {
+            service: GrantedBy::Toolhost,
+            socket,
+            token,
+        }),
+        Ok(ToolhostResponse::Error(e)) => Err(e),
+        Ok(other) => Err(ErrorBody::new(
+            ErrorKind::Toolhost,
+            format!("unexpected answer to a run's registration: {other:?}"),
+        )),
+        Err(e) => Err(ErrorBody::new(
+            ErrorKind::Toolhost,
+            format!("cannot register the run with the toolhost: {e}"),
+        )),
+    }
+}
 
 /// For an agent with `[memory] enabled`, registers the run's grant (the scopes its `[memory]`
 /// allows) under a fresh random token, which only this run's worker receives.
 async fn grant_memory(
     svc: &Service,
     agent: &AgentSpec,
-) -> Result<Option<MemoryGrantGuard>, ErrorBody> {
+    run_id: &str,
+) -> Result<Option<GrantGuard>, ErrorBody> {
     if !agent.memory.enabled {
         return Ok(None);
     }
     let m = svc.memory_service()?;
-    let token = random_token().map_err(|e| {
-        ErrorBody::new(
-            ErrorKind::Internal,
-            format!("no randomness for a memory token: {e}"),
-        )
-    })?;
+    let token = new_token("memory")?;
     let req = MemoryRequest::Register {
         token: token.clone(),
-        grant: agent.memory.grant(&agent.name),
+        grant: agent.memory.grant(&agent.name, run_id),
     };
-    svc.memory_request(&req, MEMORY_GRANT_TIMEOUT).await?;
-    Ok(Some(MemoryGrantGuard {
+    svc.memory_request(&req, GRANT_TIMEOUT).await?;
+    Ok(Some(GrantGuard {
+        service: GrantedBy::Memory,
         socket: m.socket().to_owned(),
-        access: MemoryAccess {
-            socket: m.socket().display().to_string(),
-            token,
-        },
+        token,
     }))
 }
 
@@ -337,7 +403,12 @@ async fn drive_worker<'a>(
         usage: RunUsage::default(),
     };
     let aborted = |abort: Abort| failed(ErrorKind::ShuttingDown, abort.message(&agent.name));
-    let memory = match unless_aborted(svc, grant_memory(svc, agent)).await {
+    let toolhost = match unless_aborted(svc, grant_toolhost(svc, agent, run_id)).await {
+        Err(abort) => return aborted(abort),
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return failed(e.kind, format!("agent `{}`: {}", agent.name, e.message)),
+    };
+    let memory = match unless_aborted(svc, grant_memory(svc, agent, run_id)).await {
         Err(abort) => return aborted(abort),
         Ok(Ok(m)) => m,
         Ok(Err(e)) => {
@@ -351,7 +422,11 @@ async fn drive_worker<'a>(
         }
     };
     let job = WorkerJob {
-        memory: memory.as_ref().map(|g| g.access.clone()),
+        memory: memory.as_ref().map(|g| MemoryAccess {
+            socket: g.socket.display().to_string(),
+            token: g.token.clone(),
+        }),
+        toolhost_token: toolhost.token.clone(),
         run_id: run_id.to_string(),
         agent: (**agent).clone(),
         input: req.input,

@@ -22,7 +22,8 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::agent_file::{self, ValidationContext};
 use crate::registry::Registry;
-use crate::services::{Kind, ServiceProcess};
+use crate::services::ServiceProcess;
+use caxton_ipc::connection::MemoryProtocol;
 
 /// A worker that is running a request right now.
 #[derive(Debug, Clone)]
@@ -306,7 +307,7 @@ impl Service {
         timeout: Duration,
     ) -> Result<MemoryResponse, ErrorBody> {
         let m = self.memory_service()?;
-        match crate::services::exchange(Kind::Memory, m.socket(), req, timeout).await {
+        match crate::services::exchange::<MemoryProtocol>(m.socket(), req, timeout).await {
             Ok(MemoryResponse::Error(e)) => Err(e),
             Ok(r) => Ok(r),
             Err(e) => Err(ErrorBody::new(ErrorKind::Memory, e.to_string())),

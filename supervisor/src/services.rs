@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 
 use caxton_ipc::api::ServiceState;
 use caxton_ipc::config::HealthConfig;
-use caxton_ipc::frame::{self, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::connection::{self, MemoryProtocol, Protocol, ToolhostProtocol};
+use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{Catalog, ToolhostRequest, ToolhostResponse};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::spawn::{self, ChildSpec, ManagedChild};
@@ -403,11 +402,11 @@ impl ServiceProcess {
     async fn ping(&self, timeout: Duration) -> bool {
         match self.kind {
             Kind::Toolhost => matches!(
-                exchange(self.kind, &self.socket, &ToolhostRequest::Ping, timeout).await,
+                exchange::<ToolhostProtocol>(&self.socket, &ToolhostRequest::Ping, timeout).await,
                 Ok(ToolhostResponse::Pong)
             ),
             Kind::Memory => matches!(
-                exchange(self.kind, &self.socket, &MemoryRequest::Ping, timeout).await,
+                exchange::<MemoryProtocol>(&self.socket, &MemoryRequest::Ping, timeout).await,
                 Ok(MemoryResponse::Ok)
             ),
         }
@@ -478,42 +477,27 @@ pub async fn request(
     req: &ToolhostRequest,
     timeout: Duration,
 ) -> Result<ToolhostResponse, ServiceError> {
-    exchange(Kind::Toolhost, socket, req, timeout).await
+    exchange::<ToolhostProtocol>(socket, req, timeout).await
 }
 
 /// Sends one request to a service process at `socket` on a new connection (Hello as the
 /// supervisor first) and returns its response.
-pub async fn exchange<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
-    kind: Kind,
+pub async fn exchange<P: Protocol>(
     socket: &Path,
-    req: &Req,
+    req: &P::Request,
     timeout: Duration,
-) -> Result<Resp, ServiceError> {
+) -> Result<P::Response, ServiceError> {
     let err = |detail: String| ServiceError::Request {
-        service: kind.name(),
+        service: P::SERVER,
         socket: socket.display().to_string(),
         detail,
     };
     let work = async {
-        let mut stream = UnixStream::connect(socket)
+        let mut conn = connection::connect_unix::<P>(socket, Role::Supervisor)
             .await
             .map_err(|e| err(e.to_string()))?;
-        frame::write_async(&mut stream, &Hello::new(Role::Supervisor))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        match frame::read_async(&mut stream, MAX_FRAME_LEN)
-            .await
-            .map_err(|e| err(e.to_string()))?
-        {
-            HelloReply::Welcome(_) => {}
-            HelloReply::Rejected { reason } => return Err(err(reason)),
-        }
-        frame::write_async(&mut stream, req)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        frame::read_async(&mut stream, MAX_FRAME_LEN)
-            .await
-            .map_err(|e| err(e.to_string()))
+        conn.send(req).await.map_err(|e| err(e.to_string()))?;
+        conn.recv().await.map_err(|e| err(e.to_string()))
     };
     tokio::time::timeout(timeout, work)
         .await

@@ -14,7 +14,7 @@ use caxton_ipc::api::{
 };
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
-use caxton_ipc::toolhost::{CallToolRequest, ToolOutput, ToolhostRequest, ToolhostResponse};
+use caxton_ipc::toolhost::ToolOutput;
 
 pub mod fake_llm;
 pub mod fuzz;
@@ -238,30 +238,23 @@ impl Daemon {
         self.dir.path().join("run/private/toolhost.sock")
     }
 
-    /// Calls one tool directly on the toolhost, as a worker would.
+    /// Calls one tool as the operator (`ApiRequest::CallTool`: the supervisor relays it to the
+    /// toolhost, which audits it as agent `operator`). Workers can no longer call the toolhost
+    /// without their run's token.
     pub fn call_tool(
         &self,
         tool: &str,
         arguments: &str,
         timeout: Duration,
     ) -> anyhow::Result<Result<ToolOutput, ErrorBody>> {
-        let mut s = UnixStream::connect(self.toolhost_socket())?;
-        frame::write_sync(&mut s, &Hello::new(Role::Cli))?;
-        match frame::read_sync::<HelloReply>(&mut s, MAX_FRAME_LEN)? {
-            HelloReply::Welcome(_) => {}
-            HelloReply::Rejected { reason } => bail!("toolhost rejected us: {reason}"),
-        }
-        let req = CallToolRequest {
-            run_id: "test".into(),
-            agent: "test".into(),
+        let req = ApiRequest::CallTool {
             tool: tool.into(),
             arguments: arguments.into(),
-            timeout_ms: timeout.as_millis() as u64,
+            timeout_ms: Some(timeout.as_millis() as u64),
         };
-        frame::write_sync(&mut s, &ToolhostRequest::CallTool(req))?;
-        match frame::read_sync(&mut s, MAX_FRAME_LEN)? {
-            ToolhostResponse::ToolOutput(o) => Ok(Ok(o)),
-            ToolhostResponse::Error(e) => Ok(Err(e)),
+        match self.connect()?.call(&req)? {
+            ApiResponse::ToolOutput(o) => Ok(Ok(o)),
+            ApiResponse::Error(e) => Ok(Err(e)),
             other => bail!("unexpected {other:?}"),
         }
     }

@@ -114,7 +114,7 @@ fn api_samples() -> Vec<Vec<u8>> {
 }
 
 fn toolhost_samples() -> Vec<Vec<u8>> {
-    let reqs = vec![
+    let reqs = [
         ToolhostRequest::Catalog,
         ToolhostRequest::Tools {
             names: vec!["calculate".into(), "zz".into()],
@@ -129,12 +129,31 @@ fn toolhost_samples() -> Vec<Vec<u8>> {
         ToolhostRequest::ListPackages,
         ToolhostRequest::RemovePackage { name: "zz".into() },
         ToolhostRequest::Ping,
+        ToolhostRequest::Attach {
+            token: "0".repeat(32),
+        },
+        ToolhostRequest::RevokeRun {
+            token: "0".repeat(32),
+        },
+        ToolhostRequest::RegisterRun {
+            token: "0".repeat(32),
+            grant: caxton_ipc::toolhost::RunGrant {
+                agent: "a".into(),
+                run_id: "r".into(),
+                tools: vec!["calculate".into()],
+                providers: vec!["local".into()],
+                max_tool_calls: 3,
+                max_tokens: Some(10),
+                max_cost_usd: Some(0.5),
+                read_only: true,
+            },
+        },
     ];
     reqs.iter().map(fuzz::payload_of).collect()
 }
 
 fn memory_samples() -> Vec<Vec<u8>> {
-    let reqs = vec![
+    let reqs = [
         MemoryRequest::Attach {
             token: "00ff".into(),
         },
@@ -327,6 +346,7 @@ fn fuzzed_worker_pipes_end_runs_cleanly() {
         input: "in".into(),
         vars: Default::default(),
         toolhost_socket: "/nonexistent".into(),
+        toolhost_token: String::new(),
         deadline_ms: 100,
         stream: false,
         record: false,

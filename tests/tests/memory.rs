@@ -245,6 +245,7 @@ fn an_agent_never_reads_or_writes_another_agents_private_memory() {
             token: "mine".into(),
             grant: caxton_ipc::memory::MemoryGrant {
                 agent: "memo-b".into(),
+                run_id: "forged".into(),
                 write: "agent:memo-a".into(),
                 read: vec!["agent:memo-a".into()],
             },
@@ -267,6 +268,7 @@ fn an_agent_never_reads_or_writes_another_agents_private_memory() {
         token: "t".into(),
         grant: caxton_ipc::memory::MemoryGrant {
             agent: "x".into(),
+            run_id: "forged".into(),
             write: "global".into(),
             read: vec![],
         },
@@ -865,4 +867,50 @@ fn prune_applies_age_count_and_configured_retention() {
         "{out:?}"
     );
     assert_eq!(count("global"), 0);
+}
+
+#[test]
+fn memory_tool_calls_are_audited_under_the_runs_identity() {
+    let d = Daemon::start(options("")).unwrap();
+    let out = d.run("memo-a", "remember Audit: every call").unwrap();
+    assert!(out.answer().is_some(), "{out:?}");
+    let run_id = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            caxton_ipc::api::RunEvent::Started { run_id, .. } => Some(run_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let log = d.dir().join("state/audit/memory-calls.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<caxton_ipc::audit::AuditRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rec = records
+        .iter()
+        .find(|r| r.tool == "create_entities")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        (
+            rec.agent.as_str(),
+            &rec.run_id,
+            rec.server.as_str(),
+            rec.outcome.as_str()
+        ),
+        ("memo-a", &run_id, "memory", "ok")
+    );
+    // `caxton audit verify` checks both logs.
+    let out = std::process::Command::new(caxton_tests::bin("caxton"))
+        .args(["audit", "verify", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("memory-calls.log: ok") && stdout.contains("tool-calls.log"),
+        "{stdout}"
+    );
 }

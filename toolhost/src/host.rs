@@ -362,7 +362,7 @@ impl Host {
             Ok(out) => ("ok", "", out.memory_peak),
             Err(e) => ("failed", e.message.as_str(), 0),
         };
-        let entry = AuditEntry {
+        self.audit(&AuditEntry {
             run_id: &req.run_id,
             agent: &req.agent,
             tool: &req.tool,
@@ -372,29 +372,7 @@ impl Host {
             detail,
             duration_us,
             memory_peak_bytes,
-        };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let Some(audit) = &self.audit else {
-            return Err(ErrorBody::new(
-                ErrorKind::Internal,
-                "tool calls are not served in catalog mode",
-            ));
-        };
-        let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = audit.append(&entry, now_ms) {
-            let e = anyhow::Error::new(e);
-            tracing::error!(path = %audit.path().display(), error = format!("{e:#}"), "cannot write the audit log; withholding the tool result");
-            return Err(ErrorBody::new(
-                ErrorKind::Tool,
-                format!(
-                    "tool `{}`: {e:#}; tool results are withheld until the audit log can be written",
-                    req.tool,
-                ),
-            ));
-        }
-        drop(audit);
+        })?;
         match &result {
             Ok(out) if out.is_error => {
                 tracing::info!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, detail = %out.text, "tool call answered with an error")
@@ -410,6 +388,48 @@ impl Host {
             content: out.text,
             is_error: out.is_error,
             duration_us,
+        })
+    }
+
+    /// Audits a call refused before it reached a tool (not granted to the run, over its
+    /// allowance). A record that cannot be written is logged; the refusal stands either way.
+    pub fn audit_refused(&self, req: &CallToolRequest, why: &str) {
+        let _ = self.audit(&AuditEntry {
+            run_id: &req.run_id,
+            agent: &req.agent,
+            tool: &req.tool,
+            server: "",
+            arguments: &req.arguments,
+            outcome: "refused",
+            detail: why,
+            duration_us: 0,
+            memory_peak_bytes: 0,
+        });
+    }
+
+    /// Appends one record to the audit log; an error (logged here) means the result must be
+    /// withheld.
+    fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), ErrorBody> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let Some(audit) = &self.audit else {
+            return Err(ErrorBody::new(
+                ErrorKind::Internal,
+                "tool calls are not served in catalog mode",
+            ));
+        };
+        let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
+        audit.append(entry, now_ms).map_err(|e| {
+            let e = anyhow::Error::new(e);
+            tracing::error!(path = %audit.path().display(), error = format!("{e:#}"), "cannot write the audit log; withholding the tool result");
+            ErrorBody::new(
+                ErrorKind::Tool,
+                format!(
+                    "tool `{}`: {e:#}; tool results are withheld until the audit log can be written",
+                    entry.tool,
+                ),
+            )
         })
     }
 

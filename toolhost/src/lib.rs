@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod module_cache;
 pub mod pipe;
 pub mod policy;
+pub mod runs;
 pub mod server;
 pub mod wasm;
 

@@ -1,14 +1,23 @@
-//! The toolhost's socket server: one task per connection, Hello first, then request/response frames.
+//! The toolhost's socket server: one task per connection, the handshake, then requests served
+//! according to who is asking.
+//!
+//! - The **supervisor** is the peer whose pid (SO_PEERCRED) is this process's parent. It alone
+//!   may administer packages, read the catalog, register and revoke runs, and make operator
+//!   tool calls (audited under the identity it gives).
+//! - A **worker** may only ping until it attaches with its run's token; its connection is then
+//!   bound to that run's grant (`runs.rs`): only the granted tools and providers, within the
+//!   run's budget, audited under the run's agent and id whatever the requests say.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caxton_ipc::api::ErrorBody;
-use caxton_ipc::frame::{self, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{self, Hello, HelloReply, Role};
+use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::connection::ToolhostProtocol;
+use caxton_ipc::frame::FrameError;
+use caxton_ipc::handshake::Role;
 use caxton_ipc::peers::{PeerTable, Ticket};
-use caxton_ipc::service;
+use caxton_ipc::service::{self, PrivateConn};
 use caxton_ipc::toolhost::{ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
@@ -16,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::host::Host;
 use crate::llm::Progress;
+use crate::runs::{Run, Runs};
 
 /// Binds `socket` (replacing a stale file), prints `ready` on stdout, and serves until killed.
 pub async fn serve(host: Arc<Host>, socket: &Path, idle: Duration) -> anyhow::Result<()> {
@@ -23,62 +33,176 @@ pub async fn serve(host: Arc<Host>, socket: &Path, idle: Duration) -> anyhow::Re
     let catalog = host.catalog();
     tracing::info!(socket = %socket.display(), tools = catalog.tools.len(), providers = catalog.providers.len(), "toolhost ready");
     let table = PeerTable::new(service::PRIVATE_CAPS);
-    service::accept_loop(listener, table, service::parent_pid(), |stream, ticket| {
-        connection(host.clone(), stream, ticket, idle)
+    let parent = service::parent_pid();
+    let runs = Arc::new(Runs::default());
+    service::accept_loop(listener, table, parent, |stream, ticket| {
+        connection(host.clone(), runs.clone(), stream, ticket, (parent, idle))
     })
     .await;
     Ok(())
 }
 
+/// Who is on a connection, and so what it may do.
+enum Caller {
+    Supervisor,
+    /// A worker before `Attach`.
+    Unattached,
+    Run(Arc<Run>),
+}
+
+fn denied(message: impl Into<String>) -> ToolhostResponse {
+    ToolhostResponse::Error(ErrorBody::new(ErrorKind::PermissionDenied, message))
+}
+
 async fn connection(
     host: Arc<Host>,
-    mut stream: UnixStream,
+    runs: Arc<Runs>,
+    stream: UnixStream,
     ticket: Ticket,
-    idle: Duration,
-) -> Result<(), frame::FrameError> {
-    let Some(hello) = service::read_hello(&mut stream, &ticket).await else {
+    (parent, idle): (u32, Duration),
+) -> Result<(), FrameError> {
+    let peer_pid = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .map_or(0, |p| p as u32);
+    let check = |hello: &caxton_ipc::handshake::Hello| {
+        if hello.role == Role::Supervisor && peer_pid != parent {
+            return Err(format!(
+                "caxton-toolhost accepts supervisor connections only from the caxton process that started it (pid {parent}); this peer is pid {peer_pid}"
+            ));
+        }
+        Ok(())
+    };
+    let Some(mut conn) = service::accept::<ToolhostProtocol>(stream, &ticket, check).await else {
         return Ok(());
     };
-    if let Err(reason) = handshake::check_peer(
-        &hello,
-        &[Role::Worker, Role::Supervisor, Role::Cli],
-        "caxton-toolhost",
-    ) {
-        frame::write_async(&mut stream, &HelloReply::Rejected { reason }).await?;
-        return Ok(());
-    }
-    frame::write_async(
-        &mut stream,
-        &HelloReply::Welcome(Hello::new(Role::Toolhost)),
-    )
-    .await?;
+    let mut caller = match conn.peer().role {
+        Role::Supervisor => Caller::Supervisor,
+        _ => Caller::Unattached,
+    };
     loop {
-        let Some(req) =
-            service::next_request::<ToolhostRequest>(&mut stream, &ticket, MAX_FRAME_LEN, idle)
-                .await?
-        else {
+        let Some(req) = service::next_request(&mut conn, &ticket, idle).await? else {
             return Ok(());
         };
-        let resp = match req {
-            ToolhostRequest::Ping => ToolhostResponse::Pong,
-            ToolhostRequest::Catalog => ToolhostResponse::Catalog(host.catalog()),
-            ToolhostRequest::Tools { names } => ToolhostResponse::Tools(host.tools(&names)),
-            ToolhostRequest::CallTool(call) => {
+        if let Caller::Run(run) = &caller
+            && let Err(e) = runs.live(run)
+        {
+            conn.send(&ToolhostResponse::Error(e)).await?;
+            return Ok(());
+        }
+        let resp = match (&caller, req) {
+            (_, ToolhostRequest::Ping) => ToolhostResponse::Pong,
+            (Caller::Unattached, ToolhostRequest::Attach { token }) => match runs.attach(&token) {
+                Ok(run) => {
+                    tracing::debug!(run = %run.grant.run_id, agent = %run.grant.agent, "worker attached");
+                    caller = Caller::Run(run);
+                    ToolhostResponse::Ok
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        peer_pid,
+                        "attach with an unknown or revoked run token refused"
+                    );
+                    ToolhostResponse::Error(e)
+                }
+            },
+            (Caller::Unattached, _) => denied("attach with the run's token first"),
+            (_, ToolhostRequest::Attach { .. }) => denied("this connection is already bound"),
+
+            // A run: only what its grant allows, under its identity.
+            (Caller::Run(run), ToolhostRequest::Tools { names }) => {
+                let granted: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| run.grant.tools.contains(n))
+                    .collect();
+                ToolhostResponse::Tools(host.tools(&granted))
+            }
+            (Caller::Run(run), ToolhostRequest::CallTool(mut call)) => {
+                call.agent = run.grant.agent.clone();
+                call.run_id = run.grant.run_id.clone();
+                match run.take_tool_call(&call.tool) {
+                    Ok(()) => {
+                        into_response(host.call_tool(&call).await, ToolhostResponse::ToolOutput)
+                    }
+                    Err(e) => {
+                        // Refused calls are audited too: the attempt is a fact worth keeping.
+                        host.audit_refused(&call, &e.message);
+                        ToolhostResponse::Error(e)
+                    }
+                }
+            }
+            (Caller::Run(run), ToolhostRequest::Chat(mut chat)) => {
+                match run.admit_chat(&mut chat) {
+                    Err(e) => ToolhostResponse::Error(e),
+                    Ok(()) => match chat_streaming(&host, &mut conn, &chat).await? {
+                        Some(reply) => {
+                            if let Ok(r) = &reply {
+                                run.spent(r);
+                            }
+                            into_response(reply, ToolhostResponse::Chat)
+                        }
+                        None => return Ok(()),
+                    },
+                }
+            }
+            (Caller::Run(_), other) => denied(format!(
+                "a worker may not send {} to the toolhost",
+                request_name(&other)
+            )),
+
+            // The supervisor: administration and operator calls.
+            (Caller::Supervisor, ToolhostRequest::RegisterRun { token, grant }) => {
+                into_response(runs.register(token, grant), |()| ToolhostResponse::Ok)
+            }
+            (Caller::Supervisor, ToolhostRequest::RevokeRun { token }) => {
+                runs.revoke(&token);
+                ToolhostResponse::Ok
+            }
+            (Caller::Supervisor, ToolhostRequest::Catalog) => {
+                ToolhostResponse::Catalog(host.catalog())
+            }
+            (Caller::Supervisor, ToolhostRequest::Tools { names }) => {
+                ToolhostResponse::Tools(host.tools(&names))
+            }
+            (Caller::Supervisor, ToolhostRequest::CallTool(call)) => {
                 into_response(host.call_tool(&call).await, ToolhostResponse::ToolOutput)
             }
-            ToolhostRequest::Chat(chat) => match chat_streaming(&host, &mut stream, &chat).await? {
-                Some(reply) => into_response(reply, ToolhostResponse::Chat),
-                None => return Ok(()),
-            },
-            ToolhostRequest::ListPackages => ToolhostResponse::Packages(host.packages()),
-            ToolhostRequest::InstallPackage(req) => into_response(host.install(&req).await, |i| {
-                ToolhostResponse::Installed(Box::new(i))
-            }),
-            ToolhostRequest::RemovePackage { name } => {
+            (Caller::Supervisor, ToolhostRequest::Chat(chat)) => {
+                match chat_streaming(&host, &mut conn, &chat).await? {
+                    Some(reply) => into_response(reply, ToolhostResponse::Chat),
+                    None => return Ok(()),
+                }
+            }
+            (Caller::Supervisor, ToolhostRequest::ListPackages) => {
+                ToolhostResponse::Packages(host.packages())
+            }
+            (Caller::Supervisor, ToolhostRequest::InstallPackage(req)) => {
+                into_response(host.install(&req).await, |i| {
+                    ToolhostResponse::Installed(Box::new(i))
+                })
+            }
+            (Caller::Supervisor, ToolhostRequest::RemovePackage { name }) => {
                 into_response(host.remove(&name).await, |()| ToolhostResponse::Removed)
             }
         };
-        frame::write_async(&mut stream, &resp).await?;
+        conn.send(&resp).await?;
+    }
+}
+
+fn request_name(r: &ToolhostRequest) -> &'static str {
+    match r {
+        ToolhostRequest::Catalog => "catalog",
+        ToolhostRequest::Tools { .. } => "tools",
+        ToolhostRequest::CallTool(_) => "call_tool",
+        ToolhostRequest::Chat(_) => "chat",
+        ToolhostRequest::ListPackages => "list_packages",
+        ToolhostRequest::InstallPackage(_) => "install_package",
+        ToolhostRequest::RemovePackage { .. } => "remove_package",
+        ToolhostRequest::Ping => "ping",
+        ToolhostRequest::RegisterRun { .. } => "register_run",
+        ToolhostRequest::RevokeRun { .. } => "revoke_run",
+        ToolhostRequest::Attach { .. } => "attach",
     }
 }
 
@@ -88,30 +212,29 @@ async fn connection(
 /// `None` = cancelled.
 async fn chat_streaming(
     host: &Host,
-    stream: &mut UnixStream,
+    conn: &mut PrivateConn<ToolhostProtocol>,
     chat: &ChatRequest,
-) -> Result<Option<Result<ChatReply, ErrorBody>>, frame::FrameError> {
+) -> Result<Option<Result<ChatReply, ErrorBody>>, FrameError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let progress = Progress::new(tx, chat.stream);
     let reply = host.chat(chat, &progress);
     tokio::pin!(reply);
-    let (mut rd, mut wr) = stream.split();
     let mut probe = [0u8; 1];
     let result = loop {
         tokio::select! {
             biased;
             Some(p) = rx.recv() => {
-                frame::write_async(&mut wr, &ToolhostResponse::ChatProgress(p)).await?;
+                conn.writer.send(&ToolhostResponse::ChatProgress(p)).await?;
             }
             r = &mut reply => break r,
-            _ = rd.read(&mut probe) => {
+            _ = conn.reader.get_mut().read(&mut probe) => {
                 tracing::info!(run_id = %chat.run_id, agent = %chat.agent, provider = %chat.provider, "chat cancelled: the worker went away");
                 return Ok(None);
             }
         }
     };
     while let Ok(p) = rx.try_recv() {
-        frame::write_async(&mut wr, &ToolhostResponse::ChatProgress(p)).await?;
+        conn.writer.send(&ToolhostResponse::ChatProgress(p)).await?;
     }
     Ok(Some(result))
 }

@@ -92,7 +92,7 @@ fn run_inner<W: std::io::Write>(
         };
     }
 
-    let mut toolhost = ToolhostClient::connect(&job.toolhost_socket)?;
+    let mut toolhost = ToolhostClient::connect(&job.toolhost_socket, &job.toolhost_token)?;
     let mut memory = job.memory.as_ref().map(MemoryClient::connect).transpose()?;
     let is_memory_tool = |name: &str| memory::TOOL_NAMES.contains(&name) && job.memory.is_some();
     let tools = tool_specs(agent, &mut toolhost, memory.as_mut(), &is_memory_tool)?;

@@ -1,12 +1,15 @@
 //! The worker's blocking connections to the service processes: `caxton-toolhost` (tool specs,
 //! tool calls, LLM chats) and `caxton-memory` (memory tools, recall, storing the interaction).
+//! Each attaches with its run's token (the grant the supervisor registered for this run) and
+//! attaches again after reopening a connection the service closed while it was idle.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
-use caxton_ipc::frame::{self, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::connection::{Client, MemoryProtocol, Protocol, ToolhostProtocol};
+use caxton_ipc::frame::FrameError;
+use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{
     ChatProgress, ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse,
@@ -16,26 +19,66 @@ use interprocess::local_socket::{GenericFilePath, Stream, ToFsName, traits::Stre
 /// How long to keep trying to connect while a service is (re)starting.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
 
-/// One handshaken connection; errors name the service and carry its error kind.
-struct Connection {
-    stream: Stream,
-    socket: String,
-    service: &'static str,
-    kind: ErrorKind,
+/// A protocol the worker attaches to with its run's token.
+trait Attachable: Protocol {
+    const SERVICE: &'static str;
+    const KIND: ErrorKind;
+    fn attach(token: &str) -> Self::Request;
+    /// The error in a response, if it is one.
+    fn error(resp: Self::Response) -> Result<Self::Response, ErrorBody>;
 }
 
-impl Connection {
-    /// Connects and shakes hands, retrying briefly while the socket is absent or refusing.
-    fn connect(
-        socket: &str,
-        service: &'static str,
-        kind: ErrorKind,
-    ) -> Result<Connection, ErrorBody> {
+impl Attachable for ToolhostProtocol {
+    const SERVICE: &'static str = "toolhost";
+    const KIND: ErrorKind = ErrorKind::Toolhost;
+    fn attach(token: &str) -> ToolhostRequest {
+        ToolhostRequest::Attach {
+            token: token.to_string(),
+        }
+    }
+    fn error(resp: ToolhostResponse) -> Result<ToolhostResponse, ErrorBody> {
+        match resp {
+            ToolhostResponse::Error(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+}
+
+impl Attachable for MemoryProtocol {
+    const SERVICE: &'static str = "memory service";
+    const KIND: ErrorKind = ErrorKind::Memory;
+    fn attach(token: &str) -> MemoryRequest {
+        MemoryRequest::Attach {
+            token: token.to_string(),
+        }
+    }
+    fn error(resp: MemoryResponse) -> Result<MemoryResponse, ErrorBody> {
+        match resp {
+            MemoryResponse::Error(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+}
+
+/// One attached connection; errors name the service and carry its error kind.
+struct Connection<P: Attachable> {
+    conn: Client<P, Stream>,
+    socket: String,
+    token: String,
+}
+
+impl<P: Attachable> Connection<P> {
+    /// Connects (retrying briefly while the socket is absent or refusing), shakes hands and
+    /// attaches with `token`.
+    fn open(socket: &str, token: &str) -> Result<Self, ErrorBody> {
         let unreachable = |e: String| {
-            ErrorBody::new(kind, format!("cannot reach the {service} at {socket}: {e}"))
+            ErrorBody::new(
+                P::KIND,
+                format!("cannot reach the {} at {socket}: {e}", P::SERVICE),
+            )
         };
         let started = Instant::now();
-        let mut stream = loop {
+        let stream = loop {
             let name = Path::new(socket)
                 .to_fs_name::<GenericFilePath>()
                 .map_err(|e| unreachable(e.to_string()))?;
@@ -53,26 +96,22 @@ impl Connection {
                 Err(e) => return Err(unreachable(e.to_string())),
             }
         };
-        frame::write_sync(&mut stream, &Hello::new(Role::Worker))
+        let conn = Client::<P, _>::connect(stream, Role::Worker)
             .map_err(|e| unreachable(e.to_string()))?;
-        match frame::read_sync::<HelloReply>(&mut stream, MAX_FRAME_LEN)
-            .map_err(|e| unreachable(e.to_string()))?
-        {
-            HelloReply::Welcome(_) => Ok(Connection {
-                stream,
-                socket: socket.to_string(),
-                service,
-                kind,
-            }),
-            HelloReply::Rejected { reason } => Err(unreachable(reason)),
-        }
+        let mut c = Connection {
+            conn,
+            socket: socket.to_string(),
+            token: token.to_string(),
+        };
+        c.exchange(&P::attach(token))?;
+        Ok(c)
     }
 
     /// True when the service has closed this connection while it was idle (its idle timeout, an
     /// eviction, or a restart): the socket reads as end-of-file with nothing sent.
     fn closed_by_peer(&self) -> bool {
         use std::os::fd::AsFd;
-        let Stream::UdSocket(s) = &self.stream;
+        let Stream::UdSocket(s) = self.conn.io();
         let fd = s.as_fd();
         let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
         if !matches!(
@@ -92,50 +131,62 @@ impl Connection {
         )
     }
 
-    /// Connects again if the service closed the connection while it was idle; `true` when it did.
-    fn reopen_if_closed(&mut self) -> Result<bool, ErrorBody> {
-        if !self.closed_by_peer() {
-            return Ok(false);
+    /// Connects and attaches again if the service closed the connection while it was idle.
+    fn reopen_if_closed(&mut self) -> Result<(), ErrorBody> {
+        if self.closed_by_peer() {
+            eprintln!(
+                "caxton-worker: the {} closed an idle connection; reconnecting",
+                P::SERVICE
+            );
+            *self = Connection::open(&self.socket, &self.token)?;
         }
-        tracing_note(self.service);
-        *self = Connection::connect(&self.socket, self.service, self.kind)?;
-        Ok(true)
+        Ok(())
     }
 
-    fn lost(&self, e: frame::FrameError) -> ErrorBody {
+    fn lost(&self, e: FrameError) -> ErrorBody {
         ErrorBody::new(
-            self.kind,
-            format!(
-                "lost the {} connection ({}): {e}",
-                self.service, self.socket
-            ),
+            P::KIND,
+            format!("lost the {} connection ({}): {e}", P::SERVICE, self.socket),
         )
     }
 
-    fn send<T: serde::Serialize>(&mut self, msg: &T) -> Result<(), ErrorBody> {
-        frame::write_sync(&mut self.stream, msg).map_err(|e| match e {
-            frame::FrameError::MessageTooLarge { len, max } => ErrorBody::new(
+    fn send(&mut self, msg: &P::Request) -> Result<(), ErrorBody> {
+        self.conn.send(msg).map_err(|e| match e {
+            FrameError::MessageTooLarge { len, max } => ErrorBody::new(
                 ErrorKind::LimitExceeded,
                 format!(
                     "the request to the {} is {len} bytes, over the {max}-byte frame limit; \
                      with a long conversation, lower [limits] max_turns or have tools return less",
-                    self.service
+                    P::SERVICE
                 ),
             ),
             e => self.lost(e),
         })
     }
 
-    fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, ErrorBody> {
-        frame::read_sync(&mut self.stream, MAX_FRAME_LEN).map_err(|e| self.lost(e))
+    fn recv(&mut self) -> Result<P::Response, ErrorBody> {
+        self.conn.recv().map_err(|e| self.lost(e))
+    }
+
+    /// Sends one request and reads its response; a service-side error comes back as `Err`.
+    fn exchange(&mut self, req: &P::Request) -> Result<P::Response, ErrorBody> {
+        self.send(req)?;
+        P::error(self.recv()?)
+    }
+
+    /// [`Connection::exchange`] on a connection reopened first if the service closed it.
+    fn request(&mut self, req: &P::Request) -> Result<P::Response, ErrorBody> {
+        self.reopen_if_closed()?;
+        self.exchange(req)
     }
 }
 
-pub struct ToolhostClient(Connection);
+pub struct ToolhostClient(Connection<ToolhostProtocol>);
 
 impl ToolhostClient {
-    pub fn connect(socket: &str) -> Result<ToolhostClient, ErrorBody> {
-        Connection::connect(socket, "toolhost", ErrorKind::Toolhost).map(ToolhostClient)
+    /// Connects and attaches with the run's toolhost token.
+    pub fn connect(socket: &str, token: &str) -> Result<ToolhostClient, ErrorBody> {
+        Connection::open(socket, token).map(ToolhostClient)
     }
 
     /// Sends a chat and reads its progress frames (handed to `on_progress`) up to the reply.
@@ -163,57 +214,21 @@ impl ToolhostClient {
 
     /// Sends one request and reads its response; a toolhost-side error comes back as `Err`.
     pub fn request(&mut self, req: &ToolhostRequest) -> Result<ToolhostResponse, ErrorBody> {
-        self.0.reopen_if_closed()?;
-        self.0.send(req)?;
-        match self.0.recv()? {
-            ToolhostResponse::Error(e) => Err(e),
-            other => Ok(other),
-        }
+        self.0.request(req)
     }
 }
 
-pub struct MemoryClient {
-    conn: Connection,
-    token: String,
-}
+pub struct MemoryClient(Connection<MemoryProtocol>);
 
 impl MemoryClient {
-    /// Connects and attaches with the run's token (the service then applies the run's grant).
+    /// Connects and attaches with the run's memory token (the service then applies the run's
+    /// grant).
     pub fn connect(access: &MemoryAccess) -> Result<MemoryClient, ErrorBody> {
-        let mut c = MemoryClient {
-            conn: Connection::connect(&access.socket, "memory service", ErrorKind::Memory)?,
-            token: access.token.clone(),
-        };
-        c.attach()?;
-        Ok(c)
+        Connection::open(&access.socket, &access.token).map(MemoryClient)
     }
 
-    fn attach(&mut self) -> Result<(), ErrorBody> {
-        let attach = MemoryRequest::Attach {
-            token: self.token.clone(),
-        };
-        self.exchange(&attach).map(drop)
-    }
-
-    /// Sends one request and reads its response; a service-side error comes back as `Err`. A
-    /// connection the service closed while idle is opened and attached again first.
+    /// Sends one request and reads its response; a service-side error comes back as `Err`.
     pub fn request(&mut self, req: &MemoryRequest) -> Result<MemoryResponse, ErrorBody> {
-        if self.conn.reopen_if_closed()? {
-            self.attach()?;
-        }
-        self.exchange(req)
+        self.0.request(req)
     }
-
-    fn exchange(&mut self, req: &MemoryRequest) -> Result<MemoryResponse, ErrorBody> {
-        self.conn.send(req)?;
-        match self.conn.recv()? {
-            MemoryResponse::Error(e) => Err(e),
-            other => Ok(other),
-        }
-    }
-}
-
-/// Says on stderr (kept in the supervisor's tail of this worker) that a connection was reopened.
-fn tracing_note(service: &str) {
-    eprintln!("caxton-worker: the {service} closed an idle connection; reconnecting");
 }
