@@ -1,5 +1,9 @@
 //! Agent TOML files: parsing, validation, and diagnostics with file, line, column and a hint.
 //!
+//! Every diagnostic about a key starts with its path (`` `limits.max_turns`: 0 is outside 1–100 ``);
+//! serde and TOML errors are mapped back to the key at their span (see `keys`) and reworded from
+//! the format's schema: what the key expects, what was found, and the right form as the hint.
+//!
 //! The format is the seed's (`name`, `version`, `description`, `capabilities`, `tools`,
 //! `system_prompt`, `user_prompt_template`, `documentation`, `[memory]`, `[parameters]`) plus
 //! `[llm]` and `[limits]`. Unknown keys are errors. A prompt key written after `[parameters]`
@@ -15,6 +19,11 @@ use caxton_ipc::template;
 use caxton_ipc::toolhost::{Catalog, ToolChoice};
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use keys::{KeyPath, Kind, Resolved, Segment};
+
+mod keys;
 
 /// Largest agent file accepted (1 MiB); larger ones are refused before reading.
 pub const MAX_AGENT_FILE_BYTES: u64 = 1024 * 1024;
@@ -33,6 +42,9 @@ const TOP_LEVEL_TEXT_KEYS: &[&str] = &[
     "documentation",
     "description",
 ];
+/// Hint for a worker limit outside what the server allows.
+const LIMIT_HINT: &str =
+    "ask for at most the server's [workers] value, or leave the key out to get exactly that";
 /// Memory scopes.
 const SCOPES: &[&str] = &["agent", "workspace", "global"];
 
@@ -197,7 +209,7 @@ pub fn parse(
                 "file is {} bytes; agent files may be at most {MAX_AGENT_FILE_BYTES} bytes",
                 bytes.len()
             ),
-            None,
+            Some("move long documentation elsewhere and keep the agent definition small".into()),
         )]);
     }
     let src = match std::str::from_utf8(bytes) {
@@ -210,68 +222,44 @@ pub fn parse(
                     "not UTF-8 text (invalid byte at offset {}); is this really an agent TOML file?",
                     e.valid_up_to()
                 ),
-                None,
+                Some("save the agent file as UTF-8 text".into()),
             )]);
         }
     };
-    let raw: RawAgent = match toml::from_str(src) {
+    // Parsed once into a document with spans: syntax errors are found here, serde errors are
+    // mapped back to the key they are about, and list items are found by index.
+    let (doc, syntax_errors) = DeTable::parse_recoverable(src);
+    let read = match syntax_errors.first() {
+        Some(e) => Err(syntax_problem(doc.get_ref(), src, e)),
+        None => RawAgent::deserialize(toml::de::Deserializer::from(doc.clone()))
+            .map_err(|e| serde_problem(doc.get_ref(), e)),
+    };
+    let raw = match read {
         Ok(raw) => raw,
-        Err(e) => {
-            let message = e.message().trim().to_string();
-            let offset = e.span().map(|s| s.start);
-            // A missing prompt may sit inside [parameters]: say that rather than "missing field".
-            if let Some(trap) = parameters_trap(src) {
+        Err(found) => {
+            // A missing prompt may sit inside [parameters]: say that rather than "missing".
+            if let Some((key, offset)) = parameters_trap(src) {
                 return Err(vec![diag(
-                    Some(trap.1),
+                    Some(offset),
                     src,
-                    trap_message(&trap.0),
+                    trap_message(&key),
                     Some(trap_hint()),
                 )]);
             }
-            let grants_itself = [
-                "`grants`",
-                "`permissions`",
-                "`dirs`",
-                "`http`",
-                "`env`",
-                "`secrets`",
-            ]
-            .iter()
-            .any(|k| message.starts_with(&format!("unknown field {k}")));
-            let provider_setting = [
-                "`api_key`",
-                "`api_key_env`",
-                "`base_url`",
-                "`key`",
-                "`headers`",
-            ]
-            .iter()
-            .any(|k| message.starts_with(&format!("unknown field {k}")));
-            let hint = if provider_setting {
-                Some("keys and endpoints never go in an agent file: configure the provider in caxton.toml [providers.<name>] (the key from `api_key_env`) and name it here with `provider = \"<name>\"`".to_string())
-            } else if grants_itself {
-                Some("an agent cannot grant tools anything: directories, HTTP origins, environment and secrets are granted by the operator in caxton.toml [tools.<package>]".to_string())
-            } else if message.contains("unknown field") {
-                Some("check the spelling; the agent format is described in the README (\"Agent files\")".to_string())
-            } else if message.contains("invalid type") {
-                Some("check the value's type: strings are quoted, lists use [ ], tables use [name] headers".to_string())
-            } else if message.contains("missing field") {
-                Some("every agent needs at least `name` and `system_prompt`".to_string())
-            } else {
-                None
-            };
-            return Err(vec![diag(offset, src, message, hint)]);
+            return Err(vec![diag(found.offset, src, found.message, found.hint)]);
         }
     };
+    let doc = doc.into_inner();
     let mut problems = Vec::new();
-    let mut problem = |offset: usize, message: String, hint: Option<String>| {
-        problems.push(diag(Some(offset), src, message, hint))
+    let mut problem = |offset: usize, key: KeyPath, message: String, hint: Option<String>| {
+        problems.push(diag(Some(offset), src, format!("`{key}`: {message}"), hint))
     };
 
     let name = raw.name.get_ref().clone();
     if !valid_agent_name(&name) {
         problem(
             raw.name.span().start,
+            KeyPath::of(&["name"]),
             format!("bad agent name `{name}`"),
             Some(
                 "start with a letter; use letters, digits, `-` and `_`; at most 64 characters"
@@ -282,8 +270,12 @@ pub fn parse(
     let parameters = raw.parameters.unwrap_or_default();
     for key in TOP_LEVEL_TEXT_KEYS {
         if parameters.contains_key(*key) {
-            let offset = parameters_trap(src).map(|t| t.1).unwrap_or(0);
-            problem(offset, trap_message(key), Some(trap_hint()));
+            let path = KeyPath::of(&["parameters", key]);
+            let offset = keys::key_span(&doc, &path)
+                .map(|s| s.start)
+                .or_else(|| parameters_trap(src).map(|t| t.1))
+                .unwrap_or(0);
+            problem(offset, path, trap_detail(key), Some(trap_hint()));
         }
     }
     let system_prompt = match raw.system_prompt {
@@ -291,7 +283,8 @@ pub fn parse(
         Some(p) => {
             problem(
                 p.span().start,
-                "`system_prompt` is empty".into(),
+                KeyPath::of(&["system_prompt"]),
+                "the prompt is empty".into(),
                 Some("say who the agent is and what it does".into()),
             );
             p
@@ -300,7 +293,8 @@ pub fn parse(
             if !parameters.contains_key("system_prompt") {
                 problem(
                     0,
-                    "missing `system_prompt`".into(),
+                    KeyPath::of(&["system_prompt"]),
+                    "required key is missing".into(),
                     Some(
                         "add system_prompt = '''…''' near the top of the file, before any [table]"
                             .into(),
@@ -322,7 +316,8 @@ pub fn parse(
             let base = text.span().start + quote_len(src, text.span().start);
             problem(
                 base + e.offset(),
-                format!("{key}: {e}"),
+                KeyPath::of(&[key]),
+                e.to_string(),
                 Some("placeholders look like {{request}} or {{name}}".into()),
             );
         }
@@ -335,6 +330,7 @@ pub fn parse(
                 if !SCOPES.contains(&s.get_ref().as_str()) {
                     problem(
                         s.span().start,
+                        KeyPath::of(&["memory", "scope"]),
                         format!("unknown memory scope `{}`", s.get_ref()),
                         Some(format!("use one of: {}", SCOPES.join(", "))),
                     );
@@ -345,18 +341,20 @@ pub fn parse(
                 if !(0.0..=1.0).contains(v.get_ref()) {
                     problem(
                         v.span().start,
-                        format!("min_similarity {} is outside 0.0–1.0", v.get_ref()),
-                        None,
+                        KeyPath::of(&["memory", "min_similarity"]),
+                        format!("{} is outside 0.0–1.0", v.get_ref()),
+                        Some("0.0 recalls anything, 1.0 only near-identical memories; the default is 0.7".into()),
                     );
                 }
                 v.into_inner()
             });
             let mut read = Vec::new();
-            for r in m.read {
+            for (i, r) in m.read.into_iter().enumerate() {
                 if !SCOPES.contains(&r.get_ref().as_str()) {
                     problem(
                         r.span().start,
-                        format!("unknown memory scope `{}` in `read`", r.get_ref()),
+                        KeyPath::of(&["memory", "read"]).index(i),
+                        format!("unknown memory scope `{}`", r.get_ref()),
                         Some(format!("use scope kinds: {}", SCOPES.join(", "))),
                     );
                 }
@@ -368,8 +366,9 @@ pub fn parse(
                 {
                     problem(
                         w.span().start,
-                        format!("workspace name `{}`: {e}", w.get_ref()),
-                        None,
+                        KeyPath::of(&["memory", "workspace"]),
+                        format!("bad workspace name `{}`: {e}", w.get_ref()),
+                        Some("name the workspace with letters, digits, `-`, `_` and `.`, e.g. workspace = \"team\"".into()),
                     );
                 }
                 w.into_inner()
@@ -388,14 +387,24 @@ pub fn parse(
     };
 
     let raw_llm = raw.llm.unwrap_or_default();
-    let mut check_provider = |p: &Spanned<String>| {
+    let provider_written = raw_llm.provider.is_some();
+    let mut check_provider = |p: &Spanned<String>, key: KeyPath, written: bool| {
         if let Some(cat) = ctx.catalog
             && !cat.providers.iter().any(|x| &x.name == p.get_ref())
         {
             let known: Vec<_> = cat.providers.iter().map(|x| x.name.as_str()).collect();
+            let message = if written {
+                format!("unknown LLM provider `{}`", p.get_ref())
+            } else {
+                format!(
+                    "not set, and the default provider `{}` is not configured",
+                    p.get_ref()
+                )
+            };
             problem(
                 p.span().start,
-                format!("unknown LLM provider `{}`", p.get_ref()),
+                key,
+                message,
                 Some(format!("configured providers: {}", known.join(", "))),
             );
         }
@@ -403,16 +412,24 @@ pub fn parse(
     let provider = raw_llm
         .provider
         .unwrap_or_else(|| Spanned::new(0..0, DEFAULT_PROVIDER.to_string()));
-    check_provider(&provider);
-    for f in &raw_llm.fallback {
-        check_provider(f);
+    check_provider(
+        &provider,
+        KeyPath::of(&["llm", "provider"]),
+        provider_written,
+    );
+    for (i, f) in raw_llm.fallback.iter().enumerate() {
+        check_provider(f, KeyPath::of(&["llm", "fallback"]).index(i), true);
     }
     let temperature = raw_llm.temperature.map(|t| {
         if !(0.0..=2.0).contains(t.get_ref()) {
             problem(
                 t.span().start,
-                format!("temperature {} is outside 0.0–2.0", t.get_ref()),
-                None,
+                KeyPath::of(&["llm", "temperature"]),
+                format!("{} is outside 0.0–2.0", t.get_ref()),
+                Some(
+                    "0.0 is the most deterministic; most models work best between 0.0 and 1.0"
+                        .into(),
+                ),
             );
         }
         t.into_inner()
@@ -421,8 +438,9 @@ pub fn parse(
         if !(*t.get_ref() > 0.0 && *t.get_ref() <= 1.0) {
             problem(
                 t.span().start,
-                format!("top_p {} is outside (0.0, 1.0]", t.get_ref()),
-                None,
+                KeyPath::of(&["llm", "top_p"]),
+                format!("{} is outside (0.0, 1.0]", t.get_ref()),
+                Some("use a value above 0.0 and at most 1.0 (1.0 keeps every token)".into()),
             );
         }
         t.into_inner()
@@ -431,14 +449,18 @@ pub fn parse(
         None => ToolChoicePlan::default(),
         Some(choice) => {
             let at = choice.span().start;
-            let mut check = |c: &str| {
+            let key = KeyPath::of(&["llm", "tool_choice"]);
+            let mut check = |c: &str, key: KeyPath| {
                 let parsed = ToolChoice::parse(c);
                 if let ToolChoice::Tool(name) = &parsed
                     && !raw.tools.iter().any(|t| t.get_ref() == name)
                 {
+                    // A turn's item has its own position in the document.
+                    let offset = keys::value_span(&doc, &key).map_or(at, |s| s.start);
                     problem(
-                        at,
-                        format!("tool_choice names `{name}`, which is not in this agent's `tools`"),
+                        offset,
+                        key,
+                        format!("`{name}` is not in this agent's `tools`"),
                         Some("use `auto`, `required`, `none`, or one of the agent's tools".into()),
                     );
                 }
@@ -447,10 +469,14 @@ pub fn parse(
             match choice.into_inner() {
                 RawToolChoice::Every(c) => ToolChoicePlan {
                     turns: vec![],
-                    then: check(&c),
+                    then: check(&c, key),
                 },
                 RawToolChoice::PerTurn(list) => ToolChoicePlan {
-                    turns: list.iter().map(|c| check(c)).collect(),
+                    turns: list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| check(c, key.index(i)))
+                        .collect(),
                     then: ToolChoice::Auto,
                 },
             }
@@ -477,8 +503,9 @@ pub fn parse(
         if *t.get_ref() == 0 {
             problem(
                 t.span().start,
-                "max_tokens = 0 allows no LLM call".into(),
-                None,
+                KeyPath::of(&["limits", "max_tokens"]),
+                "0 allows no LLM call".into(),
+                Some("give the most tokens the whole run may use, or leave it out for no token budget".into()),
             );
         }
         t.into_inner()
@@ -487,11 +514,12 @@ pub fn parse(
         if !(c.get_ref().is_finite() && *c.get_ref() > 0.0) {
             problem(
                 c.span().start,
-                format!(
-                    "max_cost_usd = {} must be a positive number of dollars",
-                    c.get_ref()
+                KeyPath::of(&["limits", "max_cost_usd"]),
+                format!("{} must be a positive number of dollars", c.get_ref()),
+                Some(
+                    "give dollars, e.g. max_cost_usd = 0.5, or leave it out for no cost budget"
+                        .into(),
                 ),
-                None,
             );
         }
         c.into_inner()
@@ -504,13 +532,14 @@ pub fn parse(
         {
             problem(
                 m.span().start,
+                KeyPath::of(&["limits", "memory_mb"]),
                 format!(
-                    "[limits] memory_mb = {} is outside {}–{} (the server's [workers] memory_mb)",
+                    "{} is outside {}–{} (the server's [workers] memory_mb)",
                     m.get_ref(),
                     caxton_ipc::config::MIN_WORKER_MEMORY_MB,
                     caps.memory_mb
                 ),
-                None,
+                Some(LIMIT_HINT.into()),
             );
             caps.memory_mb
         }
@@ -524,13 +553,14 @@ pub fn parse(
         {
             problem(
                 n.span().start,
+                KeyPath::of(&["limits", "open_files"]),
                 format!(
-                    "[limits] open_files = {} is outside {}–{} (the server's [workers] open_files)",
+                    "{} is outside {}–{} (the server's [workers] open_files)",
                     n.get_ref(),
                     caxton_ipc::config::MIN_WORKER_OPEN_FILES,
                     caps.open_files
                 ),
-                None,
+                Some(LIMIT_HINT.into()),
             );
             caps.open_files
         }
@@ -543,22 +573,21 @@ pub fn parse(
             Ok(d) => {
                 problem(
                     t.span().start,
+                    KeyPath::of(&["limits", "cpu_time"]),
                     format!(
-                        "[limits] cpu_time = {} is outside 1s–{} (the server's [workers] cpu_time)",
+                        "{} is outside 1s–{} (the server's [workers] cpu_time)",
                         humantime::format_duration(d),
                         humantime::format_duration(caps.cpu_time)
                     ),
-                    None,
+                    Some(LIMIT_HINT.into()),
                 );
                 caps.cpu_time
             }
             Err(e) => {
                 problem(
                     t.span().start,
-                    format!(
-                        "[limits] cpu_time = \"{}\" is not a duration: {e}",
-                        t.get_ref()
-                    ),
+                    KeyPath::of(&["limits", "cpu_time"]),
+                    format!("\"{}\" is not a duration: {e}", t.get_ref()),
                     Some("write a duration such as \"30s\" or \"2m\"".into()),
                 );
                 caps.cpu_time
@@ -570,8 +599,11 @@ pub fn parse(
         Some(t) if *t.get_ref() == 0 || *t.get_ref() > MAX_MAX_TURNS => {
             problem(
                 t.span().start,
-                format!("max_turns = {} is outside 1–{MAX_MAX_TURNS}", t.get_ref()),
-                None,
+                KeyPath::of(&["limits", "max_turns"]),
+                format!("{} is outside 1–{MAX_MAX_TURNS}", t.get_ref()),
+                Some(format!(
+                    "use 1–{MAX_MAX_TURNS}, or leave it out for the default, {DEFAULT_MAX_TURNS}"
+                )),
             );
             DEFAULT_MAX_TURNS
         }
@@ -597,11 +629,13 @@ pub fn parse(
     };
 
     let mut tools = Vec::new();
-    for t in raw.tools {
+    for (i, t) in raw.tools.into_iter().enumerate() {
+        let key = KeyPath::of(&["tools"]).index(i);
         let memory_tool = caxton_ipc::memory::TOOL_NAMES.contains(&t.get_ref().as_str());
         if memory_tool && !memory.enabled {
             problem(
                 t.span().start,
+                key.clone(),
                 format!(
                     "`{}` is a memory tool, and memory is off for this agent",
                     t.get_ref()
@@ -616,6 +650,7 @@ pub fn parse(
             let known: Vec<_> = cat.tools.iter().map(|x| x.name.as_str()).collect();
             problem(
                 t.span().start,
+                key.clone(),
                 format!("unknown tool `{}`", t.get_ref()),
                 Some(format!("available tools: {}", known.join(", "))),
             );
@@ -623,8 +658,9 @@ pub fn parse(
         if tools.contains(t.get_ref()) {
             problem(
                 t.span().start,
+                key,
                 format!("tool `{}` is listed twice", t.get_ref()),
-                None,
+                Some("list each tool once".into()),
             );
         }
         tools.push(t.into_inner());
@@ -652,6 +688,177 @@ pub fn parse(
         limits,
         source: file.to_string(),
     })
+}
+
+/// A problem found while reading the document, before the semantic checks.
+#[derive(Debug)]
+struct Problem {
+    offset: Option<usize>,
+    message: String,
+    hint: Option<String>,
+}
+
+/// Keys an agent might write to grant its tools something, which only the operator can.
+const GRANT_KEYS: &[&str] = &["grants", "permissions", "dirs", "http", "env", "secrets"];
+/// Provider settings that belong in the server's config, never in an agent file.
+const PROVIDER_SETTING_KEYS: &[&str] = &["api_key", "api_key_env", "base_url", "key", "headers"];
+
+/// A TOML syntax error, named by the key it is at when one can be found.
+fn syntax_problem(doc: &DeTable<'_>, src: &str, e: &toml::de::Error) -> Problem {
+    let span = e.span().unwrap_or(0..0);
+    let detail = e.message().trim();
+    let key = keys::locate(doc, span.clone()).or_else(|| keys::locate_by_line(src, span.start));
+    let (detail, hint) = if detail.starts_with("duplicate key") {
+        (
+            format!("{detail}: it is already defined above"),
+            "a key or [table] may appear only once in its table; merge the two",
+        )
+    } else {
+        (
+            detail.to_string(),
+            "check the TOML syntax here: each line is `key = value` or a [table] header, strings are quoted, lists use [ ]",
+        )
+    };
+    Problem {
+        offset: Some(span.start),
+        message: match key {
+            Some(k) => format!("`{k}`: {detail}"),
+            None => detail,
+        },
+        hint: Some(hint.to_string()),
+    }
+}
+
+/// A serde error (unknown key, wrong type, missing key), reworded around the key it is about.
+fn serde_problem(doc: &DeTable<'_>, e: toml::de::Error) -> Problem {
+    let detail = e.message().trim().to_string();
+    let span = e.span();
+    let offset = span.as_ref().map(|s| s.start);
+    let located = span
+        .and_then(|s| keys::locate(doc, s))
+        .unwrap_or_else(KeyPath::root);
+    if let Some(field) = backticked_after(&detail, "missing field ") {
+        return missing_key(located.key(field), offset);
+    }
+    if let Some(field) = backticked_after(&detail, "unknown field ") {
+        // The span is the unknown key's own; make sure the path ends with it.
+        let path = if located.last_key() == Some(field) {
+            located
+        } else {
+            located.key(field)
+        };
+        return unknown_key(&path, offset, &detail);
+    }
+    match keys::resolve(&located) {
+        Resolved::Known(at, kind, spec) if !at.is_root() => {
+            let found = keys::lookup(doc, &at);
+            let mut message = match found {
+                Some(v) => format!(
+                    "`{at}`: expected {}, found {}",
+                    kind.expected(),
+                    keys::describe(v)
+                ),
+                None => format!("`{at}`: expected {} ({detail})", kind.expected()),
+            };
+            if let (Kind::Duration, Some(DeValue::String(text))) = (kind, found)
+                && let Err(why) = humantime::parse_duration(text)
+            {
+                message.push_str(&format!(" ({why})"));
+            }
+            // An item of a list is shown fixed within its list: `tools = ["a", "5"]`.
+            let mut whole = at.clone();
+            while matches!(whole.segments().last(), Some(Segment::Index(_))) {
+                whole = whole.parent();
+            }
+            let hint = spec.map(|spec| {
+                let form = keys::right_form(spec, keys::lookup(doc, &whole));
+                match whole.table_header() {
+                    Some(table) => format!("write {form} under {table}"),
+                    None => format!("write {form}"),
+                }
+            });
+            Problem {
+                offset,
+                message,
+                hint,
+            }
+        }
+        _ => Problem {
+            offset,
+            message: if located.is_root() {
+                detail
+            } else {
+                format!("`{located}`: {detail}")
+            },
+            hint: None,
+        },
+    }
+}
+
+/// The text between backticks right after `prefix` at the start of `message`.
+fn backticked_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message
+        .strip_prefix(prefix)?
+        .strip_prefix('`')?
+        .split('`')
+        .next()
+}
+
+fn missing_key(path: KeyPath, offset: Option<usize>) -> Problem {
+    let form = match keys::resolve(&path) {
+        Resolved::Known(_, _, Some(spec)) => keys::right_form(spec, None),
+        _ => format!("`{path} = …`"),
+    };
+    Problem {
+        offset,
+        message: format!("`{path}`: required key is missing"),
+        hint: Some(format!(
+            "every agent needs `name` and `system_prompt`: add {form} near the top of the file, before any [table]"
+        )),
+    }
+}
+
+fn unknown_key(path: &KeyPath, offset: Option<usize>, detail: &str) -> Problem {
+    let Resolved::Unknown(table, known, key) = keys::resolve(path) else {
+        return Problem {
+            offset,
+            message: format!("`{path}`: {detail}"),
+            hint: None,
+        };
+    };
+    let place = match path.table_header() {
+        Some(header) => format!("in {header}"),
+        None => "at the top level".to_string(),
+    };
+    let names: Vec<&str> = known.iter().map(|k| k.name).collect();
+    let keys_here = match path.table_header() {
+        Some(header) => format!("keys of {header}: {}", names.join(", ")),
+        None => format!("top-level keys: {}", names.join(", ")),
+    };
+    let hint = if PROVIDER_SETTING_KEYS.contains(&key.as_str()) {
+        "keys and endpoints never go in an agent file: configure the provider in caxton.toml [providers.<name>] (the key from `api_key_env`) and name it here with `provider = \"<name>\"`".to_string()
+    } else if GRANT_KEYS.contains(&key.as_str()) {
+        "an agent cannot grant tools anything: directories, HTTP origins, environment and secrets are granted by the operator in caxton.toml [tools.<package>]".to_string()
+    } else if let Some(k) = keys::closest(&key, names.iter().copied()) {
+        format!("did you mean `{k}`? {keys_here}")
+    } else if let Some((other, k)) = keys::other_table_with(&key, &table) {
+        let there = match other {
+            Some(t) => format!("in [{t}]"),
+            None => "at the top level, above the first [table] header".to_string(),
+        };
+        if k == key {
+            format!("`{k}` belongs {there}")
+        } else {
+            format!("did you mean `{k}`? it belongs {there}")
+        }
+    } else {
+        format!("check the spelling; {keys_here}")
+    };
+    Problem {
+        offset,
+        message: format!("`{path}`: unknown key {place}"),
+        hint: Some(hint),
+    }
 }
 
 fn valid_agent_name(name: &str) -> bool {
@@ -693,6 +900,14 @@ fn parameters_trap(src: &str) -> Option<(String, usize)> {
 }
 
 fn trap_message(key: &str) -> String {
+    format!(
+        "`{}`: {}",
+        KeyPath::of(&["parameters", key]),
+        trap_detail(key)
+    )
+}
+
+fn trap_detail(key: &str) -> String {
     format!(
         "`{key}` is inside [parameters]: in TOML, every key after a [parameters] header belongs to that table"
     )
@@ -787,17 +1002,17 @@ mod tests {
         )
         .unwrap_err();
         let all: Vec<_> = errs.iter().map(|d| d.message.as_str()).collect();
-        assert!(
-            all.iter()
-                .any(|m| m.contains("tool_choice names `word_count`")),
-            "{all:?}"
+        assert_eq!(
+            all,
+            [
+                "`llm.tool_choice[1]`: `word_count` is not in this agent's `tools`",
+                "`llm.top_p`: 1.5 is outside (0.0, 1.0]",
+                "`limits.max_tokens`: 0 allows no LLM call",
+                "`limits.max_cost_usd`: -1 must be a positive number of dollars",
+            ]
         );
-        assert!(all.iter().any(|m| m.contains("top_p 1.5")), "{all:?}");
-        assert!(all.iter().any(|m| m.contains("max_tokens = 0")), "{all:?}");
-        assert!(
-            all.iter().any(|m| m.contains("max_cost_usd = -1")),
-            "{all:?}"
-        );
+        // The turn's own item is pointed at, not the list.
+        assert_eq!((errs[0].line, errs[0].column), (5, 29));
         let a = check(
             "name = \"x\"\nsystem_prompt = \"s\"\ntools = [\"calculate\"]\n[llm]\ntool_choice = [\"calculate\", \"none\"]\n",
         )
@@ -847,11 +1062,338 @@ mod tests {
     #[test]
     fn unknown_keys_and_wrong_types() {
         let errs = check("name = \"x\"\nsystem_prompt = \"s\"\ntemprature = 3\n").unwrap_err();
-        assert!(errs[0].message.contains("temprature"));
-        assert_eq!(errs[0].line, 3);
+        assert_eq!(
+            errs[0].message,
+            "`temprature`: unknown key at the top level"
+        );
+        assert_eq!(
+            errs[0].hint.as_deref(),
+            Some("did you mean `temperature`? it belongs in [llm]")
+        );
+        assert_eq!((errs[0].line, errs[0].column), (3, 1));
         let errs = check("name = 5\nsystem_prompt = \"s\"\n").unwrap_err();
-        assert!(errs[0].message.contains("invalid type"), "{errs:?}");
-        assert_eq!(errs[0].line, 1);
+        assert_eq!(
+            errs[0].message,
+            "`name`: expected a string, found the number 5"
+        );
+        assert_eq!(errs[0].hint.as_deref(), Some("write `name = \"5\"`"));
+        assert_eq!((errs[0].line, errs[0].column), (1, 8));
+    }
+
+    /// The one diagnostic `src` gets: (message, hint, line, column).
+    fn one(src: &str) -> (String, String, u32, u32) {
+        let errs = check(src).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let d = &errs[0];
+        (
+            d.message.clone(),
+            d.hint.clone().unwrap_or_default(),
+            d.line,
+            d.column,
+        )
+    }
+
+    const HEAD: &str = "name = \"x\"\nsystem_prompt = \"s\"\n";
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_shows_the_right_form() {
+        let (m, h, l, c) = one(&format!("{HEAD}capabilities = \"help\"\n"));
+        assert_eq!(
+            m,
+            "`capabilities`: expected a list of strings, found the string \"help\""
+        );
+        assert_eq!(h, "write `capabilities = [\"help\"]`");
+        assert_eq!((l, c), (3, 16));
+
+        let (m, h, l, c) = one(&format!("{HEAD}[limits]\ntimeout = 30\n"));
+        assert_eq!(
+            m,
+            "`limits.timeout`: expected a duration such as \"30s\" or \"2m\", found the number 30"
+        );
+        assert_eq!(h, "write `timeout = \"30s\"` under [limits]");
+        assert_eq!((l, c), (4, 11));
+
+        let (m, h, ..) = one(&format!("{HEAD}[limits]\ntimeout = \"30\"\n"));
+        assert!(
+            m.starts_with("`limits.timeout`: expected a duration")
+                && m.contains("time unit needed"),
+            "{m}"
+        );
+        assert_eq!(h, "write `timeout = \"30s\"` under [limits]");
+
+        let (m, h, ..) = one(&format!("{HEAD}[limits]\nmax_turns = \"8\"\n"));
+        assert_eq!(
+            m,
+            "`limits.max_turns`: expected a whole number from 0 to 4294967295, found the string \"8\""
+        );
+        assert_eq!(h, "write `max_turns = 8` under [limits]");
+
+        let (m, ..) = one(&format!("{HEAD}[limits]\nmax_turns = -1\n"));
+        assert_eq!(
+            m,
+            "`limits.max_turns`: expected a whole number from 0 to 4294967295, found the number -1"
+        );
+
+        let (m, h, ..) = one(&format!("{HEAD}[memory]\nenabled = \"true\"\n"));
+        assert_eq!(
+            m,
+            "`memory.enabled`: expected true or false, found the string \"true\""
+        );
+        assert_eq!(h, "write `enabled = true` under [memory]");
+
+        let (m, ..) = one(&format!("{HEAD}[memory]\nsearch_limit = 2024-01-01\n"));
+        assert_eq!(
+            m,
+            "`memory.search_limit`: expected a whole number from 0 to 4294967295, found the date-time 2024-01-01"
+        );
+
+        let (m, h, ..) = one(&format!("{HEAD}llm = {{ temperature = \"hot\" }}\n"));
+        assert_eq!(
+            m,
+            "`llm.temperature`: expected a number, found the string \"hot\""
+        );
+        assert_eq!(h, "write `temperature = 0.2` under [llm]");
+    }
+
+    #[test]
+    fn lists_tables_and_tool_choice_have_their_own_wording() {
+        let (m, h, l, c) = one(&format!("{HEAD}tools = [\"calculate\",\n  5]\n"));
+        assert_eq!(m, "`tools[1]`: expected a string, found the number 5");
+        assert_eq!(h, "write `tools = [\"calculate\", \"5\"]`");
+        assert_eq!((l, c), (4, 3));
+
+        let (m, h, ..) = one(&format!("{HEAD}memory = true\n"));
+        assert_eq!(m, "`memory`: expected a table, found the boolean true");
+        assert!(h.contains("`[memory]` on a line of its own"), "{h}");
+
+        let (m, ..) = one(&format!("{HEAD}[[limits]]\nmax_turns = 3\n"));
+        assert_eq!(m, "`limits`: expected a table, found a list of tables");
+
+        let (m, h, ..) = one(&format!("{HEAD}[llm]\ntool_choice = [\"none\", 5]\n"));
+        assert!(
+            m.starts_with(
+                "`llm.tool_choice`: expected \"auto\", \"required\", \"none\" or a tool name"
+            ) && m.ends_with("found a list containing the number 5"),
+            "{m}"
+        );
+        assert!(h.contains("tool_choice = [\"calculate\", \"none\"]"), "{h}");
+    }
+
+    #[test]
+    fn unknown_keys_name_their_table_and_the_closest_key() {
+        let (m, h, l, c) = one(&format!("{HEAD}[llm]\nmodle = \"m\"\n"));
+        assert_eq!(m, "`llm.modle`: unknown key in [llm]");
+        assert!(
+            h.starts_with("did you mean `model`? keys of [llm]: provider, model,"),
+            "{h}"
+        );
+        assert_eq!((l, c), (4, 1));
+
+        let (m, h, ..) = one(&format!("{HEAD}max_turns = 3\n"));
+        assert_eq!(m, "`max_turns`: unknown key at the top level");
+        assert_eq!(h, "`max_turns` belongs in [limits]");
+
+        let (m, h, ..) = one(&format!("{HEAD}[limits]\ndescription = \"d\"\n"));
+        assert_eq!(m, "`limits.description`: unknown key in [limits]");
+        assert_eq!(
+            h,
+            "`description` belongs at the top level, above the first [table] header"
+        );
+
+        let (m, h, ..) = one(&format!("{HEAD}[llm.extra]\nk = 1\n"));
+        assert_eq!(m, "`llm.extra`: unknown key in [llm]");
+        assert!(h.starts_with("check the spelling; keys of [llm]:"), "{h}");
+
+        let (m, h, ..) = one(&format!("{HEAD}[grants.files]\ndirs = []\n"));
+        assert_eq!(m, "`grants`: unknown key at the top level");
+        assert!(h.starts_with("an agent cannot grant tools anything"), "{h}");
+    }
+
+    #[test]
+    fn missing_keys_and_syntax_errors_name_their_key() {
+        let (m, h, l, c) = one("system_prompt = \"s\"\ncapabilities = []\n");
+        assert_eq!(m, "`name`: required key is missing");
+        assert!(h.contains("`name = \"my-agent\"`"), "{h}");
+        assert_eq!((l, c), (1, 1));
+
+        let (m, ..) = one("name = \"x\"\n");
+        assert_eq!(m, "`system_prompt`: required key is missing");
+
+        let (m, h, l, c) = one(&format!("{HEAD}[llm]\nseed = 1\n[llm]\nseed = 2\n"));
+        assert!(m.starts_with("`llm`: duplicate key"), "{m}");
+        assert!(h.contains("merge the two"), "{h}");
+        assert_eq!((l, c), (5, 2));
+
+        let (m, _, l, _) = one(&format!("{HEAD}name = \"y\"\n"));
+        assert!(m.starts_with("`name`: duplicate key"), "{m}");
+        assert_eq!(l, 3);
+
+        let (m, ..) = one(&format!("{HEAD}[limits]\nmax_turns = \"8\n"));
+        assert!(m.starts_with("`limits.max_turns`: "), "{m}");
+
+        let (m, ..) = one("this is not toml {\n");
+        assert!(m.starts_with("`this`: "), "{m}");
+    }
+
+    #[test]
+    fn every_semantic_problem_names_its_key() {
+        let errs = check(
+            "name = \"9x\"\nsystem_prompt = \" \"\nuser_prompt_template = \"{{a\"\ntools = [\"calculate\", \"calculate\", \"nope\", \"semantic_search\"]\n[memory]\nscope = \"team\"\nworkspace = \"../w\"\nread = [\"global\", \"x\"]\nmin_similarity = 2.0\n[llm]\nprovider = \"gpt\"\nfallback = [\"local\", \"nope\"]\ntemperature = 3.0\n[limits]\nmax_turns = 0\nmemory_mb = 1\nopen_files = 1\ncpu_time = \"soon\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs
+            .iter()
+            .map(|d| {
+                let rest = d.message.strip_prefix('`').expect("starts with the key");
+                rest.split("`: ").next().expect("key, then the problem")
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "name",
+                "system_prompt",
+                "user_prompt_template",
+                "tools[1]",
+                "tools[2]",
+                "tools[3]",
+                "memory.scope",
+                "memory.workspace",
+                "memory.read[1]",
+                "memory.min_similarity",
+                "llm.provider",
+                "llm.fallback[1]",
+                "llm.temperature",
+                "limits.max_turns",
+                "limits.memory_mb",
+                "limits.open_files",
+                "limits.cpu_time",
+            ],
+            "{errs:#?}"
+        );
+        // cpu_time out of range, and the default provider when it is not configured.
+        let errs = check(&format!("{HEAD}[limits]\ncpu_time = \"1h\"\n")).unwrap_err();
+        assert!(
+            errs[0]
+                .message
+                .starts_with("`limits.cpu_time`: 1h is outside 1s–"),
+            "{errs:?}"
+        );
+        let ctx = ValidationContext {
+            catalog: Some(&Catalog {
+                tools: vec![],
+                providers: vec![],
+            }),
+            default_timeout: Duration::from_secs(1),
+            default_tool_timeout: Duration::from_secs(1),
+            worker_caps: WorkerCaps::default(),
+        };
+        let errs = parse("a.toml", HEAD.as_bytes(), &ctx).unwrap_err();
+        assert_eq!(
+            errs[0].message,
+            "`llm.provider`: not set, and the default provider `local` is not configured"
+        );
+    }
+
+    /// The schema in `keys` lists exactly the keys serde accepts, table by table.
+    #[test]
+    fn the_schema_matches_the_format() {
+        let accepted = |src: &str| -> Vec<String> {
+            let e = toml::from_str::<RawAgent>(src).expect_err("an unknown key");
+            let m = e.message().to_string();
+            let (_, list) = m.split_once("expected ").expect("a list of keys");
+            list.split('`')
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1)
+                .map(|(_, k)| k.to_string())
+                .collect()
+        };
+        let names = |keys: &[keys::KeySpec]| -> Vec<String> {
+            let mut v: Vec<String> = keys.iter().map(|k| k.name.to_string()).collect();
+            v.sort();
+            v
+        };
+        let mut top = accepted("name = \"x\"\nzzz = 1\n");
+        top.sort();
+        assert_eq!(top, names(keys::AGENT_KEYS));
+        for (table, keys) in [
+            ("memory", keys::MEMORY_KEYS),
+            ("llm", keys::LLM_KEYS),
+            ("limits", keys::LIMITS_KEYS),
+        ] {
+            let mut got = accepted(&format!("name = \"x\"\n[{table}]\nzzz = 1\n"));
+            got.sort();
+            assert_eq!(got, names(keys), "[{table}]");
+        }
+    }
+
+    /// Every key of the format: its example is accepted, and a value of another type is refused
+    /// with a message that names the key and a hint that shows the example's form.
+    #[test]
+    fn every_key_names_itself_when_its_type_is_wrong() {
+        let mut entries: Vec<(Option<&str>, &keys::KeySpec)> = Vec::new();
+        for spec in keys::AGENT_KEYS {
+            entries.push((None, spec));
+            if let Kind::Table(inner) = spec.kind {
+                entries.extend(inner.iter().map(|k| (Some(spec.name), k)));
+            }
+        }
+        let doc = |table: Option<&str>, key: &str, value: &str| {
+            let mut src = String::new();
+            if key != "name" {
+                src.push_str("name = \"x\"\n");
+            }
+            if key != "system_prompt" {
+                src.push_str("system_prompt = \"s\"\n");
+            }
+            if key == "tool_choice" {
+                src.push_str("tools = [\"calculate\"]\n");
+            }
+            match (table, key) {
+                (Some(t), k) => src.push_str(&format!("[{t}]\n{k} = {value}\n")),
+                (None, k)
+                    if matches!(
+                        keys::AGENT_KEYS
+                            .iter()
+                            .find(|s| s.name == k)
+                            .map(|s| s.kind),
+                        Some(Kind::Table(_) | Kind::Parameters)
+                    ) =>
+                {
+                    src.push_str(&format!("[{k}]\n{value}\n"))
+                }
+                (None, k) => src.push_str(&format!("{k} = {value}\n")),
+            }
+            src
+        };
+        for (table, spec) in entries {
+            let path = match table {
+                Some(t) => KeyPath::of(&[t, spec.name]),
+                None => KeyPath::of(&[spec.name]),
+            };
+            let good = doc(table, spec.name, spec.example);
+            assert!(check(&good).is_ok(), "{path}: {good}\n{:?}", check(&good));
+            if matches!(spec.kind, Kind::Parameters) {
+                continue;
+            }
+            let wrong = match spec.kind {
+                Kind::Bool => "\"yes\"",
+                Kind::U32 | Kind::U64 | Kind::Float => "\"many\"",
+                _ => "{ a = 1 }",
+            };
+            let src = match (table, spec.kind) {
+                (None, Kind::Table(_)) => doc(None, "description", "\"d\"")
+                    .replace("description = \"d\"", &format!("{} = 5", spec.name)),
+                _ => doc(table, spec.name, wrong),
+            };
+            let errs = check(&src).unwrap_err();
+            assert_eq!(errs.len(), 1, "{path}: {errs:?}");
+            let prefix = format!("`{path}`: expected ");
+            assert!(errs[0].message.starts_with(&prefix), "{path}: {errs:?}");
+            let hint = errs[0].hint.as_deref().unwrap_or("");
+            assert!(hint.contains(spec.name), "{path}: {hint}");
+            assert_ne!(errs[0].line, 0, "{path}: a position");
+        }
     }
 
     #[test]

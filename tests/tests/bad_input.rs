@@ -10,8 +10,25 @@ use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_tests::{Conn, Daemon, Options, bin, repo_root};
 
-/// Each corpus file with the message fragment its first line promises (`# expect: …`).
-fn corpus() -> Vec<(PathBuf, String)> {
+/// What a corpus file promises about its first error, in its leading comment lines:
+///
+/// ```text
+/// # expect: <a fragment of the message>
+/// # key: <the key path the message starts with, e.g. limits.max_turns or tools[1]>
+/// # at: <line>:<column>
+/// # hint: <a fragment of the hint>            (optional)
+/// ```
+///
+/// A file that is not UTF-8 cannot carry these: it promises "not UTF-8" and names no key.
+struct Expectation {
+    path: PathBuf,
+    message: String,
+    key: Option<String>,
+    at: Option<String>,
+    hint: Option<String>,
+}
+
+fn corpus() -> Vec<Expectation> {
     let dir = repo_root().join("tests/corpus/agents");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -20,14 +37,39 @@ fn corpus() -> Vec<(PathBuf, String)> {
     files.sort();
     files
         .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            let expect = String::from_utf8_lossy(&bytes)
-                .lines()
-                .next()
-                .and_then(|l| l.strip_prefix("# expect: ").map(str::to_string))
-                .unwrap_or_else(|| "not UTF-8".to_string());
-            (p, expect)
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                return Expectation {
+                    path,
+                    message: "not UTF-8".into(),
+                    key: None,
+                    at: None,
+                    hint: None,
+                };
+            };
+            let field = |name: &str| {
+                text.lines()
+                    .take_while(|l| l.starts_with('#'))
+                    .find_map(|l| l.strip_prefix(&format!("# {name}: ")))
+                    .map(str::to_string)
+            };
+            let message = field("expect")
+                .unwrap_or_else(|| panic!("{}: no `# expect:` line", path.display()));
+            let key = field("key");
+            let at = field("at");
+            assert!(
+                key.is_some() && at.is_some(),
+                "{}: every corpus file names its key and position (`# key:`, `# at:`)",
+                path.display()
+            );
+            Expectation {
+                path,
+                message,
+                key,
+                at,
+                hint: field("hint"),
+            }
         })
         .collect()
 }
@@ -44,56 +86,69 @@ fn assert_healthy(d: &Daemon) {
 #[test]
 fn every_corpus_file_is_rejected_offline_with_position_and_hint() {
     let corpus = corpus();
-    assert!(corpus.len() >= 15, "corpus too small: {}", corpus.len());
-    for (path, expect) in corpus {
+    assert!(corpus.len() >= 40, "corpus too small: {}", corpus.len());
+    for case in corpus {
+        let path = case.path.display().to_string();
         let out = std::process::Command::new(bin("caxton"))
             .arg("agent")
             .arg("validate")
-            .arg(&path)
+            .arg(&case.path)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", path.display());
-        assert!(
-            stderr.contains(&expect),
-            "{}: expected `{expect}` in:\n{stderr}",
-            path.display()
-        );
-        assert!(
-            stderr.contains(&path.display().to_string()),
-            "{}: the file is named:\n{stderr}",
-            path.display()
-        );
+        assert_eq!(out.status.code(), Some(1), "{path}: {stderr}");
         assert!(
             !stderr.contains("warning: tools and providers were not checked"),
             "{stderr}"
         );
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("error: "))
+            .collect();
+        assert!(!errors.is_empty(), "{path}: no error in:\n{stderr}");
+        assert!(
+            errors.iter().all(|e| e.starts_with(&path)),
+            "{path}: every error names the file:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("\n  hint: "),
+            "{path}: a hint is given:\n{stderr}"
+        );
+        if let Some(hint) = &case.hint {
+            assert!(
+                stderr.contains(hint.as_str()),
+                "{path}: expected hint `{hint}` in:\n{stderr}"
+            );
+        }
+        match (&case.key, &case.at) {
+            (Some(key), Some(at)) => {
+                // The first error is at the promised position, starts with the key, and says
+                // what the expectation says.
+                let head = format!("{path}:{at}: `{key}`: ");
+                let first = errors[0];
+                assert!(
+                    first.starts_with(&head) && first.contains(&case.message),
+                    "{path}: expected `{head}…{}…`, got:\n{stderr}",
+                    case.message
+                );
+                // Every error of the file names its key.
+                for e in &errors {
+                    let message = e[path.len()..]
+                        .trim_start_matches(|c: char| c == ':' || c.is_ascii_digit())
+                        .trim_start();
+                    assert!(
+                        message.starts_with('`') && message[1..].contains("`: "),
+                        "{path}: an error that names no key: {e}"
+                    );
+                }
+            }
+            _ => assert!(
+                errors[0].contains(&case.message),
+                "{path}: expected `{}` in:\n{stderr}",
+                case.message
+            ),
+        }
     }
-}
-
-#[test]
-fn positions_point_at_the_problem() {
-    let check = |file: &str, pos: &str| {
-        let path = repo_root().join("tests/corpus/agents").join(file);
-        let out = std::process::Command::new(bin("caxton"))
-            .args(["agent", "validate"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(&format!("{}:{pos}:", path.display())),
-            "{file}: expected position {pos} in:\n{stderr}"
-        );
-        assert!(
-            stderr.contains("hint:"),
-            "{file}: a hint is given:\n{stderr}"
-        );
-    };
-    check("parameters-trap.toml", "16:1");
-    check("unknown-tool.toml", "4:23");
-    check("unknown-key.toml", "4:1");
-    check("wrong-type-name.toml", "2:8");
 }
 
 #[test]
@@ -133,7 +188,7 @@ fn a_huge_agent_file_is_refused_before_reading() {
 
 #[test]
 fn broken_agent_files_are_skipped_and_the_rest_keep_serving() {
-    let mut agents: Vec<PathBuf> = corpus().into_iter().map(|(p, _)| p).collect();
+    let mut agents: Vec<PathBuf> = corpus().into_iter().map(|c| c.path).collect();
     agents.push("agents/calculator.toml".into());
     let d = Daemon::start(Options {
         agents,
