@@ -37,6 +37,11 @@ pub trait Protocol {
     const SERVER_ROLE: Role;
     /// The roles that may connect.
     const CLIENTS: &'static [Role];
+    /// What a server answers to a hello it cannot read (bad magic, a frame too large…), for
+    /// clients that read a response rather than a `HelloReply` then; `None` closes silently.
+    fn hello_error(_message: String) -> Option<Self::Response> {
+        None
+    }
 }
 
 /// `api.sock`: the CLI and scripts ↔ the supervisor.
@@ -48,6 +53,12 @@ impl Protocol for ApiProtocol {
     const SERVER: &'static str = "caxton serve";
     const SERVER_ROLE: Role = Role::Supervisor;
     const CLIENTS: &'static [Role] = &[Role::Cli, Role::Script];
+    fn hello_error(message: String) -> Option<crate::api::ApiResponse> {
+        Some(crate::api::ApiResponse::Error(crate::api::ErrorBody::new(
+            crate::api::ErrorKind::BadRequest,
+            message,
+        )))
+    }
 }
 
 /// `private/toolhost.sock`: workers and the supervisor ↔ the toolhost.
@@ -405,6 +416,11 @@ impl<S: Side, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncConn<S, R, W> {
     pub fn peer(&self) -> &Hello {
         &self.peer
     }
+
+    /// The reader and writer, to close or drain the connection by hand.
+    pub fn into_parts(self) -> (R, W) {
+        (self.reader.io, self.writer.io)
+    }
 }
 
 impl<P: Protocol, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncClient<P, R, W> {
@@ -447,7 +463,17 @@ impl<P: Protocol, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncServer<P, R,
         check: impl FnOnce(&Hello) -> Result<(), String>,
     ) -> Result<Self, HandshakeError> {
         let mut reader = reader;
-        let hello: Hello = frame::read_async(&mut reader, MAX_HELLO).await?;
+        let hello: Hello = match frame::read_async(&mut reader, MAX_HELLO).await {
+            Ok(h) => h,
+            Err(e) => {
+                if !e.is_disconnect()
+                    && let Some(answer) = P::hello_error(format!("bad hello: {e}"))
+                {
+                    let _ = frame::write_async(&mut writer, &answer).await;
+                }
+                return Err(e.into());
+            }
+        };
         match handshake::check_peer(&hello, P::CLIENTS, P::SERVER).and_then(|()| check(&hello)) {
             Ok(()) => {
                 frame::write_async(

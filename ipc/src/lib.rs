@@ -12,6 +12,7 @@ pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod json;
+pub mod json_api;
 pub mod memory;
 pub mod peers;
 pub mod recording;

@@ -198,8 +198,8 @@ pub async fn accept<P: Protocol>(
     }
 }
 
-/// Waits until `stream` has a byte to read or its peer closed it.
-pub async fn data_or_close(stream: &UnixStream) -> std::io::Result<()> {
+/// The next byte `stream` has to read, without consuming it; `None` when its peer closed it.
+pub async fn peek_byte(stream: &UnixStream) -> std::io::Result<Option<u8>> {
     use std::os::fd::AsRawFd;
     let mut byte = [0u8; 1];
     loop {
@@ -213,11 +213,17 @@ pub async fn data_or_close(stream: &UnixStream) -> std::io::Result<()> {
             .map_err(std::io::Error::from)
         });
         match peeked {
-            Ok(_) => return Ok(()),
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(byte[0])),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Waits until `stream` has a byte to read or its peer closed it.
+pub async fn data_or_close(stream: &UnixStream) -> std::io::Result<()> {
+    peek_byte(stream).await.map(drop)
 }
 
 /// Reads the next request on a private connection. The connection is evictable while it waits;

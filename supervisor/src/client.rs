@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use caxton_ipc::api::{ApiRequest, ApiResponse};
-use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN};
-use caxton_ipc::handshake::{Hello, HelloReply, Role};
+use caxton_ipc::connection::{ApiProtocol, HandshakeError};
+use caxton_ipc::frame::FrameError;
+use caxton_ipc::handshake::Role;
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName, traits::Stream as _};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,7 @@ pub enum ClientError {
 }
 
 pub struct Client {
-    stream: Stream,
+    conn: caxton_ipc::connection::Client<ApiProtocol, Stream>,
 }
 
 impl Client {
@@ -46,7 +47,7 @@ impl Client {
                 path: path.into(),
                 source,
             })?;
-        let mut stream = Stream::connect(name).map_err(|source| match source.kind() {
+        let stream = Stream::connect(name).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 ClientError::NoDaemon {
                     path: path.into(),
@@ -61,24 +62,26 @@ impl Client {
                 source,
             },
         })?;
-        frame::write_sync(&mut stream, &Hello::new(Role::Cli))?;
-        // An early error (busy, permission) arrives as a response instead of a HelloReply.
-        match frame::read_sync::<HelloReply>(&mut stream, MAX_FRAME_LEN) {
-            Ok(HelloReply::Welcome(_)) => Ok(Client { stream }),
-            Ok(HelloReply::Rejected { reason }) => Err(ClientError::Rejected(reason)),
-            Err(FrameError::Decode(_)) => Err(ClientError::Rejected(
+        match caxton_ipc::connection::Client::<ApiProtocol, _>::connect(stream, Role::Cli) {
+            Ok(conn) => Ok(Client { conn }),
+            Err(HandshakeError::Rejected { reason, .. } | HandshakeError::Refused(reason)) => {
+                Err(ClientError::Rejected(reason))
+            }
+            // An early error (bad frames, say) arrives as a response instead of a HelloReply.
+            Err(HandshakeError::Frame(FrameError::Decode(_))) => Err(ClientError::Rejected(
                 "the daemon answered with an error before the handshake".into(),
             )),
-            Err(e) => Err(e.into()),
+            Err(HandshakeError::Frame(e)) => Err(e.into()),
+            Err(e @ HandshakeError::Timeout(_)) => Err(ClientError::Rejected(e.to_string())),
         }
     }
 
     pub fn send(&mut self, req: &ApiRequest) -> Result<(), ClientError> {
-        Ok(frame::write_sync(&mut self.stream, req)?)
+        Ok(self.conn.send(req)?)
     }
 
     pub fn recv(&mut self) -> Result<ApiResponse, ClientError> {
-        Ok(frame::read_sync(&mut self.stream, MAX_FRAME_LEN)?)
+        Ok(self.conn.recv()?)
     }
 
     /// Sends a request that has exactly one response.

@@ -7,6 +7,7 @@
 
 pub mod agent_file;
 pub mod agent_test;
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod memory_cli;
