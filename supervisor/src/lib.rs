@@ -5,6 +5,7 @@
 //! limits, and supervises `caxton-toolhost`. It never runs tool code or calls an LLM: each run
 //! happens in a fresh `caxton-worker` process.
 
+pub mod admission;
 pub mod agent_file;
 pub mod agent_test;
 pub mod api;
@@ -13,6 +14,7 @@ pub mod client;
 pub mod memory_cli;
 pub mod registry;
 pub mod run_cli;
+pub mod run_table;
 pub mod runs;
 pub mod server;
 pub mod service;
@@ -27,16 +29,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use caxton_ipc::config::{self, ServerConfig};
 use nix::fcntl::{Flock, FlockArg};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
-use crate::registry::Registry;
-use crate::service::{Abort, Service, Stats};
+use crate::admission::Abort;
+use crate::service::Service;
 use crate::signals::Request;
 
 /// Why `caxton serve` could not start.
@@ -144,27 +145,9 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         config.workers.warm as usize,
     );
     warm.refill();
-    let svc = Arc::new(Service {
-        slots: Arc::new(Semaphore::new(config.workers.max_concurrent.max(1) as usize)),
-        config,
-        config_path,
-        worker_binary,
-        warm,
-        registry: RwLock::new(Arc::new(Registry::default())),
-        toolhost,
-        memory,
-        queued: AtomicUsize::new(0),
-        running: Mutex::new(Default::default()),
-        in_flight: watch::channel(0).0,
-        draining: AtomicBool::new(false),
-        abort: watch::channel(None).0,
-        stats: Stats::default(),
-        recent: Default::default(),
-        started: Instant::now(),
-        run_seq: AtomicU64::new(0),
-    });
+    let svc = Arc::new(Service::new(config, warm, toolhost, memory));
     // The catalog was fetched when the toolhost reported ready.
-    svc.load_agents(&svc.toolhost.catalog());
+    svc.load_agents(&svc.toolhost().catalog());
 
     let listener =
         tokio::net::UnixListener::bind(&api_path).map_err(|source| ServeError::Bind {
@@ -172,7 +155,7 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
             source,
         })?;
     std::fs::set_permissions(&api_path, std::fs::Permissions::from_mode(mode)).map_err(dir_err)?;
-    if let Some(group) = &svc.config.api.socket_group {
+    if let Some(group) = &svc.config().api.socket_group {
         let gid = resolve_group(group)?;
         nix::unistd::chown(&api_path, None, Some(gid)).map_err(|e| dir_err(e.into()))?;
     }
@@ -211,32 +194,29 @@ async fn run_until_stopped(
         tracing::info!("SIGHUP: reloading agents");
         svc.reload_agents().await;
     }
-    svc.draining.store(true, Ordering::SeqCst);
-    svc.warm.clear();
+    let admission = svc.admission();
+    admission.start_drain();
+    svc.warm().clear();
     systemd::stopping();
-    let deadline = svc.config.workers.drain_timeout;
-    let in_flight = *svc.in_flight.borrow();
+    let deadline = svc.config().workers.drain_timeout;
     tracing::info!(
-        in_flight,
+        in_flight = admission.in_flight(),
         deadline_ms = deadline.as_millis() as u64,
         "draining: no new runs; waiting for in-flight runs"
     );
-    let mut watch = svc.in_flight.subscribe();
     let drained = tokio::select! {
-        r = tokio::time::timeout(deadline, watch.wait_for(|n| *n == 0)) => r.is_ok().then_some(()).ok_or(Abort::DrainDeadline(deadline)),
+        r = tokio::time::timeout(deadline, admission.drained()) => r.is_ok().then_some(()).ok_or(Abort::DrainDeadline(deadline)),
         _ = second_stop(&mut signals) => { tracing::warn!("second stop signal: stopping now"); Err(Abort::SecondSignal) }
     };
     if let Err(abort) = drained {
-        // Every run still in flight ends now with a terminal event saying why; dropping its
-        // worker kills the worker's process group.
-        svc.abort.send_replace(Some(abort));
-        // Queued runs get "shutting down" instead of a worker.
-        svc.slots.close();
+        // Every run still in flight ends now with a terminal event saying why (its worker asked
+        // to stop, then its process group killed); queued runs are refused.
+        admission.abort(abort);
         tracing::warn!(
-            in_flight = *svc.in_flight.borrow(),
+            in_flight = admission.in_flight(),
             "stopping the remaining runs"
         );
-        let _ = tokio::time::timeout(ABORT_GRACE, watch.wait_for(|n| *n == 0)).await;
+        let _ = tokio::time::timeout(ABORT_GRACE, admission.drained()).await;
     }
 }
 

@@ -198,6 +198,26 @@ impl Registry {
     }
 }
 
+/// The registry serving now, swapped whole on load and reload, so a run always sees one
+/// consistent set of agents.
+#[derive(Debug, Default)]
+pub struct AgentRegistry {
+    current: std::sync::RwLock<Arc<Registry>>,
+}
+
+impl AgentRegistry {
+    pub fn current(&self) -> Arc<Registry> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn replace(&self, next: Registry) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,7 @@
 //! error when the worker dies, hangs, or the client goes away.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use caxton_ipc::agent::{AgentSpec, LimitsSpec};
 use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, RunUsage};
@@ -17,9 +16,11 @@ use caxton_ipc::memory::{MemoryAccess, MemoryRequest};
 use caxton_ipc::toolhost::{RunGrant, ToolhostRequest, ToolhostResponse};
 use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest};
 use tokio::process::{ChildStdin, ChildStdout};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
-use crate::service::{Abort, RunningWorker, Service};
+use crate::admission::{Abort, Refusal};
+use crate::run_table::{Count, Registered};
+use crate::service::Service;
 use crate::services::exchange;
 use crate::spawn::{self, ChildSpec, ManagedChild};
 
@@ -51,57 +52,17 @@ const READY_HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a worker has to exit after sending its terminal event before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
-/// Counts a run in flight for the drain, from admission to the end.
-struct InFlight<'a>(&'a Service);
-
-impl<'a> InFlight<'a> {
-    fn new(svc: &'a Service) -> Self {
-        svc.in_flight.send_modify(|n| *n += 1);
-        InFlight(svc)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.send_modify(|n| *n -= 1);
-    }
-}
-
-/// Takes a run out of the status table when it ends, however it ends.
-struct Registered<'a>(&'a Service, String);
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.0
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.1);
-    }
-}
-
-/// Leaves the queue count when admission ends.
-struct Queued<'a>(&'a Service);
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Runs `req` and sends every response (events, or one error) to `tx`.
 pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiResponse>) {
     // Counted in flight before the draining check, so a drain that starts now waits for this run.
-    let _flight = InFlight::new(&svc);
-    if svc.draining.load(Ordering::SeqCst) {
-        let _ = tx
-            .send(ApiResponse::Error(ErrorBody::new(
-                ErrorKind::ShuttingDown,
-                "the service is shutting down and accepts no new runs",
-            )))
-            .await;
-        return;
-    }
+    let _flight = match svc.admission().arrive() {
+        Ok(f) => f,
+        Err(refused) => {
+            let error = refused.error(&req.agent, svc.admission());
+            let _ = tx.send(ApiResponse::Error(error)).await;
+            return;
+        }
+    };
     if req.input.len() > caxton_ipc::api::MAX_INPUT_BYTES {
         let message = format!(
             "the input is {} bytes; a run takes at most {} MiB",
@@ -127,15 +88,20 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
             .map_or(agent.limits.timeout_ms, |t| t.min(agent.limits.timeout_ms)),
     );
     let started = Instant::now();
-    let _permit = match admit(&svc, &agent, limit, &tx).await {
+    let _permit = match svc.admission().admit(limit, tx.closed()).await {
         Ok(p) => p,
-        Err(e) => {
-            let _ = tx.send(ApiResponse::Error(e)).await;
+        Err(refused) => {
+            match refused {
+                Refusal::Busy => svc.runs().count(Count::BusyRejection),
+                Refusal::Timeout(_) => svc.runs().count(Count::RunTimedOut),
+                Refusal::ClientGone | Refusal::ShuttingDown => {}
+            }
+            let error = refused.error(&agent.name, svc.admission());
+            let _ = tx.send(ApiResponse::Error(error)).await;
             return;
         }
     };
-    let run_id = new_run_id(&svc);
-    svc.stats.runs_started.fetch_add(1, Ordering::Relaxed);
+    let run_id = svc.runs().start_run();
     let mut finishing = None;
     let terminal = drive_worker(
         &svc,
@@ -147,12 +113,7 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
         &mut finishing,
     )
     .await;
-    let counter = match &terminal {
-        RunEvent::Finished { .. } => &svc.stats.runs_finished,
-        _ => &svc.stats.runs_failed,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    svc.record_ended(&agent.name, &terminal);
+    svc.runs().record_ended(&agent.name, &terminal);
     if let RunEvent::Failed { error, .. } = &terminal {
         tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
     }
@@ -181,57 +142,6 @@ impl Finishing<'_> {
             let _ = self.child.kill_and_wait().await;
         }
     }
-}
-
-async fn admit(
-    svc: &Service,
-    agent: &AgentSpec,
-    limit: Duration,
-    tx: &mpsc::Sender<ApiResponse>,
-) -> Result<OwnedSemaphorePermit, ErrorBody> {
-    if let Ok(p) = svc.slots.clone().try_acquire_owned() {
-        return Ok(p);
-    }
-    let cap = svc.config.workers.queue_capacity as usize;
-    if svc.queued.fetch_add(1, Ordering::Relaxed) >= cap {
-        svc.queued.fetch_sub(1, Ordering::Relaxed);
-        svc.stats.busy_rejections.fetch_add(1, Ordering::Relaxed);
-        return Err(ErrorBody::new(
-            ErrorKind::Busy,
-            format!(
-                "busy: all {} worker slots are in use and {cap} runs are already queued; retry later, or raise [workers] max_concurrent / queue_capacity",
-                svc.config.workers.max_concurrent
-            ),
-        ));
-    }
-    let _queued = Queued(svc);
-    let acquire = async {
-        tokio::select! {
-            p = svc.slots.clone().acquire_owned() => p.map_err(|_| ErrorBody::new(ErrorKind::ShuttingDown, "the service is shutting down")),
-            () = tx.closed() => Err(ErrorBody::new(ErrorKind::Cancelled, "the client went away while the run was queued")),
-        }
-    };
-    match tokio::time::timeout(limit, acquire).await {
-        Ok(r) => r,
-        Err(_) => {
-            svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
-            Err(ErrorBody::new(
-                ErrorKind::Timeout,
-                format!(
-                    "agent `{}`: waited {}ms in the queue for a worker slot without getting one",
-                    agent.name,
-                    limit.as_millis()
-                ),
-            ))
-        }
-    }
-}
-
-fn new_run_id(svc: &Service) -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("run-{ms:x}-{}", svc.run_seq.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A run's grant with a service, revoked when dropped (the run ended, however it ended).
@@ -307,7 +217,7 @@ async fn grant_toolhost(
         max_cost_usd: agent.limits.max_cost_usd,
         read_only: false,
     };
-    let socket = svc.toolhost.socket().to_owned();
+    let socket = svc.toolhost().socket().to_owned();
     let req = ToolhostRequest::RegisterRun {
         token: token.clone(),
         grant,
@@ -382,7 +292,7 @@ const STOP_GRACE: Duration = Duration::from_millis(500);
 async fn unless_aborted<T>(svc: &Service, fut: impl Future<Output = T>) -> Result<T, Abort> {
     tokio::select! {
         t = fut => Ok(t),
-        abort = svc.aborted() => Err(abort),
+        abort = svc.admission().aborted() => Err(abort),
     }
 }
 
@@ -431,7 +341,7 @@ async fn drive_worker<'a>(
         agent: (**agent).clone(),
         input: req.input,
         vars: req.vars,
-        toolhost_socket: svc.toolhost.socket().display().to_string(),
+        toolhost_socket: svc.toolhost().socket().display().to_string(),
         deadline_ms: deadline
             .saturating_duration_since(Instant::now())
             .as_millis() as u64,
@@ -457,7 +367,7 @@ async fn drive_worker<'a>(
                 return crash_report(svc, agent, run_id, &mut child, err.to_string()).await;
             }
             Err(_) => {
-                svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
+                svc.runs().count(Count::RunTimedOut);
                 return failed(
                     ErrorKind::Timeout,
                     format!(
@@ -469,19 +379,7 @@ async fn drive_worker<'a>(
             }
         },
     };
-    svc.running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            run_id.to_string(),
-            RunningWorker {
-                agent: agent.name.clone(),
-                pid: child.pid,
-                started: Instant::now(),
-                usage: RunUsage::default(),
-            },
-        );
-    let _registered = Registered(svc, run_id.to_string());
+    let _registered = svc.runs().register(run_id, &agent.name, child.pid);
     tracing::debug!(run = %run_id, agent = %agent.name, pid = child.pid, "worker took the job");
     let started = RunEvent::Started {
         run_id: run_id.to_string(),
@@ -496,7 +394,7 @@ async fn drive_worker<'a>(
         tokio::select! {
             r = relay(svc, run_id, &mut conn, tx, deadline) => r,
             () = tx.closed() => Err(Broken::ClientGone),
-            abort = svc.aborted() => Err(Broken::Aborted(abort)),
+            abort = svc.admission().aborted() => Err(Broken::Aborted(abort)),
         }
     };
     let outcome = tokio::time::timeout_at(deadline.into(), work).await;
@@ -525,7 +423,7 @@ async fn drive_worker<'a>(
         }
         Err(_) => {
             let stopped = stop_worker(&mut conn, &mut child, "its wall-clock limit passed").await;
-            svc.stats.runs_timed_out.fetch_add(1, Ordering::Relaxed);
+            svc.runs().count(Count::RunTimedOut);
             with_usage(
                 failed(
                     ErrorKind::Timeout,
@@ -545,7 +443,7 @@ async fn drive_worker<'a>(
     if let RunEvent::Failed { usage, .. } = &mut terminal
         && *usage == RunUsage::default()
     {
-        *usage = svc.live_usage(run_id);
+        *usage = svc.runs().live_usage(run_id);
     }
     terminal
 }
@@ -571,7 +469,7 @@ async fn start_worker(
     svc: &Service,
     job: &WorkerJob,
 ) -> Result<(ManagedChild, WorkerConn), StartError> {
-    let mut ready = svc.warm.take().map_err(StartError::Spawn)?;
+    let mut ready = svc.warm().take().map_err(StartError::Spawn)?;
     // A ready worker answers at once; one that does not (stopped, wedged) is replaced rather
     // than allowed to spend the run's time.
     match tokio::time::timeout(READY_HANDOVER_TIMEOUT, hand_over(&mut ready, job)).await {
@@ -589,7 +487,7 @@ async fn start_worker(
             let _ = ready.kill_and_wait().await;
         }
     }
-    let mut fresh = svc.warm.spawn_now().map_err(StartError::Spawn)?;
+    let mut fresh = svc.warm().spawn_now().map_err(StartError::Spawn)?;
     match hand_over(&mut fresh, job).await {
         Ok(conn) => Ok((fresh, conn)),
         Err(e) => Err(StartError::HandOver(Box::new(fresh), e)),
@@ -625,7 +523,7 @@ async fn relay(
                 if event.is_terminal() {
                     return Ok(event);
                 }
-                svc.count_event(run_id, &event);
+                svc.runs().count_event(run_id, &event);
                 tx.send(ApiResponse::Event(event))
                     .await
                     .map_err(|_| Broken::ClientGone)?;
@@ -730,10 +628,10 @@ async fn crash_report(
         Some(limit) => format!("exceeded its {limit} and {how}"),
         None => how,
     };
-    if let Some(abort) = *svc.abort.borrow() {
+    if let Some(abort) = svc.admission().aborting() {
         return failed(ErrorKind::ShuttingDown, abort.message(&agent.name));
     }
-    svc.stats.workers_crashed.fetch_add(1, Ordering::Relaxed);
+    svc.runs().count(Count::WorkerCrashed);
     let tail = if stderr.is_empty() {
         String::new()
     } else {

@@ -6,7 +6,6 @@
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, ErrorKind};
@@ -21,6 +20,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::api::{self, Reply};
+use crate::run_table::Count;
 use crate::service::Service;
 
 /// Time a new connection has to send its first message (its Hello, or a JSON client's first
@@ -44,8 +44,8 @@ pub async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let table = PeerTable::new(Caps {
-        total: svc.config.api.max_connections,
-        per_peer: svc.config.api.max_connections_per_uid,
+        total: svc.config().api.max_connections,
+        per_peer: svc.config().api.max_connections_per_uid,
     });
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
@@ -70,9 +70,7 @@ pub async fn accept_loop(
                 tokio::spawn(connection(svc.clone(), stream, ticket));
             }
             Err(refused) => {
-                svc.stats
-                    .connections_rejected
-                    .fetch_add(1, Ordering::Relaxed);
+                svc.runs().count(Count::ConnectionRejected);
                 tracing::warn!(uid, reason = %refused, "connection refused");
                 if let Ok(permit) = refusing.clone().try_acquire_owned() {
                     tokio::spawn(async move {
@@ -351,9 +349,7 @@ async fn connection(svc: Arc<Service>, stream: UnixStream, ticket: Ticket) {
     let permitted = match cred {
         Ok(c) if allowed(&svc, c.uid(), c.gid()) => Ok(()),
         Ok(c) => {
-            svc.stats
-                .connections_rejected
-                .fetch_add(1, Ordering::Relaxed);
+            svc.runs().count(Count::ConnectionRejected);
             tracing::warn!(uid = c.uid(), gid = c.gid(), pid = ?c.pid(), "connection refused: peer not allowed");
             Err(format!(
                 "uid {} / gid {} may not use this socket; the operator can add them to [api] allowed_uids or allowed_gids",
@@ -396,7 +392,10 @@ async fn connection(svc: Arc<Service>, stream: UnixStream, ticket: Ticket) {
     let Some(mut front) = opened else {
         return;
     };
-    let (idle, whole) = (svc.config.api.idle_timeout, svc.config.api.request_timeout);
+    let (idle, whole) = (
+        svc.config().api.idle_timeout,
+        svc.config().api.request_timeout,
+    );
     loop {
         ticket.waiting();
         let next = tokio::select! {
@@ -438,8 +437,8 @@ fn allowed(svc: &Service, uid: u32, gid: u32) -> bool {
     let me = nix::unistd::getuid().as_raw();
     uid == me
         || uid == 0
-        || svc.config.api.allowed_uids.contains(&uid)
-        || svc.config.api.allowed_gids.contains(&gid)
+        || svc.config().api.allowed_uids.contains(&uid)
+        || svc.config().api.allowed_gids.contains(&gid)
 }
 
 /// Streams a run's responses to the client. If the client hangs up, returning drops the receiver,

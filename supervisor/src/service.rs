@@ -1,10 +1,7 @@
-//! The supervisor's shared state (config, registry, toolhost, running workers, counters) and the
+//! The supervisor's state (config, agents, service processes, admission, the run table) and the
 //! handlers of the non-run requests.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Deadline of tool package management requests (an install compiles the module).
@@ -12,134 +9,84 @@ const TOOL_ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 use caxton_ipc::api::ServiceState;
 use caxton_ipc::api::{
-    ApiRequest, ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, RunEvent, RunSummary,
-    RunUsage, StatusReport, ValidationReport, WorkerInfo,
+    ApiRequest, ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, StatusReport,
+    ValidationReport,
 };
 use caxton_ipc::config::ServerConfig;
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{CallToolRequest, ToolhostRequest, ToolhostResponse};
-use tokio::sync::{Semaphore, watch};
 
+use crate::admission::Admission;
 use crate::agent_file::{self, ValidationContext};
-use crate::registry::Registry;
+use crate::registry::{AgentRegistry, Registry};
+use crate::run_table::RunTable;
 use crate::services::ServiceProcess;
+use crate::warm::WarmWorkers;
 use caxton_ipc::connection::MemoryProtocol;
 
-/// A worker that is running a request right now.
-#[derive(Debug, Clone)]
-pub struct RunningWorker {
-    pub agent: String,
-    pub pid: u32,
-    pub started: Instant,
-    /// Followed live from the run's events.
-    pub usage: RunUsage,
-}
-
-/// Why the drain stopped waiting for in-flight runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Abort {
-    /// `[workers] drain_timeout` passed.
-    DrainDeadline(Duration),
-    /// A second SIGTERM/SIGINT asked to stop at once.
-    SecondSignal,
-}
-
-impl Abort {
-    /// The failure message of a run cut short by the shutdown.
-    pub fn message(self, agent: &str) -> String {
-        match self {
-            Abort::DrainDeadline(d) => format!(
-                "agent `{agent}`: the service shut down and stopped the run after its drain deadline ({}s, [workers] drain_timeout)",
-                d.as_secs()
-            ),
-            Abort::SecondSignal => format!(
-                "agent `{agent}`: the service was told to stop at once (a second stop signal during the drain) and stopped the run"
-            ),
-        }
-    }
-}
-
-impl Service {
-    /// Resolves when the drain stops waiting, with the reason.
-    pub async fn aborted(&self) -> Abort {
-        let mut rx = self.abort.subscribe();
-        let abort = match rx.wait_for(Option::is_some).await {
-            Ok(a) => *a,
-            Err(_) => None,
-        };
-        match abort {
-            Some(a) => a,
-            // The sender lives as long as the service: never closed while a run waits.
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// Ended runs kept for `caxton status`.
-pub const RECENT_RUNS: usize = 20;
-
-/// Cumulative counters.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub runs_started: AtomicU64,
-    pub runs_finished: AtomicU64,
-    pub runs_failed: AtomicU64,
-    pub runs_timed_out: AtomicU64,
-    pub workers_crashed: AtomicU64,
-    pub busy_rejections: AtomicU64,
-    pub connections_rejected: AtomicU64,
-    pub llm_calls: AtomicU64,
-    pub tool_calls: AtomicU64,
-    pub prompt_tokens: AtomicU64,
-    pub completion_tokens: AtomicU64,
-    /// In nano-dollars, so it adds up atomically.
-    pub cost_nano_usd: AtomicU64,
-}
-
-impl Stats {
-    /// Adds an ended run's usage to the totals.
-    pub fn add_usage(&self, u: &RunUsage) {
-        let add = |c: &AtomicU64, v: u64| c.fetch_add(v, Ordering::Relaxed);
-        add(&self.llm_calls, u.llm_calls.into());
-        add(&self.tool_calls, u.tool_calls.into());
-        add(&self.prompt_tokens, u.prompt_tokens);
-        add(&self.completion_tokens, u.completion_tokens);
-        add(&self.cost_nano_usd, (u.cost_usd * 1e9).round() as u64);
-    }
-}
-
+/// The supervisor's state, each part a type that owns its rules.
 pub struct Service {
-    pub config: ServerConfig,
-    pub config_path: Option<PathBuf>,
-    pub worker_binary: PathBuf,
+    /// The validated server config (children get their sections of it at start).
+    config: ServerConfig,
     /// Pre-spawned workers, each used for exactly one run.
-    pub warm: Arc<crate::warm::WarmWorkers>,
-    pub registry: RwLock<Arc<Registry>>,
-    pub toolhost: Arc<ServiceProcess>,
-    /// The memory service; `None` when `[memory] enabled = false`.
-    pub memory: Option<Arc<ServiceProcess>>,
-    pub slots: Arc<Semaphore>,
-    pub queued: AtomicUsize,
-    pub running: Mutex<BTreeMap<String, RunningWorker>>,
-    /// Number of runs in flight (admitted or queued), watched by the drain.
-    pub in_flight: watch::Sender<usize>,
-    pub draining: AtomicBool,
-    /// Set when the drain ends without waiting any longer: every run still in flight, whatever
-    /// its phase, ends at once with a `shutting_down` failure saying why.
-    pub abort: watch::Sender<Option<Abort>>,
-    pub stats: Stats,
-    /// The last [`RECENT_RUNS`] ended runs, newest first.
-    pub recent: Mutex<VecDeque<RunSummary>>,
-    pub started: Instant,
-    pub run_seq: AtomicU64,
+    warm: Arc<WarmWorkers>,
+    /// The agents loaded from the agents directory; swapped whole on reload.
+    agents: AgentRegistry,
+    /// The supervised toolhost.
+    toolhost: Arc<ServiceProcess>,
+    /// The supervised memory service; `None` when `[memory] enabled = false`.
+    memory: Option<Arc<ServiceProcess>>,
+    /// Worker slots, the queue, the drain.
+    admission: Admission,
+    /// Runs with a worker, recent runs, counters.
+    runs: RunTable,
+    started: Instant,
 }
 
 impl Service {
+    pub fn new(
+        config: ServerConfig,
+        warm: Arc<WarmWorkers>,
+        toolhost: Arc<ServiceProcess>,
+        memory: Option<Arc<ServiceProcess>>,
+    ) -> Service {
+        Service {
+            admission: Admission::new(config.workers.max_concurrent, config.workers.queue_capacity),
+            config,
+            warm,
+            agents: AgentRegistry::default(),
+            toolhost,
+            memory,
+            runs: RunTable::default(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn warm(&self) -> &Arc<WarmWorkers> {
+        &self.warm
+    }
+
+    pub fn toolhost(&self) -> &Arc<ServiceProcess> {
+        &self.toolhost
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    pub fn runs(&self) -> &RunTable {
+        &self.runs
+    }
+}
+
+impl Service {
+    /// The agents serving now.
     pub fn registry(&self) -> Arc<Registry> {
-        self.registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.agents.current()
     }
 
     pub fn validation_context(&self) -> ValidationContext<'static> {
@@ -174,7 +121,7 @@ impl Service {
         }
         let count = registry.agents.len();
         tracing::info!(dir = %dir.display(), agents = count, stale = registry.stale.len(), problems = registry.problems.len(), "agents loaded");
-        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+        self.agents.replace(registry);
         count
     }
 
@@ -222,7 +169,7 @@ impl Service {
                 let timeout_ms = timeout_ms
                     .unwrap_or(limit.as_millis() as u64)
                     .min(limit.as_millis() as u64);
-                let seq = self.run_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let seq = self.runs.next_seq();
                 let call = CallToolRequest {
                     run_id: format!("op-{}-{seq}", std::process::id()),
                     agent: "operator".into(),
@@ -364,116 +311,31 @@ impl Service {
     }
 
     pub fn status(&self) -> StatusReport {
-        let now = Instant::now();
-        let workers = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(id, w)| WorkerInfo {
-                run_id: id.clone(),
-                agent: w.agent.clone(),
-                pid: w.pid,
-                age_ms: now.duration_since(w.started).as_millis() as u64,
-                usage: RunUsage {
-                    wall_ms: now.duration_since(w.started).as_millis() as u64,
-                    ..w.usage.clone()
-                },
-            })
-            .collect();
-        let s = &self.stats;
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatusReport {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             agents: self.registry().agents.len() as u32,
-            workers,
-            max_workers: self.config.workers.max_concurrent,
+            workers: self.runs.workers(),
+            max_workers: self.admission.max_concurrent(),
             ready_workers: self.warm.idle() as u32,
-            queue_depth: self.queued.load(Ordering::Relaxed) as u32,
-            queue_capacity: self.config.workers.queue_capacity,
+            queue_depth: self.admission.queue_depth() as u32,
+            queue_capacity: self.admission.queue_capacity(),
             toolhost: self.toolhost.state(),
             memory: self.memory.as_ref().map(|m| m.state()),
             memory_restarts: self.memory.as_ref().map_or(0, |m| m.restarts()),
-            draining: self.draining.load(Ordering::Relaxed),
+            draining: self.admission.is_draining(),
             counters: Counters {
-                runs_started: load(&s.runs_started),
-                runs_finished: load(&s.runs_finished),
-                runs_failed: load(&s.runs_failed),
-                runs_timed_out: load(&s.runs_timed_out),
-                workers_crashed: load(&s.workers_crashed),
-                busy_rejections: load(&s.busy_rejections),
                 toolhost_restarts: self.toolhost.restarts(),
-                connections_rejected: load(&s.connections_rejected),
-                llm_calls: load(&s.llm_calls),
-                tool_calls: load(&s.tool_calls),
-                prompt_tokens: load(&s.prompt_tokens),
-                completion_tokens: load(&s.completion_tokens),
-                cost_usd: load(&s.cost_nano_usd) as f64 / 1e9,
+                ..self.runs.counters()
             },
-            recent_runs: self
-                .recent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect(),
+            recent_runs: self.runs.recent(),
             agent_problems: self.registry().problems.clone(),
         }
     }
 
-    /// What a running run has used so far (default once it has left the table).
-    pub fn live_usage(&self, run_id: &str) -> RunUsage {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(run_id)
-            .map(|w| w.usage.clone())
-            .unwrap_or_default()
-    }
-
-    /// Counts an event of a running run into its live usage.
-    pub fn count_event(&self, run_id: &str, event: &RunEvent) {
-        if let Some(w) = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(run_id)
-        {
-            w.usage.count(event);
-        }
-    }
-
-    /// Records an ended run: its usage into the totals, its summary into the recent list.
-    pub fn record_ended(&self, agent: &str, terminal: &RunEvent) {
-        let (run_id, outcome, usage) = match terminal {
-            RunEvent::Finished { run_id, usage, .. } => (run_id, "finished".to_string(), usage),
-            RunEvent::Failed {
-                run_id,
-                error,
-                usage,
-            } => (run_id, error.kind.as_str(), usage),
-            _ => return,
-        };
-        self.stats.add_usage(usage);
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() == RECENT_RUNS {
-            recent.pop_back();
-        }
-        recent.push_front(RunSummary {
-            run_id: run_id.clone(),
-            agent: agent.to_string(),
-            outcome,
-            usage: usage.clone(),
-            ended_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        });
-    }
-
     pub fn health(&self) -> HealthReport {
-        let draining = self.draining.load(Ordering::Relaxed);
+        let draining = self.admission.is_draining();
         let toolhost = self.toolhost.state();
         let memory = self.memory.as_ref().map(|m| m.state());
         let running = |s: &ServiceState| matches!(s, ServiceState::Running { .. });
