@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod connection;
+pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod json;

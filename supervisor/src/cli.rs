@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, ErrorKind, RunRequest};
 use caxton_ipc::config::{self, ServerConfig};
+use caxton_ipc::error::Chain;
 use caxton_ipc::toolhost::Catalog;
 use clap::{Parser, Subcommand};
 
@@ -218,40 +219,12 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(crate::serve(config, config_path))
-        .map_err(|e| {
-            tracing::error!(
-                error = format!(
-                    "{:#}",
-                    anyhow::Error::from(ErrorChain(e.to_string(), source_chain(&e)))
-                ),
-                "caxton serve failed"
-            );
-            anyhow::anyhow!("{}", ErrorChain(e.to_string(), source_chain(&e)))
-        })?;
+    if let Err(e) = rt.block_on(crate::serve(config, config_path)) {
+        let chain = Chain(&e).to_string();
+        tracing::error!(error = %chain, "caxton serve failed");
+        anyhow::bail!("{chain}");
+    }
     Ok(EXIT_OK)
-}
-
-#[derive(Debug)]
-struct ErrorChain(String, String);
-
-impl std::fmt::Display for ErrorChain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.0, self.1)
-    }
-}
-
-impl std::error::Error for ErrorChain {}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// Logs: journald when systemd connected stderr to the journal, readable text on a terminal, JSON

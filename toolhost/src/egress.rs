@@ -280,13 +280,7 @@ fn redirect(hop: &Hop, resp: &reqwest::Response) -> Option<Result<Hop, String>> 
 
 /// The error and its causes in one line (reqwest keeps the interesting part in the sources).
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
+    let mut text = caxton_ipc::error::Chain(&e).to_string();
     if e.is_timeout() {
         text.push_str(" (timed out)");
     }

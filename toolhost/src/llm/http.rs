@@ -544,13 +544,7 @@ pub fn excerpt(s: &str) -> String {
 /// without the URL, which the caller's message already names.
 pub fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
+    let mut text = caxton_ipc::error::Chain(&e).to_string();
     if e.is_timeout() {
         text.push_str(" (timed out)");
     }
