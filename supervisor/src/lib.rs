@@ -1,19 +1,14 @@
-//! `caxton`: the supervisor daemon (`caxton serve`) and the command-line client, as a library the
-//! tests can drive. The binary (`main.rs`) only calls [`cli::main`].
+//! The supervisor daemon (`caxton serve`), as a library: the `caxton` binary (cli/) calls
+//! [`serve`]; tests and benchmarks drive it through its socket.
 //!
-//! The supervisor owns the public API socket, the agent registry, the request queue and worker
-//! limits, and supervises `caxton-toolhost`. It never runs tool code or calls an LLM: each run
-//! happens in a fresh `caxton-worker` process.
+//! The supervisor owns the public API socket, the agent registry, admission (worker slots, the
+//! queue, the drain) and supervises `caxton-toolhost` and `caxton-memory`. It never runs tool
+//! code or calls an LLM: each run happens in a fresh `caxton-worker` process.
 
 pub mod admission;
 pub mod agent_file;
-pub mod agent_test;
 pub mod api;
-pub mod cli;
-pub mod client;
-pub mod memory_cli;
 pub mod registry;
-pub mod run_cli;
 pub mod run_table;
 pub mod runs;
 pub mod server;
@@ -22,7 +17,6 @@ pub mod services;
 pub mod signals;
 pub mod spawn;
 pub mod systemd;
-pub mod tool_cli;
 pub mod warm;
 
 use std::fs::{File, OpenOptions};

@@ -16,8 +16,8 @@ use caxton_ipc::error::Chain;
 use caxton_ipc::toolhost::Catalog;
 use clap::{Parser, Subcommand};
 
-use crate::agent_file::{self, ValidationContext};
 use crate::client::{Client, ClientError};
+use caxton_supervisor::agent_file::{self, ValidationContext};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -219,7 +219,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    if let Err(e) = rt.block_on(crate::serve(config, config_path)) {
+    if let Err(e) = rt.block_on(caxton_supervisor::serve(config, config_path)) {
         let chain = Chain(&e).to_string();
         tracing::error!(error = %chain, "caxton serve failed");
         anyhow::bail!("{chain}");
@@ -455,7 +455,7 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
     if json {
         return print_json(&s);
     }
-    let describe = crate::service::describe_state;
+    let describe = caxton_supervisor::service::describe_state;
     let toolhost = describe(&s.toolhost);
     let memory = match &s.memory {
         Some(m) => format!("{}; restarts {}", describe(m), s.memory_restarts),
@@ -674,9 +674,10 @@ fn offline_catalog(config: &ServerConfig, config_path: Option<&Path>) -> anyhow:
         .toolhost
         .binary
         .clone()
-        .unwrap_or_else(|| crate::spawn::sibling_binary("caxton-toolhost"));
+        .unwrap_or_else(|| caxton_supervisor::spawn::sibling_binary("caxton-toolhost"));
     let mut spec =
-        crate::spawn::ChildSpec::new(program, config.workers.stderr_tail_bytes).arg("catalog");
+        caxton_supervisor::spawn::ChildSpec::new(program, config.workers.stderr_tail_bytes)
+            .arg("catalog");
     if let Some(p) = config_path {
         spec = spec.arg("--config").arg(p);
     }
@@ -685,12 +686,15 @@ fn offline_catalog(config: &ServerConfig, config_path: Option<&Path>) -> anyhow:
         .build()?;
     rt.block_on(async {
         use tokio::io::AsyncReadExt;
-        let mut child = crate::spawn::spawn(&spec)?;
+        let mut child = caxton_supervisor::spawn::spawn(&spec)?;
         let mut out = Vec::new();
         if let Some(mut stdout) = child.stdout.take() {
-            tokio::time::timeout(crate::services::READY_TIMEOUT, stdout.read_to_end(&mut out))
-                .await
-                .context("caxton-toolhost catalog timed out")??;
+            tokio::time::timeout(
+                caxton_supervisor::services::READY_TIMEOUT,
+                stdout.read_to_end(&mut out),
+            )
+            .await
+            .context("caxton-toolhost catalog timed out")??;
         }
         let status = child.wait().await?;
         if !status.success() {
@@ -698,7 +702,7 @@ fn offline_catalog(config: &ServerConfig, config_path: Option<&Path>) -> anyhow:
             anyhow::bail!(
                 "`{}` {}: {stderr}",
                 child.command,
-                crate::spawn::describe_exit(&status)
+                caxton_supervisor::spawn::describe_exit(&status)
             );
         }
         serde_json::from_slice(&out).context("caxton-toolhost printed an unreadable catalog")

@@ -1,7 +1,0 @@
-//! `caxton`: the supervisor daemon and command-line client (see lib.rs and cli.rs).
-
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    caxton::cli::main()
-}
