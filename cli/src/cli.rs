@@ -4,7 +4,6 @@
 //! Exit codes (also in the README): 0 success; 1 the run or the check failed; 2 usage error;
 //! 3 no daemon reachable; 4 busy or shutting down (retry later); 5 the run timed out.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -212,7 +211,11 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<u8> {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),
     };
-    init_tracing();
+    let format = caxton_ipc::logging::init("caxton");
+    // The children log the same way (see caxton_ipc::logging).
+    // SAFETY: no other thread exists yet (the runtime starts below), so nothing reads the
+    // environment concurrently.
+    unsafe { std::env::set_var("CAXTON_LOG_FORMAT", format.as_str()) };
     let config_path = config_path.map(|p| std::path::absolute(&p).unwrap_or(p));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -225,46 +228,6 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<u8> {
         anyhow::bail!("{chain}");
     }
     Ok(EXIT_OK)
-}
-
-/// Logs: journald when systemd connected stderr to the journal, readable text on a terminal, JSON
-/// otherwise. `CAXTON_LOG_FORMAT=text|json|journald` overrides; the level comes from `CAXTON_LOG`
-/// (default `info`).
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter =
-        || EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = std::env::var("CAXTON_LOG_FORMAT").unwrap_or_else(|_| {
-        if std::env::var_os("JOURNAL_STREAM").is_some() {
-            "journald".into()
-        } else if std::io::stderr().is_terminal() {
-            "text".into()
-        } else {
-            "json".into()
-        }
-    });
-    if format == "journald" {
-        match tracing_journald::layer() {
-            Ok(layer) => {
-                tracing_subscriber::registry()
-                    .with(filter())
-                    .with(layer.with_syslog_identifier("caxton".into()))
-                    .init();
-                return;
-            }
-            Err(e) => eprintln!("caxton: journald is not reachable ({e}); logging JSON to stderr"),
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_writer(std::io::stderr);
-    if format == "text" {
-        builder.init();
-    } else {
-        builder.json().init();
-    }
 }
 
 /// A run's input from `file`, or from stdin with `None`, checked against the largest input a

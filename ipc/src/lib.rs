@@ -14,6 +14,7 @@ pub mod frame;
 pub mod handshake;
 pub mod json;
 pub mod json_api;
+pub mod logging;
 pub mod memory;
 pub mod peers;
 pub mod recording;

@@ -21,21 +21,6 @@ use crate::frame::FrameError;
 use crate::handshake::{Hello, HelloReply};
 use crate::peers::{Caps, Peer, PeerTable, Ticket};
 
-/// Logs to stderr (stdout carries the readiness line; the supervisor captures stderr): text, or
-/// JSON lines with `CAXTON_LOG_FORMAT=json`; the filter comes from `CAXTON_LOG` (default `info`).
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var_os("CAXTON_LOG_FORMAT").is_some_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.with_ansi(false).init();
-    }
-}
-
 /// Makes every file and directory this process (and its children) creates private to its user,
 /// whatever umask it was started with: state files hold memories, audit records and tool
 /// packages. Files meant to be shared (`api.sock`) get their mode set explicitly.

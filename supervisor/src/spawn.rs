@@ -11,6 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use caxton_ipc::logging::{Format, forward_line};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
@@ -179,6 +180,7 @@ pub fn spawn(spec: &ChildSpec) -> Result<ManagedChild, SpawnError> {
         let tail = tail.clone();
         let cap = spec.stderr_tail;
         let log_as = spec.log_stderr_as;
+        let format = Format::from_env();
         tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             let mut partial = Vec::new();
@@ -187,7 +189,7 @@ pub fn spawn(spec: &ChildSpec) -> Result<ManagedChild, SpawnError> {
                     break;
                 }
                 if let Some(name) = log_as {
-                    log_lines(name, pid, &mut partial, &buf[..n]);
+                    log_lines(format, name, pid, &mut partial, &buf[..n]);
                 }
                 let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
                 t.extend(&buf[..n]);
@@ -270,17 +272,17 @@ impl Drop for ManagedChild {
 /// Longest stderr line forwarded to the log; longer ones are cut.
 const MAX_LOGGED_LINE: usize = 8192;
 
-/// Forwards complete lines of a child's stderr to our log, keeping an unfinished line in `partial`.
-fn log_lines(name: &str, pid: u32, partial: &mut Vec<u8>, chunk: &[u8]) {
+/// Forwards complete lines of a child's stderr to our log, once each (see
+/// `caxton_ipc::logging::forward_line`), keeping an unfinished line in `partial`.
+fn log_lines(format: Format, name: &str, pid: u32, partial: &mut Vec<u8>, chunk: &[u8]) {
     partial.extend_from_slice(chunk);
     while let Some(i) = partial.iter().position(|b| *b == b'\n') {
         let line: Vec<u8> = partial.drain(..=i).collect();
-        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-        tracing::info!(child = name, pid, "{}", text.trim_end());
+        forward_line(format, name, pid, &String::from_utf8_lossy(&line));
     }
     if partial.len() > MAX_LOGGED_LINE {
         let text = String::from_utf8_lossy(&partial[..MAX_LOGGED_LINE]).into_owned();
-        tracing::info!(child = name, pid, "{text}…");
+        forward_line(format, name, pid, &format!("{text}…"));
         partial.clear();
     }
 }

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use caxton_ipc::api::{ApiRequest, ErrorKind, RunRequest};
+use caxton_ipc::api::{ApiRequest, ErrorKind, RunRequest, ServiceState};
 use caxton_tests::{Daemon, Options, bin, repo_root};
 use nix::sys::signal::Signal;
 
@@ -229,4 +229,35 @@ fn a_python_script_runs_an_agent_over_json_with_only_the_standard_library() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+}
+
+#[test]
+fn a_childs_log_line_appears_once_with_its_own_timestamp_and_who_wrote_it() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let log = d.log_text();
+    let ready: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("toolhost ready") && l.contains("caxton_toolhost"))
+        .collect();
+    assert_eq!(ready.len(), 1, "{log}");
+    let line = ready[0];
+    let ServiceState::Running { pid, .. } = d.status().unwrap().toolhost else {
+        panic!("toolhost not running")
+    };
+    assert!(
+        line.ends_with(&format!("child=toolhost pid={pid}")),
+        "{line}"
+    );
+    // One timestamp and one level: the child's own, not wrapped in a line of the supervisor's.
+    let day = &line[..11];
+    assert!(
+        day.ends_with('T'),
+        "the line starts with its timestamp: {line}"
+    );
+    assert_eq!(line.matches(day).count(), 1, "{line}");
+    assert_eq!(line.matches(" INFO ").count(), 1, "{line}");
+    assert!(
+        !line.contains("caxton::spawn") && !line.contains("caxton_supervisor::spawn"),
+        "{line}"
+    );
 }

@@ -1,5 +1,6 @@
-//! The toolhost process: WASM MCP tool servers under wasmtime and LLM providers, served to workers
-//! over a Unix socket. Started and supervised by `caxton serve`; never trusts a guest.
+//! The toolhost process: WASM MCP tool servers under wasmtime, and the LLM providers of
+//! `caxton-llm`, served to workers over a Unix socket. Started and supervised by `caxton serve`;
+//! never trusts a guest.
 //!
 //! Usage (normally only the supervisor runs it):
 //! `caxton-toolhost serve --socket PATH [--config FILE]` binds PATH, prints `ready` on stdout, serves.
@@ -8,7 +9,6 @@
 
 pub mod egress;
 pub mod host;
-pub mod llm;
 pub mod mcp;
 pub mod module_cache;
 pub mod pipe;
@@ -70,7 +70,7 @@ fn parse_args() -> anyhow::Result<(Command, Option<PathBuf>)> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    caxton_ipc::service::init_tracing();
+    caxton_ipc::logging::init("caxton-toolhost");
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
