@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use caxton_ipc::config::{LOCAL_MODEL_FILE, ServerConfig};
-use caxton_toolhost::llm::local::compute_threads;
-use caxton_toolhost::llm::local::engine::{Engine, LoadOptions, Throughput};
+use caxton_llm::local::compute_threads;
+use caxton_llm::local::engine::{Engine, LoadOptions, Throughput};
 
 use crate::{ms, rss_kib};
 

@@ -371,8 +371,8 @@ fn block_index(data: &Value) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::http::replay;
-    use crate::llm::test_support;
+    use crate::http::replay;
+    use crate::test_support;
     use caxton_ipc::toolhost::{ChatProgress, ToolCall};
 
     /// The event sequence of the Messages streaming documentation's tool-use example.

@@ -612,7 +612,7 @@ pub(crate) fn replay<W: Wire>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::test_support;
+    use crate::test_support;
     use caxton_ipc::toolhost::ChatMessage;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -759,25 +759,24 @@ mod tests {
     #[test]
     fn extra_headers_are_checked_without_quoting_values() {
         let bad = [("x-ok".to_string(), "secret\nvalue".to_string())].into();
-        let e = request_headers::<crate::llm::openai::OpenAi>(Some("k"), &bad).unwrap_err();
+        let e = request_headers::<crate::openai::OpenAi>(Some("k"), &bad).unwrap_err();
         assert!(e.contains("x-ok") && !e.contains("secret"), "{e}");
-        let h =
-            request_headers::<crate::llm::openai::OpenAi>(Some("k"), &Default::default()).unwrap();
+        let h = request_headers::<crate::openai::OpenAi>(Some("k"), &Default::default()).unwrap();
         assert!(h["authorization"].is_sensitive());
         assert!(!format!("{h:?}").contains("Bearer k"));
     }
 
     /// A provider of kind openai at `base` with key `k`.
-    fn provider(base: &str, key: &str) -> HttpProvider<crate::llm::openai::OpenAi> {
+    fn provider(base: &str, key: &str) -> HttpProvider<crate::openai::OpenAi> {
         let cfg: HttpProviderConfig = toml::from_str(&format!(
             "model = \"m\"\nbase_url = \"{base}\"\napi_key = \"{key}\"\n"
         ))
         .unwrap();
-        HttpProvider::new("t", &cfg, crate::llm::openai::OpenAi).unwrap()
+        HttpProvider::new("t", &cfg, crate::openai::OpenAi).unwrap()
     }
 
     async fn complete_once(
-        p: &HttpProvider<crate::llm::openai::OpenAi>,
+        p: &HttpProvider<crate::openai::OpenAi>,
     ) -> Result<Completion, AttemptError> {
         let req = test_support::request(
             vec![ChatMessage::User {

@@ -1,5 +1,5 @@
-//! LLM providers by name, as configured in the server config; the worker reaches them only through
-//! here, and their keys never leave this process.
+//! caxton-llm: the LLM providers by name, as configured in the server config, and the reliability
+//! policy around them. The toolhost process serves them to workers; their keys never leave it.
 //!
 //! Each kind (`openai`, `anthropic`, `local`, `scripted`) answers one *attempt*. This module wraps
 //! attempts in the reliability policy: a per-attempt deadline inside the chat's overall deadline,
@@ -190,6 +190,14 @@ pub struct Providers {
     by_name: BTreeMap<String, Entry>,
 }
 
+/// A provider whose config cannot be used (a bad URL, a missing key, an unreadable rule file).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("provider `{provider}`: {message}")]
+pub struct ConfigError {
+    pub provider: String,
+    pub message: String,
+}
+
 /// Directories the providers read from and cache into.
 #[derive(Debug, Clone, Copy)]
 pub struct ProviderDirs<'a> {
@@ -203,10 +211,13 @@ impl Providers {
     pub fn from_config(
         configs: &BTreeMap<String, ProviderConfig>,
         dirs: ProviderDirs<'_>,
-    ) -> anyhow::Result<Providers> {
+    ) -> Result<Providers, ConfigError> {
         let mut by_name = BTreeMap::new();
         for (name, cfg) in configs {
-            let fail = |e: String| anyhow::anyhow!("provider `{name}`: {e}");
+            let fail = |message: String| ConfigError {
+                provider: name.clone(),
+                message,
+            };
             let entry = match cfg {
                 ProviderConfig::Scripted(c) => {
                     let provider = match &c.rules {

@@ -296,8 +296,8 @@ impl ChunkStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::http::replay;
-    use crate::llm::test_support;
+    use crate::http::replay;
+    use crate::test_support;
     use caxton_ipc::toolhost::ChatProgress;
 
     /// `data:` lines of the chunks, as the API frames them, then `[DONE]`.

@@ -271,7 +271,7 @@ fn render(template: &str, values: &HashMap<String, String>, json: bool) -> Resul
 mod tests {
     use super::*;
 
-    use crate::llm::test_support::{attempt, request};
+    use crate::test_support::{attempt, request};
 
     fn req(messages: Vec<ChatMessage>, tools: &[&str]) -> caxton_ipc::toolhost::ChatRequest {
         request(messages, tools)

@@ -16,8 +16,8 @@ use caxton_ipc::tool::{
 use caxton_ipc::toolhost::{
     CallToolRequest, Catalog, ChatReply, ChatRequest, InstallToolRequest, ToolOutput,
 };
+use caxton_llm::{Progress, ProviderDirs, Providers};
 
-use crate::llm::{Progress, ProviderDirs, Providers};
 use crate::policy::{Policy, requested_beyond};
 use crate::wasm::{CallOutcome, ToolServer, WasmRuntime};
 

@@ -19,12 +19,12 @@ use caxton_ipc::handshake::Role;
 use caxton_ipc::peers::{PeerTable, Ticket};
 use caxton_ipc::service::{self, PrivateConn};
 use caxton_ipc::toolhost::{ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse};
+use caxton_llm::Progress;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::host::Host;
-use crate::llm::Progress;
 use crate::runs::{Run, Runs};
 
 /// Binds `socket` (replacing a stale file), prints `ready` on stdout, and serves until killed.

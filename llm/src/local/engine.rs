@@ -21,7 +21,7 @@ use super::sampler::{Sampler, log_prob_of_any, log_sum_exp};
 use super::stream::{Step, StopCutter, Utf8Joiner, ValueEnd};
 use super::template::{self, IM_END, Piece, Prompt};
 use super::tokenizer::GgufTokenizer;
-use crate::llm::AttemptError;
+use crate::AttemptError;
 
 /// Completion tokens when a request sets no `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: usize = 256;

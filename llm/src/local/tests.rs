@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use super::engine::{self, Engine, Job, LoadOptions};
 use super::*;
-use crate::llm::Progress;
-use crate::llm::test_support::request;
+use crate::Progress;
+use crate::test_support::request;
 
 /// Real-model tests take turns: run in parallel they would share two cores, and the timing
 /// assertions would measure each other.
