@@ -26,7 +26,7 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    caxton_ipc::service::init_tracing();
+    caxton_ipc::logging::init("caxton-memory");
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
