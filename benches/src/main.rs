@@ -156,15 +156,10 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
 fn run_once(d: &Daemon) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let mut c = d.connect()?;
-    c.send(&ApiRequest::Run(RunRequest {
-        agent: "calculator".into(),
-        input: "What is 6 * 7?".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-        stream: false,
-        record: false,
-        replay: None,
-    }))?;
+    c.send(&ApiRequest::Run(RunRequest::new(
+        "calculator",
+        "What is 6 * 7?",
+    )))?;
     let out = c.collect_run()?;
     let elapsed = t.elapsed();
     anyhow::ensure!(

@@ -282,15 +282,7 @@ impl Daemon {
 
     /// Runs an agent and collects its whole response stream.
     pub fn run(&self, agent: &str, input: &str) -> anyhow::Result<RunOutcome> {
-        self.run_req(RunRequest {
-            agent: agent.into(),
-            input: input.into(),
-            vars: Default::default(),
-            timeout_ms: None,
-            stream: false,
-            record: false,
-            replay: None,
-        })
+        self.run_req(RunRequest::new(agent, input))
     }
 
     pub fn run_req(&self, req: RunRequest) -> anyhow::Result<RunOutcome> {
@@ -448,15 +440,7 @@ impl Conn {
 
     /// Starts a run of `agent` and returns its worker's pid (from the `Started` event).
     pub fn start_run(&mut self, agent: &str, input: &str) -> anyhow::Result<u32> {
-        self.send(&ApiRequest::Run(RunRequest {
-            agent: agent.into(),
-            input: input.into(),
-            vars: Default::default(),
-            timeout_ms: None,
-            stream: false,
-            record: false,
-            replay: None,
-        }))?;
+        self.send(&ApiRequest::Run(RunRequest::new(agent, input)))?;
         match self.recv()? {
             ApiResponse::Event(RunEvent::Started { worker_pid, .. }) => Ok(worker_pid),
             other => bail!("expected the Started event, got {other:?}"),

@@ -399,15 +399,9 @@ fn a_client_that_only_half_closes_still_gets_its_answer() {
     // Like `nc -N`: send the request, shut down the writing side, keep reading.
     let d = Daemon::start(Options::default()).unwrap();
     let mut c = d.connect().unwrap();
-    c.send(&ApiRequest::Run(caxton_ipc::api::RunRequest {
-        agent: "slow".into(),
-        input: "half".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-        stream: false,
-        record: false,
-        replay: None,
-    }))
+    c.send(&ApiRequest::Run(caxton_ipc::api::RunRequest::new(
+        "slow", "half",
+    )))
     .unwrap();
     c.stream.shutdown(std::net::Shutdown::Write).unwrap();
     let out = c.collect_run().unwrap();

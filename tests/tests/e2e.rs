@@ -81,15 +81,7 @@ fn templates_fill_parameters_and_vars_and_refuse_missing_values() {
         "{}",
         err.message
     );
-    let mut req = RunRequest {
-        agent: "needs-context".into(),
-        input: "q".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-        stream: false,
-        record: false,
-        replay: None,
-    };
+    let mut req = RunRequest::new("needs-context", "q");
     req.vars.insert("context".into(), "Q3 sales".into());
     let out = d.run_req(req).unwrap();
     assert_eq!(

@@ -37,13 +37,8 @@ fn a_worker_killed_with_sigkill_mid_run_is_reported() {
 fn a_worker_that_hangs_past_its_timeout_is_killed() {
     let d = Daemon::start(Options::default()).unwrap();
     let req = RunRequest {
-        agent: "calculator".into(),
-        input: "caxton-fault:hang".into(),
-        vars: Default::default(),
         timeout_ms: Some(500),
-        stream: false,
-        record: false,
-        replay: None,
+        ..RunRequest::new("calculator", "caxton-fault:hang")
     };
     let out = d.run_req(req).unwrap();
     let pid = out.worker_pid().unwrap();

@@ -956,15 +956,10 @@ fn a_run_still_starting_at_the_drain_deadline_gets_its_terminal_event() {
     .unwrap();
     signal(memory_pid(&d), Signal::SIGSTOP);
     let mut c = d.connect().unwrap();
-    c.send(&ApiRequest::Run(RunRequest {
-        agent: "memo-a".into(),
-        input: "remember Late: run".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-        stream: false,
-        record: false,
-        replay: None,
-    }))
+    c.send(&ApiRequest::Run(RunRequest::new(
+        "memo-a",
+        "remember Late: run",
+    )))
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     d.signal(Signal::SIGTERM);

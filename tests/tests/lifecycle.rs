@@ -9,15 +9,7 @@ use caxton_tests::{Daemon, Options, bin, repo_root};
 use nix::sys::signal::Signal;
 
 fn slow_request() -> ApiRequest {
-    ApiRequest::Run(RunRequest {
-        agent: "slow".into(),
-        input: "x".into(),
-        vars: Default::default(),
-        timeout_ms: None,
-        stream: false,
-        record: false,
-        replay: None,
-    })
+    ApiRequest::Run(RunRequest::new("slow", "x"))
 }
 
 #[test]
