@@ -341,9 +341,7 @@ pub fn report() -> anyhow::Result<String> {
             ));
             vectors.push(v);
             if items.len() == 50_000 || i + 1 == n {
-                store
-                    .load_with_vectors("global", &items)
-                    .map_err(|e| anyhow::anyhow!(e.message))?;
+                store.load_with_vectors("global", &items)?;
                 items.clear();
             }
         }
@@ -354,9 +352,7 @@ pub fn report() -> anyhow::Result<String> {
         let mut recall_sum = 0.0;
         for (qi, q) in queries.iter().enumerate() {
             let t = Instant::now();
-            let hits = store
-                .semantic_vector(q, &scopes, &[], 0.0, DEPTH)
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let hits = store.semantic_vector(q, &scopes, &[], 0.0, DEPTH)?;
             search_times.push(t.elapsed());
             let got: Vec<i64> = hits.iter().take(K).map(|h| h.0).collect();
             // Entity ids are 1-based in load order.
@@ -370,9 +366,7 @@ pub fn report() -> anyhow::Result<String> {
             let text = format!("{} (variant {qi})", query_texts[qi]);
             let t = Instant::now();
             let qv = embedder.embed(&[text.as_str()])?.remove(0);
-            store
-                .semantic_vector(&qv, &scopes, &[], 0.0, DEPTH)
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+            store.semantic_vector(&qv, &scopes, &[], 0.0, DEPTH)?;
             with_embed.push(t.elapsed());
         }
         let (s50, s99) = pct(search_times);
@@ -450,9 +444,7 @@ pub fn report() -> anyhow::Result<String> {
     let mut written = 0;
     while written < 2000 {
         let b = batch(written, 100, &mut rng);
-        store
-            .create_entities("global", &b)
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+        store.create_entities("global", &b)?;
         written += 100;
     }
     let batched_writes = written as f64 / t.elapsed().as_secs_f64();
@@ -460,9 +452,7 @@ pub fn report() -> anyhow::Result<String> {
     for i in 0..100 {
         let b = batch(10_000 + i, 1, &mut rng);
         let t = Instant::now();
-        store
-            .create_entities("global", &b)
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+        store.create_entities("global", &b)?;
         single.push(t.elapsed());
     }
     let (w50, w99) = pct(single);

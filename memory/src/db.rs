@@ -6,10 +6,9 @@
 //! one scope; deleting an entity cascades to its observations and relations), and two external-
 //! content FTS5 tables kept in sync by triggers for keyword search.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::functions::FunctionFlags;
 
@@ -92,15 +91,69 @@ fn init_connection(c: &mut rusqlite::Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Why the database cannot be opened; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot create the memory directory {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the memory database {}", path.display())]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite refuses the file (not a database, damaged, unreadable).
+    #[error(
+        "cannot use the memory database {} (if it is damaged: stop caxton, move it aside for \
+         recovery, and start with an empty one or restore a backup from `caxton memory export`)",
+        path.display()
+    )]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the memory database {} cannot use WAL journaling (journal_mode is {mode})",
+        path.display()
+    )]
+    NoWal { path: PathBuf, mode: String },
+    #[error(
+        "the memory database {} has schema v{found}, newer than this caxton-memory (v{SCHEMA_VERSION}); run the newer caxton",
+        path.display()
+    )]
+    NewerSchema { path: PathBuf, found: u32 },
+    #[error("the memory database {}: migration v{from} → v{} failed", path.display(), from + 1)]
+    Migration {
+        path: PathBuf,
+        from: u32,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot open a connection pool on the memory database {}", path.display())]
+    Pool {
+        path: PathBuf,
+        #[source]
+        source: r2d2::Error,
+    },
+}
+
 /// Opens (creating if needed) the database at `path` and migrates it to [`SCHEMA_VERSION`].
-pub fn open(path: &Path, pool_size: u32) -> anyhow::Result<Pool> {
+pub fn open(path: &Path, pool_size: u32) -> Result<Pool, DbError> {
     if let Some(dir) = path.parent() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_context(|| format!("cannot create the memory directory {}", dir.display()))?;
+            .map_err(|source| DbError::CreateDir {
+                dir: dir.to_owned(),
+                source,
+            })?;
     }
     // Private whatever the umask: every scope of every agent is in this file. SQLite gives its
     // -wal and -shm files the database file's mode.
@@ -112,53 +165,69 @@ pub fn open(path: &Path, pool_size: u32) -> anyhow::Result<Pool> {
             .truncate(false)
             .mode(0o600)
             .open(path)
-            .with_context(|| format!("cannot create the memory database {}", path.display()))?;
+            .map_err(|source| DbError::CreateFile {
+                path: path.to_owned(),
+                source,
+            })?;
     }
-    let unusable = |e: &dyn std::fmt::Display| {
-        anyhow::anyhow!(
-            "the memory database {} cannot be used: {e}. If the file is damaged, stop caxton, move it \
-             aside (keep it for recovery) and start again with an empty one, or restore a backup \
-             (`caxton memory export` writes one)",
-            path.display()
-        )
+    let unusable = |source| DbError::Unusable {
+        path: path.to_owned(),
+        source,
     };
     // One plain connection first: WAL mode, the schema check and the migrations, with errors that
     // name the file. Only then the pool.
     {
-        let mut c = rusqlite::Connection::open(path).map_err(|e| unusable(&e))?;
-        init_connection(&mut c).map_err(|e| unusable(&e))?;
+        let mut c = rusqlite::Connection::open(path).map_err(unusable)?;
+        init_connection(&mut c).map_err(unusable)?;
         let mode: String = c
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| unusable(&e))?;
+            .map_err(unusable)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            anyhow::bail!(
-                "the memory database {} cannot use WAL journaling (journal_mode is {mode})",
-                path.display()
-            );
+            return Err(DbError::NoWal {
+                path: path.to_owned(),
+                mode,
+            });
         }
-        migrate(&mut c).map_err(|e| unusable(&e))?;
+        migrate(&mut c, path)?;
     }
     let manager = SqliteConnectionManager::file(path).with_init(init_connection);
     r2d2::Pool::builder()
         .max_size(pool_size.max(1))
         .connection_timeout(BUSY_TIMEOUT)
         .build(manager)
-        .with_context(|| format!("cannot open a pool on {}", path.display()))
+        .map_err(|source| DbError::Pool {
+            path: path.to_owned(),
+            source,
+        })
 }
 
-fn migrate(c: &mut rusqlite::Connection) -> anyhow::Result<()> {
-    let version: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+fn migrate(c: &mut rusqlite::Connection, path: &Path) -> Result<(), DbError> {
+    let version: u32 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|source| DbError::Unusable {
+            path: path.to_owned(),
+            source,
+        })?;
     if version > SCHEMA_VERSION {
-        anyhow::bail!(
-            "its schema is v{version}, newer than this caxton-memory (v{SCHEMA_VERSION}); run the newer caxton"
-        );
+        return Err(DbError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+        });
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)
-            .with_context(|| format!("migration v{from} → v{}", from + 1))?;
-        tx.pragma_update(None, "user_version", from as u32 + 1)?;
-        tx.commit()?;
+        let from = from as u32;
+        let step = |source| DbError::Migration {
+            path: path.to_owned(),
+            from,
+            source,
+        };
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(step)?;
+        tx.execute_batch(sql).map_err(step)?;
+        tx.pragma_update(None, "user_version", from + 1)
+            .map_err(step)?;
+        tx.commit().map_err(step)?;
         tracing::info!(version = from + 1, "memory schema migrated");
     }
     Ok(())
@@ -174,6 +243,7 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use caxton_ipc::error::Chain;
 
     #[test]
     fn creates_migrates_and_reopens() {
@@ -220,7 +290,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("memory.db");
         std::fs::write(&path, vec![0x5a; 8192]).expect("write");
-        let err = format!("{:#}", open(&path, 2).expect_err("must fail"));
+        let err = open(&path, 2).expect_err("must fail");
+        assert!(matches!(err, DbError::Unusable { .. }), "{err:?}");
+        let err = Chain(&err).to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("not a database"), "{err}");
     }
@@ -233,7 +305,15 @@ mod tests {
             let c = rusqlite::Connection::open(&path).expect("open");
             c.pragma_update(None, "user_version", 99).expect("set");
         }
-        let err = format!("{:#}", open(&path, 2).expect_err("must fail"));
-        assert!(err.contains("v99"), "{err}");
+        let err = open(&path, 2).expect_err("must fail");
+        assert!(
+            matches!(err, DbError::NewerSchema { found: 99, .. }),
+            "{err:?}"
+        );
+        let text = Chain(&err).to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("v99"),
+            "{text}"
+        );
     }
 }

@@ -8,12 +8,12 @@
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
+use caxton_ipc::error::Chain;
 use caxton_ipc::memory::EMBEDDING_DIMS;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -48,6 +48,49 @@ fn minilm_config() -> Config {
     }
 }
 
+/// What can go wrong loading the model or embedding with it.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// A model file is not where the service looks for it.
+    #[error(
+        "the embedding model is not installed: {file} is missing in {} (run scripts/install-models.sh, or set [memory] model_dir)",
+        dir.display()
+    )]
+    ModelMissing { dir: PathBuf, file: &'static str },
+    #[error("cannot read the tokenizer {}", path.display())]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: tokenizers::Error,
+    },
+    #[error("cannot read the embedding model {}", path.display())]
+    ReadModel {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("{} is not an All-MiniLM-L6-v2 model", path.display())]
+    NotMiniLm {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("cannot tokenize {texts} texts")]
+    Tokenize {
+        texts: usize,
+        #[source]
+        source: tokenizers::Error,
+    },
+    #[error("the embedding model failed on {texts} texts")]
+    Inference {
+        texts: usize,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("the embedding model returned no {EMBEDDING_DIMS}-dimension vector for the query")]
+    NoVector,
+}
+
 pub struct Embedder {
     model: BertModel,
     tokenizer: Tokenizer,
@@ -56,19 +99,22 @@ pub struct Embedder {
 
 impl Embedder {
     /// Loads `model.safetensors` and `tokenizer.json` from `dir`.
-    pub fn load(dir: &Path) -> anyhow::Result<Embedder> {
+    pub fn load(dir: &Path) -> Result<Embedder, EmbedError> {
         let model_path = dir.join(MODEL_FILE);
         let tokenizer_path = dir.join(TOKENIZER_FILE);
-        for p in [&model_path, &tokenizer_path] {
+        for (file, p) in [(MODEL_FILE, &model_path), (TOKENIZER_FILE, &tokenizer_path)] {
             if !p.is_file() {
-                anyhow::bail!(
-                    "the embedding model is not installed: {} is missing (run scripts/install-models.sh, or set [memory] model_dir)",
-                    p.display()
-                );
+                return Err(EmbedError::ModelMissing {
+                    dir: dir.to_owned(),
+                    file,
+                });
             }
         }
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", tokenizer_path.display()))?;
+        let tokenizer_error = |source| EmbedError::Tokenizer {
+            path: tokenizer_path.clone(),
+            source,
+        };
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(tokenizer_error)?;
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             ..PaddingParams::default()
@@ -78,17 +124,23 @@ impl Embedder {
                 max_length: MAX_TOKENS,
                 ..TruncationParams::default()
             }))
-            .map_err(|e| anyhow::anyhow!("cannot set truncation: {e}"))?;
+            .map_err(tokenizer_error)?;
         let device = Device::Cpu;
         // SAFETY: the file is mapped read-only; candle copies the tensors out of the mapping
         // while loading, and nothing in Caxton writes model files while the service runs.
         let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[&model_path], DType::F32, &device)
-                .with_context(|| format!("cannot read {}", model_path.display()))?
+            VarBuilder::from_mmaped_safetensors(&[&model_path], DType::F32, &device).map_err(
+                |source| EmbedError::ReadModel {
+                    path: model_path.clone(),
+                    source,
+                },
+            )?
         };
-        let model = BertModel::load(vb, &minilm_config()).with_context(|| {
-            format!("{} is not an All-MiniLM-L6-v2 model", model_path.display())
-        })?;
+        let model =
+            BertModel::load(vb, &minilm_config()).map_err(|source| EmbedError::NotMiniLm {
+                path: model_path.clone(),
+                source,
+            })?;
         Ok(Embedder {
             model,
             tokenizer,
@@ -97,7 +149,7 @@ impl Embedder {
     }
 
     /// Embeds `texts`, returning one unit-length vector per text, in order.
-    pub fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -128,17 +180,29 @@ impl Embedder {
         Ok(out)
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+            .map_err(|source| EmbedError::Tokenize {
+                texts: texts.len(),
+                source,
+            })?;
+        self.forward(&encodings)
+            .map_err(|source| EmbedError::Inference {
+                texts: texts.len(),
+                source,
+            })
+    }
+
+    /// The model on one padded batch: mean pooling over real tokens, then L2 normalisation.
+    fn forward(&self, encodings: &[tokenizers::Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
         let n = encodings.len();
         let len = encodings.first().map_or(0, |e| e.get_ids().len());
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
         let mut types = Vec::with_capacity(n * len);
-        for e in &encodings {
+        for e in encodings {
             ids.extend_from_slice(e.get_ids());
             mask.extend_from_slice(e.get_attention_mask());
             types.extend_from_slice(e.get_type_ids());
@@ -152,8 +216,7 @@ impl Embedder {
         let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
         let mean = summed.broadcast_div(&counts)?;
         let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        let unit = mean.broadcast_div(&norms)?;
-        Ok(unit.to_vec2::<f32>()?)
+        mean.broadcast_div(&norms)?.to_vec2::<f32>()
     }
 }
 
@@ -161,8 +224,15 @@ impl Embedder {
 /// reads without paying ~90 MB and ~0.3 s for the model), with an LRU cache of query vectors.
 pub struct LazyEmbedder {
     dir: PathBuf,
-    state: Mutex<Option<Result<std::sync::Arc<Embedder>, String>>>,
-    cache: Mutex<lru::LruCache<String, std::sync::Arc<Vec<f32>>>>,
+    state: Mutex<Loaded>,
+    cache: Mutex<lru::LruCache<String, Arc<Vec<f32>>>>,
+}
+
+/// The model once loaded; until then, whether the missing model was already reported.
+#[derive(Default)]
+struct Loaded {
+    model: Option<Arc<Embedder>>,
+    missing_reported: bool,
 }
 
 impl LazyEmbedder {
@@ -170,7 +240,7 @@ impl LazyEmbedder {
         let cap = NonZeroUsize::new(cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
         LazyEmbedder {
             dir,
-            state: Mutex::new(None),
+            state: Mutex::new(Loaded::default()),
             cache: Mutex::new(lru::LruCache::new(cap)),
         }
     }
@@ -185,44 +255,46 @@ impl LazyEmbedder {
     }
 
     pub fn loaded(&self) -> bool {
-        matches!(
-            &*self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            Some(Ok(_))
-        )
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .model
+            .is_some()
     }
 
-    /// The model, loading it on first use. A failed load is remembered only while the files are
-    /// still missing, so installing the model later needs no restart.
-    pub fn get(&self) -> Result<std::sync::Arc<Embedder>, String> {
+    /// The model, loading it on first use. A failed load is retried on the next call, so
+    /// installing the model later needs no restart; a missing model is logged once.
+    pub fn get(&self) -> Result<Arc<Embedder>, EmbedError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*state {
-            Some(Ok(e)) => return Ok(e.clone()),
-            Some(Err(e)) if !self.installed() => return Err(e.clone()),
-            _ => {}
+        if let Some(e) = &state.model {
+            return Ok(e.clone());
         }
         let started = std::time::Instant::now();
-        let loaded = Embedder::load(&self.dir)
-            .map(std::sync::Arc::new)
-            .map_err(|e| format!("{e:#}"));
-        match &loaded {
-            Ok(_) => {
-                tracing::info!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded")
+        match Embedder::load(&self.dir) {
+            Ok(e) => {
+                tracing::info!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded");
+                let e = Arc::new(e);
+                state.model = Some(e.clone());
+                Ok(e)
             }
-            Err(e) => tracing::error!(error = %e, "embedding model unavailable"),
+            Err(e) => {
+                let missing = matches!(e, EmbedError::ModelMissing { .. });
+                if !(missing && state.missing_reported) {
+                    tracing::error!(error = %Chain(&e), "embedding model unavailable");
+                }
+                state.missing_reported = missing;
+                Err(e)
+            }
         }
-        *state = Some(loaded.clone());
-        loaded
     }
 
     /// Embeds texts for storage (no cache: stored texts rarely repeat).
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        self.get()?
-            .embed(texts)
-            .map_err(|e| format!("embedding failed: {e:#}"))
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.get()?.embed(texts)
     }
 
     /// Embeds one query, through the LRU cache.
-    pub fn embed_query(&self, text: &str) -> Result<std::sync::Arc<Vec<f32>>, String> {
+    pub fn embed_query(&self, text: &str) -> Result<Arc<Vec<f32>>, EmbedError> {
         if let Some(v) = self
             .cache
             .lock()
@@ -231,11 +303,12 @@ impl LazyEmbedder {
         {
             return Ok(v.clone());
         }
-        let v = std::sync::Arc::new(
-            self.embed(&[text])?
-                .pop()
-                .ok_or_else(|| "embedding returned nothing".to_string())?,
-        );
+        let v = self
+            .embed(&[text])?
+            .pop()
+            .filter(|v| v.len() == EMBEDDING_DIMS)
+            .ok_or(EmbedError::NoVector)?;
+        let v = Arc::new(v);
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -6,16 +6,17 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::api::ErrorKind;
 use caxton_ipc::config::MemoryConfig;
+use caxton_ipc::error::Chain;
 use caxton_ipc::memory::{
     Entity, Graph, ImportReport, MemoryStats, Observation, PruneReport, PruneRequest, Relation,
     ScopeStats, SearchHit, SearchMode, SearchQuery, SearchResults,
 };
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
-use crate::db::{self, Conn, Pool, now_ms};
-use crate::embed::LazyEmbedder;
+use crate::db::{self, Conn, DbError, Pool, now_ms};
+use crate::embed::{EmbedError, LazyEmbedder};
 use crate::index::{self, SlotMeta, VectorIndex};
 
 /// Longest entity name, type or relation type (bytes).
@@ -60,18 +61,117 @@ pub struct RelationKey {
     pub relation_type: String,
 }
 
-type Result<T> = std::result::Result<T, ErrorBody>;
-
-pub fn bad(msg: impl Into<String>) -> ErrorBody {
-    ErrorBody::new(ErrorKind::BadRequest, msg)
+/// What a store operation can fail with. [`StoreError::kind`] tells the caller's side apart:
+/// a bad request, an entity that is not there, a busy database, or a failure of the service.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened (at start).
+    #[error(transparent)]
+    Open(#[from] DbError),
+    /// A name, type or observation that is blank.
+    #[error("{what} must not be empty")]
+    Empty { what: &'static str },
+    #[error("{what} `{start}…` is {bytes} bytes; the limit is {MAX_NAME_BYTES}")]
+    NameTooLong {
+        what: &'static str,
+        /// The first characters of the name, to recognise it by.
+        start: String,
+        bytes: usize,
+    },
+    #[error(
+        "an observation of {bytes} bytes exceeds the limit of {limit} bytes ([memory] max_observation_bytes); split it into several observations"
+    )]
+    ObservationTooLarge { bytes: usize, limit: usize },
+    #[error("{count} {what} in one request; the limit is {MAX_ITEMS}")]
+    TooMany { what: &'static str, count: usize },
+    /// An entity a write needs is not in the scope (the MCP memory server's wording).
+    #[error("Entity with name {name} not found in scope {scope}")]
+    EntityNotFound { name: String, scope: String },
+    /// A relation names an entity that is not in the scope.
+    #[error("Entity with name {name} not found in scope {scope}; create it before relating it")]
+    RelationEndNotFound { name: String, scope: String },
+    /// Another writer held the database past the busy timeout.
+    #[error("memory database busy: cannot {what}; retry later")]
+    Busy {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A statement failed; `what` is its purpose.
+    #[error("memory database: cannot {what}")]
+    Sql {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("memory database: no connection available")]
+    Pool(#[source] r2d2::Error),
+    /// `what` could not be embedded (the model is missing or failed).
+    #[error("cannot embed {what}")]
+    Embed {
+        what: &'static str,
+        #[source]
+        source: Box<EmbedError>,
+    },
+    /// An entity inserted (or found) a moment ago in the same transaction is gone: a bug.
+    #[error("an imported entity vanished: {name} in scope {scope}")]
+    Vanished { name: String, scope: String },
 }
 
-fn internal(e: impl std::fmt::Display) -> ErrorBody {
-    ErrorBody::new(ErrorKind::Internal, format!("memory database: {e}"))
+impl StoreError {
+    /// The kind of error the caller is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Empty { .. }
+            | StoreError::NameTooLong { .. }
+            | StoreError::ObservationTooLarge { .. }
+            | StoreError::TooMany { .. } => ErrorKind::BadRequest,
+            StoreError::EntityNotFound { .. } | StoreError::RelationEndNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            StoreError::Busy { .. } => ErrorKind::Busy,
+            StoreError::Open(_)
+            | StoreError::Sql { .. }
+            | StoreError::Pool(_)
+            | StoreError::Embed { .. }
+            | StoreError::Vanished { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// A statement's failure: [`StoreError::Busy`] when the database stayed locked, else
+    /// [`StoreError::Sql`].
+    fn sql(what: &'static str, source: rusqlite::Error) -> StoreError {
+        match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy { what, source }
+            }
+            _ => StoreError::Sql { what, source },
+        }
+    }
+
+    /// True for a foreign-key violation (the entity was deleted under the statement).
+    fn is_foreign_key_violation(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sql {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+        )
+    }
 }
 
-fn sql(e: rusqlite::Error) -> ErrorBody {
-    internal(e)
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Names a failed statement by its purpose.
+trait SqlContext<T> {
+    fn ctx(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn ctx(self, what: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::sql(what, source))
+    }
 }
 
 /// `?, ?, ?` for `n` values.
@@ -95,7 +195,7 @@ impl Store {
         embedder: LazyEmbedder,
         limits: Limits,
         threads: usize,
-    ) -> anyhow::Result<Store> {
+    ) -> Result<Store> {
         let pool = db::open(database, pool_size)?;
         let store = Store {
             pool,
@@ -114,34 +214,35 @@ impl Store {
     }
 
     fn conn(&self) -> Result<Conn> {
-        self.pool
-            .get()
-            .map_err(|e| internal(format!("no connection: {e}")))
+        self.pool.get().map_err(StoreError::Pool)
     }
 
     /// Reads every stored vector into the index (at start).
-    fn load_index(&self) -> anyhow::Result<()> {
+    fn load_index(&self) -> Result<()> {
         let started = std::time::Instant::now();
-        let conn = self.pool.get()?;
-        let mut stmt = conn.prepare(
-            "SELECT o.id, o.entity_id, e.scope, e.entity_type, o.embedding
-             FROM observations o JOIN entities e ON e.id = o.entity_id
-             WHERE o.embedding IS NOT NULL",
-        )?;
-        let mut rows = stmt.query([])?;
+        let conn = self.conn()?;
+        let what = "load the stored vectors";
+        let mut stmt = conn
+            .prepare(
+                "SELECT o.id, o.entity_id, e.scope, e.entity_type, o.embedding
+                 FROM observations o JOIN entities e ON e.id = o.entity_id
+                 WHERE o.embedding IS NOT NULL",
+            )
+            .ctx(what)?;
+        let mut rows = stmt.query([]).ctx(what)?;
         let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
         let mut bad_blobs = 0u64;
-        while let Some(r) = rows.next()? {
-            let blob: Vec<u8> = r.get(4)?;
+        while let Some(r) = rows.next().ctx(what)? {
+            let blob: Vec<u8> = r.get(4).ctx(what)?;
             let Some(v) = index::from_blob(&blob) else {
                 bad_blobs += 1;
                 continue;
             };
-            let scope: String = r.get(2)?;
-            let ty: String = r.get(3)?;
+            let scope: String = r.get(2).ctx(what)?;
+            let ty: String = r.get(3).ctx(what)?;
             let meta = SlotMeta {
-                observation: r.get(0)?,
-                entity: r.get(1)?,
+                observation: r.get(0).ctx(what)?,
+                entity: r.get(1).ctx(what)?,
                 scope: idx.intern(&scope),
                 entity_type: idx.intern(&ty),
             };
@@ -190,42 +291,44 @@ impl Store {
         self.embedder
             .embed(texts)
             .map(Some)
-            .map_err(|e| ErrorBody::new(ErrorKind::Internal, e))
+            .map_err(|source| StoreError::Embed {
+                what: "the observations",
+                source: Box::new(source),
+            })
     }
 
-    fn check_name(&self, what: &str, s: &str) -> Result<()> {
+    fn check_name(&self, what: &'static str, s: &str) -> Result<()> {
         if s.trim().is_empty() {
-            return Err(bad(format!("{what} must not be empty")));
+            return Err(StoreError::Empty { what });
         }
         if s.len() > MAX_NAME_BYTES {
-            return Err(bad(format!(
-                "{what} `{}…` is {} bytes; the limit is {MAX_NAME_BYTES}",
-                s.chars().take(40).collect::<String>(),
-                s.len()
-            )));
+            return Err(StoreError::NameTooLong {
+                what,
+                start: s.chars().take(40).collect(),
+                bytes: s.len(),
+            });
         }
         Ok(())
     }
 
     fn check_observation(&self, text: &str) -> Result<()> {
         if text.trim().is_empty() {
-            return Err(bad("an observation must not be empty"));
+            return Err(StoreError::Empty {
+                what: "an observation",
+            });
         }
         if text.len() > self.limits.max_observation_bytes {
-            return Err(bad(format!(
-                "an observation of {} bytes exceeds the limit of {} bytes ([memory] max_observation_bytes); split it into several observations",
-                text.len(),
-                self.limits.max_observation_bytes
-            )));
+            return Err(StoreError::ObservationTooLarge {
+                bytes: text.len(),
+                limit: self.limits.max_observation_bytes,
+            });
         }
         Ok(())
     }
 
-    fn check_count(what: &str, n: usize) -> Result<()> {
-        if n > MAX_ITEMS {
-            return Err(bad(format!(
-                "{n} {what} in one request; the limit is {MAX_ITEMS}"
-            )));
+    fn check_count(what: &'static str, count: usize) -> Result<()> {
+        if count > MAX_ITEMS {
+            return Err(StoreError::TooMany { what, count });
         }
         Ok(())
     }
@@ -259,7 +362,7 @@ impl Store {
                     "INSERT OR IGNORE INTO entities (scope, name, entity_type, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
                     params![scope, e.name, e.entity_type, now as i64],
                 )
-                .map_err(sql)?;
+                .ctx("insert an entity")?;
             let base = k;
             k += e.observations.len();
             if inserted == 0 {
@@ -291,7 +394,7 @@ impl Store {
                 observations: kept,
             });
         }
-        tx.commit().map_err(sql)?;
+        tx.commit().ctx("commit")?;
         self.apply(pending, &[]);
         Ok(created)
     }
@@ -322,12 +425,10 @@ impl Store {
                     |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
                 )
                 .optional()
-                .map_err(sql)?
-                .ok_or_else(|| {
-                    ErrorBody::new(
-                        ErrorKind::NotFound,
-                        format!("Entity with name {name} not found in scope {scope}"),
-                    )
+                .ctx("look up an entity")?
+                .ok_or_else(|| StoreError::EntityNotFound {
+                    name: name.clone(),
+                    scope: scope.to_string(),
                 })?;
             let have = observation_texts(&conn, entity)?;
             let mut new: Vec<String> = Vec::new();
@@ -358,18 +459,18 @@ impl Store {
                         params![entity, text],
                         |r| r.get(0),
                     )
-                    .map_err(sql)?;
+                    .ctx("look for an existing observation")?;
                 let v = vectors.as_ref().map(|v| &v[k]);
                 k += 1;
                 if exists {
                     continue;
                 }
                 let id = insert_observation(&tx, entity, &text, now, v).map_err(|e| {
-                    if e.message.contains("FOREIGN KEY") {
-                        ErrorBody::new(
-                            ErrorKind::NotFound,
-                            format!("Entity with name {name} not found in scope {scope}"),
-                        )
+                    if e.is_foreign_key_violation() {
+                        StoreError::EntityNotFound {
+                            name: name.clone(),
+                            scope: scope.to_string(),
+                        }
                     } else {
                         e
                     }
@@ -390,11 +491,11 @@ impl Store {
                     "UPDATE entities SET updated_ms = ?1 WHERE id = ?2",
                     params![now as i64, entity],
                 )
-                .map_err(sql)?;
+                .ctx("update an entity's time")?;
             }
             out.push((name, added));
         }
-        tx.commit().map_err(sql)?;
+        tx.commit().ctx("commit")?;
         self.apply(pending, &[]);
         Ok(out)
     }
@@ -428,14 +529,14 @@ impl Store {
             "INSERT OR IGNORE INTO entities (scope, name, entity_type, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
             params![scope, name, entity_type, now as i64],
         )
-        .map_err(sql)?;
+        .ctx("insert an entity")?;
         let (entity, ty) = tx
             .query_row(
                 "SELECT id, entity_type FROM entities WHERE scope = ?1 AND name = ?2",
                 params![scope, name],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
             )
-            .map_err(sql)?;
+            .ctx("look up an entity")?;
         let have = observation_texts(&tx, entity)?;
         let mut pending = Vec::new();
         for (k, text) in texts.iter().enumerate() {
@@ -458,8 +559,8 @@ impl Store {
             "UPDATE entities SET updated_ms = ?1 WHERE id = ?2",
             params![now as i64, entity],
         )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
+        .ctx("update an entity's time")?;
+        tx.commit().ctx("commit")?;
         self.apply(pending, &[]);
         Ok(())
     }
@@ -481,24 +582,22 @@ impl Store {
             let to = entity_id(&tx, scope, &r.to)?;
             let (Some(from), Some(to)) = (from, to) else {
                 let missing = if from.is_none() { &r.from } else { &r.to };
-                return Err(ErrorBody::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "Entity with name {missing} not found in scope {scope}: create it before relating it"
-                    ),
-                ));
+                return Err(StoreError::RelationEndNotFound {
+                    name: missing.clone(),
+                    scope: scope.to_string(),
+                });
             };
             let n = tx
                 .execute(
                     "INSERT OR IGNORE INTO relations (from_id, relation_type, to_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![from, r.relation_type, to, now],
                 )
-                .map_err(sql)?;
+                .ctx("insert a relation")?;
             if n > 0 {
                 created.push(r.clone());
             }
         }
-        tx.commit().map_err(sql)?;
+        tx.commit().ctx("commit")?;
         Ok(created)
     }
 
@@ -516,9 +615,9 @@ impl Store {
             removed.extend(observation_ids(&tx, id)?);
             n += tx
                 .execute("DELETE FROM entities WHERE id = ?1", [id])
-                .map_err(sql)? as u64;
+                .ctx("delete an entity")? as u64;
         }
-        tx.commit().map_err(sql)?;
+        tx.commit().ctx("commit")?;
         self.apply(Vec::new(), &removed);
         Ok(n)
     }
@@ -540,12 +639,12 @@ impl Store {
                     .prepare_cached(
                         "DELETE FROM observations WHERE entity_id = ?1 AND text = ?2 RETURNING id",
                     )
-                    .map_err(sql)?;
+                    .ctx("delete an observation")?;
                 let ids = stmt
                     .query_map(params![entity, t], |r| r.get::<_, i64>(0))
-                    .map_err(sql)?
+                    .ctx("delete an observation")?
                     .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(sql)?;
+                    .ctx("delete an observation")?;
                 removed.extend(ids);
             }
             if removed.len() > before {
@@ -553,10 +652,10 @@ impl Store {
                     "UPDATE entities SET updated_ms = ?1 WHERE id = ?2",
                     params![now, entity],
                 )
-                .map_err(sql)?;
+                .ctx("update an entity's time")?;
             }
         }
-        tx.commit().map_err(sql)?;
+        tx.commit().ctx("commit")?;
         self.apply(Vec::new(), &removed);
         Ok(removed.len() as u64)
     }
@@ -574,9 +673,9 @@ impl Store {
                      AND to_id = (SELECT id FROM entities WHERE scope = ?1 AND name = ?4)",
                     params![scope, r.from, r.relation_type, r.to],
                 )
-                .map_err(sql)? as u64;
+                .ctx("delete a relation")? as u64;
         }
-        tx.commit().map_err(sql)?;
+        tx.commit().ctx("commit")?;
         Ok(n)
     }
 
@@ -591,15 +690,15 @@ impl Store {
                 "SELECT id FROM entities WHERE scope IN ({}) ORDER BY id LIMIT ? OFFSET ?",
                 marks(scopes.len())
             );
-            let mut stmt = conn.prepare(&q).map_err(sql)?;
+            let mut stmt = conn.prepare(&q).ctx("list a page of entities")?;
             let mut args: Vec<rusqlite::types::Value> =
                 scopes.iter().map(|s| s.clone().into()).collect();
             args.push(i64::from(limit + 1).into());
             args.push(i64::from(offset).into());
             stmt.query_map(params_from_iter(args), |r| r.get(0))
-                .map_err(sql)?
+                .ctx("list a page of entities")?
                 .collect::<rusqlite::Result<_>>()
-                .map_err(sql)?
+                .ctx("list a page of entities")?
         };
         let more = ids.len() > limit as usize;
         let ids = &ids[..ids.len().min(limit as usize)];
@@ -643,11 +742,11 @@ impl Store {
         args.extend(scopes.iter().map(|s| s.clone().into()));
         let ids: Vec<i64> = conn
             .prepare(&q)
-            .map_err(sql)?
+            .ctx("search entity names and observations")?
             .query_map(params_from_iter(args), |r| r.get(0))
-            .map_err(sql)?
+            .ctx("search entity names and observations")?
             .collect::<rusqlite::Result<_>>()
-            .map_err(sql)?;
+            .ctx("search entity names and observations")?;
         let more = ids.len() > limit as usize;
         let ids = &ids[..ids.len().min(limit as usize)];
         Ok((
@@ -671,11 +770,11 @@ impl Store {
         let args = scopes.iter().chain(names).cloned();
         let ids: Vec<i64> = conn
             .prepare(&q)
-            .map_err(sql)?
+            .ctx("look up entities by name")?
             .query_map(params_from_iter(args), |r| r.get(0))
-            .map_err(sql)?
+            .ctx("look up entities by name")?
             .collect::<rusqlite::Result<_>>()
-            .map_err(sql)?;
+            .ctx("look up entities by name")?;
         Ok(Graph {
             entities: load_entities(&conn, &ids, true)?,
             relations: strip(relations_of(&conn, &ids, RelationEnds::Either)?),
@@ -694,7 +793,7 @@ impl Store {
             SearchMode::Hybrid => match self.semantic(q, scopes, depth) {
                 Ok(hits) => Some(hits),
                 Err(e) if !self.embedder.installed() => {
-                    tracing::warn!(error = %e.message, "hybrid search without its semantic half");
+                    tracing::warn!(error = %Chain(&e), "hybrid search without its semantic half");
                     None
                 }
                 Err(e) => return Err(e),
@@ -793,7 +892,10 @@ impl Store {
         let query = self
             .embedder
             .embed_query(&q.query)
-            .map_err(|e| ErrorBody::new(ErrorKind::Internal, format!("semantic search: {e}")))?;
+            .map_err(|source| StoreError::Embed {
+                what: "the query for semantic search",
+                source: Box::new(source),
+            })?;
         Ok(self
             .semantic_vector(&query, scopes, &q.entity_types, q.min_similarity, depth)?
             .into_iter()
@@ -823,7 +925,7 @@ impl Store {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached("SELECT embedding, text FROM observations WHERE id = ?1")
-            .map_err(sql)?;
+            .ctx("read the stored vectors of the candidates")?;
         let mut best: HashMap<i64, (f32, String)> = HashMap::new();
         for c in candidates {
             let Some((blob, text)) = stmt
@@ -831,7 +933,7 @@ impl Store {
                     Ok((r.get::<_, Option<Vec<u8>>>(0)?, r.get::<_, String>(1)?))
                 })
                 .optional()
-                .map_err(sql)?
+                .ctx("read the stored vectors of the candidates")?
             else {
                 continue; // deleted since the scan
             };
@@ -889,13 +991,13 @@ impl Store {
         args.push((depth as i64).into());
         let rows: Vec<(i64, f64, Option<String>)> = conn
             .prepare(&sql_text)
-            .map_err(sql)?
+            .ctx("run a keyword search")?
             .query_map(params_from_iter(args), |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
-            .map_err(sql)?
+            .ctx("run a keyword search")?
             .collect::<rusqlite::Result<_>>()
-            .map_err(sql)?;
+            .ctx("run a keyword search")?;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (id, rank, text) in rows {
@@ -958,11 +1060,11 @@ impl Store {
         };
         let ids: Vec<i64> = conn
             .prepare(&q)
-            .map_err(sql)?
+            .ctx("list the entities to export")?
             .query_map(params_from_iter(args), |r| r.get(0))
-            .map_err(sql)?
+            .ctx("list the entities to export")?
             .collect::<rusqlite::Result<_>>()
-            .map_err(sql)?;
+            .ctx("list the entities to export")?;
         let mut entities = Vec::with_capacity(ids.len());
         let mut relations = Vec::new();
         for chunk in ids.chunks(500) {
@@ -1030,14 +1132,14 @@ impl Store {
             for s in scopes {
                 let ids: Vec<i64> = tx
                     .prepare("SELECT o.id FROM observations o JOIN entities e ON e.id = o.entity_id WHERE e.scope = ?1")
-                    .map_err(sql)?
+                    .ctx("list a replaced scope's observations")?
                     .query_map([s], |r| r.get(0))
-                    .map_err(sql)?
+                    .ctx("list a replaced scope's observations")?
                     .collect::<rusqlite::Result<_>>()
-                    .map_err(sql)?;
+                    .ctx("list a replaced scope's observations")?;
                 removed.extend(ids);
                 tx.execute("DELETE FROM entities WHERE scope = ?1", [s])
-                    .map_err(sql)?;
+                    .ctx("empty a replaced scope")?;
             }
         }
         let mut pending = Vec::new();
@@ -1047,17 +1149,19 @@ impl Store {
                     "INSERT OR IGNORE INTO entities (scope, name, entity_type, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![e.scope, e.name, e.entity_type, e.created_ms as i64, e.updated_ms as i64],
                 )
-                .map_err(sql)?;
+                .ctx("insert an entity")?;
             report.entities += n as u64;
-            let id = entity_id(&tx, &e.scope, &e.name)?
-                .ok_or_else(|| internal("an imported entity vanished"))?;
+            let id = entity_id(&tx, &e.scope, &e.name)?.ok_or_else(|| StoreError::Vanished {
+                name: e.name.clone(),
+                scope: e.scope.clone(),
+            })?;
             let ty: String = tx
                 .query_row(
                     "SELECT entity_type FROM entities WHERE id = ?1",
                     [id],
                     |r| r.get(0),
                 )
-                .map_err(sql)?;
+                .ctx("read an entity's type")?;
             let mut have = observation_texts(&tx, id)?;
             for (j, o) in e.observations.iter().enumerate() {
                 if !have.insert(o.text.clone()) {
@@ -1090,9 +1194,9 @@ impl Store {
                     "INSERT OR IGNORE INTO relations (from_id, relation_type, to_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![from, r.relation_type, to, r.created_ms as i64],
                 )
-                .map_err(sql)? as u64;
+                .ctx("insert a relation")? as u64;
         }
-        tx.commit().map_err(sql)?;
+        tx.commit().ctx("commit")?;
         self.apply(pending, &removed);
         Ok(report)
     }
@@ -1112,9 +1216,9 @@ impl Store {
             tx.prepare_cached(
                 "INSERT INTO entities (scope, name, entity_type, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
             )
-            .map_err(sql)?
+            .ctx("insert an entity")?
             .execute(params![scope, name, ty, now as i64])
-            .map_err(sql)?;
+            .ctx("insert an entity")?;
             let entity = tx.last_insert_rowid();
             let observation = insert_observation(&tx, entity, text, now, Some(vector))?;
             pending.push(Pending {
@@ -1125,7 +1229,7 @@ impl Store {
                 vector: vector.clone(),
             });
         }
-        tx.commit().map_err(sql)?;
+        tx.commit().ctx("commit")?;
         self.apply(pending, &[]);
         Ok(())
     }
@@ -1143,13 +1247,13 @@ impl Store {
                     "SELECT o.id, o.entity_id, e.scope, e.entity_type, o.text FROM observations o
                      JOIN entities e ON e.id = o.entity_id WHERE o.embedding IS NULL LIMIT 256",
                 )
-                .map_err(sql)?
+                .ctx("find observations without a vector")?
                 .query_map([], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
-                .map_err(sql)?
+                .ctx("find observations without a vector")?
                 .collect::<rusqlite::Result<_>>()
-                .map_err(sql)?;
+                .ctx("find observations without a vector")?;
             drop(conn);
             if rows.is_empty() {
                 return Ok(total);
@@ -1158,7 +1262,10 @@ impl Store {
             let vectors = self
                 .embedder
                 .embed(&texts)
-                .map_err(|e| ErrorBody::new(ErrorKind::Internal, e))?;
+                .map_err(|source| StoreError::Embed {
+                    what: "the observations stored without a vector",
+                    source: Box::new(source),
+                })?;
             let mut conn = self.conn()?;
             let tx = write_tx(&mut conn)?;
             let mut pending = Vec::new();
@@ -1168,7 +1275,7 @@ impl Store {
                         "UPDATE observations SET embedding = ?1 WHERE id = ?2 AND embedding IS NULL",
                         params![index::to_blob(&v), r.0],
                     )
-                    .map_err(sql)?;
+                    .ctx("store an observation's vector")?;
                 if n > 0 {
                     pending.push(Pending {
                         observation: r.0,
@@ -1179,7 +1286,7 @@ impl Store {
                     });
                 }
             }
-            tx.commit().map_err(sql)?;
+            tx.commit().ctx("commit")?;
             total += pending.len() as u64;
             self.apply(pending, &[]);
         }
@@ -1193,11 +1300,11 @@ impl Store {
             Some(s) => vec![s.clone()],
             None => conn
                 .prepare("SELECT DISTINCT scope FROM entities")
-                .map_err(sql)?
+                .ctx("list the scopes")?
                 .query_map([], |r| r.get(0))
-                .map_err(sql)?
+                .ctx("list the scopes")?
                 .collect::<rusqlite::Result<_>>()
-                .map_err(sql)?,
+                .ctx("list the scopes")?,
         };
         let now = now_ms();
         let tx = write_tx(&mut conn)?;
@@ -1214,21 +1321,21 @@ impl Store {
                 let cutoff = now.saturating_sub(ttl) as i64;
                 let ids: Vec<i64> = tx
                     .prepare("SELECT id FROM entities WHERE scope = ?1 AND updated_ms < ?2")
-                    .map_err(sql)?
+                    .ctx("find entities past their time to live")?
                     .query_map(params![scope, cutoff], |r| r.get(0))
-                    .map_err(sql)?
+                    .ctx("find entities past their time to live")?
                     .collect::<rusqlite::Result<_>>()
-                    .map_err(sql)?;
+                    .ctx("find entities past their time to live")?;
                 victims.extend(ids);
             }
             if let Some(max) = max {
                 let ids: Vec<i64> = tx
                     .prepare("SELECT id FROM entities WHERE scope = ?1 ORDER BY updated_ms DESC, id DESC LIMIT -1 OFFSET ?2")
-                    .map_err(sql)?
+                    .ctx("find entities over the scope's cap")?
                     .query_map(params![scope, max as i64], |r| r.get(0))
-                    .map_err(sql)?
+                    .ctx("find entities over the scope's cap")?
                     .collect::<rusqlite::Result<_>>()
-                    .map_err(sql)?;
+                    .ctx("find entities over the scope's cap")?;
                 victims.extend(ids);
             }
         }
@@ -1248,18 +1355,18 @@ impl Store {
                     [id],
                     |r| r.get::<_, i64>(0),
                 )
-                .map_err(sql)? as u64;
+                .ctx("count an entity's relations")? as u64;
             removed.extend(obs);
             if !req.dry_run {
                 tx.execute("DELETE FROM entities WHERE id = ?1", [id])
-                    .map_err(sql)?;
+                    .ctx("delete an entity")?;
             }
         }
         report.entities = victims.len() as u64;
         if req.dry_run {
-            tx.rollback().map_err(sql)?;
+            tx.rollback().ctx("roll back the dry run")?;
         } else {
-            tx.commit().map_err(sql)?;
+            tx.commit().ctx("commit")?;
             self.apply(Vec::new(), &removed);
         }
         Ok(report)
@@ -1269,11 +1376,11 @@ impl Store {
     pub fn scopes(&self) -> Result<Vec<String>> {
         let conn = self.conn()?;
         conn.prepare("SELECT DISTINCT scope FROM entities ORDER BY scope")
-            .map_err(sql)?
+            .ctx("list the scopes")?
             .query_map([], |r| r.get(0))
-            .map_err(sql)?
+            .ctx("list the scopes")?
             .collect::<rusqlite::Result<_>>()
-            .map_err(sql)
+            .ctx("list the scopes")
     }
 
     pub fn stats(&self, integrity_check: bool) -> Result<MemoryStats> {
@@ -1285,7 +1392,7 @@ impl Store {
                         (SELECT COUNT(*) FROM relations r JOIN entities x ON x.id = r.from_id WHERE x.scope = e.scope)
                  FROM entities e GROUP BY e.scope ORDER BY e.scope",
             )
-            .map_err(sql)?
+            .ctx("count entities per scope")?
             .query_map([], |r| {
                 Ok(ScopeStats {
                     scope: r.get(0)?,
@@ -1294,24 +1401,24 @@ impl Store {
                     relations: r.get::<_, i64>(3)? as u64,
                 })
             })
-            .map_err(sql)?
+            .ctx("count entities per scope")?
             .collect::<rusqlite::Result<_>>()
-            .map_err(sql)?;
+            .ctx("count entities per scope")?;
         let unembedded: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM observations WHERE embedding IS NULL",
                 [],
                 |r| r.get(0),
             )
-            .map_err(sql)?;
+            .ctx("count observations without a vector")?;
         let integrity = if integrity_check {
             let lines: Vec<String> = conn
                 .prepare("PRAGMA integrity_check")
-                .map_err(sql)?
+                .ctx("check integrity")?
                 .query_map([], |r| r.get(0))
-                .map_err(sql)?
+                .ctx("check integrity")?
                 .collect::<rusqlite::Result<_>>()
-                .map_err(sql)?;
+                .ctx("check integrity")?;
             Some(lines.join("\n"))
         } else {
             None
@@ -1367,7 +1474,7 @@ fn fts_query(text: &str) -> Option<String> {
 /// Taking the write lock first makes concurrent writers wait (up to the busy timeout) instead.
 fn write_tx(conn: &mut rusqlite::Connection) -> Result<rusqlite::Transaction<'_>> {
     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sql)
+        .ctx("begin a write transaction")
 }
 
 fn insert_observation(
@@ -1380,41 +1487,41 @@ fn insert_observation(
     tx.prepare_cached(
         "INSERT INTO observations (entity_id, text, created_ms, embedding) VALUES (?1, ?2, ?3, ?4)",
     )
-    .map_err(sql)?
+    .ctx("insert an observation")?
     .execute(params![
         entity,
         text,
         created_ms as i64,
         vector.map(|v| index::to_blob(v))
     ])
-    .map_err(sql)?;
+    .ctx("insert an observation")?;
     Ok(tx.last_insert_rowid())
 }
 
 fn entity_id(c: &rusqlite::Connection, scope: &str, name: &str) -> Result<Option<i64>> {
     c.prepare_cached("SELECT id FROM entities WHERE scope = ?1 AND name = ?2")
-        .map_err(sql)?
+        .ctx("look up an entity")?
         .query_row(params![scope, name], |r| r.get(0))
         .optional()
-        .map_err(sql)
+        .ctx("look up an entity")
 }
 
 fn observation_ids(c: &rusqlite::Connection, entity: i64) -> Result<Vec<i64>> {
     c.prepare_cached("SELECT id FROM observations WHERE entity_id = ?1")
-        .map_err(sql)?
+        .ctx("list an entity's observations")?
         .query_map([entity], |r| r.get(0))
-        .map_err(sql)?
+        .ctx("list an entity's observations")?
         .collect::<rusqlite::Result<_>>()
-        .map_err(sql)
+        .ctx("list an entity's observations")
 }
 
 fn observation_texts(c: &rusqlite::Connection, entity: i64) -> Result<HashSet<String>> {
     c.prepare_cached("SELECT text FROM observations WHERE entity_id = ?1")
-        .map_err(sql)?
+        .ctx("read an entity's observations")?
         .query_map([entity], |r| r.get(0))
-        .map_err(sql)?
+        .ctx("read an entity's observations")?
         .collect::<rusqlite::Result<_>>()
-        .map_err(sql)
+        .ctx("read an entity's observations")
 }
 
 /// Entities by id, in the order given, with their observations (in insertion order) if asked.
@@ -1428,12 +1535,12 @@ fn load_entities(
         .prepare_cached(
             "SELECT scope, name, entity_type, created_ms, updated_ms FROM entities WHERE id = ?1",
         )
-        .map_err(sql)?;
+        .ctx("load entities")?;
     let mut obs = c
         .prepare_cached(
             "SELECT text, created_ms FROM observations WHERE entity_id = ?1 ORDER BY id",
         )
-        .map_err(sql)?;
+        .ctx("load observations")?;
     for &id in ids {
         let Some(mut e) = ent
             .query_row([id], |r| {
@@ -1447,7 +1554,7 @@ fn load_entities(
                 })
             })
             .optional()
-            .map_err(sql)?
+            .ctx("load entities")?
         else {
             continue;
         };
@@ -1459,9 +1566,9 @@ fn load_entities(
                         created_ms: r.get::<_, i64>(1)? as u64,
                     })
                 })
-                .map_err(sql)?
+                .ctx("load observations")?
                 .collect::<rusqlite::Result<_>>()
-                .map_err(sql)?;
+                .ctx("load observations")?;
         }
         out.push(e);
     }
@@ -1502,7 +1609,7 @@ fn relations_of(
         RelationEnds::Either => ids.iter().chain(ids).copied().collect(),
     };
     c.prepare(&q)
-        .map_err(sql)?
+        .ctx("load relations")?
         .query_map(params_from_iter(args), |r| {
             Ok((
                 r.get(5)?,
@@ -1515,7 +1622,44 @@ fn relations_of(
                 },
             ))
         })
-        .map_err(sql)?
+        .ctx("load relations")?
         .collect::<rusqlite::Result<_>>()
-        .map_err(sql)
+        .ctx("load relations")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_locked_database_is_busy_and_other_statement_failures_are_internal() {
+        let busy = StoreError::sql("commit", failure(rusqlite::ffi::SQLITE_BUSY));
+        assert_eq!(busy.kind(), ErrorKind::Busy);
+        assert!(
+            Chain(&busy)
+                .to_string()
+                .starts_with("memory database busy: cannot commit; retry later: "),
+            "{}",
+            Chain(&busy)
+        );
+        let full = StoreError::sql("insert an entity", failure(rusqlite::ffi::SQLITE_FULL));
+        assert_eq!(full.kind(), ErrorKind::Internal);
+        assert!(
+            Chain(&full)
+                .to_string()
+                .starts_with("memory database: cannot insert an entity: "),
+            "{}",
+            Chain(&full)
+        );
+        let fk = StoreError::sql(
+            "insert an observation",
+            failure(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+        );
+        assert!(fk.is_foreign_key_violation());
+        assert!(!full.is_foreign_key_violation());
+    }
 }

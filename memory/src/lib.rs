@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use caxton_ipc::config::ServerConfig;
+use caxton_ipc::error::Chain;
 
 /// How often configured retention rules are applied.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -30,8 +31,9 @@ pub fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "caxton-memory failed");
-            eprintln!("caxton-memory: {e:#}");
+            let chain = Chain(e.as_ref());
+            tracing::error!(error = %chain, "caxton-memory failed");
+            eprintln!("caxton-memory: {chain}");
             ExitCode::FAILURE
         }
     }
@@ -105,13 +107,14 @@ fn run() -> anyhow::Result<()> {
                 observations = n,
                 "embedded observations stored without a vector"
             ),
-            Err(e) => tracing::warn!(error = %e.message, "backfill of embeddings failed"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "backfill of embeddings failed"),
         });
         if !config.memory.retention.is_empty() {
             tokio::spawn(retention(service.clone()));
         }
         server::serve(service, &socket).await
-    })
+    })?;
+    Ok(())
 }
 
 /// Applies the configured retention rules every hour.
@@ -137,8 +140,8 @@ async fn retention(service: Arc<server::Service>) {
                 )
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e.message, "retention failed"),
-            Err(e) => tracing::warn!(error = %e, "retention task failed"),
+            Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "retention failed"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "retention task failed"),
         }
     }
 }

@@ -13,20 +13,107 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
-use caxton_ipc::audit::{AuditEntry, AuditWriter};
+use caxton_ipc::audit::{AuditEntry, AuditError, AuditWriter};
 use caxton_ipc::config::MemoryConfig;
 use caxton_ipc::connection::MemoryProtocol;
+use caxton_ipc::error::Chain;
 use caxton_ipc::frame;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryGrant, MemoryRequest, MemoryResponse, check_scope};
 use caxton_ipc::peers::{PeerTable, Ticket};
 use tokio::net::UnixStream;
 
-use crate::graph::{NewEntity, Store};
-use crate::tools::{self, Access};
+use crate::embed::EmbedError;
+use crate::graph::{NewEntity, Store, StoreError};
+use crate::tools::{self, Access, ToolError};
 
 /// Largest request a worker may send (tool arguments); the supervisor may send full frames (imports).
 pub const MAX_WORKER_REQUEST: u32 = 1024 * 1024;
+/// Most texts in one `Embed` request.
+const MAX_EMBED_TEXTS: usize = 256;
+
+/// Why the service could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding the socket or announcing readiness failed (the reason names the socket).
+    #[error("{reason}")]
+    Bind { reason: String },
+}
+
+/// Why a request was refused or failed. The peer receives it as an [`ErrorBody`]: its
+/// [`RequestError::kind`] and its whole chain of causes, made in one place ([`error_response`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A frame that is too large or not a request; the connection is closed after the answer.
+    #[error("memory request refused")]
+    BadFrame(#[source] frame::FrameError),
+    #[error("this connection is already attached")]
+    AlreadyAttached,
+    #[error("unknown memory token: only a worker of a running run may attach")]
+    UnknownToken,
+    #[error("attach with the run's memory token first")]
+    NotAttached,
+    /// A request this caller may not make (`what` names it).
+    #[error("{what} is not allowed on this connection")]
+    NotAllowed { what: &'static str },
+    /// `check_scope`'s explanation of what is wrong with the scope and what to use.
+    #[error("{reason}")]
+    InvalidScope { reason: String },
+    #[error("embed at most {MAX_EMBED_TEXTS} texts per request ({count} sent)")]
+    TooManyTexts { count: usize },
+    #[error("cannot embed the texts")]
+    Embed(#[source] EmbedError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The call's record could not be written, so its result is withheld: an unaudited call
+    /// must not look answered.
+    #[error("memory tool `{tool}`: the result is withheld until the audit log can be written")]
+    Audit {
+        tool: String,
+        #[source]
+        source: AuditError,
+    },
+    #[error(
+        "memory request took longer than {}s ([memory] request_timeout); a write may still complete",
+        timeout.as_secs()
+    )]
+    Timeout { timeout: Duration },
+    /// The request's task panicked or was cancelled.
+    #[error("memory request failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl RequestError {
+    /// The kind of error the peer is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RequestError::BadFrame(_)
+            | RequestError::AlreadyAttached
+            | RequestError::InvalidScope { .. }
+            | RequestError::TooManyTexts { .. } => ErrorKind::BadRequest,
+            RequestError::UnknownToken
+            | RequestError::NotAttached
+            | RequestError::NotAllowed { .. } => ErrorKind::PermissionDenied,
+            RequestError::Store(e) => e.kind(),
+            RequestError::Tool(e) => e.kind(),
+            // The run cannot go on without its audit trail: the worker stops on this kind.
+            RequestError::Audit { .. } => ErrorKind::Memory,
+            RequestError::Timeout { .. } => ErrorKind::Timeout,
+            RequestError::Embed(_) | RequestError::Task(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The one place a typed error becomes the wire's [`ErrorBody`]: its kind and its chain.
+fn error_response(e: &RequestError) -> MemoryResponse {
+    MemoryResponse::Error(ErrorBody::new(e.kind(), Chain(e).to_string()))
+}
+
+fn scope_checked(scope: &str) -> Result<(), RequestError> {
+    check_scope(scope).map_err(|reason| RequestError::InvalidScope { reason })
+}
 
 pub struct Service {
     pub store: Arc<Store>,
@@ -67,8 +154,9 @@ impl Service {
 }
 
 /// Binds `socket`, prints `ready`, and serves until killed.
-pub async fn serve(service: Arc<Service>, socket: &Path) -> anyhow::Result<()> {
-    let listener = caxton_ipc::service::bind_and_announce(socket).map_err(anyhow::Error::msg)?;
+pub async fn serve(service: Arc<Service>, socket: &Path) -> Result<(), ServeError> {
+    let listener = caxton_ipc::service::bind_and_announce(socket)
+        .map_err(|reason| ServeError::Bind { reason })?;
     tracing::info!(socket = %socket.display(), database = %service.store.path().display(), "memory service ready");
     let table = PeerTable::new(caxton_ipc::service::PRIVATE_CAPS);
     let parent = service.parent;
@@ -122,12 +210,10 @@ async fn connection(
             Ok(None) => return Ok(()),
             Err(e @ (frame::FrameError::TooLarge { .. } | frame::FrameError::Decode(_))) => {
                 // Tell the peer why, then close: the stream may be out of step after a bad frame.
-                let body = ErrorBody::new(
-                    ErrorKind::BadRequest,
-                    format!("memory request refused: {e}"),
-                );
-                let _ = conn.send(&MemoryResponse::Error(body)).await;
-                return Err(e);
+                let refused = RequestError::BadFrame(e);
+                tracing::warn!(error = %Chain(&refused), "closing a memory connection after a bad frame");
+                let _ = conn.send(&error_response(&refused)).await;
+                return Ok(());
             }
             Err(e) => return Err(e),
         };
@@ -138,7 +224,7 @@ async fn connection(
                     caller = Caller::Worker(grant);
                     MemoryResponse::Ok
                 }
-                Err(e) => MemoryResponse::Error(e),
+                Err(e) => error_response(&e),
             };
             conn.send(&resp).await?;
             continue;
@@ -148,12 +234,9 @@ async fn connection(
     }
 }
 
-fn attach(service: &Service, caller: &Caller, token: &str) -> Result<MemoryGrant, ErrorBody> {
+fn attach(service: &Service, caller: &Caller, token: &str) -> Result<MemoryGrant, RequestError> {
     if !matches!(caller, Caller::Unattached) {
-        return Err(ErrorBody::new(
-            ErrorKind::BadRequest,
-            "this connection is already attached",
-        ));
+        return Err(RequestError::AlreadyAttached);
     }
     service
         .grants
@@ -161,19 +244,7 @@ fn attach(service: &Service, caller: &Caller, token: &str) -> Result<MemoryGrant
         .unwrap_or_else(|p| p.into_inner())
         .get(token)
         .cloned()
-        .ok_or_else(|| {
-            ErrorBody::new(
-                ErrorKind::PermissionDenied,
-                "unknown memory token: only a worker of a running run may attach",
-            )
-        })
-}
-
-fn denied(what: &str) -> MemoryResponse {
-    MemoryResponse::Error(ErrorBody::new(
-        ErrorKind::PermissionDenied,
-        format!("{what} is not allowed on this connection"),
-    ))
+        .ok_or(RequestError::UnknownToken)
 }
 
 /// Runs one request on a blocking thread under the request deadline.
@@ -182,8 +253,8 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
     match (&req, caller) {
         (MemoryRequest::Register { token, grant }, Caller::Supervisor) => {
             for s in grant.read.iter().chain([&grant.write]) {
-                if let Err(e) = check_scope(s) {
-                    return MemoryResponse::Error(ErrorBody::new(ErrorKind::BadRequest, e));
+                if let Err(e) = scope_checked(s) {
+                    return error_response(&e);
                 }
             }
             service
@@ -202,7 +273,9 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
             return MemoryResponse::Ok;
         }
         (MemoryRequest::Register { .. } | MemoryRequest::Revoke { .. }, _) => {
-            return denied("registering grants");
+            return error_response(&RequestError::NotAllowed {
+                what: "registering grants",
+            });
         }
         (MemoryRequest::Tools, _) => return MemoryResponse::Tools(tools::specs()),
         (MemoryRequest::Ping, _) => return MemoryResponse::Ok,
@@ -212,25 +285,21 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
     let caller = caller.clone();
     let timeout = service.config.request_timeout;
     let work = tokio::task::spawn_blocking(move || execute(&svc, &caller, req));
-    match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => MemoryResponse::Error(ErrorBody::new(
-            ErrorKind::Internal,
-            format!("memory request failed: {e}"),
-        )),
-        Err(_) => MemoryResponse::Error(ErrorBody::new(
-            ErrorKind::Timeout,
-            format!(
-                "memory request took longer than {}s ([memory] request_timeout); a write may still complete",
-                timeout.as_secs()
-            ),
-        )),
-    }
+    let result = match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(RequestError::Task(e)),
+        Err(_) => Err(RequestError::Timeout { timeout }),
+    };
+    result.unwrap_or_else(|e| error_response(&e))
 }
 
-fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResponse {
+fn execute(
+    service: &Service,
+    caller: &Caller,
+    req: MemoryRequest,
+) -> Result<MemoryResponse, RequestError> {
     let store = &service.store;
-    let result: Result<MemoryResponse, ErrorBody> = match (caller, req) {
+    Ok(match (caller, req) {
         (Caller::Worker(g), MemoryRequest::CallTool { name, arguments }) => {
             let access = Access {
                 write: &g.write,
@@ -238,10 +307,11 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
             };
             let started = std::time::Instant::now();
             let result = tools::call(store, &access, &name, &arguments);
-            let (outcome, detail) = match &result {
-                Ok(_) => ("ok", ""),
-                Err(e) => ("tool_error", e.message.as_str()),
+            let detail = match &result {
+                Ok(_) => String::new(),
+                Err(e) => Chain(e).to_string(),
             };
+            let outcome = if result.is_ok() { "ok" } else { "tool_error" };
             let entry = AuditEntry {
                 run_id: &g.run_id,
                 agent: &g.agent,
@@ -249,11 +319,12 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                 server: "memory",
                 arguments: &arguments,
                 outcome,
-                detail,
+                detail: &detail,
                 duration_us: started.elapsed().as_micros() as u64,
                 memory_peak_bytes: 0,
             };
-            audited(service, &entry).and(result.map(MemoryResponse::ToolOutput))
+            audited(service, &entry)?;
+            MemoryResponse::ToolOutput(result?)
         }
         (
             Caller::Worker(g),
@@ -262,9 +333,12 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                 limit,
                 min_similarity,
             },
-        ) => store
-            .recall(&g.read, &query, limit.min(50), min_similarity)
-            .map(MemoryResponse::Recalled),
+        ) => MemoryResponse::Recalled(store.recall(
+            &g.read,
+            &query,
+            limit.min(50),
+            min_similarity,
+        )?),
         (
             Caller::Worker(g),
             MemoryRequest::StoreInteraction {
@@ -282,26 +356,27 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                     clip(&format!("{} answered: {answer}", g.agent), cap),
                 ],
             };
-            store
-                .create_entities(&g.write, &[entity])
-                .map(|_| MemoryResponse::Ok)
+            store.create_entities(&g.write, &[entity])?;
+            MemoryResponse::Ok
         }
-        (Caller::Supervisor, MemoryRequest::Store(s)) => check_scope(&s.scope)
-            .map_err(|e| ErrorBody::new(ErrorKind::BadRequest, e))
-            .and_then(|()| store.store_entity(&s.scope, &s.name, &s.entity_type, &s.observations))
-            .map(|_| MemoryResponse::Ok),
-        (Caller::Supervisor, MemoryRequest::Search(q)) => all_scopes(store, &q.scopes)
-            .and_then(|scopes| store.search(&q, &scopes))
-            .map(MemoryResponse::Search),
+        (Caller::Supervisor, MemoryRequest::Store(s)) => {
+            scope_checked(&s.scope)?;
+            store.store_entity(&s.scope, &s.name, &s.entity_type, &s.observations)?;
+            MemoryResponse::Ok
+        }
+        (Caller::Supervisor, MemoryRequest::Search(q)) => {
+            let scopes = all_scopes(store, &q.scopes)?;
+            MemoryResponse::Search(store.search(&q, &scopes)?)
+        }
         (Caller::Supervisor, MemoryRequest::Show { scope, names }) => {
             let scopes = match scope {
                 Some(s) => vec![s],
                 None => all_scopes(store, &[]).unwrap_or_default(),
             };
-            store.open_nodes(&scopes, &names).map(MemoryResponse::Graph)
+            MemoryResponse::Graph(store.open_nodes(&scopes, &names)?)
         }
         (Caller::Supervisor, MemoryRequest::Stats { integrity_check }) => {
-            store.stats(integrity_check).map(MemoryResponse::Stats)
+            MemoryResponse::Stats(store.stats(integrity_check)?)
         }
         (
             Caller::Supervisor,
@@ -310,9 +385,11 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                 offset,
                 limit,
             },
-        ) => all_scopes(store, &scopes)
-            .and_then(|scopes| store.read_graph(&scopes, offset, limit))
-            .map(|(graph, more)| MemoryResponse::ExportPage { graph, more }),
+        ) => {
+            let scopes = all_scopes(store, &scopes)?;
+            let (graph, more) = store.read_graph(&scopes, offset, limit)?;
+            MemoryResponse::ExportPage { graph, more }
+        }
         (
             Caller::Supervisor,
             MemoryRequest::Import {
@@ -320,65 +397,47 @@ fn execute(service: &Service, caller: &Caller, req: MemoryRequest) -> MemoryResp
                 replace_scopes,
             },
         ) => {
-            let bad_scope = graph
+            let scopes = graph
                 .entities
                 .iter()
                 .map(|e| &e.scope)
                 .chain(graph.relations.iter().map(|r| &r.scope))
-                .chain(&replace_scopes)
-                .find_map(|s| check_scope(s).err());
-            match bad_scope {
-                Some(e) => Err(ErrorBody::new(ErrorKind::BadRequest, e)),
-                None => store
-                    .import(&graph, &replace_scopes)
-                    .map(MemoryResponse::Imported),
+                .chain(&replace_scopes);
+            for s in scopes {
+                scope_checked(s)?;
             }
+            MemoryResponse::Imported(store.import(&graph, &replace_scopes)?)
         }
         (Caller::Supervisor, MemoryRequest::Prune(p)) => {
-            store.prune(&p, &service.config).map(MemoryResponse::Pruned)
+            MemoryResponse::Pruned(store.prune(&p, &service.config)?)
         }
         (Caller::Supervisor, MemoryRequest::Embed { texts }) => {
-            if texts.len() > 256 {
-                Err(ErrorBody::new(
-                    ErrorKind::BadRequest,
-                    "embed at most 256 texts per request",
-                ))
-            } else {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                store
-                    .embedder
-                    .embed(&refs)
-                    .map(MemoryResponse::Embeddings)
-                    .map_err(|e| ErrorBody::new(ErrorKind::Internal, e))
+            if texts.len() > MAX_EMBED_TEXTS {
+                return Err(RequestError::TooManyTexts { count: texts.len() });
             }
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            MemoryResponse::Embeddings(store.embedder.embed(&refs).map_err(RequestError::Embed)?)
         }
-        (Caller::Unattached, _) => Err(ErrorBody::new(
-            ErrorKind::PermissionDenied,
-            "attach with the run's memory token first",
-        )),
-        (_, other) => Err(ErrorBody::new(
-            ErrorKind::PermissionDenied,
-            format!("{} is not allowed on this connection", request_name(&other)),
-        )),
-    };
-    result.unwrap_or_else(MemoryResponse::Error)
+        (Caller::Unattached, _) => return Err(RequestError::NotAttached),
+        (_, other) => {
+            return Err(RequestError::NotAllowed {
+                what: request_name(&other),
+            });
+        }
+    })
 }
 
 /// Appends a memory-tool call to the audit log. When the record cannot be written the call's
 /// result is withheld (as the toolhost does): an unaudited call must not look answered.
-fn audited(service: &Service, entry: &AuditEntry<'_>) -> Result<(), ErrorBody> {
+fn audited(service: &Service, entry: &AuditEntry<'_>) -> Result<(), RequestError> {
     let now_ms = crate::db::now_ms();
     let mut audit = service.audit.lock().unwrap_or_else(|p| p.into_inner());
-    audit.append(entry, now_ms).map_err(|e| {
-        let e = anyhow::Error::new(e);
-        tracing::error!(path = %audit.path().display(), error = format!("{e:#}"), "cannot write the memory audit log; withholding the result");
-        ErrorBody::new(
-            ErrorKind::Memory,
-            format!(
-                "memory tool `{}`: {e:#}; results are withheld until the audit log can be written",
-                entry.tool
-            ),
-        )
+    audit.append(entry, now_ms).map_err(|source| {
+        tracing::error!(path = %audit.path().display(), error = %Chain(&source), "cannot write the memory audit log; withholding the result");
+        RequestError::Audit {
+            tool: entry.tool.to_string(),
+            source,
+        }
     })
 }
 
@@ -404,14 +463,14 @@ fn request_name(r: &MemoryRequest) -> &'static str {
 }
 
 /// `scopes` checked, or every scope in the database when empty (the supervisor's view).
-fn all_scopes(store: &Store, scopes: &[String]) -> Result<Vec<String>, ErrorBody> {
+fn all_scopes(store: &Store, scopes: &[String]) -> Result<Vec<String>, RequestError> {
     if !scopes.is_empty() {
         for s in scopes {
-            check_scope(s).map_err(|e| ErrorBody::new(ErrorKind::BadRequest, e))?;
+            scope_checked(s)?;
         }
         return Ok(scopes.to_vec());
     }
-    store.scopes()
+    Ok(store.scopes()?)
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.

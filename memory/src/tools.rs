@@ -6,18 +6,65 @@
 //! - `read_graph` and `search_nodes` are paginated (`offset`, `limit`; `nextOffset` when more);
 //! - `create_relations` refuses relations to entities that do not exist.
 
-use caxton_ipc::api::ErrorBody;
+use caxton_ipc::api::ErrorKind;
 use caxton_ipc::memory::{Graph, SearchMode, SearchQuery};
 use caxton_ipc::toolhost::ToolSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::graph::{MAX_PAGE, NewEntity, RelationKey, Store, bad};
+use crate::graph::{MAX_PAGE, NewEntity, RelationKey, Store, StoreError};
 
 /// Default page size of `read_graph` and `search_nodes`.
 const DEFAULT_PAGE: u32 = 50;
 /// Default number of `semantic_search` results.
 const DEFAULT_RESULTS: u32 = 10;
+
+/// Why a memory-tool call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{tool}: invalid arguments")]
+    Arguments {
+        tool: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{tool}: missing required argument `{field}`")]
+    MissingArgument { tool: String, field: &'static str },
+    #[error("{tool}: this agent may not write memory scope `{scope}` (it writes `{writes}`)")]
+    WriteDenied {
+        tool: String,
+        scope: String,
+        writes: String,
+    },
+    #[error("{tool}: this agent may not read memory scope `{scope}` (it reads: {})", reads.join(", "))]
+    ReadDenied {
+        tool: String,
+        scope: String,
+        reads: Vec<String>,
+    },
+    /// Not one of the memory tools (the MCP memory server's wording).
+    #[error("Tool {0} not found")]
+    UnknownTool(String),
+    /// The store refused or failed; its message is the tool's (the MCP memory server's texts).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ToolError {
+    /// The kind of error the caller is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ToolError::Arguments { .. } | ToolError::MissingArgument { .. } => {
+                ErrorKind::BadRequest
+            }
+            ToolError::WriteDenied { .. } | ToolError::ReadDenied { .. } => {
+                ErrorKind::PermissionDenied
+            }
+            ToolError::UnknownTool(_) => ErrorKind::NotFound,
+            ToolError::Store(e) => e.kind(),
+        }
+    }
+}
 
 /// The scopes a call may use, as the service resolved them from the caller's grant.
 pub struct Access<'a> {
@@ -196,8 +243,11 @@ struct DeletionArg {
     observations: Vec<String>,
 }
 
-fn need<T>(v: Option<T>, tool: &str, field: &str) -> Result<T, ErrorBody> {
-    v.ok_or_else(|| bad(format!("{tool}: missing required argument `{field}`")))
+fn need<T>(v: Option<T>, tool: &str, field: &'static str) -> Result<T, ToolError> {
+    v.ok_or_else(|| ToolError::MissingArgument {
+        tool: tool.to_string(),
+        field,
+    })
 }
 
 fn pretty(v: &impl serde::Serialize) -> String {
@@ -210,37 +260,36 @@ pub fn call(
     access: &Access,
     name: &str,
     arguments: &str,
-) -> Result<String, ErrorBody> {
+) -> Result<String, ToolError> {
     let args: Args = serde_json::from_str(if arguments.trim().is_empty() {
         "{}"
     } else {
         arguments
     })
-    .map_err(|e| bad(format!("{name}: invalid arguments: {e}")))?;
-    let write = || -> Result<&str, ErrorBody> {
+    .map_err(|source| ToolError::Arguments {
+        tool: name.to_string(),
+        source,
+    })?;
+    let write = || -> Result<&str, ToolError> {
         match args.scope.as_deref() {
             None => Ok(access.write),
             Some(s) if s == access.write => Ok(access.write),
-            Some(s) => Err(ErrorBody::new(
-                caxton_ipc::api::ErrorKind::PermissionDenied,
-                format!(
-                    "{name}: this agent may not write memory scope `{s}` (it writes `{}`)",
-                    access.write
-                ),
-            )),
+            Some(s) => Err(ToolError::WriteDenied {
+                tool: name.to_string(),
+                scope: s.to_string(),
+                writes: access.write.to_string(),
+            }),
         }
     };
-    let read = || -> Result<Vec<String>, ErrorBody> {
+    let read = || -> Result<Vec<String>, ToolError> {
         match args.scope.as_deref() {
             None => Ok(access.read.to_vec()),
             Some(s) if access.read.iter().any(|r| r == s) => Ok(vec![s.to_string()]),
-            Some(s) => Err(ErrorBody::new(
-                caxton_ipc::api::ErrorKind::PermissionDenied,
-                format!(
-                    "{name}: this agent may not read memory scope `{s}` (it reads: {})",
-                    access.read.join(", ")
-                ),
-            )),
+            Some(s) => Err(ToolError::ReadDenied {
+                tool: name.to_string(),
+                scope: s.to_string(),
+                reads: access.read.to_vec(),
+            }),
         }
     };
     let show_scope = |scopes: &[String]| scopes.len() > 1;
@@ -336,10 +385,7 @@ pub fn call(
             }
             Ok(pretty(&out))
         }
-        other => Err(ErrorBody::new(
-            caxton_ipc::api::ErrorKind::NotFound,
-            format!("Tool {other} not found"),
-        )),
+        other => Err(ToolError::UnknownTool(other.to_string())),
     }
 }
 
@@ -371,4 +417,151 @@ fn graph_text(g: &Graph, with_scope: bool, next_offset: Option<u32>) -> String {
         out["nextOffset"] = json!(n);
     }
     pretty(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use caxton_ipc::error::Chain;
+
+    use super::*;
+    use crate::embed::LazyEmbedder;
+    use crate::graph::Limits;
+
+    /// A store without the embedding model (keyword search only), observations up to 64 bytes.
+    fn store(dir: &Path) -> Store {
+        Store::open(
+            &dir.join("memory.db"),
+            2,
+            LazyEmbedder::new(dir.join("no-model"), 8),
+            Limits {
+                max_observation_bytes: 64,
+                max_result_bytes: 64 * 1024,
+            },
+            1,
+        )
+        .expect("open")
+    }
+
+    #[test]
+    fn errors_have_the_kind_callers_tell_apart_and_say_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        let read = vec!["agent:a".to_string(), "global".to_string()];
+        let access = Access {
+            write: "agent:a",
+            read: &read,
+        };
+        let fail = |tool: &str, args: &str| {
+            let e = call(&store, &access, tool, args).expect_err(args);
+            (e.kind(), Chain(&e).to_string())
+        };
+        call(
+            &store,
+            &access,
+            "create_entities",
+            r#"{"entities":[{"name":"Alice","entityType":"person","observations":["likes tea"]}]}"#,
+        )
+        .expect("create");
+
+        // Arguments: the JSON error is the cause, after the tool's name.
+        let (kind, text) = fail("create_entities", "{not json");
+        assert_eq!(kind, ErrorKind::BadRequest);
+        assert!(
+            text.starts_with("create_entities: invalid arguments: key must be a string at line 1"),
+            "{text}"
+        );
+        assert_eq!(
+            fail("open_nodes", "{}"),
+            (
+                ErrorKind::BadRequest,
+                "open_nodes: missing required argument `names`".into()
+            )
+        );
+        // Scopes outside the grant.
+        assert_eq!(
+            fail("read_graph", r#"{"scope":"agent:b"}"#),
+            (
+                ErrorKind::PermissionDenied,
+                "read_graph: this agent may not read memory scope `agent:b` (it reads: agent:a, global)".into()
+            )
+        );
+        assert_eq!(
+            fail("delete_entities", r#"{"scope":"global","entityNames":["x"]}"#),
+            (
+                ErrorKind::PermissionDenied,
+                "delete_entities: this agent may not write memory scope `global` (it writes `agent:a`)".into()
+            )
+        );
+        // Input the store refuses.
+        assert_eq!(
+            fail(
+                "create_entities",
+                r#"{"entities":[{"name":" ","entityType":"t","observations":[]}]}"#
+            ),
+            (
+                ErrorKind::BadRequest,
+                "an entity name must not be empty".into()
+            )
+        );
+        let long = format!(
+            r#"{{"observations":[{{"entityName":"Alice","contents":["{}"]}}]}}"#,
+            "x".repeat(100)
+        );
+        let (kind, text) = fail("add_observations", &long);
+        assert_eq!(kind, ErrorKind::BadRequest);
+        assert!(
+            text.starts_with("an observation of 100 bytes exceeds the limit of 64 bytes ([memory] max_observation_bytes)"),
+            "{text}"
+        );
+        // Entities that are not there.
+        assert_eq!(
+            fail(
+                "add_observations",
+                r#"{"observations":[{"entityName":"Nobody","contents":["x"]}]}"#
+            ),
+            (
+                ErrorKind::NotFound,
+                "Entity with name Nobody not found in scope agent:a".into()
+            )
+        );
+        let (kind, text) = fail(
+            "create_relations",
+            r#"{"relations":[{"from":"Alice","to":"Nobody","relationType":"knows"}]}"#,
+        );
+        assert_eq!(kind, ErrorKind::NotFound);
+        assert!(
+            text.contains("Nobody not found in scope agent:a; create it before relating it"),
+            "{text}"
+        );
+        assert_eq!(
+            fail("forget_everything", "{}"),
+            (
+                ErrorKind::NotFound,
+                "Tool forget_everything not found".into()
+            )
+        );
+        // Semantic search without the model: what is missing, where, and how to install it.
+        let (kind, text) = fail("semantic_search", r#"{"query":"tea","mode":"semantic"}"#);
+        assert_eq!(kind, ErrorKind::Internal);
+        let model_dir = dir.path().join("no-model");
+        assert_eq!(
+            text,
+            format!(
+                "cannot embed the query for semantic search: the embedding model is not installed: \
+                 model.safetensors is missing in {} (run scripts/install-models.sh, or set [memory] model_dir)",
+                model_dir.display()
+            )
+        );
+        // Keyword search needs no model.
+        let found = call(
+            &store,
+            &access,
+            "semantic_search",
+            r#"{"query":"tea","mode":"keyword"}"#,
+        )
+        .expect("keyword search");
+        assert!(found.contains("Alice"), "{found}");
+    }
 }

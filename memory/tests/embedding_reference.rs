@@ -29,8 +29,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn embeddings_match_sentence_transformers() {
     let dir = ServerConfig::default().embedding_model_dir();
-    let embedder = Embedder::load(&dir)
-        .unwrap_or_else(|e| panic!("{e:#}: install the model with scripts/install-models.sh"));
+    let embedder =
+        Embedder::load(&dir).unwrap_or_else(|e| panic!("{}", caxton_ipc::error::Chain(&e)));
     let r = reference();
     assert_eq!(r.max_seq_length, caxton_memory::embed::MAX_TOKENS);
     let texts: Vec<&str> = r.sentences.iter().map(String::as_str).collect();
