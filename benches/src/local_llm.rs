@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use caxton_ipc::config::{LOCAL_MODEL_FILE, ServerConfig};
+use caxton_config::{LOCAL_MODEL_FILE, ServerConfig};
 use caxton_llm::local::compute_threads;
 use caxton_llm::local::engine::{Engine, LoadOptions, Throughput};
 

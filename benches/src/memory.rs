@@ -14,7 +14,7 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use caxton_ipc::config::ServerConfig;
+use caxton_config::ServerConfig;
 use caxton_ipc::memory::{EMBEDDING_DIMS, MemoryRequest, MemoryResponse, SearchMode, SearchQuery};
 use caxton_memory::embed::{Embedder, LazyEmbedder};
 use caxton_memory::graph::{Limits, NewEntity, Store};

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use caxton_config::{self as config, ServerConfig};
 use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorBody, ErrorKind, RunRequest};
-use caxton_ipc::config::{self, ServerConfig};
 use caxton_ipc::error::Chain;
 use caxton_ipc::toolhost::Catalog;
 use clap::{Parser, Subcommand};

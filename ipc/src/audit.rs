@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES};
-
 /// `prev` of the first record of a log.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Longest `detail` kept in a record.
@@ -80,6 +78,11 @@ impl AuditRecord {
         sha256_hex(&serde_json::to_vec(&unsealed).unwrap_or_default())
     }
 }
+
+/// Default size at which an audit log is rotated (`[toolhost] audit_max_bytes`).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default number of rotated audit files kept (`[toolhost] audit_keep`; 0 keeps all).
+pub const DEFAULT_AUDIT_KEEP: u32 = 8;
 
 /// When the current file is rotated, and how many rotated files are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

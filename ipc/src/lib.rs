@@ -7,7 +7,6 @@
 pub mod agent;
 pub mod api;
 pub mod audit;
-pub mod config;
 pub mod connection;
 pub mod error;
 pub mod frame;

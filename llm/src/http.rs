@@ -12,7 +12,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use caxton_ipc::config::HttpProviderConfig;
+use caxton_config::HttpProviderConfig;
 use caxton_ipc::toolhost::{ChatRequest, ToolCall, ToolSpec};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};

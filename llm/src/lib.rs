@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use caxton_config::{HttpProviderConfig, ProviderConfig};
 use caxton_ipc::api::{ErrorBody, ErrorKind};
-use caxton_ipc::config::{HttpProviderConfig, ProviderConfig};
 use caxton_ipc::toolhost::{ChatProgress, ChatReply, ChatRequest, ProviderInfo, ToolCall};
 use tokio::sync::mpsc::UnboundedSender;
 

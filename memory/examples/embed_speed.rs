@@ -1,7 +1,7 @@
 //! Times single-query embeddings (for profiling): `cargo run --release -p caxton-memory --example embed_speed`.
 
 fn main() -> anyhow::Result<()> {
-    let dir = caxton_ipc::config::ServerConfig::default().embedding_model_dir();
+    let dir = caxton_config::ServerConfig::default().embedding_model_dir();
     let e = caxton_memory::embed::Embedder::load(&dir)?;
     let mut times = Vec::new();
     for i in 0..300 {

@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
+use caxton_config::MemoryConfig;
 use caxton_ipc::api::ErrorKind;
-use caxton_ipc::config::MemoryConfig;
 use caxton_ipc::error::Chain;
 use caxton_ipc::memory::{
     Entity, Graph, ImportReport, MemoryStats, Observation, PruneReport, PruneRequest, Relation,

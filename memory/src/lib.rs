@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use caxton_ipc::config::ServerConfig;
+use caxton_config::ServerConfig;
 use caxton_ipc::error::Chain;
 
 /// How often configured retention rules are applied.

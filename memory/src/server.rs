@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use caxton_config::MemoryConfig;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::audit::{AuditEntry, AuditError, AuditWriter};
-use caxton_ipc::config::MemoryConfig;
 use caxton_ipc::connection::MemoryProtocol;
 use caxton_ipc::error::Chain;
 use caxton_ipc::frame;

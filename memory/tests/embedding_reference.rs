@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use caxton_ipc::config::ServerConfig;
+use caxton_config::ServerConfig;
 use caxton_memory::embed::Embedder;
 
 #[derive(serde::Deserialize)]

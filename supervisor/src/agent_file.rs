@@ -142,7 +142,7 @@ pub struct WorkerCaps {
 }
 
 impl WorkerCaps {
-    pub fn of(workers: &caxton_ipc::config::WorkersConfig) -> WorkerCaps {
+    pub fn of(workers: &caxton_config::WorkersConfig) -> WorkerCaps {
         WorkerCaps {
             memory_mb: workers.memory_mb,
             cpu_time: workers.cpu_time,
@@ -153,7 +153,7 @@ impl WorkerCaps {
 
 impl Default for WorkerCaps {
     fn default() -> Self {
-        WorkerCaps::of(&caxton_ipc::config::WorkersConfig::default())
+        WorkerCaps::of(&caxton_config::WorkersConfig::default())
     }
 }
 
@@ -527,7 +527,7 @@ pub fn parse(
     let caps = ctx.worker_caps;
     let memory_mb = match raw_limits.memory_mb {
         Some(m)
-            if *m.get_ref() < caxton_ipc::config::MIN_WORKER_MEMORY_MB
+            if *m.get_ref() < caxton_config::MIN_WORKER_MEMORY_MB
                 || *m.get_ref() > caps.memory_mb =>
         {
             problem(
@@ -536,7 +536,7 @@ pub fn parse(
                 format!(
                     "{} is outside {}–{} (the server's [workers] memory_mb)",
                     m.get_ref(),
-                    caxton_ipc::config::MIN_WORKER_MEMORY_MB,
+                    caxton_config::MIN_WORKER_MEMORY_MB,
                     caps.memory_mb
                 ),
                 Some(LIMIT_HINT.into()),
@@ -548,7 +548,7 @@ pub fn parse(
     };
     let open_files = match raw_limits.open_files {
         Some(n)
-            if *n.get_ref() < caxton_ipc::config::MIN_WORKER_OPEN_FILES
+            if *n.get_ref() < caxton_config::MIN_WORKER_OPEN_FILES
                 || *n.get_ref() > caps.open_files =>
         {
             problem(
@@ -557,7 +557,7 @@ pub fn parse(
                 format!(
                     "{} is outside {}–{} (the server's [workers] open_files)",
                     n.get_ref(),
-                    caxton_ipc::config::MIN_WORKER_OPEN_FILES,
+                    caxton_config::MIN_WORKER_OPEN_FILES,
                     caps.open_files
                 ),
                 Some(LIMIT_HINT.into()),

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use caxton_ipc::config::{self, ServerConfig};
+use caxton_config::{self as config, ServerConfig};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 

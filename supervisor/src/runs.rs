@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use caxton_config::WorkersConfig;
 use caxton_ipc::agent::{AgentSpec, LimitsSpec};
 use caxton_ipc::api::{ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, RunUsage};
-use caxton_ipc::config::WorkersConfig;
 use caxton_ipc::connection::{AsyncClient, HandshakeError, WorkerProtocol};
 use caxton_ipc::connection::{MemoryProtocol, ToolhostProtocol};
 use caxton_ipc::frame::FrameError;

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 /// Deadline of tool package management requests (an install compiles the module).
 const TOOL_ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
+use caxton_config::ServerConfig;
 use caxton_ipc::api::ServiceState;
 use caxton_ipc::api::{
     ApiRequest, ApiResponse, Counters, ErrorBody, ErrorKind, HealthReport, StatusReport,
     ValidationReport,
 };
-use caxton_ipc::config::ServerConfig;
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{CallToolRequest, ToolhostRequest, ToolhostResponse};
 

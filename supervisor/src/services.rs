@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use caxton_config::HealthConfig;
 use caxton_ipc::api::ServiceState;
-use caxton_ipc::config::HealthConfig;
 use caxton_ipc::connection::{self, MemoryProtocol, Protocol, ToolhostProtocol};
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse};

@@ -34,8 +34,7 @@ fn model_path() -> std::path::PathBuf {
             std::path::Path::new(&std::env::var_os("HOME").expect("HOME"))
                 .join(".local/share/caxton")
         });
-    data.join("models")
-        .join(caxton_ipc::config::LOCAL_MODEL_FILE)
+    data.join("models").join(caxton_config::LOCAL_MODEL_FILE)
 }
 
 #[test]

@@ -320,9 +320,9 @@ fn a_worker_never_holds_a_provider_key() {
 
 #[test]
 fn the_embedded_model_runs_the_calculator_end_to_end() {
-    let model = caxton_ipc::config::ServerConfig::default()
+    let model = caxton_config::ServerConfig::default()
         .models_dir()
-        .join(caxton_ipc::config::LOCAL_MODEL_FILE);
+        .join(caxton_config::LOCAL_MODEL_FILE);
     if !model.is_file() {
         eprintln!(
             "SKIPPED: model not installed at {}, run scripts/setup.sh",

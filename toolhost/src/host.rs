@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use caxton_config::ServerConfig;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::audit::{AuditEntry, AuditWriter, sha256_hex};
-use caxton_ipc::config::ServerConfig;
 use caxton_ipc::tool::{
     InstalledPackage, ReplacedPackage, ToolGrant, ToolManifest, ToolPackageInfo,
 };

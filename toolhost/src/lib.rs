@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use caxton_ipc::config::ServerConfig;
+use caxton_config::ServerConfig;
 
 /// A tool package compiled into this binary by build.rs: its manifest text and module bytes.
 macro_rules! builtin {
@@ -119,7 +119,7 @@ fn run() -> anyhow::Result<()> {
 /// provider is applied by setting it here, before any thread exists (the largest one wins when
 /// several local providers disagree, since they share the pool). An explicit environment value wins.
 fn apply_local_threads(config: &ServerConfig) {
-    use caxton_ipc::config::ProviderConfig;
+    use caxton_config::ProviderConfig;
     if std::env::var_os("CANDLE_NUM_THREADS").is_some() {
         return;
     }

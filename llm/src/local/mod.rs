@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use caxton_ipc::config::{LOCAL_MODEL_FILE, LocalProviderConfig};
+use caxton_config::{LOCAL_MODEL_FILE, LocalProviderConfig};
 use tokio::sync::{Mutex, mpsc};
 
 use self::engine::{Engine, Job, LoadOptions, Output};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use caxton_ipc::config::{LOCAL_MODEL_FILE, LocalProviderConfig, ServerConfig};
+use caxton_config::{LOCAL_MODEL_FILE, LocalProviderConfig, ServerConfig};
 use caxton_ipc::toolhost::{ChatMessage, ChatProgress, ChatRequest, ToolChoice, ToolSpec};
 use tokio::sync::mpsc;
 

@@ -1,4 +1,5 @@
-//! The server configuration file (`caxton.toml`), read by the supervisor and by the toolhost.
+//! The server configuration (`caxton.toml`): its schema, defaults and checks. The supervisor
+//! reads and validates the file; its children get the validated config from it.
 //!
 //! Every section has defaults, so `caxton serve` runs with no file at all. Unknown keys are errors.
 
@@ -77,7 +78,7 @@ pub struct ServerConfig {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// What the operator grants each tool package (`[tools.<name>]`); everything a tool's
     /// manifest requests is denied unless granted here.
-    pub tools: BTreeMap<String, crate::tool::ToolGrant>,
+    pub tools: BTreeMap<String, caxton_ipc::tool::ToolGrant>,
     pub memory: MemoryConfig,
     pub health: HealthConfig,
 }
@@ -203,10 +204,7 @@ impl Default for WorkersConfig {
     }
 }
 
-/// Default size at which the tool-call audit log is rotated (`[toolhost] audit_max_bytes`).
-pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// Default number of rotated audit files kept (`[toolhost] audit_keep`; 0 keeps all).
-pub const DEFAULT_AUDIT_KEEP: u32 = 8;
+pub use caxton_ipc::audit::{DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -243,8 +241,8 @@ impl Default for ToolhostConfig {
 
 impl ToolhostConfig {
     /// How the audit log is rotated.
-    pub fn audit_rotation(&self) -> crate::audit::Rotation {
-        crate::audit::Rotation {
+    pub fn audit_rotation(&self) -> caxton_ipc::audit::Rotation {
+        caxton_ipc::audit::Rotation {
             max_bytes: self.audit_max_bytes,
             keep: self.audit_keep,
         }
@@ -726,7 +724,7 @@ mod tests {
         let cfg: ServerConfig = toml_from_str("").unwrap();
         assert_eq!(
             cfg.toolhost.audit_rotation(),
-            crate::audit::Rotation {
+            caxton_ipc::audit::Rotation {
                 max_bytes: DEFAULT_AUDIT_MAX_BYTES,
                 keep: DEFAULT_AUDIT_KEEP
             }
