@@ -216,13 +216,12 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<u8> {
     // SAFETY: no other thread exists yet (the runtime starts below), so nothing reads the
     // environment concurrently.
     unsafe { std::env::set_var("CAXTON_LOG_FORMAT", format.as_str()) };
-    let config_path = config_path.map(|p| std::path::absolute(&p).unwrap_or(p));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    if let Err(e) = rt.block_on(caxton_supervisor::serve(config, config_path)) {
+    if let Err(e) = rt.block_on(caxton_supervisor::serve(config)) {
         let chain = Chain(&e).to_string();
         tracing::error!(error = %chain, "caxton serve failed");
         anyhow::bail!("{chain}");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default cap on concurrently running workers.
 pub const DEFAULT_MAX_WORKERS: u32 = 16;
@@ -56,7 +56,7 @@ pub enum ConfigError {
 }
 
 /// `caxton.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Where the sockets live. Default: `$CAXTON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/caxton`,
@@ -91,7 +91,7 @@ pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESTART_UNRESPONSIVE_AFTER: Duration = Duration::from_secs(15);
 
 /// `[health]`: how the supervisor checks that its service processes answer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// How often each service is pinged.
@@ -115,7 +115,7 @@ impl Default for HealthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// File mode of `api.sock`, as an octal string.
@@ -157,7 +157,7 @@ impl Default for ApiConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkersConfig {
     pub max_concurrent: u32,
@@ -206,7 +206,7 @@ impl Default for WorkersConfig {
 
 pub use caxton_ipc::audit::{DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolhostConfig {
     /// Path of `caxton-toolhost`; default: next to the `caxton` binary.
@@ -253,7 +253,7 @@ impl ToolhostConfig {
 pub const EMBEDDING_MODEL_DIR: &str = "all-MiniLM-L6-v2";
 
 /// `[memory]`: the memory service (`caxton-memory`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
     /// Start the memory service. Agents with `[memory] enabled = true` fail without it.
@@ -284,7 +284,7 @@ pub struct MemoryConfig {
     pub retention: BTreeMap<String, RetentionRule>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRule {
     /// Entities not updated for this long are removed.
@@ -335,7 +335,7 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const LOCAL_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// One LLM provider (`[providers.<name>]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProviderConfig {
     /// Deterministic replies from a rule file, for tests, demos and reproducible agent checks.
@@ -348,7 +348,7 @@ pub enum ProviderConfig {
     Local(LocalProviderConfig),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptedProviderConfig {
     /// Rule file; default: the built-in rules.
@@ -357,7 +357,7 @@ pub struct ScriptedProviderConfig {
 
 /// A provider reached over HTTP. The key comes from `api_key` (this file) or the toolhost's
 /// environment variable `api_key_env`; agents never name keys.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProviderConfig {
     /// API root, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
@@ -393,7 +393,7 @@ pub struct HttpProviderConfig {
 }
 
 /// The embedded model.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalProviderConfig {
     /// The GGUF file. Default: `DATA_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
@@ -457,6 +457,48 @@ impl ProviderConfig {
 }
 
 impl ServerConfig {
+    /// The checks beyond the schema: what a config must hold for the service to start.
+    fn check(&self) -> Result<(), String> {
+        if self.workers.memory_mb < MIN_WORKER_MEMORY_MB
+            || self.workers.open_files < MIN_WORKER_OPEN_FILES
+            || self.workers.cpu_time < Duration::from_secs(1)
+        {
+            return Err(format!(
+                "[workers] memory_mb must be at least {MIN_WORKER_MEMORY_MB}, open_files at least {MIN_WORKER_OPEN_FILES} and cpu_time at least 1s"
+            ));
+        }
+        if self.api.max_connections == 0 || self.api.max_connections_per_uid == 0 {
+            return Err(
+                "[api] max_connections and max_connections_per_uid must be at least 1".into(),
+            );
+        }
+        if self.toolhost.audit_max_bytes == 0 {
+            return Err("[toolhost] audit_max_bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The validated config as JSON, for the supervisor's children (its paths are absolute or
+    /// resolved from the environment the children inherit).
+    pub fn to_json(&self) -> String {
+        // A struct of strings, numbers, paths and maps with string keys always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A config the supervisor validated and sent (see [`ServerConfig::to_json`]), checked again.
+    pub fn from_json(text: &str) -> Result<ServerConfig, ConfigError> {
+        let from = || PathBuf::from("(the config sent by caxton serve)");
+        let cfg: ServerConfig = serde_json::from_str(text).map_err(|e| ConfigError::Parse {
+            path: from(),
+            message: e.to_string(),
+        })?;
+        cfg.check().map_err(|message| ConfigError::Parse {
+            path: from(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
     /// Reads and checks a config file. Relative paths inside it are resolved against its directory.
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -467,30 +509,10 @@ impl ServerConfig {
             path: path.to_owned(),
             message,
         })?;
-        if cfg.workers.memory_mb < MIN_WORKER_MEMORY_MB
-            || cfg.workers.open_files < MIN_WORKER_OPEN_FILES
-            || cfg.workers.cpu_time < Duration::from_secs(1)
-        {
-            return Err(ConfigError::Parse {
-                path: path.to_owned(),
-                message: format!(
-                    "[workers] memory_mb must be at least {MIN_WORKER_MEMORY_MB}, open_files at least {MIN_WORKER_OPEN_FILES} and cpu_time at least 1s"
-                ),
-            });
-        }
-        if cfg.api.max_connections == 0 || cfg.api.max_connections_per_uid == 0 {
-            return Err(ConfigError::Parse {
-                path: path.to_owned(),
-                message: "[api] max_connections and max_connections_per_uid must be at least 1"
-                    .into(),
-            });
-        }
-        if cfg.toolhost.audit_max_bytes == 0 {
-            return Err(ConfigError::Parse {
-                path: path.to_owned(),
-                message: "[toolhost] audit_max_bytes must be at least 1".into(),
-            });
-        }
+        cfg.check().map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut Option<PathBuf>| {
             if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
@@ -634,6 +656,29 @@ fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String
     toml::from_str(text).map_err(|e| e.to_string())
 }
 
+/// Why a service process has no config.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceConfigError {
+    #[error("cannot read the config from caxton serve")]
+    Setup(#[from] caxton_ipc::service::SetupError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// The config a service process (toolhost, memory service) runs with: `--config -`, what
+/// `caxton serve` passes, reads the config the supervisor validated from stdin (after its
+/// `Hello`); `--config FILE` reads a file (running a service by hand); no flag, the defaults.
+pub fn for_service(flag: Option<&Path>) -> Result<ServerConfig, ServiceConfigError> {
+    match flag {
+        Some(p) if p == Path::new("-") => {
+            let setup = caxton_ipc::service::read_setup(&mut std::io::stdin().lock())?;
+            Ok(ServerConfig::from_json(&setup.config_json)?)
+        }
+        Some(p) => Ok(ServerConfig::load(p)?),
+        None => Ok(ServerConfig::default()),
+    }
+}
+
 /// `$CAXTON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/caxton`, else `/tmp/caxton-$UID`.
 pub fn default_runtime_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CAXTON_RUNTIME_DIR").filter(|d| !d.is_empty()) {
@@ -663,6 +708,47 @@ pub fn default_api_socket() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_validated_config_reaches_a_child_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("caxton.toml");
+        std::fs::write(
+            &path,
+            r#"
+state_dir = "state"
+[api]
+idle_timeout = "90s"
+[workers]
+memory_mb = 512
+[toolhost]
+audit_keep = 3
+[tools.files]
+dirs = [{ path = "/data", host = "data", write = true }]
+http = ["https://example.com"]
+[memory.retention."agent:*"]
+ttl = "90d"
+[providers.main]
+kind = "openai"
+model = "m"
+api_key_env = "KEY"
+[providers.here]
+kind = "local"
+threads = 2
+"#,
+        )
+        .unwrap();
+        let cfg = ServerConfig::load(&path).unwrap();
+        let json = cfg.to_json();
+        let back = ServerConfig::from_json(&json).unwrap();
+        assert_eq!(back.to_json(), json);
+        assert_eq!(back.state_dir, Some(dir.path().join("state")));
+        assert_eq!(back.api.idle_timeout, Duration::from_secs(90));
+        assert_eq!(back.providers.len(), 2);
+        // What the file may not hold, the JSON may not either.
+        let bad = json.replace("\"audit_max_bytes\":67108864", "\"audit_max_bytes\":0");
+        assert!(ServerConfig::from_json(&bad).is_err());
+    }
 
     #[test]
     fn empty_config_has_defaults() {

@@ -29,6 +29,40 @@ pub fn private_umask() {
     umask(Mode::from_bits_truncate(0o077));
 }
 
+/// What the supervisor writes on a service process's stdin before anything else, after its
+/// `Hello`: the server config it validated (as JSON, `caxton_config::ServerConfig::to_json`), so
+/// a service restarted after the file was edited still runs the config the supervisor checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceSetup {
+    pub config_json: String,
+}
+
+/// Why a service could not read its setup.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read the supervisor's setup on stdin")]
+    Frame(#[from] FrameError),
+    #[error("the setup on stdin was refused: {0}")]
+    Refused(String),
+}
+
+/// Reads the supervisor's `Hello` and the [`ServiceSetup`] from `input` (the service's stdin).
+pub fn read_setup(input: &mut impl std::io::Read) -> Result<ServiceSetup, SetupError> {
+    let hello: Hello = crate::frame::read_sync(input, crate::connection::MAX_HELLO)?;
+    crate::handshake::check_peer(&hello, &[crate::handshake::Role::Supervisor], "a service")
+        .map_err(SetupError::Refused)?;
+    Ok(crate::frame::read_sync(input, crate::MAX_FRAME_LEN)?)
+}
+
+/// Writes our `Hello` and `setup` to a service process's stdin (the supervisor's side).
+pub async fn write_setup(
+    output: &mut (impl tokio::io::AsyncWrite + Unpin),
+    setup: &ServiceSetup,
+) -> Result<(), FrameError> {
+    crate::frame::write_async(output, &Hello::new(crate::handshake::Role::Supervisor)).await?;
+    crate::frame::write_async(output, setup).await
+}
+
 /// The flags both service binaries take after their command: `--socket PATH` and
 /// `--config FILE`, each optional here (the caller says which it needs).
 pub fn parse_flags(

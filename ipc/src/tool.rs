@@ -92,7 +92,7 @@ pub struct Limits {
 }
 
 /// `[tools.<name>]` in `caxton.toml`: what the operator grants one tool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolGrant {
     pub dirs: Vec<DirGrant>,
@@ -107,7 +107,7 @@ pub struct ToolGrant {
 }
 
 /// A requested guest directory mapped to a host directory.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirGrant {
     /// The guest path, as requested by the manifest.
@@ -119,7 +119,7 @@ pub struct DirGrant {
 }
 
 /// An origin the tool may reach: a URL string, or a table that also allows private addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum HttpGrant {
     Url(String),

@@ -3,7 +3,7 @@
 //! and supervised by `caxton serve`; the only process that opens the database.
 //!
 //! Usage (normally only the supervisor runs it):
-//! `caxton-memory serve --socket PATH [--config FILE]` opens the database, binds PATH, prints
+//! `caxton-memory serve --socket PATH [--config FILE | --config -]` opens the database, binds PATH, prints
 //! `ready` on stdout and serves. A database it cannot use is a startup error that names the file.
 
 pub mod db;
@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use caxton_config::ServerConfig;
 use caxton_ipc::error::Chain;
 
 /// How often configured retention rules are applied.
@@ -40,7 +39,7 @@ pub fn main() -> ExitCode {
 }
 
 fn parse_args() -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
-    let usage = "usage: caxton-memory serve --socket PATH [--config FILE]";
+    let usage = "usage: caxton-memory serve --socket PATH [--config FILE | --config -]";
     let mut args = std::env::args_os().skip(1);
     if args.next().and_then(|c| c.into_string().ok()).as_deref() != Some("serve") {
         anyhow::bail!("{usage}");
@@ -53,10 +52,7 @@ fn parse_args() -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
 fn run() -> anyhow::Result<()> {
     let (socket, config_path) = parse_args()?;
     caxton_ipc::service::private_umask();
-    let config = match &config_path {
-        Some(p) => ServerConfig::load(p)?,
-        None => ServerConfig::default(),
-    };
+    let config = caxton_config::for_service(config_path.as_deref())?;
     let threads = config
         .memory
         .threads

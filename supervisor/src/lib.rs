@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use caxton_config::{self as config, ServerConfig};
+use caxton_ipc::service::ServiceSetup;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 
@@ -66,8 +67,9 @@ pub enum ServeError {
 /// Time in-flight runs get after the drain deadline to report their cancellation.
 const ABORT_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the daemon until SIGTERM/SIGINT (drain) or a second one (immediate).
-pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result<(), ServeError> {
+/// Runs the daemon with `config` (validated; its children get it from here, not from the file)
+/// until SIGTERM/SIGINT (drain) or a second one (immediate).
+pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let runtime_dir = config.runtime_dir();
     let dir_err = |source| ServeError::RuntimeDir {
         path: runtime_dir.clone(),
@@ -103,7 +105,9 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
     let (toolhost, toolhost_task) = services::ServiceProcess::start(
         services::Kind::Toolhost,
         toolhost_binary,
-        config_path.as_deref(),
+        ServiceSetup {
+            config_json: config.to_json(),
+        },
         private.join("toolhost.sock"),
         (config.workers.stderr_tail_bytes, config.health.clone()),
         stop_rx.clone(),
@@ -118,7 +122,14 @@ pub async fn serve(config: ServerConfig, config_path: Option<PathBuf>) -> Result
         let (memory, task) = services::ServiceProcess::start(
             services::Kind::Memory,
             binary,
-            config_path.as_deref(),
+            // The memory service gets no provider settings (they may hold keys).
+            ServiceSetup {
+                config_json: ServerConfig {
+                    providers: Default::default(),
+                    ..config.clone()
+                }
+                .to_json(),
+            },
             private.join("memory.sock"),
             (config.workers.stderr_tail_bytes, config.health.clone()),
             stop_rx.clone(),

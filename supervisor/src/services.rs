@@ -13,6 +13,7 @@ use caxton_ipc::api::ServiceState;
 use caxton_ipc::connection::{self, MemoryProtocol, Protocol, ToolhostProtocol};
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
+use caxton_ipc::service::ServiceSetup;
 use caxton_ipc::toolhost::{Catalog, ToolhostRequest, ToolhostResponse};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -86,6 +87,8 @@ fn stderr_suffix(stderr: &str) -> String {
 pub struct ServiceProcess {
     kind: Kind,
     spec: ChildSpec,
+    /// What each start of the process is given on its stdin.
+    setup: ServiceSetup,
     socket: PathBuf,
     state: Mutex<ServiceState>,
     catalog: Mutex<Catalog>,
@@ -129,7 +132,7 @@ impl ServiceProcess {
     pub async fn start(
         kind: Kind,
         program: PathBuf,
-        config: Option<&Path>,
+        setup: ServiceSetup,
         socket: PathBuf,
         (stderr_tail, health): (usize, HealthConfig),
         stop: watch::Receiver<bool>,
@@ -138,9 +141,8 @@ impl ServiceProcess {
             .arg("serve")
             .arg("--socket")
             .arg(&socket);
-        if let Some(c) = config {
-            spec = spec.arg("--config").arg(c);
-        }
+        // The config comes on stdin: the one this supervisor validated, not the file as it is now.
+        spec = spec.arg("--config").arg("-");
         spec.die_with_parent = true;
         spec.log_stderr_as = Some(match kind {
             Kind::Toolhost => "toolhost",
@@ -149,6 +151,7 @@ impl ServiceProcess {
         let host = Arc::new(ServiceProcess {
             kind,
             spec,
+            setup,
             socket,
             state: Mutex::new(ServiceState::Starting),
             catalog: Mutex::new(Catalog {
@@ -179,6 +182,12 @@ impl ServiceProcess {
     /// Spawns one toolhost, waits for `ready`, and fetches the catalog.
     async fn launch(&self) -> Result<ManagedChild, ServiceError> {
         let mut child = spawn::spawn(&self.spec)?;
+        if let Some(mut stdin) = child.stdin.take()
+            && let Err(e) = caxton_ipc::service::write_setup(&mut stdin, &self.setup).await
+        {
+            // It died at once; the readiness wait below says how.
+            tracing::debug!(error = %e, "cannot hand the config to the {}", self.kind.name());
+        }
         let stdout = child.stdout.take();
         let ready = async {
             let mut lines = BufReader::new(stdout?).lines();

@@ -159,3 +159,24 @@ fn a_cancelled_run_asks_its_worker_to_stop_before_killing_it() {
     assert!(line.contains("was stopped"), "{line}");
     assert_next_run_succeeds(&d);
 }
+
+#[test]
+fn a_restarted_service_runs_the_config_the_supervisor_validated_not_the_file_as_edited() {
+    let d = Daemon::start(Options::default()).unwrap();
+    let ServiceState::Running { pid: old, .. } = d.status().unwrap().toolhost else {
+        panic!("toolhost not running")
+    };
+    // Someone breaks the file on disk; the running supervisor's config is unchanged.
+    std::fs::write(&d.config, "this is [not toml").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.wait_status(
+        "the toolhost restarted",
+        |s| matches!(s.toolhost, ServiceState::Running { pid, .. } if pid != old),
+    )
+    .unwrap();
+    assert_next_run_succeeds(&d);
+}

@@ -3,8 +3,8 @@
 //! never trusts a guest.
 //!
 //! Usage (normally only the supervisor runs it):
-//! `caxton-toolhost serve --socket PATH [--config FILE]` binds PATH, prints `ready` on stdout, serves.
-//! `caxton-toolhost catalog [--config FILE]` prints the tools and providers as JSON and exits
+//! `caxton-toolhost serve --socket PATH [--config FILE | --config -]` binds PATH, prints `ready` on stdout, serves.
+//! `caxton-toolhost catalog [--config FILE | --config -]` prints the tools and providers as JSON and exits
 //! (used by `caxton agent validate` offline).
 
 pub mod egress;
@@ -52,7 +52,7 @@ enum Command {
 fn parse_args() -> anyhow::Result<(Command, Option<PathBuf>)> {
     let mut args = std::env::args_os().skip(1);
     let cmd = args.next().context(
-        "usage: caxton-toolhost serve --socket PATH [--config FILE] | catalog [--config FILE]",
+        "usage: caxton-toolhost serve --socket PATH [--config FILE | --config -] | catalog [--config FILE | --config -]",
     )?;
     let (socket, config) = caxton_ipc::service::parse_flags(args).map_err(anyhow::Error::msg)?;
     let cmd = match cmd.to_str() {
@@ -86,10 +86,7 @@ fn run() -> anyhow::Result<()> {
     caxton_ipc::service::private_umask();
     // TLS for guests' HTTP requests (and providers) uses ring; install it once, process-wide.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match &config_path {
-        Some(p) => ServerConfig::load(p)?,
-        None => ServerConfig::default(),
-    };
+    let config = caxton_config::for_service(config_path.as_deref())?;
     apply_local_threads(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
