@@ -77,14 +77,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         parameters: Default::default(),
         llm: LlmSpec {
             provider: "scripted".into(),
-            model: None,
-            temperature: None,
-            top_p: None,
-            seed: None,
-            max_tokens: None,
-            stop: vec![],
-            fallback: vec![],
-            tool_choice: Default::default(),
+            ..Default::default()
         },
         limits: LimitsSpec {
             max_turns: 2,

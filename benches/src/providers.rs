@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::own_toolhost::{OwnToolhost, grant};
-use caxton_ipc::toolhost::{
-    ChatMessage, ChatRequest, ToolChoice, ToolhostRequest, ToolhostResponse,
-};
+use caxton_ipc::toolhost::{ChatMessage, ChatRequest, ToolhostRequest, ToolhostResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{ms, summary};
@@ -94,14 +92,6 @@ fn chat_request() -> ChatRequest {
         run_id: "bench".into(),
         agent: "bench".into(),
         provider: "bench".into(),
-        fallback: vec![],
-        model: None,
-        temperature: None,
-        top_p: None,
-        seed: None,
-        max_tokens: None,
-        stop: vec![],
-        tool_choice: ToolChoice::Auto,
         messages: vec![
             ChatMessage::System {
                 content: "You are a careful calculator.".into(),
@@ -110,10 +100,9 @@ fn chat_request() -> ChatRequest {
                 content: "What is (2 + 3) * 7?".into(),
             },
         ],
-        tools: vec![],
         timeout_ms: 10_000,
         stream: true,
-        budget: Default::default(),
+        ..Default::default()
     }
 }
 

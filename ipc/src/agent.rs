@@ -69,7 +69,7 @@ impl MemorySpec {
 }
 
 /// LLM settings of an agent (`[llm]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LlmSpec {
     /// Name of a provider configured in the toolhost.
     pub provider: String,

@@ -102,7 +102,7 @@ impl std::fmt::Display for ToolChoice {
 }
 
 /// Ask a provider for the next step of a conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     /// On a worker's connection the toolhost sets these two from the run's grant: what the
     /// worker sends here is ignored.

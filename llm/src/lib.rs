@@ -522,7 +522,7 @@ fn within_budget<'r>(
 pub(crate) mod test_support {
     use std::time::{Duration, Instant};
 
-    use caxton_ipc::toolhost::{ChatMessage, ChatRequest, ToolChoice, ToolSpec};
+    use caxton_ipc::toolhost::{ChatMessage, ChatRequest, ToolSpec};
 
     use super::{Attempt, Progress};
 
@@ -532,14 +532,6 @@ pub(crate) mod test_support {
             run_id: "run-test".into(),
             agent: "tester".into(),
             provider: "p".into(),
-            fallback: vec![],
-            model: None,
-            temperature: None,
-            top_p: None,
-            seed: None,
-            max_tokens: None,
-            stop: vec![],
-            tool_choice: ToolChoice::Auto,
             messages,
             tools: tools
                 .iter()
@@ -551,8 +543,8 @@ pub(crate) mod test_support {
                 })
                 .collect(),
             timeout_ms: 10_000,
-            stream: false,
             budget: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -10,8 +10,7 @@ use caxton_ipc::api::{RunEvent, RunUsage};
 use caxton_ipc::connection::{Client, Duplex, Server, ToolhostProtocol, WorkerProtocol};
 use caxton_ipc::handshake::Role;
 use caxton_ipc::toolhost::{
-    CallToolRequest, ChatBudget, ChatRequest, InstallToolRequest, RunGrant, ToolChoice,
-    ToolhostRequest, ToolhostResponse,
+    CallToolRequest, ChatRequest, InstallToolRequest, RunGrant, ToolhostRequest, ToolhostResponse,
 };
 use caxton_ipc::worker::{FromWorker, ToWorker};
 
@@ -115,22 +114,9 @@ fn main() {
             run_id: "run-forged".into(),
             agent: "someone-else".into(),
             provider: "scripted".into(),
-            fallback: vec![],
-            model: None,
-            temperature: None,
-            top_p: None,
-            seed: None,
-            max_tokens: None,
-            stop: vec![],
-            tool_choice: ToolChoice::Auto,
             messages: vec![],
-            tools: vec![],
             timeout_ms: 1000,
-            stream: false,
-            budget: ChatBudget {
-                tokens_left: None,
-                usd_left: None,
-            },
+            ..Default::default()
         }),
     );
     let answer = serde_json::Value::Object(report).to_string();
