@@ -61,38 +61,37 @@ impl Protocol for ApiProtocol {
     }
 }
 
-/// `private/toolhost.sock`: workers and the supervisor ↔ the toolhost.
-#[derive(Debug)]
-pub struct ToolhostProtocol;
-impl Protocol for ToolhostProtocol {
-    type Request = crate::toolhost::ToolhostRequest;
-    type Response = crate::toolhost::ToolhostResponse;
-    const SERVER: &'static str = "caxton-toolhost";
-    const SERVER_ROLE: Role = Role::Toolhost;
-    const CLIENTS: &'static [Role] = &[Role::Worker, Role::Supervisor];
+/// A protocol with the default hello handling.
+macro_rules! protocol {
+    ($(#[$doc:meta])* $name:ident: $req:ty => $resp:ty, served by $server:literal as $role:ident to [$($client:ident),*]) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+        impl Protocol for $name {
+            type Request = $req;
+            type Response = $resp;
+            const SERVER: &'static str = $server;
+            const SERVER_ROLE: Role = Role::$role;
+            const CLIENTS: &'static [Role] = &[$(Role::$client),*];
+        }
+    };
 }
 
-/// `private/memory.sock`: workers and the supervisor ↔ the memory service.
-#[derive(Debug)]
-pub struct MemoryProtocol;
-impl Protocol for MemoryProtocol {
-    type Request = crate::memory::MemoryRequest;
-    type Response = crate::memory::MemoryResponse;
-    const SERVER: &'static str = "caxton-memory";
-    const SERVER_ROLE: Role = Role::Memory;
-    const CLIENTS: &'static [Role] = &[Role::Worker, Role::Supervisor];
-}
-
-/// A worker's stdin and stdout: the supervisor (connecting side) ↔ one worker.
-#[derive(Debug)]
-pub struct WorkerProtocol;
-impl Protocol for WorkerProtocol {
-    type Request = crate::worker::ToWorker;
-    type Response = crate::worker::FromWorker;
-    const SERVER: &'static str = "caxton-worker";
-    const SERVER_ROLE: Role = Role::Worker;
-    const CLIENTS: &'static [Role] = &[Role::Supervisor];
-}
+protocol!(
+    /// `private/toolhost.sock`: workers and the supervisor ↔ the toolhost.
+    ToolhostProtocol: crate::toolhost::ToolhostRequest => crate::toolhost::ToolhostResponse,
+    served by "caxton-toolhost" as Toolhost to [Worker, Supervisor]
+);
+protocol!(
+    /// `private/memory.sock`: workers and the supervisor ↔ the memory service.
+    MemoryProtocol: crate::memory::MemoryRequest => crate::memory::MemoryResponse,
+    served by "caxton-memory" as Memory to [Worker, Supervisor]
+);
+protocol!(
+    /// A worker's stdin and stdout: the supervisor (connecting side) ↔ one worker.
+    WorkerProtocol: crate::worker::ToWorker => crate::worker::FromWorker,
+    served by "caxton-worker" as Worker to [Supervisor]
+);
 
 /// Which messages a side sends and receives.
 pub trait Side {

@@ -310,20 +310,27 @@ fn read_exact_or_close(
 ) -> Result<(), FrameError> {
     let mut got = 0;
     while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) if got == 0 && at_boundary => return Err(FrameError::Closed),
-            Ok(0) => {
-                return Err(FrameError::Truncated {
-                    got,
-                    expected: buf.len(),
-                });
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FrameError::Io(e)),
-        }
+        got += counted(r.read(&mut buf[got..]), got, buf.len(), at_boundary)?;
     }
     Ok(())
+}
+
+/// What one read into a frame's buffer of `len` bytes (`got` filled) adds: its bytes, 0 when it
+/// was interrupted, or the error that ends the frame (a clean close before its first byte, a
+/// truncation, an I/O error).
+fn counted(
+    read: io::Result<usize>,
+    got: usize,
+    len: usize,
+    at_boundary: bool,
+) -> Result<usize, FrameError> {
+    match read {
+        Ok(0) if got == 0 && at_boundary => Err(FrameError::Closed),
+        Ok(0) => Err(FrameError::Truncated { got, expected: len }),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(FrameError::Io(e)),
+    }
 }
 
 /// Reads one frame from a blocking stream (its trace context, if any, is dropped).
@@ -367,18 +374,7 @@ async fn read_exact_or_close_async(
 ) -> Result<(), FrameError> {
     let mut got = 0;
     while got < buf.len() {
-        match r.read(&mut buf[got..]).await {
-            Ok(0) if got == 0 && at_boundary => return Err(FrameError::Closed),
-            Ok(0) => {
-                return Err(FrameError::Truncated {
-                    got,
-                    expected: buf.len(),
-                });
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FrameError::Io(e)),
-        }
+        got += counted(r.read(&mut buf[got..]).await, got, buf.len(), at_boundary)?;
     }
     Ok(())
 }

@@ -97,45 +97,42 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let signals = signals::listen().map_err(ServeError::Signals)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let toolhost_binary = config
-        .toolhost
-        .binary
-        .clone()
-        .unwrap_or_else(|| spawn::sibling_binary("caxton-toolhost"));
-    let (toolhost, toolhost_task) = services::ServiceProcess::start(
-        services::Kind::Toolhost,
-        toolhost_binary,
-        ServiceSetup {
-            config_json: config.to_json(),
-        },
-        private.join("toolhost.sock"),
-        (config.workers.stderr_tail_bytes, config.health.clone()),
-        stop_rx.clone(),
-    )
-    .await?;
-    let memory = if config.memory.enabled {
-        let binary = config
-            .memory
-            .binary
-            .clone()
-            .unwrap_or_else(|| spawn::sibling_binary("caxton-memory"));
-        let (memory, task) = services::ServiceProcess::start(
-            services::Kind::Memory,
-            binary,
-            // The memory service gets no provider settings (they may hold keys).
+    let start = |kind, binary: &Option<PathBuf>, name, setup: &ServerConfig| {
+        services::ServiceProcess::start(
+            kind,
+            binary
+                .clone()
+                .unwrap_or_else(|| spawn::sibling_binary(name)),
             ServiceSetup {
-                config_json: ServerConfig {
-                    providers: Default::default(),
-                    ..config.clone()
-                }
-                .to_json(),
+                config_json: setup.to_json(),
             },
-            private.join("memory.sock"),
+            private.join(format!("{}.sock", kind.short_name())),
             (config.workers.stderr_tail_bytes, config.health.clone()),
             stop_rx.clone(),
         )
-        .await?;
-        Some((memory, task))
+    };
+    let (toolhost, toolhost_task) = start(
+        services::Kind::Toolhost,
+        &config.toolhost.binary,
+        "caxton-toolhost",
+        &config,
+    )
+    .await?;
+    let memory = if config.memory.enabled {
+        // The memory service gets no provider settings (they may hold keys).
+        let without_providers = ServerConfig {
+            providers: Default::default(),
+            ..config.clone()
+        };
+        Some(
+            start(
+                services::Kind::Memory,
+                &config.memory.binary,
+                "caxton-memory",
+                &without_providers,
+            )
+            .await?,
+        )
     } else {
         None
     };

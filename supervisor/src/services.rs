@@ -29,6 +29,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Its short name: in log lines, and its socket's name (`private/<name>.sock`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Kind::Toolhost => "toolhost",
+            Kind::Memory => "memory",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Toolhost => "toolhost",
@@ -144,10 +152,7 @@ impl ServiceProcess {
         // The config comes on stdin: the one this supervisor validated, not the file as it is now.
         spec = spec.arg("--config").arg("-");
         spec.die_with_parent = true;
-        spec.log_stderr_as = Some(match kind {
-            Kind::Toolhost => "toolhost",
-            Kind::Memory => "memory",
-        });
+        spec.log_stderr_as = Some(kind.short_name());
         let host = Arc::new(ServiceProcess {
             kind,
             spec,

@@ -233,6 +233,38 @@ impl Daemon {
         }
     }
 
+    /// The pid of a service process (the toolhost, or the memory service); panics when it is not
+    /// running.
+    pub fn service_pid(&self, service: Service) -> u32 {
+        let status = self.status().expect("status");
+        let state = match service {
+            Service::Toolhost => Some(status.toolhost),
+            Service::Memory => status.memory,
+        };
+        match state {
+            Some(ServiceState::Running { pid, .. }) => pid,
+            other => panic!("the {service:?} is not running: {other:?}"),
+        }
+    }
+
+    /// Waits until `service` runs again under a pid other than `old` (it was restarted).
+    pub fn wait_restarted(&self, service: Service, old: u32) -> StatusReport {
+        let restarted = |state: Option<&ServiceState>| matches!(state, Some(ServiceState::Running { pid, .. }) if *pid != old);
+        self.wait_status(&format!("the {service:?} restarted"), |s| match service {
+            Service::Toolhost => restarted(Some(&s.toolhost)),
+            Service::Memory => restarted(s.memory.as_ref()),
+        })
+        .expect("the service restarted")
+    }
+
+    /// SIGKILLs `service` and waits until it is restarted; returns its old pid.
+    pub fn kill_and_wait_restarted(&self, service: Service) -> u32 {
+        let old = self.service_pid(service);
+        signal_pid(old, nix::sys::signal::Signal::SIGKILL);
+        self.wait_restarted(service, old);
+        old
+    }
+
     /// Path of the toolhost's socket.
     pub fn toolhost_socket(&self) -> PathBuf {
         self.dir.path().join("run/private/toolhost.sock")
@@ -529,6 +561,18 @@ impl RunOutcome {
             _ => None,
         })
     }
+}
+
+/// A service process the daemon supervises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Toolhost,
+    Memory,
+}
+
+/// Sends `sig` to process `pid` (which must exist).
+pub fn signal_pid(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal");
 }
 
 /// True while a process exists (zombies included).

@@ -124,19 +124,7 @@ fn the_chain_continues_across_a_toolhost_restart() {
 }
 
 fn kill_toolhost(d: &Daemon) {
-    let caxton_ipc::api::ServiceState::Running { pid, .. } = d.status().unwrap().toolhost else {
-        panic!("the toolhost is not running")
-    };
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    d.wait_status(
-        "a new toolhost",
-        |s| matches!(s.toolhost, caxton_ipc::api::ServiceState::Running { pid: p, .. } if p != pid),
-    )
-    .unwrap();
+    d.kill_and_wait_restarted(caxton_tests::Service::Toolhost);
 }
 
 #[test]

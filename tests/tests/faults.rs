@@ -1,8 +1,8 @@
 //! Faults: workers killed, hung or panicking, and the toolhost killed mid-run. Each costs only its
 //! own run, with a clear error; the next run succeeds.
 
-use caxton_ipc::api::{ErrorKind, RunRequest, ServiceState};
-use caxton_tests::{Daemon, Options, process_exists};
+use caxton_ipc::api::{ErrorKind, RunRequest};
+use caxton_tests::{Daemon, Options, Service, process_exists};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -82,10 +82,7 @@ fn a_worker_that_panics_is_reported_with_its_stderr() {
 #[test]
 fn the_toolhost_killed_mid_run_fails_that_run_and_is_restarted() {
     let d = Daemon::start(Options::default()).unwrap();
-    let old = match d.status().unwrap().toolhost {
-        ServiceState::Running { pid, .. } => pid,
-        other => panic!("{other:?}"),
-    };
+    let old = d.service_pid(Service::Toolhost);
     let mut c = d.connect().unwrap();
     c.start_run("slow", "hi").unwrap();
     c.wait_for_llm_call().unwrap();
@@ -94,12 +91,7 @@ fn the_toolhost_killed_mid_run_fails_that_run_and_is_restarted() {
     let err = out.failure().expect("the run fails");
     assert_eq!(err.kind, ErrorKind::Toolhost, "{err:?}");
     assert!(err.message.contains("toolhost"), "{}", err.message);
-    let s = d
-        .wait_status(
-            "a new toolhost",
-            |s| matches!(s.toolhost, ServiceState::Running { pid, .. } if pid != old),
-        )
-        .unwrap();
+    let s = d.wait_restarted(Service::Toolhost, old);
     assert_eq!(s.counters.toolhost_restarts, 1);
     assert_next_run_succeeds(&d);
     assert!(
@@ -163,20 +155,10 @@ fn a_cancelled_run_asks_its_worker_to_stop_before_killing_it() {
 #[test]
 fn a_restarted_service_runs_the_config_the_supervisor_validated_not_the_file_as_edited() {
     let d = Daemon::start(Options::default()).unwrap();
-    let ServiceState::Running { pid: old, .. } = d.status().unwrap().toolhost else {
-        panic!("toolhost not running")
-    };
+    let old = d.service_pid(Service::Toolhost);
     // Someone breaks the file on disk; the running supervisor's config is unchanged.
     std::fs::write(&d.config, "this is [not toml").unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    d.wait_status(
-        "the toolhost restarted",
-        |s| matches!(s.toolhost, ServiceState::Running { pid, .. } if pid != old),
-    )
-    .unwrap();
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    d.wait_restarted(Service::Toolhost, old);
     assert_next_run_succeeds(&d);
 }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use caxton_ipc::api::{ErrorKind, ServiceState};
+use caxton_ipc::api::ErrorKind;
 use caxton_ipc::toolhost::ToolOutput;
 use caxton_tests::{Daemon, HttpServer, Options};
 
@@ -116,10 +116,7 @@ fn refused(d: &Daemon, tool: &str, args: &str, expect: &str) -> String {
 }
 
 fn toolhost_pid(d: &Daemon) -> u32 {
-    match d.status().unwrap().toolhost {
-        ServiceState::Running { pid, .. } => pid,
-        other => panic!("toolhost not running: {other:?}"),
-    }
+    d.service_pid(caxton_tests::Service::Toolhost)
 }
 
 #[test]

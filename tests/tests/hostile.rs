@@ -21,9 +21,8 @@ use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse, StoreRequest};
 use caxton_ipc::toolhost::{CallToolRequest, ToolhostRequest};
 use caxton_tests::fuzz::{self, Rng};
-use caxton_tests::{Daemon, Options, WAIT_DEADLINE, bin, children};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use caxton_tests::{Daemon, Options, Service, WAIT_DEADLINE, bin, children};
+use nix::sys::signal::Signal;
 
 fn memory_options(extra_config: &str) -> Options {
     Options {
@@ -48,21 +47,15 @@ fn assert_serves(d: &Daemon) {
 }
 
 fn toolhost_pid(d: &Daemon) -> u32 {
-    match d.status().unwrap().toolhost {
-        ServiceState::Running { pid, .. } => pid,
-        other => panic!("toolhost not running: {other:?}"),
-    }
+    d.service_pid(Service::Toolhost)
 }
 
 fn memory_pid(d: &Daemon) -> u32 {
-    match d.status().unwrap().memory {
-        Some(ServiceState::Running { pid, .. }) => pid,
-        other => panic!("memory service not running: {other:?}"),
-    }
+    d.service_pid(Service::Memory)
 }
 
 fn signal(pid: u32, sig: Signal) {
-    kill(Pid::from_raw(pid as i32), sig).expect("signal");
+    caxton_tests::signal_pid(pid, sig);
 }
 
 fn store_req(name: &str, observations: &[String]) -> MemoryRequest {

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use caxton_ipc::api::{ApiRequest, ErrorKind, RunRequest, ServiceState};
+use caxton_ipc::api::{ApiRequest, ErrorKind, RunRequest};
 use caxton_tests::{Daemon, Options, bin, repo_root};
 use nix::sys::signal::Signal;
 
@@ -233,9 +233,7 @@ fn a_childs_log_line_appears_once_with_its_own_timestamp_and_who_wrote_it() {
         .collect();
     assert_eq!(ready.len(), 1, "{log}");
     let line = ready[0];
-    let ServiceState::Running { pid, .. } = d.status().unwrap().toolhost else {
-        panic!("toolhost not running")
-    };
+    let pid = d.service_pid(caxton_tests::Service::Toolhost);
     assert!(
         line.ends_with(&format!("child=toolhost pid={pid}")),
         "{line}"

@@ -567,10 +567,7 @@ fn imports_the_mcp_memory_servers_file() {
 #[test]
 fn sigkill_during_a_write_burst_loses_no_acknowledged_write() {
     let d = Daemon::start(options("")).unwrap();
-    let pid = match d.status().unwrap().memory {
-        Some(ServiceState::Running { pid, .. }) => pid,
-        other => panic!("{other:?}"),
-    };
+    let pid = d.service_pid(caxton_tests::Service::Memory);
     let writer = {
         let socket = d.socket.clone();
         std::thread::spawn(move || {
@@ -626,11 +623,7 @@ fn sigkill_during_a_write_burst_loses_no_acknowledged_write() {
         "the kill interrupted nothing: {} acked",
         acked.len()
     );
-    d.wait_status(
-        "the memory service back",
-        |s| matches!(s.memory, Some(ServiceState::Running { pid: p, .. }) if p != pid),
-    )
-    .unwrap();
+    d.wait_restarted(caxton_tests::Service::Memory, pid);
     let names: Vec<String> = acked.iter().map(|i| format!("burst-{i}")).collect();
     for chunk in names.chunks(200) {
         match d

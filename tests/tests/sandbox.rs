@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use caxton_ipc::api::{ErrorKind, RunEvent, ServiceState};
+use caxton_ipc::api::{ErrorKind, RunEvent};
 use caxton_tests::{Daemon, Options};
 
 const GUESTS: &str = concat!(env!("OUT_DIR"), "/guests");
@@ -30,10 +30,7 @@ fn start() -> Daemon {
 }
 
 fn toolhost_pid(d: &Daemon) -> u32 {
-    match d.status().unwrap().toolhost {
-        ServiceState::Running { pid, .. } => pid,
-        other => panic!("toolhost not running: {other:?}"),
-    }
+    d.service_pid(caxton_tests::Service::Toolhost)
 }
 
 /// Calls `tool` twice (the second call gets a fresh instance) and checks the failure each time.

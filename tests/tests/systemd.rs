@@ -4,7 +4,6 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use caxton_ipc::api::ServiceState;
 use caxton_tests::{Daemon, Options};
 use nix::sys::signal::Signal;
 
@@ -52,9 +51,7 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     assert!(ready.contains("STATUS=serving 3 agents"), "{ready}");
     expect_notification(&sock, "WATCHDOG=1");
 
-    let ServiceState::Running { pid: toolhost, .. } = d.status().unwrap().toolhost else {
-        panic!("toolhost not running")
-    };
+    let toolhost = d.service_pid(caxton_tests::Service::Toolhost);
     let env = environ(toolhost);
     assert!(!env.is_empty(), "cannot read the toolhost's environment");
     assert!(
