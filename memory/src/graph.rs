@@ -326,6 +326,14 @@ impl Store {
         Ok(())
     }
 
+    /// Checks a new entity: its name, type, and observations.
+    fn check_entity(&self, name: &str, entity_type: &str, observations: &[String]) -> Result<()> {
+        self.check_name("an entity name", name)?;
+        self.check_name("an entity type", entity_type)?;
+        Self::check_count("observations", observations.len())?;
+        observations.iter().try_for_each(|o| self.check_observation(o))
+    }
+
     fn check_count(what: &'static str, count: usize) -> Result<()> {
         if count > MAX_ITEMS {
             return Err(StoreError::TooMany { what, count });
@@ -338,12 +346,7 @@ impl Store {
     pub fn create_entities(&self, scope: &str, items: &[NewEntity]) -> Result<Vec<NewEntity>> {
         Self::check_count("entities", items.len())?;
         for e in items {
-            self.check_name("an entity name", &e.name)?;
-            self.check_name("an entity type", &e.entity_type)?;
-            Self::check_count("observations", e.observations.len())?;
-            for o in &e.observations {
-                self.check_observation(o)?;
-            }
+            self.check_entity(&e.name, &e.entity_type, &e.observations)?;
         }
         let texts: Vec<&str> = items
             .iter()
@@ -509,12 +512,7 @@ impl Store {
         entity_type: &str,
         observations: &[String],
     ) -> Result<()> {
-        self.check_name("an entity name", name)?;
-        self.check_name("an entity type", entity_type)?;
-        Self::check_count("observations", observations.len())?;
-        for o in observations {
-            self.check_observation(o)?;
-        }
+        self.check_entity(name, entity_type, observations)?;
         let mut texts: Vec<&str> = Vec::new();
         for o in observations {
             if !texts.contains(&o.as_str()) {
