@@ -331,7 +331,9 @@ impl Store {
         self.check_name("an entity name", name)?;
         self.check_name("an entity type", entity_type)?;
         Self::check_count("observations", observations.len())?;
-        observations.iter().try_for_each(|o| self.check_observation(o))
+        observations
+            .iter()
+            .try_for_each(|o| self.check_observation(o))
     }
 
     fn check_count(what: &'static str, count: usize) -> Result<()> {
