@@ -12,7 +12,7 @@ use caxton_ipc::connection::{AsyncClient, HandshakeError, WorkerProtocol};
 use caxton_ipc::connection::{MemoryProtocol, ToolhostProtocol};
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
-use caxton_ipc::memory::{MemoryAccess, MemoryRequest};
+use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{RunGrant, ToolhostRequest, ToolhostResponse};
 use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest};
 use tokio::process::{ChildStdin, ChildStdout};
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::admission::{Abort, Refusal};
 use crate::run_table::{Count, Registered};
 use crate::service::Service;
-use crate::services::exchange;
+use crate::services::Link;
 use crate::spawn::{self, ChildSpec, ManagedChild};
 
 /// Environment a worker inherits; everything else (provider keys included) is withheld.
@@ -146,38 +146,46 @@ impl Finishing<'_> {
 
 /// A run's grant with a service, revoked when dropped (the run ended, however it ended).
 struct GrantGuard {
-    service: GrantedBy,
-    socket: std::path::PathBuf,
+    link: GrantLink,
     token: String,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum GrantedBy {
-    Toolhost,
-    Memory,
+enum GrantLink {
+    Toolhost(Arc<Link<ToolhostProtocol>>),
+    Memory(Arc<Link<MemoryProtocol>>),
+}
+
+impl GrantGuard {
+    fn socket(&self) -> &std::path::Path {
+        match &self.link {
+            GrantLink::Toolhost(link) => link.socket(),
+            GrantLink::Memory(link) => link.socket(),
+        }
+    }
 }
 
 impl Drop for GrantGuard {
     fn drop(&mut self) {
-        let (service, socket) = (self.service, std::mem::take(&mut self.socket));
         let token = std::mem::take(&mut self.token);
-        tokio::spawn(async move {
-            let revoked = match service {
-                GrantedBy::Toolhost => {
+        let revoke: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match &self.link {
+            GrantLink::Toolhost(link) => {
+                let link = link.clone();
+                Box::pin(async move {
                     let req = ToolhostRequest::RevokeRun { token };
-                    exchange::<ToolhostProtocol>(&socket, &req, GRANT_TIMEOUT)
-                        .await
-                        .map(drop)
-                }
-                GrantedBy::Memory => {
+                    link.request(&req, GRANT_TIMEOUT).await.map(drop)
+                })
+            }
+            GrantLink::Memory(link) => {
+                let link = link.clone();
+                Box::pin(async move {
                     let req = MemoryRequest::Revoke { token };
-                    exchange::<MemoryProtocol>(&socket, &req, GRANT_TIMEOUT)
-                        .await
-                        .map(drop)
-                }
-            };
-            if let Err(e) = revoked {
-                tracing::debug!(error = %e, ?service, "revoking a run's grant failed (the service restarted?)");
+                    link.request(&req, GRANT_TIMEOUT).await.map(drop)
+                })
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = revoke.await {
+                tracing::debug!(error = %e, "revoking a run's grant failed (the service restarted?)");
             }
         });
     }
@@ -217,15 +225,14 @@ async fn grant_toolhost(
         max_cost_usd: agent.limits.max_cost_usd,
         read_only: false,
     };
-    let socket = svc.toolhost().socket().to_owned();
+    let link = svc.toolhost_grants().clone();
     let req = ToolhostRequest::RegisterRun {
         token: token.clone(),
         grant,
     };
-    match exchange::<ToolhostProtocol>(&socket, &req, GRANT_TIMEOUT).await {
+    match link.request(&req, GRANT_TIMEOUT).await {
         Ok(ToolhostResponse::Ok) => Ok(GrantGuard {
-            service: GrantedBy::Toolhost,
-            socket,
+            link: GrantLink::Toolhost(link),
             token,
         }),
         Ok(ToolhostResponse::Error(e)) => Err(e),
@@ -250,18 +257,20 @@ async fn grant_memory(
     if !agent.memory.enabled {
         return Ok(None);
     }
-    let m = svc.memory_service()?;
+    let link = svc.memory_grants()?.clone();
     let token = new_token("memory")?;
     let req = MemoryRequest::Register {
         token: token.clone(),
         grant: agent.memory.grant(&agent.name, run_id),
     };
-    svc.memory_request(&req, GRANT_TIMEOUT).await?;
-    Ok(Some(GrantGuard {
-        service: GrantedBy::Memory,
-        socket: m.socket().to_owned(),
-        token,
-    }))
+    match link.request(&req, GRANT_TIMEOUT).await {
+        Ok(MemoryResponse::Error(e)) => Err(e),
+        Ok(_) => Ok(Some(GrantGuard {
+            link: GrantLink::Memory(link),
+            token,
+        })),
+        Err(e) => Err(ErrorBody::new(ErrorKind::Memory, e.to_string())),
+    }
 }
 
 /// 128 random bits, hex.
@@ -333,7 +342,7 @@ async fn drive_worker<'a>(
     };
     let job = WorkerJob {
         memory: memory.as_ref().map(|g| MemoryAccess {
-            socket: g.socket.display().to_string(),
+            socket: g.socket().display().to_string(),
             token: g.token.clone(),
         }),
         toolhost_token: toolhost.token.clone(),

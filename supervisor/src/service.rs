@@ -20,9 +20,9 @@ use crate::admission::Admission;
 use crate::agent_file::{self, ValidationContext};
 use crate::registry::{AgentRegistry, Registry};
 use crate::run_table::RunTable;
-use crate::services::ServiceProcess;
+use crate::services::{Link, ServiceProcess};
 use crate::warm::WarmWorkers;
-use caxton_ipc::connection::MemoryProtocol;
+use caxton_ipc::connection::{MemoryProtocol, ToolhostProtocol};
 
 /// The supervisor's state, each part a type that owns its rules.
 pub struct Service {
@@ -36,6 +36,9 @@ pub struct Service {
     toolhost: Arc<ServiceProcess>,
     /// The supervised memory service; `None` when `[memory] enabled = false`.
     memory: Option<Arc<ServiceProcess>>,
+    /// Kept-open connections for the runs' grant requests.
+    toolhost_grants: Arc<Link<ToolhostProtocol>>,
+    memory_grants: Option<Arc<Link<MemoryProtocol>>>,
     /// Worker slots, the queue, the drain.
     admission: Admission,
     /// Runs with a worker, recent runs, counters.
@@ -55,6 +58,8 @@ impl Service {
             config,
             warm,
             agents: AgentRegistry::default(),
+            toolhost_grants: Arc::new(Link::new(toolhost.socket())),
+            memory_grants: memory.as_ref().map(|m| Arc::new(Link::new(m.socket()))),
             toolhost,
             memory,
             runs: RunTable::default(),
@@ -72,6 +77,19 @@ impl Service {
 
     pub fn toolhost(&self) -> &Arc<ServiceProcess> {
         &self.toolhost
+    }
+
+    /// The kept-open connection for registering and revoking runs' toolhost grants.
+    pub fn toolhost_grants(&self) -> &Arc<Link<ToolhostProtocol>> {
+        &self.toolhost_grants
+    }
+
+    /// The same for memory grants; an error when the memory service is off.
+    pub fn memory_grants(&self) -> Result<&Arc<Link<MemoryProtocol>>, ErrorBody> {
+        self.memory_service()?;
+        self.memory_grants
+            .as_ref()
+            .ok_or_else(|| ErrorBody::new(ErrorKind::Memory, "the memory service is disabled"))
     }
 
     pub fn admission(&self) -> &Admission {

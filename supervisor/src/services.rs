@@ -517,3 +517,73 @@ pub async fn exchange<P: Protocol>(
         .await
         .map_err(|_| err(format!("no answer within {}s", timeout.as_secs())))?
 }
+
+/// A supervisor connection to a service that stays open between requests, for the small
+/// requests every run makes (registering and revoking its grant): a new connection per request
+/// cost each run two connects, two handshakes and two accepted tasks in the service. One
+/// request at a time; a connection the service closed (idle, or it restarted) is replaced and
+/// the request sent again on the new one, which is safe because a closed connection's request
+/// was never read.
+pub struct Link<P: Protocol> {
+    socket: PathBuf,
+    conn: tokio::sync::Mutex<Option<LinkConn<P>>>,
+}
+
+type LinkConn<P> =
+    connection::AsyncClient<P, tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>;
+
+impl<P: Protocol> Link<P> {
+    pub fn new(socket: impl Into<PathBuf>) -> Link<P> {
+        Link {
+            socket: socket.into(),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends `req` and returns the answer, within `timeout` in all.
+    pub async fn request(
+        &self,
+        req: &P::Request,
+        timeout: Duration,
+    ) -> Result<P::Response, ServiceError> {
+        let err = |detail: String| ServiceError::Request {
+            service: P::SERVER,
+            socket: self.socket.display().to_string(),
+            detail,
+        };
+        let work = async {
+            let mut slot = self.conn.lock().await;
+            // Taken out while in use: a request cut off by the timeout drops its connection
+            // with it, so no late answer is ever read as the next request's.
+            if let Some(mut conn) = slot.take()
+                && let Ok(resp) = Self::exchange(&mut conn, req).await
+            {
+                *slot = Some(conn);
+                return Ok(resp);
+            }
+            let mut conn = connection::connect_unix::<P>(&self.socket, Role::Supervisor)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let resp = Self::exchange(&mut conn, req)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            *slot = Some(conn);
+            Ok(resp)
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| err(format!("no answer within {}s", timeout.as_secs())))?
+    }
+
+    async fn exchange(
+        conn: &mut LinkConn<P>,
+        req: &P::Request,
+    ) -> Result<P::Response, caxton_ipc::frame::FrameError> {
+        conn.send(req).await?;
+        conn.recv().await
+    }
+}

@@ -124,12 +124,13 @@ fn run_inner<W: std::io::Write>(
     ];
     let mut replay = job.replay.as_ref().map(|r| r.exchanges.iter());
 
+    // The supervisor's clock is the one that counts (the job may have waited in a pipe); asked
+    // once, since both clocks run at the same rate from here on.
+    if let SupervisorReply::TimeLeft { ms } = session.ask(WorkerRequest::TimeLeft)? {
+        deadline = deadline.min(Instant::now() + Duration::from_millis(ms));
+    }
     for turn in 1..=agent.limits.max_turns {
         usage.turns = turn;
-        // The supervisor's clock is the one that counts (the job may have waited in a pipe).
-        if let SupervisorReply::TimeLeft { ms } = session.ask(WorkerRequest::TimeLeft)? {
-            deadline = deadline.min(Instant::now() + Duration::from_millis(ms));
-        }
         send!(RunEvent::TurnStarted { turn })?;
         check_budget(agent, usage, "LLM call")?;
         send!(RunEvent::LlmCall {

@@ -1,4 +1,4 @@
-//! The run's own resource limits: the supervisor starts every worker under the server's
+//! The run's own resource limits: the supervisor puts every new worker under the server's
 //! `[workers]` limits (before the agent is known, for pre-spawned workers); once the job has
 //! arrived the worker lowers them to its agent's `[limits]` (`memory_mb`, `cpu_time`,
 //! `open_files`). Limits can only be lowered, so an agent never gets more than the server allows.

@@ -87,6 +87,12 @@ impl<W: Write> Session<W> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // First, before any input is read: this process and whatever it might execute can never
+    // gain privileges (the supervisor has set its resource limits already).
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        eprintln!("caxton-worker: cannot set no_new_privs: {e}");
+        return ExitCode::from(EXIT_PROTOCOL);
+    }
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     match serve_one(stdin, stdout) {
