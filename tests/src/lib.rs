@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use caxton_ipc::api::{
-    ApiRequest, ApiResponse, ErrorBody, RunEvent, RunRequest, ServiceState, StatusReport,
+    ApiRequest, ApiResponse, ErrorBody, ErrorKind, RunEvent, RunRequest, ServiceState, StatusReport,
 };
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
@@ -92,6 +92,24 @@ impl Default for Options {
             faults: true,
             env: Vec::new(),
             local_model: false,
+        }
+    }
+}
+
+impl Options {
+    /// The default options with `extra` appended to the server config.
+    pub fn with_config(extra: impl Into<String>) -> Options {
+        Options {
+            extra_config: extra.into(),
+            ..Options::default()
+        }
+    }
+
+    /// The default options with only these agent files.
+    pub fn with_agents(agents: &[&str]) -> Options {
+        Options {
+            agents: agents.iter().map(Into::into).collect(),
+            ..Options::default()
         }
     }
 }
@@ -233,6 +251,19 @@ impl Daemon {
         }
     }
 
+    /// The entities `names` of `scope` with their relations (`MemoryRequest::Show`); panics on
+    /// any other answer.
+    pub fn memory_graph(&self, scope: &str, names: &[String]) -> caxton_ipc::memory::Graph {
+        let req = caxton_ipc::memory::MemoryRequest::Show {
+            scope: Some(scope.into()),
+            names: names.to_vec(),
+        };
+        match self.memory(req) {
+            Ok(Ok(caxton_ipc::memory::MemoryResponse::Graph(g))) => g,
+            other => panic!("show {names:?} in {scope}: {other:?}"),
+        }
+    }
+
     /// The pid of a service process (the toolhost, or the memory service); panics when it is not
     /// running.
     pub fn service_pid(&self, service: Service) -> u32 {
@@ -300,6 +331,13 @@ impl Daemon {
         self.wait_ready()
     }
 
+    /// Stops the daemon with SIGTERM, waits for it to exit and starts it again.
+    pub fn stop_and_restart(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(20)).unwrap();
+        self.restart().unwrap();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
@@ -315,6 +353,15 @@ impl Daemon {
     /// Runs an agent and collects its whole response stream.
     pub fn run(&self, agent: &str, input: &str) -> anyhow::Result<RunOutcome> {
         self.run_req(RunRequest::new(agent, input))
+    }
+
+    /// Starts a run of `agent` and reads its events until its worker is inside its LLM call;
+    /// returns the connection (the rest of the run is read from it) and the worker's pid.
+    pub fn run_until_llm_call(&self, agent: &str, input: &str) -> (Conn, u32) {
+        let mut c = self.connect().unwrap();
+        let pid = c.start_run(agent, input).unwrap();
+        c.wait_for_llm_call().unwrap();
+        (c, pid)
     }
 
     pub fn run_req(&self, req: RunRequest) -> anyhow::Result<RunOutcome> {
@@ -378,6 +425,24 @@ impl Daemon {
             .env("CAXTON_SOCKET", &self.socket)
             .output()
             .expect("run caxton")
+    }
+
+    /// Runs the `caxton` CLI against this daemon, asserts that it succeeded and returns its
+    /// standard output.
+    #[track_caller]
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "caxton {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the `caxton` CLI against this daemon, asserts that it exited with `code` and returns
+    /// its standard error.
+    #[track_caller]
+    pub fn cli_err(&self, args: &[&str], code: i32) -> String {
+        let out = self.cli(args);
+        assert_eq!(out.status.code(), Some(code), "caxton {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Sends a signal to the daemon.
@@ -542,6 +607,43 @@ impl RunOutcome {
         })
     }
 
+    /// The failure of a run that must have failed with `kind`, with a message containing each of
+    /// `parts`.
+    #[track_caller]
+    pub fn expect_failure(&self, kind: ErrorKind, parts: &[&str]) -> &ErrorBody {
+        let err = self
+            .failure()
+            .unwrap_or_else(|| panic!("the run did not fail: {self:?}"));
+        assert_error(err, kind, parts);
+        err
+    }
+
+    /// The streamed answer text (the `Token` events), joined.
+    pub fn streamed_text(&self) -> String {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Token { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Each tool call: (call id, tool, arguments).
+    pub fn tool_calls(&self) -> Vec<(&str, &str, &str)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::ToolCall {
+                    call_id,
+                    tool,
+                    arguments,
+                } => Some((call_id.as_str(), tool.as_str(), arguments.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Each tool result: (tool, ok, output).
     pub fn tool_results(&self) -> Vec<(&str, bool, &str)> {
         self.events
@@ -561,6 +663,21 @@ impl RunOutcome {
             _ => None,
         })
     }
+}
+
+/// Asserts that `text` contains each of `parts`, showing `text` when one is missing.
+#[track_caller]
+pub fn assert_contains(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} is not in:\n{text}");
+    }
+}
+
+/// Asserts that `err` is of `kind` with a message containing each of `parts`.
+#[track_caller]
+pub fn assert_error(err: &ErrorBody, kind: ErrorKind, parts: &[&str]) {
+    assert_eq!(err.kind, kind, "{err:?}");
+    assert_contains(&err.message, parts);
 }
 
 /// A service process the daemon supervises.

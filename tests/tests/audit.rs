@@ -130,10 +130,9 @@ fn kill_toolhost(d: &Daemon) {
 #[test]
 fn the_log_rotates_by_size_and_verify_checks_the_whole_set() {
     const MAX: u64 = 2048;
-    let d = Daemon::start(Options {
-        extra_config: format!("\n[toolhost]\naudit_max_bytes = {MAX}\naudit_keep = 3\n"),
-        ..Options::default()
-    })
+    let d = Daemon::start(Options::with_config(format!(
+        "\n[toolhost]\naudit_max_bytes = {MAX}\naudit_keep = 3\n"
+    )))
     .unwrap();
     let call = |i: u64| {
         let out = d

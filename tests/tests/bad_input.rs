@@ -8,7 +8,7 @@ use std::time::Duration;
 use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorKind};
 use caxton_ipc::frame::{self, FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
-use caxton_tests::{Conn, Daemon, Options, bin, repo_root};
+use caxton_tests::{Conn, Daemon, Options, assert_error, bin, repo_root};
 
 /// What a corpus file promises about its first error, in its leading comment lines:
 ///
@@ -212,13 +212,10 @@ fn broken_agent_files_are_skipped_and_the_rest_keep_serving() {
 fn unknown_agents_get_a_clear_not_found() {
     let d = Daemon::start(Options::default()).unwrap();
     let out = d.run("no-such-agent", "hi").unwrap();
-    let err = out.error.expect("an error response");
-    assert_eq!(err.kind, ErrorKind::NotFound);
-    assert!(
-        err.message.contains("no agent named `no-such-agent`")
-            && err.message.contains("calculator"),
-        "{}",
-        err.message
+    assert_error(
+        &out.error.expect("an error response"),
+        ErrorKind::NotFound,
+        &["no agent named `no-such-agent`", "calculator"],
     );
     let cli = d.cli(&["agent", "run", "no-such-agent", "--input", "x"]);
     assert_eq!(cli.status.code(), Some(1));

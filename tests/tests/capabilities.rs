@@ -30,13 +30,10 @@ fn refused(resp: ToolhostResponse) -> ErrorKind {
 
 #[test]
 fn a_worker_holding_its_runs_token_gets_only_its_grant() {
-    let d = Daemon::start(Options {
-        extra_config: format!(
-            "[workers]\nbinary = \"{}\"\nwarm = 0\n",
-            bin("hostile-worker").display()
-        ),
-        ..Options::default()
-    })
+    let d = Daemon::start(Options::with_config(format!(
+        "[workers]\nbinary = \"{}\"\nwarm = 0\n",
+        bin("hostile-worker").display()
+    )))
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = d.run("calculator", dir.path().to_str().unwrap()).unwrap();

@@ -58,13 +58,10 @@ fn a_run_calls_a_wasm_tool_and_answers_with_events_in_order() {
 
 #[test]
 fn templates_fill_parameters_and_vars_and_refuse_missing_values() {
-    let d = Daemon::start(Options {
-        agents: vec![
-            "agents/greeter.toml".into(),
-            "tests/agents/needs-context.toml".into(),
-        ],
-        ..Options::default()
-    })
+    let d = Daemon::start(Options::with_agents(&[
+        "agents/greeter.toml",
+        "tests/agents/needs-context.toml",
+    ]))
     .unwrap();
     let out = d.run("greeter", "Ada").unwrap();
     assert_eq!(
@@ -72,15 +69,8 @@ fn templates_fill_parameters_and_vars_and_refuse_missing_values() {
         Some("(scripted provider, agent greeter) You said: Greet this person: Ada")
     );
     let missing = d.run("needs-context", "q").unwrap();
-    let err = missing
-        .failure()
-        .expect("a missing placeholder fails the run");
-    assert_eq!(err.kind, ErrorKind::Template);
-    assert!(
-        err.message.contains("{{context}}") && err.message.contains("--var context="),
-        "{}",
-        err.message
-    );
+    // A missing placeholder fails the run.
+    missing.expect_failure(ErrorKind::Template, &["{{context}}", "--var context="]);
     let mut req = RunRequest::new("needs-context", "q");
     req.vars.insert("context".into(), "Q3 sales".into());
     let out = d.run_req(req).unwrap();

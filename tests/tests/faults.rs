@@ -2,7 +2,7 @@
 //! own run, with a clear error; the next run succeeds.
 
 use caxton_ipc::api::{ErrorKind, RunRequest};
-use caxton_tests::{Daemon, Options, Service, process_exists};
+use caxton_tests::{Daemon, Options, Service, assert_contains, process_exists};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -14,20 +14,13 @@ fn assert_next_run_succeeds(d: &Daemon) {
 #[test]
 fn a_worker_killed_with_sigkill_mid_run_is_reported() {
     let d = Daemon::start(Options::default()).unwrap();
-    let mut c = d.connect().unwrap();
-    let pid = c.start_run("slow", "hi").unwrap();
     // Wait until the worker is inside its (3 s) LLM call, then kill it.
-    c.wait_for_llm_call().unwrap();
+    let (mut c, pid) = d.run_until_llm_call("slow", "hi");
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     let out = c.collect_run().unwrap();
-    let err = out.failure().expect("the run fails");
-    assert_eq!(err.kind, ErrorKind::WorkerCrashed, "{err:?}");
-    assert!(
-        err.message.contains("agent `slow`")
-            && err.message.contains("SIGKILL")
-            && err.message.contains(&pid.to_string()),
-        "{}",
-        err.message
+    out.expect_failure(
+        ErrorKind::WorkerCrashed,
+        &["agent `slow`", "SIGKILL", &pid.to_string()],
     );
     assert_next_run_succeeds(&d);
     assert_eq!(d.status().unwrap().counters.workers_crashed, 1);
@@ -42,12 +35,9 @@ fn a_worker_that_hangs_past_its_timeout_is_killed() {
     };
     let out = d.run_req(req).unwrap();
     let pid = out.worker_pid().unwrap();
-    let err = out.failure().expect("the run fails");
-    assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");
-    assert!(
-        err.message.contains("did not finish within 500ms") && err.message.contains("killed"),
-        "{}",
-        err.message
+    out.expect_failure(
+        ErrorKind::Timeout,
+        &["did not finish within 500ms", "killed"],
     );
     assert!(!process_exists(pid), "the hung worker {pid} must be gone");
     assert_next_run_succeeds(&d);
@@ -57,25 +47,13 @@ fn a_worker_that_hangs_past_its_timeout_is_killed() {
 fn a_worker_that_panics_is_reported_with_its_stderr() {
     let d = Daemon::start(Options::default()).unwrap();
     let out = d.run("calculator", "caxton-fault:panic").unwrap();
-    let err = out.failure().expect("the run fails");
-    assert_eq!(err.kind, ErrorKind::WorkerCrashed, "{err:?}");
-    assert!(
-        err.message.contains("exited with status 101"),
-        "{}",
-        err.message
-    );
-    assert!(
-        err.message.contains("injected fault: panic"),
-        "stderr tail missing: {}",
-        err.message
+    // The exit status, then the tail of the worker's stderr.
+    out.expect_failure(
+        ErrorKind::WorkerCrashed,
+        &["exited with status 101", "injected fault: panic"],
     );
     let out = d.run("calculator", "caxton-fault:exit").unwrap();
-    assert!(
-        out.failure()
-            .unwrap()
-            .message
-            .contains("exited with status 3")
-    );
+    assert_contains(&out.failure().unwrap().message, &["exited with status 3"]);
     assert_next_run_succeeds(&d);
 }
 
@@ -83,14 +61,10 @@ fn a_worker_that_panics_is_reported_with_its_stderr() {
 fn the_toolhost_killed_mid_run_fails_that_run_and_is_restarted() {
     let d = Daemon::start(Options::default()).unwrap();
     let old = d.service_pid(Service::Toolhost);
-    let mut c = d.connect().unwrap();
-    c.start_run("slow", "hi").unwrap();
-    c.wait_for_llm_call().unwrap();
+    let (mut c, _) = d.run_until_llm_call("slow", "hi");
     kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
     let out = c.collect_run().unwrap();
-    let err = out.failure().expect("the run fails");
-    assert_eq!(err.kind, ErrorKind::Toolhost, "{err:?}");
-    assert!(err.message.contains("toolhost"), "{}", err.message);
+    out.expect_failure(ErrorKind::Toolhost, &["toolhost"]);
     let s = d.wait_restarted(Service::Toolhost, old);
     assert_eq!(s.counters.toolhost_restarts, 1);
     assert_next_run_succeeds(&d);
@@ -134,9 +108,7 @@ fn a_cancelled_run_asks_its_worker_to_stop_before_killing_it() {
     // The slow agent's LLM takes 3 s. The client goes away meanwhile: the worker, waiting on its
     // LLM, reads the supervisor's Stop on its session and ends the run itself.
     let d = Daemon::start(Options::default()).unwrap();
-    let mut c = d.connect().unwrap();
-    let pid = c.start_run("slow", "take your time").unwrap();
-    c.wait_for_llm_call().unwrap();
+    let (c, pid) = d.run_until_llm_call("slow", "take your time");
     drop(c);
     d.wait_status("the run recorded as cancelled", |s| {
         s.recent_runs.iter().any(|r| r.outcome == "cancelled")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use caxton_ipc::api::ErrorKind;
 use caxton_ipc::toolhost::ToolOutput;
-use caxton_tests::{Daemon, HttpServer, Options};
+use caxton_tests::{Daemon, HttpServer, Options, assert_contains, assert_error};
 
 const GUESTS: &str = concat!(env!("OUT_DIR"), "/guests");
 const CALL: Duration = Duration::from_secs(10);
@@ -70,10 +70,9 @@ http = [{{ url = "http://127.0.0.1:{port}", private = true }}, "http://localhost
         ro = ro.display(),
     );
     let d = Daemon::start(Options {
-        agents: vec!["agents/calculator.toml".into()],
         extra_config: config,
         env: vec![("UNGRANTED_VAR".into(), "leaked".into())],
-        ..Options::default()
+        ..Options::with_agents(&["agents/calculator.toml"])
     })
     .unwrap();
     Setup { d, http, data }
@@ -358,11 +357,10 @@ fn calls_beyond_the_concurrency_limit_wait_within_their_deadline() {
             s.d.call_tool("nap", r#"{"ms": 10}"#, Duration::from_millis(500))
                 .unwrap()
                 .expect_err("no slot frees within 500 ms");
-        assert_eq!(err.kind, ErrorKind::Busy, "{err:?}");
-        assert!(
-            err.message.contains("concurrency limit (2 calls at once)"),
-            "{}",
-            err.message
+        assert_error(
+            &err,
+            ErrorKind::Busy,
+            &["concurrency limit (2 calls at once)"],
         );
         assert!(
             t.elapsed() < Duration::from_millis(1500),
@@ -384,17 +382,11 @@ fn a_timed_out_call_is_cancelled_over_mcp() {
         s.d.call_tool("mute", "{}", Duration::from_millis(800))
             .unwrap()
             .expect_err("mute never answers");
-    assert!(
-        err.message.contains("did not answer within 800ms"),
-        "{}",
-        err.message
-    );
-    // The guest received notifications/cancelled for the call and said so on stderr, which the
-    // error carries.
-    assert!(
-        err.message.contains("mute: cancelled request"),
-        "{}",
-        err.message
+    // The deadline passed; the guest received notifications/cancelled for the call and said so
+    // on stderr, which the error carries.
+    assert_contains(
+        &err.message,
+        &["did not answer within 800ms", "mute: cancelled request"],
     );
 }
 
@@ -434,7 +426,6 @@ fn a_chatty_stderr_never_breaks_a_guest() {
 #[test]
 fn a_grant_that_does_not_match_its_manifest_is_loud() {
     let d = Daemon::start(Options {
-        agents: vec!["agents/calculator.toml".into()],
         extra_config: r#"
 [tools.calc]
 env = { HOME = "/root" }
@@ -442,28 +433,22 @@ env = { HOME = "/root" }
 env = { A = "b" }
 "#
         .into(),
-        ..Options::default()
+        ..Options::with_agents(&["agents/calculator.toml"])
     })
     .unwrap();
-    let log = d.log_text();
-    assert!(
-        log.contains("grant of env HOME is not requested by the manifest"),
-        "{log}"
-    );
-    assert!(
-        log.contains("no tool package of that name is loaded"),
-        "{log}"
+    assert_contains(
+        &d.log_text(),
+        &[
+            "grant of env HOME is not requested by the manifest",
+            "no tool package of that name is loaded",
+        ],
     );
     // The package is disabled, and says why, instead of silently denying.
     let err = d
         .call_tool("calculate", r#"{"expression": "1+1"}"#, CALL)
         .unwrap()
         .expect_err("a disabled package serves no calls");
-    assert!(
-        err.message.contains("tool package `calc` is disabled"),
-        "{}",
-        err.message
-    );
+    assert_contains(&err.message, &["tool package `calc` is disabled"]);
     let show = d.cli(&["tool", "show", "calc"]);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(text.contains("PROBLEM:"), "{text}");

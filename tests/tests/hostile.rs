@@ -305,10 +305,10 @@ fn fuzzed_worker_pipes_end_runs_cleanly() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let d = Daemon::start(Options {
-        extra_config: format!("[workers]\nbinary = \"{}\"\nwarm = 0\n", script.display()),
-        ..Options::default()
-    })
+    let d = Daemon::start(Options::with_config(format!(
+        "[workers]\nbinary = \"{}\"\nwarm = 0\n",
+        script.display()
+    )))
     .unwrap();
     for _ in 0..40 {
         let out = d.run("calculator", "1+1").unwrap();
@@ -393,12 +393,19 @@ fn slow_loris(socket: &Path, n: usize, stop: Arc<AtomicBool>) -> std::thread::Jo
     })
 }
 
+/// Connects to the public socket as a JSON client (no Hello) and writes `bytes`.
+fn send_json(d: &Daemon, bytes: &[u8]) -> UnixStream {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    s
+}
+
 #[test]
 fn slow_loris_and_idle_floods_do_not_lock_out_the_public_socket() {
-    let d = Daemon::start(Options {
-        extra_config: "[api]\nmax_connections = 48\nmax_connections_per_uid = 32\nrequest_timeout = \"1s\"\nidle_timeout = \"2s\"\n".into(),
-        ..Options::default()
-    })
+    let d = Daemon::start(Options::with_config(
+        "[api]\nmax_connections = 48\nmax_connections_per_uid = 32\nrequest_timeout = \"1s\"\nidle_timeout = \"2s\"\n",
+    ))
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let loris = slow_loris(&d.socket, 100, stop.clone());
@@ -437,10 +444,7 @@ fn slow_loris_and_idle_floods_do_not_lock_out_the_public_socket() {
         );
     }
     // A slow request is cut off at the request deadline with an error, not held.
-    let mut slow = UnixStream::connect(&d.socket).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    slow.write_all(b"\"stat").unwrap();
+    let mut slow = send_json(&d, b"\"stat");
     let mut text = String::new();
     let _ = slow.read_to_string(&mut text);
     assert!(
@@ -451,10 +455,9 @@ fn slow_loris_and_idle_floods_do_not_lock_out_the_public_socket() {
 
 #[test]
 fn a_client_refused_at_a_cap_gets_the_busy_answer() {
-    let d = Daemon::start(Options {
-        extra_config: "[api]\nmax_connections = 2\nmax_connections_per_uid = 2\n".into(),
-        ..Options::default()
-    })
+    let d = Daemon::start(Options::with_config(
+        "[api]\nmax_connections = 2\nmax_connections_per_uid = 2\n",
+    ))
     .unwrap();
     // Two runs in progress hold both places (a connection being served is never evicted).
     let mut runs: Vec<_> = (0..2)
@@ -470,10 +473,7 @@ fn a_client_refused_at_a_cap_gets_the_busy_answer() {
         String::from_utf8_lossy(&out.stderr).contains("busy"),
         "{out:?}"
     );
-    let mut json = UnixStream::connect(&d.socket).unwrap();
-    json.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    json.write_all(b"\"health\"\n").unwrap();
+    let json = send_json(&d, b"\"health\"\n");
     let mut line = String::new();
     BufReader::new(&json).read_line(&mut line).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -565,11 +565,7 @@ fn fast_health() -> &'static str {
 
 #[test]
 fn a_wedged_toolhost_flips_readiness_and_is_restarted() {
-    let d = Daemon::start(Options {
-        extra_config: fast_health().into(),
-        ..Options::default()
-    })
-    .unwrap();
+    let d = Daemon::start(Options::with_config(fast_health())).unwrap();
     let old = toolhost_pid(&d);
     signal(old, Signal::SIGSTOP);
     d.wait_status(
@@ -678,16 +674,7 @@ fn writers(
 fn assert_all_present(d: &Daemon, names: &BTreeSet<String>) {
     let names: Vec<String> = names.iter().cloned().collect();
     for chunk in names.chunks(200) {
-        let graph = match d
-            .memory(MemoryRequest::Show {
-                scope: Some("global".into()),
-                names: chunk.to_vec(),
-            })
-            .unwrap()
-        {
-            Ok(MemoryResponse::Graph(g)) => g,
-            other => panic!("show: {other:?}"),
-        };
+        let graph = d.memory_graph("global", chunk);
         let found: BTreeSet<_> = graph.entities.iter().map(|e| e.name.clone()).collect();
         for name in chunk {
             assert!(found.contains(name), "acknowledged write {name} is missing");
@@ -888,13 +875,7 @@ fn workers_are_confined_and_a_worker_over_a_limit_is_named() {
         ("fds", "open-file limit (32"),
     ] {
         let out = d.run("confined", &format!("caxton-fault:{fault}")).unwrap();
-        let failure = out.failure().expect("the run fails");
-        assert_eq!(failure.kind, ErrorKind::WorkerCrashed, "{failure:?}");
-        assert!(
-            failure.message.contains(limit),
-            "{fault}: {}",
-            failure.message
-        );
+        out.expect_failure(ErrorKind::WorkerCrashed, &[limit]);
     }
     // A live worker: no_new_privs, no core dumps, and the agent's limits.
     let mut c = d.connect().unwrap();
@@ -957,9 +938,7 @@ fn a_run_still_starting_at_the_drain_deadline_gets_its_terminal_event() {
     std::thread::sleep(Duration::from_millis(300));
     d.signal(Signal::SIGTERM);
     let out = c.collect_run().unwrap();
-    let failure = out.failure().expect("a terminal failure");
-    assert_eq!(failure.kind, ErrorKind::ShuttingDown, "{out:?}");
-    assert!(failure.message.contains("drain deadline"), "{failure:?}");
+    out.expect_failure(ErrorKind::ShuttingDown, &["drain deadline"]);
     assert!(d.wait_exit(WAIT_DEADLINE).unwrap().success());
 
     // A second stop signal says so.
@@ -971,12 +950,7 @@ fn a_run_still_starting_at_the_drain_deadline_gets_its_terminal_event() {
     std::thread::sleep(Duration::from_millis(200));
     d.signal(Signal::SIGTERM);
     let out = c.collect_run().unwrap();
-    let failure = out.failure().expect("a terminal failure");
-    assert_eq!(failure.kind, ErrorKind::ShuttingDown, "{out:?}");
-    assert!(
-        failure.message.contains("second stop signal"),
-        "{failure:?}"
-    );
+    out.expect_failure(ErrorKind::ShuttingDown, &["second stop signal"]);
 }
 
 #[test]
@@ -1034,24 +1008,20 @@ fn inputs_come_from_stdin_or_a_file_beyond_the_argument_limit() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("and more"));
     let file = d.dir().join("input.txt");
-    std::fs::write(&file, &big).unwrap();
-    let out = d.cli(&[
-        "agent",
-        "run",
-        "greeter",
-        "--input-file",
-        file.to_str().unwrap(),
-    ]);
+    let run_file = |input: &[u8]| {
+        std::fs::write(&file, input).unwrap();
+        d.cli(&[
+            "agent",
+            "run",
+            "greeter",
+            "--input-file",
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = run_file(big.as_bytes());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     // Too big for a run: refused by the CLI with the limit named.
-    std::fs::write(&file, vec![b'x'; caxton_ipc::api::MAX_INPUT_BYTES + 1]).unwrap();
-    let out = d.cli(&[
-        "agent",
-        "run",
-        "greeter",
-        "--input-file",
-        file.to_str().unwrap(),
-    ]);
+    let out = run_file(&vec![b'x'; caxton_ipc::api::MAX_INPUT_BYTES + 1]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("4 MiB"));
 }
@@ -1069,18 +1039,8 @@ fn finished_runs_are_not_logged_as_client_hangups() {
 
 #[test]
 fn a_conversation_over_the_frame_limit_is_a_clear_limit_error() {
-    let d = Daemon::start(Options {
-        agents: vec!["tests/agents/bigtalk.toml".into()],
-        ..Options::default()
-    })
-    .unwrap();
+    let d = Daemon::start(Options::with_agents(&["tests/agents/bigtalk.toml"])).unwrap();
     let input = "1".repeat(caxton_ipc::api::MAX_INPUT_BYTES);
     let out = d.run("bigtalk", &input).unwrap();
-    let failure = out.failure().expect("the run fails");
-    assert_eq!(failure.kind, ErrorKind::LimitExceeded, "{failure:?}");
-    assert!(
-        failure.message.contains("frame limit") && failure.message.contains("max_turns"),
-        "{}",
-        failure.message
-    );
+    out.expect_failure(ErrorKind::LimitExceeded, &["frame limit", "max_turns"]);
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use caxton_ipc::api::{ApiRequest, ErrorKind, RunRequest};
-use caxton_tests::{Daemon, Options, bin, repo_root};
+use caxton_tests::{Daemon, Options, assert_error, bin, repo_root};
 use nix::sys::signal::Signal;
 
 fn slow_request() -> ApiRequest {
@@ -14,10 +14,9 @@ fn slow_request() -> ApiRequest {
 
 #[test]
 fn beyond_slots_and_queue_requests_get_busy_promptly() {
-    let d = Daemon::start(Options {
-        extra_config: "[workers]\nmax_concurrent = 1\nqueue_capacity = 1\n".into(),
-        ..Options::default()
-    })
+    let d = Daemon::start(Options::with_config(
+        "[workers]\nmax_concurrent = 1\nqueue_capacity = 1\n",
+    ))
     .unwrap();
     // One running, one queued.
     let mut running = d.connect().unwrap();
@@ -30,9 +29,11 @@ fn beyond_slots_and_queue_requests_get_busy_promptly() {
     // Everything beyond gets "busy" while the first run is still in its 3 s LLM call.
     for _ in 0..5 {
         let out = d.run("calculator", "1+1").unwrap();
-        let err = out.error.expect("busy");
-        assert_eq!(err.kind, ErrorKind::Busy, "{err:?}");
-        assert!(err.message.contains("max_concurrent"), "{}", err.message);
+        assert_error(
+            &out.error.expect("busy"),
+            ErrorKind::Busy,
+            &["max_concurrent"],
+        );
     }
     let status = d.status().unwrap();
     assert_eq!(
@@ -80,11 +81,7 @@ fn a_second_signal_cuts_the_drain_short() {
 
 #[test]
 fn sighup_reloads_agents() {
-    let d = Daemon::start(Options {
-        agents: vec!["agents/calculator.toml".into()],
-        ..Options::default()
-    })
-    .unwrap();
+    let d = Daemon::start(Options::with_agents(&["agents/calculator.toml"])).unwrap();
     assert_eq!(d.status().unwrap().agents, 1);
     let agents_dir = d.dir.path().join("agents");
     std::fs::copy(
@@ -142,11 +139,7 @@ fn peer_credentials_are_checked() {
         eprintln!("skipped: needs root to connect as another uid");
         return;
     }
-    let d = Daemon::start(Options {
-        extra_config: "[api]\nsocket_mode = \"0666\"\n".into(),
-        ..Options::default()
-    })
-    .unwrap();
+    let d = Daemon::start(Options::with_config("[api]\nsocket_mode = \"0666\"\n")).unwrap();
     std::fs::set_permissions(
         d.dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -197,13 +190,16 @@ print(s.makefile().readline().strip())
 #[test]
 fn a_python_script_runs_an_agent_over_json_with_only_the_standard_library() {
     let d = Daemon::start(Options::default()).unwrap();
-    let out = Command::new("python3")
-        .arg(repo_root().join("examples/run_agent.py"))
-        .args(["--socket"])
-        .arg(&d.socket)
-        .args(["calculator", "What is 12 * 12?"])
-        .output()
-        .unwrap();
+    let run_agent = |agent: &str, input: &str| {
+        Command::new("python3")
+            .arg(repo_root().join("examples/run_agent.py"))
+            .args(["--socket"])
+            .arg(&d.socket)
+            .args([agent, input])
+            .output()
+            .unwrap()
+    };
+    let out = run_agent("calculator", "What is 12 * 12?");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -212,13 +208,7 @@ fn a_python_script_runs_an_agent_over_json_with_only_the_standard_library() {
         stderr.contains("event tool_call") && stderr.contains("\"calculate\""),
         "{stderr}"
     );
-    let out = Command::new("python3")
-        .arg(repo_root().join("examples/run_agent.py"))
-        .args(["--socket"])
-        .arg(&d.socket)
-        .args(["nope", "x"])
-        .output()
-        .unwrap();
+    let out = run_agent("nope", "x");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
 }

@@ -11,7 +11,6 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use caxton_ipc::api::RunEvent;
 use caxton_tests::{Daemon, Options};
 
 /// Kills the server when the test ends, however it ends.
@@ -93,20 +92,11 @@ fn the_openai_kind_drives_llama_cpp_server_through_a_forced_tool_call() {
     })
     .unwrap();
     let out = d.run("llamacpp-calc", "What is (2 + 3) * 7?").unwrap();
-    let calls: Vec<_> = out
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            RunEvent::ToolCall {
-                tool, arguments, ..
-            } => Some((tool.clone(), arguments.clone())),
-            _ => None,
-        })
-        .collect();
+    let calls = out.tool_calls();
     eprintln!("tool calls: {calls:?}\nanswer: {:?}", out.answer());
     assert_eq!(calls.len(), 1, "{out:?}");
-    assert_eq!(calls[0].0, "calculate");
-    let args: serde_json::Value = serde_json::from_str(&calls[0].1).expect("JSON arguments");
+    assert_eq!(calls[0].1, "calculate");
+    let args: serde_json::Value = serde_json::from_str(calls[0].2).expect("JSON arguments");
     assert!(args["expression"].is_string(), "{args}");
     assert!(
         out.answer().is_some_and(|a| !a.trim().is_empty()),

@@ -4,31 +4,16 @@
 
 use caxton_ipc::api::{ApiRequest, ApiResponse, ErrorKind, RunEvent, RunRequest, StatusReport};
 use caxton_ipc::recording::Recording;
-use caxton_tests::{Daemon, Options};
-
-fn options(agents: &[&str]) -> Options {
-    Options {
-        agents: agents.iter().map(Into::into).collect(),
-        ..Options::default()
-    }
-}
+use caxton_tests::{Daemon, Options, assert_contains};
 
 #[test]
 fn streamed_tokens_add_up_to_the_answer_and_usage_is_reported() {
-    let d = Daemon::start(options(&["agents/calculator.toml"])).unwrap();
+    let d = Daemon::start(Options::with_agents(&["agents/calculator.toml"])).unwrap();
     let mut req = RunRequest::new("calculator", "What is (2 + 3) * 7?");
     req.stream = true;
     let out = d.run_req(req).unwrap();
     assert_eq!(out.answer(), Some("The result is 35."), "{out:?}");
-    let streamed: String = out
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            RunEvent::Token { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(streamed, "The result is 35.");
+    assert_eq!(out.streamed_text(), "The result is 35.");
     let tokens = out
         .events
         .iter()
@@ -99,18 +84,15 @@ fn streamed_tokens_add_up_to_the_answer_and_usage_is_reported() {
     assert_eq!(status.recent_runs.len(), 3);
     assert_eq!(status.recent_runs[0].outcome, "finished");
     assert_eq!(status.recent_runs[0].usage.llm_calls, 2);
-    let text = d.cli(&["status"]);
-    let text = String::from_utf8_lossy(&text.stdout);
-    assert!(
-        text.contains("usage:    6 LLM calls, 3 tool calls"),
-        "{text}"
+    assert_contains(
+        &d.cli_ok(&["status"]),
+        &["usage:    6 LLM calls, 3 tool calls", "recent runs"],
     );
-    assert!(text.contains("recent runs"), "{text}");
 }
 
 #[test]
 fn tool_choice_none_keeps_the_model_from_calling_tools() {
-    let d = Daemon::start(options(&["tests/agents/no-tools.toml"])).unwrap();
+    let d = Daemon::start(Options::with_agents(&["tests/agents/no-tools.toml"])).unwrap();
     let out = d.run("no-tools", "What is 2 + 2?").unwrap();
     assert!(
         !out.events
@@ -123,16 +105,14 @@ fn tool_choice_none_keeps_the_model_from_calling_tools() {
 
 #[test]
 fn a_token_budget_stops_the_run_before_the_call_that_would_pass_it() {
-    let d = Daemon::start(options(&["tests/agents/budgeted.toml"])).unwrap();
+    let d = Daemon::start(Options::with_agents(&["tests/agents/budgeted.toml"])).unwrap();
     let out = d.run("budgeted", "What is (2 + 3) * 7?").unwrap();
-    let err = out.failure().unwrap_or_else(|| panic!("{out:?}"));
-    assert_eq!(err.kind, ErrorKind::LimitExceeded, "{err:?}");
+    let err = out.expect_failure(ErrorKind::LimitExceeded, &["max_tokens"]);
     assert!(
         err.message.starts_with("budget exceeded:"),
         "{}",
         err.message
     );
-    assert!(err.message.contains("max_tokens"), "{}", err.message);
     let RunEvent::Failed { usage, .. } = out.events.last().unwrap() else {
         panic!("{out:?}")
     };
@@ -156,7 +136,7 @@ fn a_recorded_run_replays_without_a_provider_and_divergence_is_shown() {
     let recording = dir.path().join("calc.json");
     let rec_arg = recording.to_str().unwrap();
     {
-        let d = Daemon::start(options(&["agents/calculator.toml"])).unwrap();
+        let d = Daemon::start(Options::with_agents(&["agents/calculator.toml"])).unwrap();
         let out = d.cli(&[
             "agent",
             "run",
@@ -177,9 +157,8 @@ fn a_recorded_run_replays_without_a_provider_and_divergence_is_shown() {
 
     // A daemon whose providers cannot answer this at all: only the recording can.
     let d = Daemon::start(Options {
-        agents: vec!["agents/calculator.toml".into()],
         rules: Some("tests/agents/empty-rules.toml".into()),
-        ..Options::default()
+        ..Options::with_agents(&["agents/calculator.toml"])
     })
     .unwrap();
     let live = d.run("calculator", "What is (2 + 3) * 7?").unwrap();
@@ -219,7 +198,11 @@ fn a_recorded_run_replays_without_a_provider_and_divergence_is_shown() {
 #[test]
 fn agent_test_runs_cases_against_recordings_and_the_provider() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(options(&["agents/calculator.toml", "agents/greeter.toml"])).unwrap();
+    let d = Daemon::start(Options::with_agents(&[
+        "agents/calculator.toml",
+        "agents/greeter.toml",
+    ]))
+    .unwrap();
     let file = dir.path().join("calculator.test.toml");
     std::fs::write(
         &file,
@@ -254,11 +237,10 @@ answer_matches = ["Ada"]
     let out = d.cli(&["agent", "test", path, "--update"]);
     assert!(out.status.success(), "{out:?}");
     assert!(dir.path().join("multiplies.json").is_file());
-    let out = d.cli(&["agent", "test", path]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("ok    multiplies (replayed"), "{stdout}");
-    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    assert_contains(
+        &d.cli_ok(&["agent", "test", path]),
+        &["ok    multiplies (replayed", "2 passed, 0 failed"],
+    );
 
     // A case whose expectations do not hold fails with what differed.
     std::fs::write(
@@ -277,28 +259,27 @@ answer_matches = ["36"]
     let out = d.cli(&["agent", "test", path]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("FAIL  wrong"), "{stdout}");
-    assert!(stdout.contains("does not match /36/"), "{stdout}");
-    assert!(
-        stdout.contains("expected tool calls [calculate, calculate], the run called [calculate]"),
-        "{stdout}"
+    assert_contains(
+        &stdout,
+        &[
+            "FAIL  wrong",
+            "does not match /36/",
+            "expected tool calls [calculate, calculate], the run called [calculate]",
+            "0 passed, 1 failed",
+        ],
     );
-    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
 }
 
 #[test]
 fn a_worker_never_holds_a_provider_key() {
     const KEY: &str = "sk-caxton-test-0123456789abcdef";
     let d = Daemon::start(Options {
-        agents: vec!["tests/agents/slow.toml".into()],
         extra_config: "[providers.hosted]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key_env = \"CAXTON_TEST_KEY\"\n".into(),
         env: vec![("CAXTON_TEST_KEY".into(), KEY.into())],
-        ..Options::default()
+        ..Options::with_agents(&["tests/agents/slow.toml"])
     })
     .unwrap();
-    let mut c = d.connect().unwrap();
-    let pid = c.start_run("slow", "hello").unwrap();
-    c.wait_for_llm_call().unwrap();
+    let (mut c, pid) = d.run_until_llm_call("slow", "hello");
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let has_key = |bytes: &[u8]| bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes());
@@ -332,7 +313,7 @@ fn the_embedded_model_runs_the_calculator_end_to_end() {
     }
     let d = Daemon::start(Options {
         local_model: true,
-        ..options(&["agents/calculator.toml"])
+        ..Options::with_agents(&["agents/calculator.toml"])
     })
     .unwrap();
     let mut req = RunRequest::new("calculator", "What is 12 * 7 + 3?");
@@ -340,28 +321,16 @@ fn the_embedded_model_runs_the_calculator_end_to_end() {
     let out = d.run_req(req).unwrap();
     let answer = out.answer().unwrap_or_else(|| panic!("{out:?}"));
     // Turn 1 is forced to call `calculate` with JSON arguments for its schema; turn 2 answers.
-    let call = out
-        .events
-        .iter()
-        .find_map(|e| match e {
-            RunEvent::ToolCall {
-                tool, arguments, ..
-            } => Some((tool.clone(), arguments.clone())),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{out:?}"));
-    assert_eq!(call.0, "calculate");
-    let args: serde_json::Value = serde_json::from_str(&call.1).unwrap();
+    let calls = out.tool_calls();
+    let (_, tool, arguments) = calls.first().unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(*tool, "calculate");
+    let args: serde_json::Value = serde_json::from_str(arguments).unwrap();
     assert!(args["expression"].is_string(), "{args}");
-    let streamed: String = out
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            RunEvent::Token { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(streamed.trim(), answer.trim(), "the answer was streamed");
+    assert_eq!(
+        out.streamed_text().trim(),
+        answer.trim(),
+        "the answer was streamed"
+    );
     let RunEvent::Finished { usage, .. } = out.events.last().unwrap() else {
         panic!("{out:?}")
     };

@@ -12,7 +12,7 @@ use caxton_ipc::api::{ErrorKind, RunEvent, RunRequest, ServiceState};
 use caxton_ipc::frame::{self, MAX_FRAME_LEN};
 use caxton_ipc::handshake::{Hello, HelloReply, Role};
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse, StoreRequest};
-use caxton_tests::{Daemon, Options, repo_root};
+use caxton_tests::{Daemon, Options, assert_contains, repo_root};
 
 fn options(extra_config: &str) -> Options {
     Options {
@@ -52,6 +52,14 @@ fn store(d: &Daemon, scope: &str, name: &str, observations: &[&str]) {
         Ok(MemoryResponse::Ok) => {}
         other => panic!("store: {other:?}"),
     }
+}
+
+/// `caxton memory export` of all of `d`'s memory to the file `name` in its directory; returns
+/// the file's text.
+fn export(d: &Daemon, name: &str) -> String {
+    let path = d.dir().join(name);
+    d.cli_ok(&["memory", "export", "-o", path.to_str().unwrap()]);
+    std::fs::read_to_string(&path).unwrap()
 }
 
 #[test]
@@ -343,27 +351,17 @@ fn relevant_memories_reach_the_prompt_and_interactions_are_stored() {
         })
         .expect("a memory_stored event");
     assert_eq!(stored.1, None, "{stored:?}");
-    match d
-        .memory(MemoryRequest::Show {
-            scope: Some("workspace:team".into()),
-            names: vec![stored.0.clone()],
-        })
-        .unwrap()
-    {
-        Ok(MemoryResponse::Graph(g)) => {
-            let obs: Vec<_> = g.entities[0]
-                .observations
-                .iter()
-                .map(|o| o.text.as_str())
-                .collect();
-            assert!(
-                obs[0].contains("Where does the staging database run?"),
-                "{obs:?}"
-            );
-            assert!(obs[1].starts_with("memo-team answered: noted:"), "{obs:?}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let g = d.memory_graph("workspace:team", &[stored.0.clone()]);
+    let obs: Vec<_> = g.entities[0]
+        .observations
+        .iter()
+        .map(|o| o.text.as_str())
+        .collect();
+    assert!(
+        obs[0].contains("Where does the staging database run?"),
+        "{obs:?}"
+    );
+    assert!(obs[1].starts_with("memo-team answered: noted:"), "{obs:?}");
     // An unrelated question recalls nothing above the agent's min_similarity.
     let out = d
         .run("memo-team", "Quantum chromodynamics of gluons")
@@ -427,33 +425,16 @@ fn export_then_import_gives_the_same_graph() {
         &["Badge readers were replaced in May", "Parking is free"],
     );
     store(&d, "workspace:team", "Standup", &["Standup is at 9:30"]);
+    let exported = export(&d, "first.json");
     let first = d.dir().join("first.json");
-    let out = d.cli(&["memory", "export", "-o", first.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    let exported = std::fs::read_to_string(&first).unwrap();
-    assert!(
-        exported.contains("\"format\": \"caxton-memory\""),
-        "{exported}"
-    );
+    assert_contains(&exported, &["\"format\": \"caxton-memory\""]);
 
     let fresh = Daemon::start(options("")).unwrap();
-    let out = fresh.cli(&["memory", "import", first.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("imported 4 entities, 6 observations, 2 relations"),
-        "{out:?}"
-    );
-    let second = fresh.dir().join("second.json");
-    assert!(
-        fresh
-            .cli(&["memory", "export", "-o", second.to_str().unwrap()])
-            .status
-            .success()
-    );
+    let out = fresh.cli_ok(&["memory", "import", first.to_str().unwrap()]);
+    assert_contains(&out, &["imported 4 entities, 6 observations, 2 relations"]);
     assert_eq!(
         exported,
-        std::fs::read_to_string(&second).unwrap(),
+        export(&fresh, "second.json"),
         "export → import → export differs"
     );
     // The imported memories are searchable (their vectors were computed on import).
@@ -467,18 +448,10 @@ fn export_then_import_gives_the_same_graph() {
         "{out:?}"
     );
     store(&fresh, "global", "Extra", &["added after the export"]);
-    let out = fresh.cli(&["memory", "import", "--replace", first.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    let third = fresh.dir().join("third.json");
-    assert!(
-        fresh
-            .cli(&["memory", "export", "-o", third.to_str().unwrap()])
-            .status
-            .success()
-    );
+    fresh.cli_ok(&["memory", "import", "--replace", first.to_str().unwrap()]);
     assert_eq!(
         exported,
-        std::fs::read_to_string(&third).unwrap(),
+        export(&fresh, "third.json"),
         "--replace did not restore the export"
     );
     // A file that is not an export is refused with a hint.
@@ -501,7 +474,7 @@ fn export_then_import_gives_the_same_graph() {
 fn imports_the_mcp_memory_servers_file() {
     let d = Daemon::start(options("")).unwrap();
     let file = repo_root().join("tests/data/mcp-memory.jsonl");
-    let out = d.cli(&[
+    d.cli_ok(&[
         "memory",
         "import",
         "--format",
@@ -510,7 +483,6 @@ fn imports_the_mcp_memory_servers_file() {
         "workspace:moved",
         file.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{out:?}");
     // The graph the MCP server itself printed for that file (read_graph).
     let want = json(
         &std::fs::read_to_string(repo_root().join("tests/data/mcp-memory-graph.json")).unwrap(),
@@ -521,16 +493,7 @@ fn imports_the_mcp_memory_servers_file() {
         .iter()
         .map(|e| e["name"].as_str().unwrap().to_string())
         .collect();
-    let g = match d
-        .memory(MemoryRequest::Show {
-            scope: Some("workspace:moved".into()),
-            names: names.clone(),
-        })
-        .unwrap()
-    {
-        Ok(MemoryResponse::Graph(g)) => g,
-        other => panic!("{other:?}"),
-    };
+    let g = d.memory_graph("workspace:moved", &names);
     let got_entities: Vec<serde_json::Value> = g
         .entities
         .iter()
@@ -626,21 +589,11 @@ fn sigkill_during_a_write_burst_loses_no_acknowledged_write() {
     d.wait_restarted(caxton_tests::Service::Memory, pid);
     let names: Vec<String> = acked.iter().map(|i| format!("burst-{i}")).collect();
     for chunk in names.chunks(200) {
-        match d
-            .memory(MemoryRequest::Show {
-                scope: Some("global".into()),
-                names: chunk.to_vec(),
-            })
-            .unwrap()
-        {
-            Ok(MemoryResponse::Graph(g)) => {
-                let have: BTreeSet<_> = g.entities.iter().map(|e| e.name.clone()).collect();
-                let lost: Vec<_> = chunk.iter().filter(|n| !have.contains(*n)).collect();
-                assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-                assert!(g.entities.iter().all(|e| e.observations.len() == 1));
-            }
-            other => panic!("{other:?}"),
-        }
+        let g = d.memory_graph("global", chunk);
+        let have: BTreeSet<_> = g.entities.iter().map(|e| e.name.clone()).collect();
+        let lost: Vec<_> = chunk.iter().filter(|n| !have.contains(*n)).collect();
+        assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+        assert!(g.entities.iter().all(|e| e.observations.len() == 1));
     }
     let out = d.cli(&["memory", "stats", "--check"]);
     assert!(out.status.success(), "{out:?}");
@@ -742,9 +695,7 @@ fn a_corrupt_database_is_a_clear_error_without_a_busy_restart_loop() {
         "{err}"
     );
     let run = d.run("memo-a", "remember A: b").unwrap();
-    let failure = run.failure().expect("the run fails");
-    assert_eq!(failure.kind, ErrorKind::Memory, "{failure:?}");
-    assert!(failure.message.contains("not a database"), "{failure:?}");
+    run.expect_failure(ErrorKind::Memory, &["not a database"]);
     // Restarts back off (0.1 s, doubling, up to 30 s): a handful in 4 s, not hundreds.
     std::thread::sleep(Duration::from_secs(4));
     let status = d.status().unwrap();
@@ -796,32 +747,18 @@ fn prune_applies_age_count_and_configured_retention() {
             .map_or(0, |x| x.entities),
         other => panic!("{other:?}"),
     };
-    let out = d.cli(&[
-        "memory",
-        "prune",
-        "--scope",
-        "global",
-        "--max-entities",
-        "2",
-        "--dry-run",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("would remove 3 entities, 3 observations"),
-        "{out:?}"
+    // `caxton memory prune` with `flags`; its output says `said`.
+    let prune = |flags: &[&str], said: &str| {
+        let args = [&["memory", "prune"][..], flags].concat();
+        assert_contains(&d.cli_ok(&args), &[said]);
+    };
+    let keep_two = ["--scope", "global", "--max-entities", "2"];
+    prune(
+        &[&keep_two[..], &["--dry-run"]].concat(),
+        "would remove 3 entities, 3 observations",
     );
     assert_eq!(count("global"), 5);
-    let out = d.cli(&[
-        "memory",
-        "prune",
-        "--scope",
-        "global",
-        "--max-entities",
-        "2",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("removed 3 entities"),
-        "{out:?}"
-    );
+    prune(&keep_two, "removed 3 entities");
     // The most recently updated are kept, and the removed ones are gone from search too.
     let out = d.cli(&[
         "memory",
@@ -843,22 +780,13 @@ fn prune_applies_age_count_and_configured_retention() {
         BTreeSet::from(["note-4".to_string(), "note-5".to_string()])
     );
     // No flags: the configured retention (workspace:* keeps 1); global has no rule.
-    let out = d.cli(&["memory", "prune"]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("removed 1 entities"),
-        "{out:?}"
-    );
+    prune(&[], "removed 1 entities");
     assert_eq!(count("workspace:x"), 1);
     assert_eq!(count("global"), 2);
-    let show = d.cli(&["memory", "show", "new", "--scope", "workspace:x"]);
-    assert!(show.status.success(), "{show:?}");
+    d.cli_ok(&["memory", "show", "new", "--scope", "workspace:x"]);
     // By age.
     std::thread::sleep(Duration::from_millis(50));
-    let out = d.cli(&["memory", "prune", "--older-than", "10ms"]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("removed 3 entities"),
-        "{out:?}"
-    );
+    prune(&["--older-than", "10ms"], "removed 3 entities");
     assert_eq!(count("global"), 0);
 }
 

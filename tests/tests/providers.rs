@@ -21,27 +21,11 @@ const ANSWER: &str = "The result is 35.";
 /// A daemon with `agent` (a `tests/agents/` file) and the given provider tables.
 fn daemon(agent: &str, providers: &str) -> Daemon {
     Daemon::start(Options {
-        agents: vec![format!("tests/agents/{agent}.toml").into()],
         extra_config: providers.to_string(),
         env: vec![("FAKE_KEY".into(), KEY.into())],
-        ..Options::default()
+        ..Options::with_agents(&[&format!("tests/agents/{agent}.toml")])
     })
     .unwrap()
-}
-
-/// `(call_id, tool, arguments)` of every tool call event.
-fn tool_calls(out: &RunOutcome) -> Vec<(String, String, String)> {
-    out.events
-        .iter()
-        .filter_map(|e| match e {
-            RunEvent::ToolCall {
-                call_id,
-                tool,
-                arguments,
-            } => Some((call_id.clone(), tool.clone(), arguments.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 /// `(call_id, ok, output)` of every tool result event.
@@ -71,17 +55,6 @@ fn retries(out: &RunOutcome) -> Vec<(String, u32, String)> {
                 error,
                 ..
             } => Some((provider.clone(), *attempt, error.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The streamed answer text of a run, joined.
-fn tokens(out: &RunOutcome) -> String {
-    out.events
-        .iter()
-        .filter_map(|e| match e {
-            RunEvent::Token { text } => Some(text.as_str()),
             _ => None,
         })
         .collect()
@@ -130,13 +103,13 @@ fn openai_streamed_tool_call_split_across_chunks_runs_the_tool_and_answers() {
     let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
     let out = run_streamed(&d, "llm-calc", QUESTION);
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
-    assert_eq!(tokens(&out), ANSWER);
+    assert_eq!(out.streamed_text(), ANSWER);
     assert_eq!(
-        tool_calls(&out),
+        out.tool_calls(),
         [(
-            "call_calc_1".into(),
-            "calculate".into(),
-            r#"{"expression": "(2 + 3) * 7"}"#.into()
+            "call_calc_1",
+            "calculate",
+            r#"{"expression": "(2 + 3) * 7"}"#
         )]
     );
     assert_eq!(
@@ -252,18 +225,14 @@ fn anthropic_tool_use_round_trip_after_overload_retries() {
     let d = daemon("llm-calc", &llm.provider_toml("primary", "anthropic", FAST));
     let out = run_streamed(&d, "llm-calc", QUESTION);
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
-    assert_eq!(tokens(&out), format!("Let me calculate.{ANSWER}"));
+    assert_eq!(out.streamed_text(), format!("Let me calculate.{ANSWER}"));
     let retried = retries(&out);
     assert_eq!(retried.len(), 2, "{retried:?}");
     assert!(retried[0].2.contains("529"), "{retried:?}");
     assert!(retried[1].2.contains("Overloaded"), "{retried:?}");
     assert_eq!(
-        tool_calls(&out),
-        [(
-            "toolu_01".into(),
-            "calculate".into(),
-            r#"{"expression": "(2 + 3) * 7"}"#.into()
-        )]
+        out.tool_calls(),
+        [("toolu_01", "calculate", r#"{"expression": "(2 + 3) * 7"}"#)]
     );
     assert_eq!(tool_results(&out), [("toolu_01".into(), true, "35".into())]);
 
@@ -539,10 +508,9 @@ fn a_cost_budget_caps_the_completion_and_stops_before_the_call_it_cannot_pay() {
         &llm.provider_toml("primary", "openai", &priced),
     );
     let out = d.run("llm-budget", QUESTION).unwrap();
-    let error = out.failure().unwrap_or_else(|| panic!("{out:?}"));
-    assert_eq!(error.kind, ErrorKind::LimitExceeded, "{error:?}");
+    let error = out.expect_failure(ErrorKind::LimitExceeded, &["max_cost_usd"]);
     assert!(
-        error.message.starts_with("budget exceeded:") && error.message.contains("max_cost_usd"),
+        error.message.starts_with("budget exceeded:"),
         "{}",
         error.message
     );
@@ -573,9 +541,7 @@ fn a_cancelled_run_drops_its_http_request() {
     llm.push([Reply::Hang]);
     let slow = format!("{FAST}timeout = \"60s\"\n");
     let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", &slow));
-    let mut c = d.connect().unwrap();
-    c.start_run("llm-calc", QUESTION).unwrap();
-    c.wait_for_llm_call().unwrap();
+    let (c, _) = d.run_until_llm_call("llm-calc", QUESTION);
     assert!(
         llm.wait_for(Duration::from_secs(10), |l| l.requests().len() == 1),
         "the request reached the server"

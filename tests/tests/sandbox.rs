@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use caxton_ipc::api::{ErrorKind, RunEvent};
-use caxton_tests::{Daemon, Options};
+use caxton_tests::{Daemon, Options, assert_contains};
 
 const GUESTS: &str = concat!(env!("OUT_DIR"), "/guests");
 /// calc, csv, json, chart, files, http_fetch (`caxton_toolhost::BUILTIN_PACKAGES`).
@@ -128,7 +128,6 @@ fn an_agent_sees_a_hung_tool_as_a_failed_call_and_still_answers() {
 
 #[test]
 fn compiled_modules_are_cached_privately_and_reused() {
-    use nix::sys::signal::Signal;
     use std::os::unix::fs::PermissionsExt;
     let mut d = Daemon::start(Options::default()).unwrap();
     let cache = d.dir.path().join("state/cache/modules");
@@ -157,32 +156,18 @@ fn compiled_modules_are_cached_privately_and_reused() {
         "first start compiles"
     );
 
+    // Restarts the daemon: its log says `said`, and it serves.
+    let restart_saying = |d: &mut Daemon, said: &str| {
+        d.stop_and_restart();
+        assert_contains(&d.log_text(), &[said]);
+        assert_eq!(
+            d.run("calculator", "5*5").unwrap().answer(),
+            Some("The result is 25.")
+        );
+    };
     // A restart loads the compiled code instead of compiling again.
-    d.signal(Signal::SIGTERM);
-    d.wait_exit(Duration::from_secs(20)).unwrap();
-    d.restart().unwrap();
-    assert!(
-        d.log_text().contains("cached=true"),
-        "second start uses the cache:\n{}",
-        d.log_text()
-    );
-    assert_eq!(
-        d.run("calculator", "5*5").unwrap().answer(),
-        Some("The result is 25.")
-    );
-
+    restart_saying(&mut d, "cached=true");
     // A cache directory that others may write is never read.
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-    d.signal(Signal::SIGTERM);
-    d.wait_exit(Duration::from_secs(20)).unwrap();
-    d.restart().unwrap();
-    assert!(
-        d.log_text().contains("not using the module cache"),
-        "{}",
-        d.log_text()
-    );
-    assert_eq!(
-        d.run("calculator", "6*6").unwrap().answer(),
-        Some("The result is 36.")
-    );
+    restart_saying(&mut d, "not using the module cache");
 }

@@ -75,10 +75,8 @@ fn a_worker_never_sees_the_services_provider_keys() {
         ..Options::default()
     })
     .unwrap();
-    let mut c = d.connect().unwrap();
-    let pid = c.start_run("slow", "x").unwrap();
     // Read the worker's environment while it waits for its (3 s) LLM call.
-    c.wait_for_llm_call().unwrap();
+    let (mut c, pid) = d.run_until_llm_call("slow", "x");
     let env = environ(pid);
     assert!(
         env.iter().any(|v| v.starts_with("PATH=")),

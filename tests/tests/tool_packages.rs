@@ -4,9 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use caxton_tests::{Daemon, Options, repo_root};
+use caxton_tests::{Daemon, Options, assert_contains, repo_root};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -14,6 +13,11 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The arguments of `caxton tool install` with `flags` for the package directory `pkg`.
+fn install<'a>(flags: &[&'a str], pkg: &'a Path) -> Vec<&'a str> {
+    [&["tool", "install"][..], flags, &[pkg.to_str().unwrap()]].concat()
 }
 
 /// Builds the C tool (tools/checksum-c) into a package directory of its own.
@@ -42,13 +46,10 @@ fn build_checksum_package() -> PathBuf {
 }
 
 fn start() -> Daemon {
-    Daemon::start(Options {
-        agents: vec![
-            "agents/calculator.toml".into(),
-            "tests/agents/hasher.toml".into(),
-        ],
-        ..Options::default()
-    })
+    Daemon::start(Options::with_agents(&[
+        "agents/calculator.toml",
+        "tests/agents/hasher.toml",
+    ]))
     .unwrap()
 }
 
@@ -71,43 +72,33 @@ fn a_tool_written_in_c_is_installed_called_replaced_and_removed() {
     // The hasher agent names a tool nobody offers yet: it is skipped at start.
     assert!(!agents(&d).contains("hasher"));
 
-    let out = d.cli(&["tool", "install", pkg.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("installed checksum 0.1.0 (2 tools: checksum, base64)"),
-        "{}",
-        stdout(&out)
+    assert_contains(
+        &d.cli_ok(&install(&[], &pkg)),
+        &["installed checksum 0.1.0 (2 tools: checksum, base64)"],
     );
-    let list = stdout(&d.cli(&["tool", "list"]));
-    assert!(
-        list.contains("checksum") && list.contains("installed"),
-        "{list}"
+    assert_contains(
+        &d.cli_ok(&["tool", "list"]),
+        &["checksum", "installed", "calc", "built-in"],
     );
-    assert!(list.contains("calc") && list.contains("built-in"), "{list}");
-    let show = stdout(&d.cli(&["tool", "show", "checksum"]));
-    assert!(
-        show.contains("memory=16MiB timeout=2000ms max_concurrency=8"),
-        "{show}"
+    assert_contains(
+        &d.cli_ok(&["tool", "show", "checksum"]),
+        &["memory=16MiB timeout=2000ms max_concurrency=8"],
     );
 
     // Direct calls, as an operator would.
-    let call = d.cli(&["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#]);
-    assert!(call.status.success(), "{}", stderr(&call));
-    assert!(
-        stdout(&call)
-            .contains("sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
-        "{}",
-        stdout(&call)
+    assert_contains(
+        &d.cli_ok(&["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#]),
+        &["sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
     );
-    let decode = d.cli(&[
+    // A tool error exits 1.
+    let decode = [
         "tool",
         "call",
         "base64",
         "--args",
         r#"{"text": "!!", "mode": "decode"}"#,
-    ]);
-    assert_eq!(decode.status.code(), Some(1), "a tool error exits 1");
-    assert!(stderr(&decode).contains("the tool reported an error"));
+    ];
+    assert_contains(&d.cli_err(&decode, 1), &["the tool reported an error"]);
 
     // The install reloaded the agents: the hasher now loads and runs with the C tool.
     assert!(agents(&d).contains("hasher"), "{}", agents(&d));
@@ -119,21 +110,12 @@ fn a_tool_written_in_c_is_installed_called_replaced_and_removed() {
     );
 
     // Installing again needs --replace.
-    let again = d.cli(&["tool", "install", pkg.to_str().unwrap()]);
-    assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("already installed"),
-        "{}",
-        stderr(&again)
-    );
-    let replaced = d.cli(&["tool", "install", "--replace", pkg.to_str().unwrap()]);
-    assert!(replaced.status.success(), "{}", stderr(&replaced));
+    assert_contains(&d.cli_err(&install(&[], &pkg), 1), &["already installed"]);
+    d.cli_ok(&install(&["--replace"], &pkg));
 
     // Installed packages survive a restart, loaded from the compiled-code cache.
-    d.signal(nix::sys::signal::Signal::SIGTERM);
-    d.wait_exit(Duration::from_secs(20)).unwrap();
-    d.restart().unwrap();
-    assert!(stdout(&d.cli(&["tool", "list"])).contains("checksum"));
+    d.stop_and_restart();
+    assert_contains(&d.cli_ok(&["tool", "list"]), &["checksum"]);
     assert!(agents(&d).contains("hasher"));
     let log = d.log_text();
     assert!(
@@ -143,12 +125,15 @@ fn a_tool_written_in_c_is_installed_called_replaced_and_removed() {
     );
 
     // Removal: the files go, the tool goes, the agent that needs it is unloaded.
-    let removed = d.cli(&["tool", "remove", "checksum"]);
-    assert!(removed.status.success(), "{}", stderr(&removed));
+    d.cli_ok(&["tool", "remove", "checksum"]);
     assert!(!d.dir.path().join("state/tools/checksum").exists());
-    let gone = d.cli(&["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#]);
-    assert_eq!(gone.status.code(), Some(1));
-    assert!(stderr(&gone).contains("no tool package offers a tool named `checksum`"));
+    assert_contains(
+        &d.cli_err(
+            &["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#],
+            1,
+        ),
+        &["no tool package offers a tool named `checksum`"],
+    );
     assert!(!agents(&d).contains("hasher"));
     // Every call above is in the audit log, the operator's included.
     let records = d.audit_records();
@@ -184,7 +169,6 @@ fn a_replacement_that_requests_more_needs_the_operators_consent() {
     // installed as `checksum`. It grants LANG and a secret, which 0.1.0 does not request (so
     // 0.1.0 is disabled, loudly) and 0.2.0 does.
     let d = Daemon::start(Options {
-        agents: vec!["agents/calculator.toml".into()],
         extra_config: r#"
 [tools.checksum]
 env = { LANG = "C.UTF-8" }
@@ -192,7 +176,7 @@ secrets = { CHECKSUM_TOKEN = "env:CAXTON_TEST_CHECKSUM_TOKEN" }
 "#
         .into(),
         env: vec![("CAXTON_TEST_CHECKSUM_TOKEN".into(), "s3cret".into())],
-        ..Options::default()
+        ..Options::with_agents(&["agents/calculator.toml"])
     })
     .unwrap();
     let built = build_checksum_package();
@@ -204,67 +188,52 @@ secrets = { CHECKSUM_TOKEN = "env:CAXTON_TEST_CHECKSUM_TOKEN" }
 secrets = ["CHECKSUM_TOKEN"]
 dirs = [{ path = "/data", write = true }]"#,
     );
-    let out = d.cli(&["tool", "install", v1.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    for want in [
-        "installed checksum 0.1.0",
-        "granted:     env LANG",
-        "PROBLEM:     grant of secret CHECKSUM_TOKEN is not requested by the manifest",
-    ] {
-        assert!(text.contains(want), "`{want}` not in:\n{text}");
-    }
+    assert_contains(
+        &d.cli_ok(&install(&[], &v1)),
+        &[
+            "installed checksum 0.1.0",
+            "granted:     env LANG",
+            "PROBLEM:     grant of secret CHECKSUM_TOKEN is not requested by the manifest",
+        ],
+    );
 
     // 0.2.0 asks for the secret (which the grant would hand it) and a directory (which it
     // would not get): refused, each new request named with what the grant gives it.
-    let out = d.cli(&["tool", "install", "--replace", v2.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    let err = stderr(&out);
-    for want in [
-        "tool package `checksum` 0.2.0 requests what the installed version 0.1.0 did not",
-        "dir /data (rw): not granted",
-        "secret CHECKSUM_TOKEN: granted by [tools.checksum]",
-        "--replace --allow-new-requests",
-    ] {
-        assert!(err.contains(want), "`{want}` not in:\n{err}");
-    }
-    let show = stdout(&d.cli(&["tool", "show", "checksum"]));
-    assert!(show.contains("name:        checksum 0.1.0"), "{show}");
+    assert_contains(
+        &d.cli_err(&install(&["--replace"], &v2), 1),
+        &[
+            "tool package `checksum` 0.2.0 requests what the installed version 0.1.0 did not",
+            "dir /data (rw): not granted",
+            "secret CHECKSUM_TOKEN: granted by [tools.checksum]",
+            "--replace --allow-new-requests",
+        ],
+    );
+    assert_contains(
+        &d.cli_ok(&["tool", "show", "checksum"]),
+        &["name:        checksum 0.1.0"],
+    );
     let on_disk = std::fs::read_to_string(d.dir.path().join("state/tools/checksum/tool.toml"));
     assert!(on_disk.unwrap().contains("version = \"0.1.0\""));
 
     // The flag alone is a usage error: it only qualifies --replace.
-    let out = d.cli(&[
-        "tool",
-        "install",
-        "--allow-new-requests",
-        v2.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    d.cli_err(&install(&["--allow-new-requests"], &v2), 2);
 
     // With the operator's consent it is installed, and the output says what replaced what and
     // what the new version gets.
-    let out = d.cli(&[
-        "tool",
-        "install",
-        "--replace",
-        "--allow-new-requests",
-        v2.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    for want in [
-        "installed checksum 0.2.0",
-        "replaced:    checksum 0.1.0 (module sha256 ",
-        "the [tools.checksum] grant in caxton.toml applies to 0.2.0 now",
-        "new request: secret CHECKSUM_TOKEN: granted by [tools.checksum] (not requested by 0.1.0)",
-        "new request: dir /data (rw): not granted (not requested by 0.1.0)",
-        "granted:     env LANG",
-        "granted:     secret CHECKSUM_TOKEN (from env:CAXTON_TEST_CHECKSUM_TOKEN)",
-        "denied:      dir /data (rw) (requested, not granted)",
-    ] {
-        assert!(text.contains(want), "`{want}` not in:\n{text}");
-    }
+    let text = d.cli_ok(&install(&["--replace", "--allow-new-requests"], &v2));
+    assert_contains(
+        &text,
+        &[
+            "installed checksum 0.2.0",
+            "replaced:    checksum 0.1.0 (module sha256 ",
+            "the [tools.checksum] grant in caxton.toml applies to 0.2.0 now",
+            "new request: secret CHECKSUM_TOKEN: granted by [tools.checksum] (not requested by 0.1.0)",
+            "new request: dir /data (rw): not granted (not requested by 0.1.0)",
+            "granted:     env LANG",
+            "granted:     secret CHECKSUM_TOKEN (from env:CAXTON_TEST_CHECKSUM_TOKEN)",
+            "denied:      dir /data (rw) (requested, not granted)",
+        ],
+    );
     assert!(!text.contains("s3cret"), "{text}");
 
     // Replacing it with a version that requests nothing more needs no flag, and still says
@@ -275,15 +244,8 @@ dirs = [{ path = "/data", write = true }]"#,
         r#"env = ["LANG"]
 secrets = ["CHECKSUM_TOKEN"]"#,
     );
-    let out = d.cli(&[
-        "tool",
-        "install",
-        "--replace",
-        "--json",
-        v3.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let installed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let installed = d.cli_ok(&install(&["--replace", "--json"], &v3));
+    let installed: serde_json::Value = serde_json::from_str(&installed).unwrap();
     assert_eq!(installed["package"]["version"], "0.3.0");
     assert_eq!(installed["replaced"]["version"], "0.2.0");
     assert_eq!(installed["replaced"]["new_requests"], serde_json::json!([]));
@@ -295,8 +257,7 @@ secrets = ["CHECKSUM_TOKEN"]"#,
         "{installed}"
     );
     // The tool serves under its new version.
-    let call = d.cli(&["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#]);
-    assert!(call.status.success(), "{}", stderr(&call));
+    d.cli_ok(&["tool", "call", "checksum", "--args", r#"{"text": "abc"}"#]);
 }
 
 fn write_package(dir: &Path, manifest: &str, module: &[u8]) {
@@ -344,7 +305,7 @@ fn bad_packages_are_refused_with_the_reason() {
             format!("module = \"bad.wasm\"\n{manifest}")
         };
         write_package(&dir, &manifest, module);
-        let out = d.cli(&["tool", "install", dir.to_str().unwrap()]);
+        let out = d.cli(&install(&[], &dir));
         assert_ne!(out.status.code(), Some(0), "case {i} must fail");
         assert!(
             stderr(&out).contains(expect),
@@ -354,11 +315,7 @@ fn bad_packages_are_refused_with_the_reason() {
     }
     // A missing directory and a missing module are reported by the CLI itself.
     let out = d.cli(&["tool", "install", "/nonexistent/pkg"]);
-    assert!(
-        stderr(&out).contains("cannot read the manifest"),
-        "{}",
-        stderr(&out)
-    );
+    assert_contains(&stderr(&out), &["cannot read the manifest"]);
     // Nothing was installed and the built-ins still serve.
     assert!(!d.dir.path().join("state/tools/bad").exists());
     let calc = d.cli(&[
@@ -373,18 +330,16 @@ fn bad_packages_are_refused_with_the_reason() {
     assert_ne!(bad_args.status.code(), Some(0));
     assert!(stderr(&bad_args).contains("must be a JSON object"));
     // A tool whose directory was never granted says so, and how to grant it.
-    let ungranted = d.cli(&[
+    let ungranted = [
         "tool",
         "call",
         "read_file",
         "--args",
         r#"{"path": "/data/x"}"#,
-    ]);
-    assert_eq!(ungranted.status.code(), Some(1));
-    assert!(
-        stderr(&ungranted).contains("no directory is granted to this tool"),
-        "{}",
-        stderr(&ungranted)
+    ];
+    assert_contains(
+        &d.cli_err(&ungranted, 1),
+        &["no directory is granted to this tool"],
     );
     let builtin = d.cli(&["tool", "remove", "calc"]);
     assert!(stderr(&builtin).contains("built-in tool package and cannot be removed"));
@@ -399,12 +354,11 @@ fn the_analyst_agent_aggregates_charts_and_saves() {
     let data = base.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let d = Daemon::start(Options {
-        agents: vec!["tests/agents/analyst.toml".into()],
         extra_config: format!(
             "[tools.files]\ndirs = [{{ path = \"/data\", host = \"{}\", write = true }}]\n",
             data.display()
         ),
-        ..Options::default()
+        ..Options::with_agents(&["tests/agents/analyst.toml"])
     })
     .unwrap();
     let csv = "region,sales\nnorth,100\nsouth,150\nnorth,200\n";
