@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -191,14 +191,10 @@ impl AuditWriter {
     fn reopen(&mut self) -> Result<(), AuditError> {
         let path = &self.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| AuditError::CreateDir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
+            crate::service::create_private_dir(dir).map_err(|source| AuditError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
         let mut file = OpenOptions::new()
             .read(true)

@@ -29,6 +29,16 @@ pub fn private_umask() {
     umask(Mode::from_bits_truncate(0o077));
 }
 
+/// Creates `dir`, and any parent it is missing, with mode 0700: a state directory private to its
+/// user.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// What the supervisor writes on a service process's stdin before anything else, after its
 /// `Hello`: the server config it validated (as JSON, `caxton_config::ServerConfig::to_json`), so
 /// a service restarted after the file was edited still runs the config the supervisor checked.

@@ -145,15 +145,10 @@ pub enum DbError {
 /// Opens (creating if needed) the database at `path` and migrates it to [`SCHEMA_VERSION`].
 pub fn open(path: &Path, pool_size: u32) -> Result<Pool, DbError> {
     if let Some(dir) = path.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| DbError::CreateDir {
-                dir: dir.to_owned(),
-                source,
-            })?;
+        caxton_ipc::service::create_private_dir(dir).map_err(|source| DbError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
     }
     // Private whatever the umask: every scope of every agent is in this file. SQLite gives its
     // -wal and -shm files the database file's mode.
