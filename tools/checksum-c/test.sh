@@ -13,10 +13,9 @@ SERVER=("$@")
 passed=0
 failed=0
 
-# check NAME EXPECTED: runs the server on this function's stdin and compares all of its output.
-check() {
-    local name=$1 expected=$2 actual
-    actual=$("${SERVER[@]}" 2>&1)
+# compare NAME EXPECTED ACTUAL: counts and reports one test.
+compare() {
+    local name=$1 expected=$2 actual=$3
     if [ "$actual" == "$expected" ]; then
         passed=$((passed + 1))
         echo "ok - $name"
@@ -26,6 +25,11 @@ check() {
         echo "  expected: ${expected:0:2000}"
         echo "  actual:   ${actual:0:2000}"
     fi
+}
+
+# check NAME EXPECTED: runs the server on this function's stdin and compares all of its output.
+check() {
+    compare "$1" "$2" "$("${SERVER[@]}" 2>&1)"
 }
 
 # call ID TOOL ARGUMENTS_JSON: a tools/call request line.
@@ -203,13 +207,8 @@ for i in 1 2; do
 done
 exec {SRV[1]}>&-
 wait "$SRV_PID" 2>/dev/null
-if [ "$answers" == '{"jsonrpc":"2.0","id":1,"result":{}};{"jsonrpc":"2.0","id":2,"result":{}};' ]; then
-    passed=$((passed + 1))
-    echo "ok - answers each request while stdin stays open"
-else
-    failed=$((failed + 1))
-    echo "FAIL - answers each request while stdin stays open: $answers"
-fi
+compare "answers each request while stdin stays open" \
+    '{"jsonrpc":"2.0","id":1,"result":{}};{"jsonrpc":"2.0","id":2,"result":{}};' "$answers"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
