@@ -152,29 +152,23 @@ mod tests {
         str_arg(args, "text").map(str::to_string)
     }
 
+    /// The test server's answer to one request line (a request always gets one).
+    fn answer(line: &str) -> String {
+        server().handle(line, &mut echo).expect("an answer")
+    }
+
     #[test]
     fn answers_the_mcp_methods() {
-        let s = server();
-        let init = s
-            .handle(
-                r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#,
-                &mut echo,
-            )
-            .unwrap();
-        assert!(init.contains(PROTOCOL_VERSION));
-        let list = s
-            .handle(
-                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
-                &mut echo,
-            )
-            .unwrap();
-        assert!(list.contains(r#""name":"echo""#));
-        let call = s
-            .handle(
-                r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
-                &mut echo,
-            )
-            .unwrap();
+        assert!(
+            answer(r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#).contains(PROTOCOL_VERSION)
+        );
+        assert!(
+            answer(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+                .contains(r#""name":"echo""#)
+        );
+        let call = answer(
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+        );
         let v: Value = serde_json::from_str(&call).unwrap();
         assert_eq!(v["result"]["content"][0]["text"], "hi");
         assert_eq!(v["result"]["isError"], false);
@@ -182,33 +176,23 @@ mod tests {
 
     #[test]
     fn errors_are_reported_not_fatal() {
-        let s = server();
         assert!(
-            s.handle(
-                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-                &mut echo
-            )
-            .is_none()
+            server()
+                .handle(
+                    r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                    &mut echo
+                )
+                .is_none()
         );
-        assert!(s.handle("not json", &mut echo).unwrap().contains("-32700"));
+        assert!(answer("not json").contains("-32700"));
+        assert!(answer(r#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#).contains("-32601"));
         assert!(
-            s.handle(r#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#, &mut echo)
-                .unwrap()
-                .contains("-32601")
+            answer(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo"}}"#)
+                .contains("missing string argument")
         );
-        let missing = s
-            .handle(
-                r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo"}}"#,
-                &mut echo,
-            )
-            .unwrap();
-        assert!(missing.contains("missing string argument"));
-        let unknown = s
-            .handle(
-                r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"zap"}}"#,
-                &mut echo,
-            )
-            .unwrap();
-        assert!(unknown.contains("unknown tool"));
+        assert!(
+            answer(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"zap"}}"#)
+                .contains("unknown tool")
+        );
     }
 }
