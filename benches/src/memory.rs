@@ -185,6 +185,23 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// A store on the database `db` with the bench's embedding model and limits, searching with
+/// `threads` threads.
+fn open_store(db: &Path, model_dir: &Path, threads: usize) -> anyhow::Result<Store> {
+    let limits = Limits {
+        max_observation_bytes: 4096,
+        max_result_bytes: 256 * 1024,
+    };
+    let embedder = LazyEmbedder::new(model_dir.to_owned(), 1024);
+    Ok(Store::open(db, 4, embedder, limits, threads)?)
+}
+
+/// Writes the header row of a Markdown table, and the line under it.
+fn table_head(out: &mut String, columns: &[&str]) -> std::fmt::Result {
+    writeln!(out, "| {} |", columns.join(" | "))?;
+    writeln!(out, "|{}", "---|".repeat(columns.len()))
+}
+
 fn pct(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
     let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0;
@@ -283,8 +300,7 @@ pub fn report() -> anyhow::Result<String> {
         "### Embedding (All-MiniLM-L6-v2, candle, {} threads)\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     )?;
-    writeln!(out, "| what | result | reference |")?;
-    writeln!(out, "|---|---|---|")?;
+    table_head(&mut out, &["what", "result", "reference"])?;
     writeln!(
         out,
         "| batched, {BASE_SENTENCES} sentences of {avg_words:.1} words | **{batched_rate:.0} sentences/s** | ~750/s (sentence-transformers' CPU figure) |"
@@ -304,27 +320,27 @@ pub fn report() -> anyhow::Result<String> {
         out,
         "\n### Semantic search, top-{K} (ms; {QUERIES} queries each, fewer for vec0 at 1M)\n"
     )?;
-    writeln!(
-        out,
-        "| entities | search p50 / p99 | with query embedding p50 / p99 | recall@{K} vs exact | exact f32 scan p50 | sqlite-vec `vec0` p50 | vec0 / ours | bytes per entity |"
+    table_head(
+        &mut out,
+        &[
+            "entities",
+            "search p50 / p99",
+            "with query embedding p50 / p99",
+            &format!("recall@{K} vs exact"),
+            "exact f32 scan p50",
+            "sqlite-vec `vec0` p50",
+            "vec0 / ours",
+            "bytes per entity",
+        ],
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     let dir = tempfile::tempdir_in("/tmp")?;
     let mut service_db = None;
     for &n in &sizes {
         let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(n);
         let mut items = Vec::with_capacity(n.min(50_000));
         let db = dir.path().join(format!("memory-{n}.db"));
-        let store = Store::open(
-            &db,
-            4,
-            LazyEmbedder::new(model_dir.clone(), 1024),
-            Limits {
-                max_observation_bytes: 4096,
-                max_result_bytes: 256 * 1024,
-            },
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-        )?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let store = open_store(&db, &model_dir, threads)?;
         let load_started = Instant::now();
         for i in 0..n {
             let a = (rng.next() % BASE_SENTENCES as u64) as usize;
@@ -421,16 +437,7 @@ pub fn report() -> anyhow::Result<String> {
 
     // Writes with embeddings.
     let wdb = dir.path().join("writes.db");
-    let store = Store::open(
-        &wdb,
-        4,
-        LazyEmbedder::new(model_dir.clone(), 1024),
-        Limits {
-            max_observation_bytes: 4096,
-            max_result_bytes: 256 * 1024,
-        },
-        2,
-    )?;
+    let store = open_store(&wdb, &model_dir, 2)?;
     let batch = |from: usize, n: usize, rng: &mut Rng| -> Vec<NewEntity> {
         (from..from + n)
             .map(|i| NewEntity {
@@ -458,8 +465,7 @@ pub fn report() -> anyhow::Result<String> {
     let (w50, w99) = pct(single);
     drop(store);
     writeln!(out, "\n### Writes with embeddings\n")?;
-    writeln!(out, "| what | result |")?;
-    writeln!(out, "|---|---|")?;
+    table_head(&mut out, &["what", "result"])?;
     writeln!(
         out,
         "| batched (100 entities, one observation each, per request) | **{batched_writes:.0} entities/s** |"
@@ -471,11 +477,16 @@ pub fn report() -> anyhow::Result<String> {
 
     // The real service process.
     writeln!(out, "\n### The `caxton-memory` process (RSS, MiB)\n")?;
-    writeln!(
-        out,
-        "| database | after start (index loaded, model not yet) | after a semantic search (model loaded) | search through `api.sock` p50 (with embedding) | target |"
+    table_head(
+        &mut out,
+        &[
+            "database",
+            "after start (index loaded, model not yet)",
+            "after a semantic search (model loaded)",
+            "search through `api.sock` p50 (with embedding)",
+            "target",
+        ],
     )?;
-    writeln!(out, "|---|---|---|---|---|")?;
     let mut dbs = vec![("empty".to_string(), None)];
     if let Some(db) = &service_db {
         let n = db
