@@ -882,6 +882,18 @@ mod tests {
             .collect()
     }
 
+    /// Asserts that each of `expected` is the text of a `<text>` element of `doc`.
+    #[track_caller]
+    fn assert_texts(doc: &roxmltree::Document<'_>, expected: &[&str]) {
+        let texts = texts(doc);
+        for expected in expected {
+            assert!(
+                texts.iter().any(|t| t == expected),
+                "missing text {expected} in {texts:?}"
+            );
+        }
+    }
+
     #[test]
     fn lists_the_tool() {
         let line = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
@@ -908,22 +920,19 @@ mod tests {
             (Some("640"), Some("400"))
         );
         assert_eq!(count(&doc, "rect"), 1 + 3, "background and three bars");
-        let texts = texts(&doc);
-        for expected in [
-            "Sales by region",
-            "North",
-            "South",
-            "East",
-            "Region",
-            "Units",
-            "0",
-            "20",
-        ] {
-            assert!(
-                texts.iter().any(|t| t == expected),
-                "missing text {expected} in {texts:?}"
-            );
-        }
+        assert_texts(
+            &doc,
+            &[
+                "Sales by region",
+                "North",
+                "South",
+                "East",
+                "Region",
+                "Units",
+                "0",
+                "20",
+            ],
+        );
         let tips: Vec<&str> = doc
             .descendants()
             .filter(|n| n.has_tag_name("title"))
@@ -941,12 +950,7 @@ mod tests {
         for kind in ["bar", "line"] {
             let out = svg(json!({"kind": kind, "labels": ["Q1", "Q2", "Q3"],
                 "series": [{"name": "2023", "values": [1, 2, 3]}, {"name": "2024", "values": [2, 3, -1]}]}));
-            let doc = well_formed(&out);
-            let texts = texts(&doc);
-            assert!(
-                texts.iter().any(|t| t == "2023") && texts.iter().any(|t| t == "2024"),
-                "{kind}: {texts:?}"
-            );
+            assert_texts(&well_formed(&out), &["2023", "2024"]);
             assert!(
                 out.contains(PALETTE[0]) && out.contains(PALETTE[1]),
                 "{kind}"
@@ -1002,19 +1006,16 @@ mod tests {
         );
         let doc = well_formed(&out);
         assert_eq!(count(&doc, "path"), 3);
-        let texts = texts(&doc);
-        for expected in [
-            "50.0%",
-            "25.0%",
-            "apple (50.0%)",
-            "pear (25.0%)",
-            "fig (25.0%)",
-        ] {
-            assert!(
-                texts.iter().any(|t| t == expected),
-                "missing {expected} in {texts:?}"
-            );
-        }
+        assert_texts(
+            &doc,
+            &[
+                "50.0%",
+                "25.0%",
+                "apple (50.0%)",
+                "pear (25.0%)",
+                "fig (25.0%)",
+            ],
+        );
         // The half-pie slice is drawn with the large-arc flag off; exactly half is not "large".
         assert!(out.contains(" 0 0 1 "));
     }
@@ -1048,9 +1049,7 @@ mod tests {
         );
         let doc = well_formed(&out);
         assert!(!out.contains("<b>"));
-        let texts = texts(&doc);
-        assert!(texts.iter().any(|t| t == "<b>&\"quotes' </b>"), "{texts:?}");
-        assert!(texts.iter().any(|t| t == "]]>"));
+        assert_texts(&doc, &["<b>&\"quotes' </b>", "]]>"]);
         let pie = svg(json!({"kind": "pie", "title": nasty, "labels": [nasty], "values": [1]}));
         well_formed(&pie);
     }
