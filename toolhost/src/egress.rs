@@ -24,7 +24,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wasmtime::{Caller, Extern, Linker};
 
-use crate::policy::{Origin, is_public};
+use caxton_ipc::error::Chain;
+
+use crate::policy::{Origin, OriginError, is_public};
 use crate::wasm::GuestState;
 
 /// Largest request JSON a guest may pass.
@@ -45,6 +47,98 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 /// Redirects followed at most.
 pub const MAX_REDIRECTS: usize = 5;
 
+/// Why a package's HTTP capability cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("cannot build the HTTP client of tool package `{server}`")]
+    Client {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Why a guest's HTTP request was refused or failed. The guest receives the whole chain as
+/// `{"error": ...}`; refusals start with `denied:` and say how an operator grants what was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("the request is not valid JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the request has no `url` string")]
+    NoUrl,
+    #[error("`{url}` is not a URL")]
+    NotUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error("`{method}` is not an HTTP method")]
+    NotMethod { method: String },
+    #[error("header `{name}` may not be set by a tool; the host sets it from the URL")]
+    ForbiddenHeader { name: String },
+    #[error("header `{name}` must be a string")]
+    HeaderNotString { name: String },
+    #[error("`{name}` is not a valid header name")]
+    HeaderName { name: String },
+    #[error("the value of header `{name}` is not valid")]
+    HeaderValue { name: String },
+    #[error(
+        "denied: {origin} is not granted to tool package `{server}` (granted: {granted}); an operator can grant it in caxton.toml [tools.{server}] http"
+    )]
+    NotGranted {
+        origin: Origin,
+        server: String,
+        granted: String,
+    },
+    #[error(
+        "denied: {ip} is a loopback, private or link-local address; grant {origin} with `private = true` to allow it"
+    )]
+    PrivateAddress { ip: IpAddr, origin: Origin },
+    /// A redirect that may not be followed: the reason is the source.
+    #[error("redirect refused")]
+    Redirect(#[source] Box<FetchError>),
+    #[error("the {status} response's location is not text")]
+    LocationNotText { status: reqwest::StatusCode },
+    #[error("the {status} response's location `{location}` is not a URL")]
+    LocationNotUrl {
+        status: reqwest::StatusCode,
+        location: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("redirect refused: more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
+    #[error("the request timed out")]
+    TimedOut(#[source] reqwest::Error),
+    #[error("the request failed")]
+    Http(#[source] reqwest::Error),
+    #[error("the request did not complete within {REQUEST_TIMEOUT:?} (timed out)")]
+    Deadline,
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(e: reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            FetchError::TimedOut(e)
+        } else {
+            FetchError::Http(e)
+        }
+    }
+}
+
+/// Why a name is not resolved for a guest (reqwest carries it as the request's cause).
+#[derive(Debug, thiserror::Error)]
+enum ResolveError {
+    #[error("{host} did not resolve to any address")]
+    NoAddress { host: String },
+    #[error(
+        "denied: {host} resolves to {ip}, a loopback, private or link-local address; grant this origin with `private = true` to allow it"
+    )]
+    Private { host: String, ip: IpAddr },
+}
+
 /// The HTTP capability of one tool package.
 ///
 /// Whether a private address may be reached is a property of one granted origin (scheme, host
@@ -61,7 +155,7 @@ pub struct Egress {
 
 impl Egress {
     /// A client limited to `origins`; `None` when nothing is granted.
-    pub fn new(server: &str, origins: &[Origin]) -> anyhow::Result<Option<Arc<Egress>>> {
+    pub fn new(server: &str, origins: &[Origin]) -> Result<Option<Arc<Egress>>, EgressError> {
         if origins.is_empty() {
             return Ok(None);
         }
@@ -74,6 +168,10 @@ impl Egress {
                 // Followed in `send`, each hop checked and sent through its origin's client.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
+                .map_err(|source| EgressError::Client {
+                    server: server.into(),
+                    source,
+                })
         };
         Ok(Some(Arc::new(Egress {
             server: server.into(),
@@ -88,46 +186,50 @@ impl Egress {
         // The whole chain of redirects and the body share one deadline.
         let fetched = tokio::time::timeout(REQUEST_TIMEOUT, self.try_fetch(request))
             .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "the request did not complete within {REQUEST_TIMEOUT:?} (timed out)"
-                ))
-            });
+            .unwrap_or(Err(FetchError::Deadline));
         match fetched {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(server = %self.server, error = %e, "http request refused or failed");
-                json!({"error": e})
+                let error = Chain(&e).to_string();
+                tracing::warn!(server = %self.server, %error, "http request refused or failed");
+                json!({ "error": error })
             }
         }
     }
 
-    async fn try_fetch(&self, request: &[u8]) -> Result<Value, String> {
-        let req: Value = serde_json::from_slice(request)
-            .map_err(|e| format!("the request is not valid JSON: {e}"))?;
+    async fn try_fetch(&self, request: &[u8]) -> Result<Value, FetchError> {
+        let req: Value = serde_json::from_slice(request).map_err(FetchError::NotJson)?;
         let url = req
             .get("url")
             .and_then(Value::as_str)
-            .ok_or("the request has no `url` string")?;
-        let url = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+            .ok_or(FetchError::NoUrl)?;
+        let url = url::Url::parse(url).map_err(|source| FetchError::NotUrl {
+            url: url.into(),
+            source,
+        })?;
         let method = req.get("method").and_then(Value::as_str).unwrap_or("GET");
-        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("`{method}` is not an HTTP method"))?;
+        let method =
+            reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                FetchError::NotMethod {
+                    method: method.into(),
+                }
+            })?;
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(given) = req.get("headers").and_then(Value::as_object) {
             for (k, v) in given {
                 // The origin check covers the URL; a Host header would send the request to
                 // another site behind the same address.
+                let name = || k.clone();
                 if FORBIDDEN_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
-                    return Err(format!(
-                        "header `{k}` may not be set by a tool; the host sets it from the URL"
-                    ));
+                    return Err(FetchError::ForbiddenHeader { name: name() });
                 }
-                let v = v.as_str().ok_or(format!("header `{k}` must be a string"))?;
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| FetchError::HeaderNotString { name: name() })?;
                 let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| format!("`{k}` is not a valid header name"))?;
+                    .map_err(|_| FetchError::HeaderName { name: name() })?;
                 let value = reqwest::header::HeaderValue::from_str(v)
-                    .map_err(|_| format!("the value of header `{k}` is not valid"))?;
+                    .map_err(|_| FetchError::HeaderValue { name: k.clone() })?;
                 headers.append(name, value);
             }
         }
@@ -148,7 +250,7 @@ impl Egress {
             .collect();
         let mut body = Vec::new();
         let mut truncated = false;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+        while let Some(chunk) = resp.chunk().await? {
             let room = MAX_RESPONSE_BYTES - body.len();
             if chunk.len() > room {
                 body.extend_from_slice(&chunk[..room]);
@@ -178,14 +280,14 @@ struct Hop {
 impl Egress {
     /// Sends `hop` and follows redirects (at most [`MAX_REDIRECTS`]), checking each hop's origin
     /// against the grants and sending it through the client of that exact origin.
-    async fn send(&self, mut hop: Hop) -> Result<reqwest::Response, String> {
+    async fn send(&self, mut hop: Hop) -> Result<reqwest::Response, FetchError> {
         let mut redirects = 0;
         loop {
             let origin = check_url(&self.server, &self.origins, &hop.url).map_err(|e| {
                 if redirects == 0 {
                     e
                 } else {
-                    format!("redirect refused: {e}")
+                    FetchError::Redirect(Box::new(e))
                 }
             })?;
             let client = if origin.private {
@@ -199,16 +301,14 @@ impl Egress {
             if let Some(body) = &hop.body {
                 builder = builder.body(body.clone());
             }
-            let resp = builder.send().await.map_err(|e| describe(&e))?;
+            let resp = builder.send().await?;
             let Some(next) = redirect(&hop, &resp) else {
                 return Ok(resp);
             };
-            let next = next.map_err(|e| format!("redirect refused: {e}"))?;
+            let next = next.map_err(|e| FetchError::Redirect(Box::new(e)))?;
             redirects += 1;
             if redirects > MAX_REDIRECTS {
-                return Err(format!(
-                    "redirect refused: more than {MAX_REDIRECTS} redirects"
-                ));
+                return Err(FetchError::TooManyRedirects);
             }
             hop = next;
         }
@@ -218,7 +318,7 @@ impl Egress {
 /// The request a redirect response asks for (`None` when `resp` is not one to follow), with
 /// the usual rules: 301/302 turn a POST into a GET and 303 anything but HEAD, dropping the
 /// body; 307/308 repeat the request; credentials are not sent to another origin.
-fn redirect(hop: &Hop, resp: &reqwest::Response) -> Option<Result<Hop, String>> {
+fn redirect(hop: &Hop, resp: &reqwest::Response) -> Option<Result<Hop, FetchError>> {
     use reqwest::StatusCode;
     use reqwest::header;
     let status = resp.status();
@@ -231,11 +331,15 @@ fn redirect(hop: &Hop, resp: &reqwest::Response) -> Option<Result<Hop, String>> 
     let location = resp.headers().get(header::LOCATION)?;
     let next = location
         .to_str()
-        .map_err(|_| format!("the {status} response's location is not text"))
+        .map_err(|_| FetchError::LocationNotText { status })
         .and_then(|l| {
             hop.url
                 .join(l)
-                .map_err(|e| format!("the {status} response's location `{l}` is not a URL: {e}"))
+                .map_err(|source| FetchError::LocationNotUrl {
+                    status,
+                    location: l.into(),
+                    source,
+                })
         });
     let url = match next {
         Ok(url) => url,
@@ -278,15 +382,6 @@ fn redirect(hop: &Hop, resp: &reqwest::Response) -> Option<Result<Hop, String>> 
     }))
 }
 
-/// The error and its causes in one line (reqwest keeps the interesting part in the sources).
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = caxton_ipc::error::Chain(&e).to_string();
-    if e.is_timeout() {
-        text.push_str(" (timed out)");
-    }
-    text
-}
-
 /// The grant of `origin` (scheme, host and port exactly); private addresses are allowed when a
 /// grant of that same origin says `private = true`.
 fn granted(origins: &[Origin], origin: &Origin) -> Option<Origin> {
@@ -300,25 +395,24 @@ fn granted(origins: &[Origin], origin: &Origin) -> Option<Origin> {
 
 /// The URL's origin is granted, and an IP-literal host is public unless that origin's grant
 /// allows private addresses. Returns the grant.
-fn check_url(server: &str, origins: &[Origin], url: &url::Url) -> Result<Origin, String> {
+fn check_url(server: &str, origins: &[Origin], url: &url::Url) -> Result<Origin, FetchError> {
     let origin = Origin::of(url)?;
     let Some(granted) = granted(origins, &origin) else {
-        return Err(format!(
-            "denied: {origin} is not granted to tool package `{server}` (granted: {}); an operator can grant it in caxton.toml [tools.{server}] http",
-            origins
+        return Err(FetchError::NotGranted {
+            granted: origins
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
-                .join(", ")
-        ));
+                .join(", "),
+            origin,
+            server: server.into(),
+        });
     };
     if let Ok(ip) = origin.host.parse::<IpAddr>()
         && !granted.private
         && !is_public(ip)
     {
-        return Err(format!(
-            "denied: {ip} is a loopback, private or link-local address; grant {origin} with `private = true` to allow it"
-        ));
+        return Err(FetchError::PrivateAddress { ip, origin });
     }
     Ok(granted)
 }
@@ -338,14 +432,10 @@ impl reqwest::dns::Resolve for CheckedResolver {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
-                return Err(format!("{host} did not resolve to any address").into());
+                return Err(ResolveError::NoAddress { host }.into());
             }
             if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                return Err(format!(
-                    "denied: {host} resolves to {}, a loopback, private or link-local address; grant this origin with `private = true` to allow it",
-                    bad.ip()
-                )
-                .into());
+                return Err(ResolveError::Private { host, ip: bad.ip() }.into());
             }
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)

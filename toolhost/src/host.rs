@@ -10,6 +10,7 @@ use anyhow::Context;
 use caxton_config::ServerConfig;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::audit::{AuditEntry, AuditWriter, sha256_hex};
+use caxton_ipc::error::Chain;
 use caxton_ipc::tool::{
     InstalledPackage, ReplacedPackage, ToolGrant, ToolManifest, ToolPackageInfo,
 };
@@ -463,10 +464,10 @@ impl Host {
             .await
             .map_err(|e| {
                 let kind = match e {
-                    crate::wasm::GuestError::Busy { .. } => ErrorKind::Busy,
+                    crate::wasm::WasmError::Busy { .. } => ErrorKind::Busy,
                     _ => ErrorKind::Tool,
                 };
-                ErrorBody::new(kind, e.to_string())
+                ErrorBody::new(kind, Chain(&e).to_string())
             })
     }
 

@@ -24,24 +24,52 @@ pub fn initialize_params() -> Value {
     })
 }
 
+/// A line from the guest that is not JSON-RPC the toolhost can use, or a guest's stdout that
+/// breaks the line protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid JSON-RPC")]
+    NotJson(#[source] serde_json::Error),
+    #[error("invalid JSON-RPC: not an object")]
+    NotObject,
+    #[error("invalid JSON-RPC: a response without a numeric id")]
+    NoId,
+    #[error("invalid JSON-RPC: a response with neither result nor error")]
+    NoResult,
+    /// A stdout line over the limit (or another framing failure of the line reader).
+    #[error("its stdout")]
+    Line(#[source] caxton_ipc::json::LineError),
+    #[error("its tools/list result has no `tools` array")]
+    NoTools,
+    #[error("a tool in its tools/list result has no name")]
+    ToolWithoutName,
+}
+
+/// A JSON-RPC error the tool server answered with: its message and code, as the server gave them.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} (JSON-RPC error {code})")]
+pub struct RpcError {
+    pub message: String,
+    pub code: i64,
+}
+
 /// What one line from the guest is.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A response to request `id`: the result, or the JSON-RPC error message.
+    /// A response to request `id`: the result, or the JSON-RPC error.
     Response {
         id: u64,
-        result: Result<Value, String>,
+        result: Result<Value, RpcError>,
     },
     /// A notification or a request from the server; the toolhost ignores these for now.
     Other,
 }
 
 /// Parses one line from the guest.
-pub fn parse_line(line: &[u8]) -> Result<Incoming, String> {
-    let v: Value = serde_json::from_slice(line)
-        .map_err(|e| format!("invalid JSON-RPC from the tool server: {e}"))?;
+pub fn parse_line(line: &[u8]) -> Result<Incoming, ProtocolError> {
+    let v: Value = serde_json::from_slice(line).map_err(ProtocolError::NotJson)?;
     let Some(obj) = v.as_object() else {
-        return Err("invalid JSON-RPC from the tool server: not an object".into());
+        return Err(ProtocolError::NotObject);
     };
     if obj.contains_key("method") {
         return Ok(Incoming::Other);
@@ -49,16 +77,17 @@ pub fn parse_line(line: &[u8]) -> Result<Incoming, String> {
     let id = obj
         .get("id")
         .and_then(Value::as_u64)
-        .ok_or("invalid JSON-RPC from the tool server: response without a numeric id")?;
+        .ok_or(ProtocolError::NoId)?;
     if let Some(err) = obj.get("error") {
-        let msg = err
+        let message = err
             .get("message")
             .and_then(Value::as_str)
-            .unwrap_or("unknown error");
+            .unwrap_or("unknown error")
+            .to_string();
         let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
         return Ok(Incoming::Response {
             id,
-            result: Err(format!("{msg} (JSON-RPC error {code})")),
+            result: Err(RpcError { message, code }),
         });
     }
     match obj.get("result") {
@@ -66,9 +95,7 @@ pub fn parse_line(line: &[u8]) -> Result<Incoming, String> {
             id,
             result: Ok(r.clone()),
         }),
-        None => Err(
-            "invalid JSON-RPC from the tool server: response with neither result nor error".into(),
-        ),
+        None => Err(ProtocolError::NoResult),
     }
 }
 
@@ -128,15 +155,27 @@ mod tests {
             Incoming::Response {
                 id: 4,
                 result: Err(e),
-            } => assert!(e.contains("nope")),
+            } => assert_eq!(e.to_string(), "nope (JSON-RPC error -32601)"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             parse_line(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#).unwrap(),
             Incoming::Other
         ));
-        assert!(parse_line(b"not json").is_err());
-        assert!(parse_line(b"[1]").is_err());
+        let not_json = parse_line(b"not json").unwrap_err();
+        assert!(matches!(not_json, ProtocolError::NotJson(_)));
+        assert!(
+            caxton_ipc::error::Chain(&not_json)
+                .to_string()
+                .starts_with("invalid JSON-RPC: expected"),
+            "{}",
+            caxton_ipc::error::Chain(&not_json)
+        );
+        assert!(matches!(parse_line(b"[1]"), Err(ProtocolError::NotObject)));
+        assert!(matches!(
+            parse_line(br#"{"jsonrpc":"2.0","id":5}"#),
+            Err(ProtocolError::NoResult)
+        ));
     }
 
     #[test]

@@ -10,7 +10,50 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use caxton_ipc::error::Chain;
 use wasmtime::{Engine, Module};
+
+/// Why the cache cannot be used, or a module cannot be kept in it. Never fatal: the module is
+/// compiled instead, and the reason logged.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot create the module cache {}", dir.display())]
+    Create {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot inspect the module cache {}", dir.display())]
+    Inspect {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the module cache {} must be owned by this user (uid {me}) with mode 0700; it is owned by uid {owner} with mode {mode:o}",
+        dir.display()
+    )]
+    NotPrivate {
+        dir: PathBuf,
+        me: u32,
+        owner: u32,
+        mode: u32,
+    },
+    #[error("the cached module {} is unusable", path.display())]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error("cannot serialize the compiled module")]
+    Serialize(#[source] wasmtime::Error),
+    #[error("cannot write the cached module {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Where compiled modules are kept, when the directory is safe to trust.
 #[derive(Debug)]
@@ -27,38 +70,34 @@ pub enum Origin {
 }
 
 impl ModuleCache {
-    /// Opens (creating with mode 0700) the cache directory. Returns `None`, with a warning, when the
-    /// directory cannot be created or is not private to this user: the cache is then not used.
-    pub fn open(dir: &Path, engine: &Engine) -> Option<ModuleCache> {
-        if let Err(e) = std::fs::DirBuilder::new()
+    /// Opens (creating with mode 0700) the cache directory. An error means the directory cannot
+    /// be created or is not private to this user: the cache must then not be used.
+    pub fn open(dir: &Path, engine: &Engine) -> Result<ModuleCache, CacheError> {
+        std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "not using the module cache: cannot create it");
-            return None;
-        }
-        let meta = match std::fs::metadata(dir) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "not using the module cache");
-                return None;
-            }
-        };
+            .map_err(|source| CacheError::Create {
+                dir: dir.to_owned(),
+                source,
+            })?;
+        let meta = std::fs::metadata(dir).map_err(|source| CacheError::Inspect {
+            dir: dir.to_owned(),
+            source,
+        })?;
         let me = nix::unistd::getuid().as_raw();
         if meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                dir = %dir.display(),
-                owner = meta.uid(),
-                mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                "not using the module cache: it must be owned by this user with mode 0700"
-            );
-            return None;
+            return Err(CacheError::NotPrivate {
+                dir: dir.to_owned(),
+                me,
+                owner: meta.uid(),
+                mode: meta.permissions().mode() & 0o777,
+            });
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
-        Some(ModuleCache {
+        Ok(ModuleCache {
             dir: dir.to_owned(),
             engine_key: h.finish(),
         })
@@ -71,6 +110,7 @@ impl ModuleCache {
     }
 
     /// The module for `wasm`: from the cache if present and loadable, else compiled and stored.
+    /// The error is the compiler's; the cache's own failures are logged and cost a compile.
     pub fn load_or_compile(
         &self,
         engine: &Engine,
@@ -84,32 +124,41 @@ impl ModuleCache {
             // wasmtime also checks the artifact's header and engine compatibility before use.
             match unsafe { Module::deserialize_file(engine, &path) } {
                 Ok(m) => return Ok((m, Origin::Cached)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding an unusable cached module");
+                Err(source) => {
+                    let e = CacheError::Unusable {
+                        path: path.clone(),
+                        source,
+                    };
+                    tracing::warn!(error = %Chain(&e), "discarding an unusable cached module");
                     let _ = std::fs::remove_file(&path);
                 }
             }
         }
         let module = Module::new(engine, wasm)?;
         if let Err(e) = store(&path, &module) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled module");
+            tracing::warn!(error = %Chain(&e), "cannot cache the compiled module");
         }
         Ok((module, Origin::Compiled))
     }
 }
 
 /// Writes atomically: a private temporary file in the same directory, then a rename.
-fn store(path: &Path, module: &Module) -> anyhow::Result<()> {
-    let bytes = module.serialize()?;
+fn store(path: &Path, module: &Module) -> Result<(), CacheError> {
+    let bytes = module.serialize().map_err(CacheError::Serialize)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let at = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CacheError::Write { path, source }
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+        .open(&tmp)
+        .map_err(at(&tmp))?;
+    f.write_all(&bytes).map_err(at(&tmp))?;
+    f.sync_all().map_err(at(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(at(path))?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use caxton_ipc::error::Chain;
 use caxton_ipc::tool::{Requests, ToolGrant, ToolManifest, check_limits};
 
 /// Default linear memory of a guest, in MiB.
@@ -22,6 +23,42 @@ pub struct GrantedDir {
     pub guest: String,
     pub host: PathBuf,
     pub write: bool,
+}
+
+/// Why a text or URL is not an HTTP origin the toolhost can grant.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OriginError {
+    #[error("only http and https URLs are supported, not `{scheme}:`")]
+    Scheme { scheme: String },
+    #[error("`{url}` has no host")]
+    NoHost { url: String },
+    #[error("`{url}` has no port")]
+    NoPort { url: String },
+    #[error("`{text}` is not a URL")]
+    NotUrl {
+        text: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("`{text}` must be an origin (scheme://host[:port]) without path, query or user")]
+    NotAnOrigin { text: String },
+}
+
+/// Why a granted secret cannot be read (a problem that disables the package).
+#[derive(Debug, thiserror::Error)]
+enum SecretError {
+    #[error("environment variable {var} of the service is not set")]
+    EnvNotSet { var: String },
+    #[error("environment variable {var} of the service is not valid Unicode")]
+    EnvNotUnicode { var: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("source `{given}` must be `env:VARIABLE` or `file:/path`")]
+    UnknownSource { given: String },
 }
 
 /// A granted HTTP origin.
@@ -42,22 +79,26 @@ impl std::fmt::Display for Origin {
 
 impl Origin {
     /// The origin of a URL (`http`/`https` only).
-    pub fn of(url: &url::Url) -> Result<Origin, String> {
+    pub fn of(url: &url::Url) -> Result<Origin, OriginError> {
         let scheme = url.scheme();
         if scheme != "http" && scheme != "https" {
-            return Err(format!(
-                "only http and https URLs are supported, not `{scheme}:`"
-            ));
+            return Err(OriginError::Scheme {
+                scheme: scheme.into(),
+            });
         }
         let host = url
             .host_str()
-            .ok_or_else(|| format!("`{url}` has no host"))?
+            .ok_or_else(|| OriginError::NoHost {
+                url: url.to_string(),
+            })?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
         let port = url
             .port_or_known_default()
-            .ok_or_else(|| format!("`{url}` has no port"))?;
+            .ok_or_else(|| OriginError::NoPort {
+                url: url.to_string(),
+            })?;
         Ok(Origin {
             scheme: scheme.into(),
             host,
@@ -67,12 +108,13 @@ impl Origin {
     }
 
     /// Parses an origin as written in a manifest or grant (`scheme://host[:port]`, no path).
-    pub fn parse(text: &str) -> Result<Origin, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    pub fn parse(text: &str) -> Result<Origin, OriginError> {
+        let url = url::Url::parse(text).map_err(|source| OriginError::NotUrl {
+            text: text.into(),
+            source,
+        })?;
         if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
-            return Err(format!(
-                "`{text}` must be an origin (scheme://host[:port]) without path, query or user"
-            ));
+            return Err(OriginError::NotAnOrigin { text: text.into() });
         }
         Origin::of(&url)
     }
@@ -173,14 +215,15 @@ impl Policy {
             .filter_map(|u| match Origin::parse(u) {
                 Ok(o) => Some(o),
                 Err(e) => {
-                    p.problems.push(format!("manifest http request {e}"));
+                    p.problems
+                        .push(format!("manifest http request {}", Chain(&e)));
                     None
                 }
             })
             .collect();
         for g in &grant.http {
             match Origin::parse(g.url()) {
-                Err(e) => p.problems.push(format!("http grant {e}")),
+                Err(e) => p.problems.push(format!("http grant {}", Chain(&e))),
                 Ok(o) if !any_origin && !requested.iter().any(|r| r.same(&o)) => {
                     p.problems.push(format!(
                         "grant of http {o} is not requested by the manifest (requested: {})",
@@ -238,7 +281,7 @@ impl Policy {
                     p.granted.push(format!("secret {key} (from {source})"));
                     p.env.push((key.clone(), value));
                 }
-                Err(e) => p.problems.push(format!("secret {key}: {e}")),
+                Err(e) => p.problems.push(format!("secret {key}: {}", Chain(&e))),
             }
         }
         for key in &req.secrets {
@@ -383,19 +426,24 @@ fn list(items: impl Iterator<Item = impl AsRef<str>>) -> String {
 }
 
 /// Reads a secret from `env:VAR` (the service's environment) or `file:/path`.
-fn read_secret(source: &str) -> Result<String, String> {
+fn read_secret(source: &str) -> Result<String, SecretError> {
     if let Some(var) = source.strip_prefix("env:") {
-        return std::env::var(var)
-            .map_err(|_| format!("environment variable {var} of the service is not set"));
+        return std::env::var(var).map_err(|e| match e {
+            std::env::VarError::NotPresent => SecretError::EnvNotSet { var: var.into() },
+            std::env::VarError::NotUnicode(_) => SecretError::EnvNotUnicode { var: var.into() },
+        });
     }
     if let Some(path) = source.strip_prefix("file:") {
         return std::fs::read_to_string(path)
             .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-            .map_err(|e| format!("cannot read {path}: {e}"));
+            .map_err(|e| SecretError::Read {
+                path: path.into(),
+                source: e,
+            });
     }
-    Err(format!(
-        "source `{source}` must be `env:VARIABLE` or `file:/path`"
-    ))
+    Err(SecretError::UnknownSource {
+        given: source.into(),
+    })
 }
 
 /// A publicly routable address; loopback, private, link-local, shared (CGNAT), unspecified,

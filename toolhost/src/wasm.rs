@@ -9,6 +9,7 @@
 //! environment values, and the `caxton_http` import for granted origins.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,11 +25,12 @@ use wasmtime::{
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::egress::Egress;
-use crate::mcp;
+use crate::egress::{Egress, EgressError};
+use crate::mcp::{self, ProtocolError, RpcError};
 use crate::module_cache::{self, ModuleCache};
 use crate::pipe::{GuestStdio, HostReader, HostWriter};
 use crate::policy::Policy;
+use caxton_ipc::error::Chain;
 use caxton_ipc::toolhost::ToolSpec;
 
 /// How often the epoch advances; a guest yields to the runtime at least this often.
@@ -48,38 +50,130 @@ pub const IDLE_COMPUTE_TICKS: u32 = 10;
 /// Time a guest gets to read `notifications/cancelled` before its instance is discarded.
 const CANCEL_GRACE: Duration = Duration::from_millis(50);
 
-/// Errors of one guest exchange or call.
+/// Why the wasmtime runtime shared by every tool server cannot be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum GuestError {
-    #[error("tool server `{server}` did not answer within {}ms; the call was cancelled and the instance discarded{}", .after.as_millis(), stderr_suffix(.stderr))]
-    Timeout {
+pub enum RuntimeError {
+    #[error("cannot create the wasmtime engine")]
+    Engine(#[source] wasmtime::Error),
+    #[error("cannot add the WASI and caxton_http imports to the linker")]
+    Linker(#[source] wasmtime::Error),
+    #[error("cannot start the epoch ticker thread")]
+    Ticker(#[source] std::io::Error),
+}
+
+/// Why a tool server cannot be loaded: its module, its HTTP capability or its first instance.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot compile tool server `{server}`")]
+    Compile {
         server: String,
-        after: Duration,
-        stderr: String,
+        #[source]
+        source: wasmtime::Error,
     },
+    #[error("tool server `{server}` needs imports the toolhost does not provide")]
+    Imports {
+        server: String,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+    /// Its first instance failed to start or to list its tools.
+    #[error("cannot start tool server `{server}`")]
+    Start {
+        server: String,
+        #[source]
+        source: WasmError,
+    },
+}
+
+/// Why a call to a tool server (or the start of one of its instances) failed. Each names the
+/// server; the instance that failed is discarded, except after a JSON-RPC error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    #[error("tool package `{server}` is disabled: {problems}")]
+    Disabled { server: String, problems: String },
     #[error("tool server `{server}` is at its concurrency limit ({limit} calls at once) and no call finished within {}ms; retry later", .waited.as_millis())]
     Busy {
         server: String,
         limit: u32,
         waited: Duration,
     },
-    #[error("tool package `{server}` is disabled: {problems}")]
-    Disabled { server: String, problems: String },
-    #[error("tool server `{server}` stopped: {detail}")]
-    Exited { server: String, detail: String },
-    #[error("tool server `{server}` broke the protocol: {detail}")]
-    Protocol { server: String, detail: String },
-    #[error("tool server `{server}` answered with an error: {message}")]
-    Rpc { server: String, message: String },
-    #[error("cannot instantiate tool server `{server}`: {detail}")]
-    Instantiate { server: String, detail: String },
+    #[error("cannot instantiate tool server `{server}`: cannot open its granted directory {}", .dir.display())]
+    Preopen {
+        server: String,
+        dir: PathBuf,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error("tool server `{server}` did not answer within {}ms; the call was cancelled and the instance discarded{}", .after.as_millis(), stderr_suffix(.stderr))]
+    Timeout {
+        server: String,
+        after: Duration,
+        stderr: String,
+    },
+    /// The guest trapped (or could not be instantiated); the trap is the source.
+    #[error("tool server `{server}` stopped: it trapped{}", stderr_note(.stderr))]
+    Trapped {
+        server: String,
+        stderr: String,
+        #[source]
+        source: Trap,
+    },
+    #[error("tool server `{server}` stopped: it exited{}{}", .status.map(|s| format!(" with status {s}")).unwrap_or_default(), stderr_suffix(.stderr))]
+    Exited {
+        server: String,
+        status: Option<i32>,
+        stderr: String,
+    },
+    #[error("tool server `{server}` stopped: it closed its stdout{}", stderr_suffix(.stderr))]
+    ClosedStdout { server: String, stderr: String },
+    #[error("tool server `{server}` stopped: its task failed")]
+    Task {
+        server: String,
+        #[source]
+        source: Arc<tokio::task::JoinError>,
+    },
+    #[error("tool server `{server}` broke the protocol")]
+    Protocol {
+        server: String,
+        #[source]
+        source: ProtocolError,
+    },
+    #[error("tool server `{server}` answered with an error")]
+    Rpc {
+        server: String,
+        #[source]
+        source: RpcError,
+    },
 }
 
+/// A guest's trap, shared so an instance reports the same one each time it is asked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct Trap(Arc<dyn std::error::Error + Send + Sync>);
+
+impl From<wasmtime::Error> for Trap {
+    fn from(e: wasmtime::Error) -> Trap {
+        Trap(Arc::from(e.into_boxed_dyn_error()))
+    }
+}
+
+/// `; stderr: …` for a message that ends with it.
 fn stderr_suffix(stderr: &str) -> String {
     if stderr.trim().is_empty() {
         String::new()
     } else {
         format!("; stderr: {}", stderr.trim())
+    }
+}
+
+/// ` (stderr: …)` for a message followed by its cause.
+fn stderr_note(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (stderr: {})", stderr.trim())
     }
 }
 
@@ -171,13 +265,14 @@ pub struct WasmRuntime {
 
 impl WasmRuntime {
     /// The engine and linker; compiled modules are cached in `cache_dir` when it is private.
-    pub fn new(cache_dir: &std::path::Path) -> anyhow::Result<WasmRuntime> {
+    pub fn new(cache_dir: &std::path::Path) -> Result<WasmRuntime, RuntimeError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
         let mut linker = Linker::new(&engine);
-        p1::add_to_linker_async(&mut linker, |s: &mut GuestState| &mut s.wasi)?;
-        crate::egress::add_to_linker(&mut linker)?;
+        p1::add_to_linker_async(&mut linker, |s: &mut GuestState| &mut s.wasi)
+            .map_err(RuntimeError::Linker)?;
+        crate::egress::add_to_linker(&mut linker).map_err(RuntimeError::Linker)?;
         let ticker = engine.clone();
         std::thread::Builder::new()
             .name("epoch-ticker".into())
@@ -186,8 +281,11 @@ impl WasmRuntime {
                     std::thread::sleep(EPOCH_TICK);
                     ticker.increment_epoch();
                 }
-            })?;
-        let cache = ModuleCache::open(cache_dir, &engine);
+            })
+            .map_err(RuntimeError::Ticker)?;
+        let cache = ModuleCache::open(cache_dir, &engine)
+            .inspect_err(|e| tracing::warn!(error = %Chain(e), "not using the module cache"))
+            .ok();
         Ok(WasmRuntime {
             engine,
             linker,
@@ -202,19 +300,23 @@ impl WasmRuntime {
         name: &str,
         wasm: &[u8],
         policy: Policy,
-    ) -> anyhow::Result<Arc<ToolServer>> {
+    ) -> Result<Arc<ToolServer>, LoadError> {
         let started = Instant::now();
         let compiled = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.engine, wasm),
             None => Module::new(&self.engine, wasm).map(|m| (m, module_cache::Origin::Compiled)),
         };
-        let (module, origin) =
-            compiled.map_err(|e| anyhow::anyhow!("cannot compile tool server `{name}`: {e:#}"))?;
-        let pre = self.linker.instantiate_pre(&module).map_err(|e| {
-            anyhow::anyhow!(
-                "tool server `{name}` needs imports the toolhost does not provide: {e:#}"
-            )
+        let (module, origin) = compiled.map_err(|source| LoadError::Compile {
+            server: name.into(),
+            source,
         })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|source| LoadError::Imports {
+                server: name.into(),
+                source,
+            })?;
         let egress = Egress::new(name, &policy.http)?;
         let mut server = ToolServer {
             name: name.to_string(),
@@ -225,21 +327,14 @@ impl WasmRuntime {
             egress,
             tools: Vec::new(),
         };
-        let timeout = || GuestError::Timeout {
-            server: name.into(),
-            after: STARTUP_DEADLINE,
-            stderr: String::new(),
-        };
-        let mut first = tokio::time::timeout(STARTUP_DEADLINE, server.start_instance())
+        let (first, tools) = server
+            .first_instance()
             .await
-            .map_err(|_| timeout())??;
-        let listed = tokio::time::timeout(
-            STARTUP_DEADLINE,
-            first.request("tools/list", json!({}), STARTUP_DEADLINE),
-        )
-        .await
-        .map_err(|_| timeout())??;
-        server.tools = parse_tools(name, &listed)?;
+            .map_err(|source| LoadError::Start {
+                server: name.into(),
+                source,
+            })?;
+        server.tools = tools;
         server.lock_idle().push(first);
         tracing::info!(
             server = name,
@@ -252,22 +347,22 @@ impl WasmRuntime {
     }
 }
 
-fn parse_tools(server: &str, listed: &Value) -> Result<Vec<ToolSpec>, GuestError> {
-    let protocol = |detail: String| GuestError::Protocol {
+fn parse_tools(server: &str, listed: &Value) -> Result<Vec<ToolSpec>, WasmError> {
+    let protocol = |source: ProtocolError| WasmError::Protocol {
         server: server.into(),
-        detail,
+        source,
     };
     let tools = listed
         .get("tools")
         .and_then(Value::as_array)
-        .ok_or_else(|| protocol("tools/list result has no `tools` array".into()))?;
+        .ok_or_else(|| protocol(ProtocolError::NoTools))?;
     tools
         .iter()
         .map(|t| {
             let name = t
                 .get("name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| protocol("a tool has no name".into()))?;
+                .ok_or_else(|| protocol(ProtocolError::ToolWithoutName))?;
             Ok(ToolSpec {
                 name: name.to_string(),
                 description: t
@@ -304,7 +399,27 @@ impl ToolServer {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn start_instance(&self) -> Result<GuestInstance, GuestError> {
+    /// Starts the first instance and asks it for its tools, each step within [`STARTUP_DEADLINE`].
+    async fn first_instance(&self) -> Result<(GuestInstance, Vec<ToolSpec>), WasmError> {
+        let timeout = || WasmError::Timeout {
+            server: self.name.clone(),
+            after: STARTUP_DEADLINE,
+            stderr: String::new(),
+        };
+        let mut first = tokio::time::timeout(STARTUP_DEADLINE, self.start_instance())
+            .await
+            .map_err(|_| timeout())??;
+        let listed = tokio::time::timeout(
+            STARTUP_DEADLINE,
+            first.request("tools/list", json!({}), STARTUP_DEADLINE),
+        )
+        .await
+        .map_err(|_| timeout())??;
+        let tools = parse_tools(&self.name, &listed)?;
+        Ok((first, tools))
+    }
+
+    async fn start_instance(&self) -> Result<GuestInstance, WasmError> {
         let mut inst = GuestInstance::spawn(self)?;
         inst.request("initialize", mcp::initialize_params(), STARTUP_DEADLINE)
             .await?;
@@ -314,7 +429,7 @@ impl ToolServer {
 
     /// Starts one instance (instantiate, `_start`, MCP `initialize`) and discards it: what a call
     /// pays when no pooled instance is idle. For the benchmarks.
-    pub async fn probe_instance(&self) -> Result<(), GuestError> {
+    pub async fn probe_instance(&self) -> Result<(), WasmError> {
         self.start_instance().await.map(drop)
     }
 
@@ -324,9 +439,9 @@ impl ToolServer {
         tool: &str,
         arguments: Value,
         deadline: Duration,
-    ) -> Result<CallOutcome, GuestError> {
+    ) -> Result<CallOutcome, WasmError> {
         if !self.policy.problems.is_empty() {
-            return Err(GuestError::Disabled {
+            return Err(WasmError::Disabled {
                 server: self.name.clone(),
                 problems: self.policy.problems.join("; "),
             });
@@ -338,7 +453,7 @@ impl ToolServer {
             Ok(Ok(permit)) => permit,
             // The semaphore is never closed; a timeout means every slot stayed taken.
             Ok(Err(_)) | Err(_) => {
-                return Err(GuestError::Busy {
+                return Err(WasmError::Busy {
                     server: self.name.clone(),
                     limit: self.policy.max_concurrency,
                     waited: deadline,
@@ -362,7 +477,7 @@ impl ToolServer {
             Some(i) => i,
             None => tokio::time::timeout_at(ends.into(), self.start_instance())
                 .await
-                .map_err(|_| GuestError::Timeout {
+                .map_err(|_| WasmError::Timeout {
                     server: self.name.clone(),
                     after: deadline,
                     stderr: String::new(),
@@ -372,7 +487,7 @@ impl ToolServer {
         let left = ends.saturating_duration_since(Instant::now());
         let result = match inst.request("tools/call", params, left).await {
             // Report the call's whole deadline, not what was left of it after startup.
-            Err(GuestError::Timeout { server, stderr, .. }) => Err(GuestError::Timeout {
+            Err(WasmError::Timeout { server, stderr, .. }) => Err(WasmError::Timeout {
                 server,
                 after: deadline,
                 stderr,
@@ -382,7 +497,7 @@ impl ToolServer {
         let memory_peak = inst.memory_peak();
         // A JSON-RPC error leaves the instance healthy; anything else discards it (dropping an
         // instance aborts its guest).
-        if matches!(result, Ok(_) | Err(GuestError::Rpc { .. })) {
+        if matches!(result, Ok(_) | Err(WasmError::Rpc { .. })) {
             self.lock_idle().push(inst);
         }
         let (text, is_error) = mcp::tool_result_text(&result?);
@@ -403,7 +518,7 @@ struct GuestInstance {
     flags: Arc<GuestFlags>,
     task: JoinHandle<wasmtime::Result<()>>,
     /// How the guest's task ended, once `exited` has taken it from `task`.
-    exit: Option<String>,
+    exit: Option<Exit>,
     stderr_task: JoinHandle<()>,
     next_id: u64,
 }
@@ -416,11 +531,7 @@ impl Drop for GuestInstance {
 }
 
 impl GuestInstance {
-    fn spawn(server: &ToolServer) -> Result<GuestInstance, GuestError> {
-        let instantiate = |detail: String| GuestError::Instantiate {
-            server: server.name.clone(),
-            detail,
-        };
+    fn spawn(server: &ToolServer) -> Result<GuestInstance, WasmError> {
         let io = GuestStdio::new(PIPE_BUF);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(io.guest_stdin)
@@ -434,7 +545,11 @@ impl GuestInstance {
                 FsPerms::ReadOnly
             };
             wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                .map_err(|e| instantiate(format!("cannot open {}: {e:#}", dir.host.display())))?;
+                .map_err(|source| WasmError::Preopen {
+                    server: server.name.clone(),
+                    dir: dir.host.clone(),
+                    source,
+                })?;
         }
         for (key, value) in &server.policy.env {
             wasi.env(key, value);
@@ -498,13 +613,13 @@ impl GuestInstance {
         self.flags.memory_peak.load(Ordering::Relaxed) as u64
     }
 
-    async fn notify(&mut self, method: &str, params: Value) -> Result<(), GuestError> {
+    async fn notify(&mut self, method: &str, params: Value) -> Result<(), WasmError> {
         let mut line = mcp::notification(method, params);
         line.push('\n');
         self.send(line.as_bytes()).await
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), GuestError> {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), WasmError> {
         if self.stdin.write_all(bytes).await.is_err() {
             return Err(self.exited().await);
         }
@@ -519,7 +634,7 @@ impl GuestInstance {
         method: &str,
         params: Value,
         deadline: Duration,
-    ) -> Result<Value, GuestError> {
+    ) -> Result<Value, WasmError> {
         self.next_id += 1;
         let id = self.next_id;
         self.flags.idle_ticks.store(0, Ordering::Relaxed);
@@ -534,7 +649,7 @@ impl GuestInstance {
                 )
                 .await;
                 tokio::time::sleep(CANCEL_GRACE).await;
-                Err(GuestError::Timeout {
+                Err(WasmError::Timeout {
                     server: self.server.clone(),
                     after: deadline,
                     stderr: self.stderr_tail(),
@@ -545,12 +660,7 @@ impl GuestInstance {
         result
     }
 
-    async fn exchange(
-        &mut self,
-        id: u64,
-        method: &str,
-        params: Value,
-    ) -> Result<Value, GuestError> {
+    async fn exchange(&mut self, id: u64, method: &str, params: Value) -> Result<Value, WasmError> {
         let mut line = mcp::request(id, method, params);
         line.push('\n');
         self.send(line.as_bytes()).await?;
@@ -561,9 +671,9 @@ impl GuestInstance {
                     return Err(self.exited().await);
                 }
                 Err(e @ caxton_ipc::json::LineError::TooLong { .. }) => {
-                    return Err(GuestError::Protocol {
+                    return Err(WasmError::Protocol {
                         server: self.server.clone(),
-                        detail: format!("stdout {e}"),
+                        source: ProtocolError::Line(e),
                     });
                 }
             };
@@ -572,16 +682,16 @@ impl GuestInstance {
             }
             match mcp::parse_line(&line) {
                 Ok(mcp::Incoming::Response { id: got, result }) if got == id => {
-                    return result.map_err(|message| GuestError::Rpc {
+                    return result.map_err(|source| WasmError::Rpc {
                         server: self.server.clone(),
-                        message,
+                        source,
                     });
                 }
                 Ok(_) => continue,
-                Err(detail) => {
-                    return Err(GuestError::Protocol {
+                Err(source) => {
+                    return Err(WasmError::Protocol {
                         server: self.server.clone(),
-                        detail,
+                        source,
                     });
                 }
             }
@@ -597,40 +707,60 @@ impl GuestInstance {
     }
 
     /// Explains why the guest's pipes closed: its exit status or trap, and its stderr tail.
-    async fn exited(&mut self) -> GuestError {
+    async fn exited(&mut self) -> WasmError {
         // The task's outcome can be taken only once; a second failure reports the same one.
-        let outcome = match &self.exit {
-            Some(outcome) => outcome.clone(),
+        let exit = match &self.exit {
+            Some(exit) => exit.clone(),
             None => {
-                let outcome =
+                let exit =
                     match tokio::time::timeout(Duration::from_millis(200), &mut self.task).await {
-                        Ok(Ok(Ok(()))) => "exited".to_string(),
+                        Ok(Ok(Ok(()))) => Exit::Status(None),
                         Ok(Ok(Err(e))) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                            Some(code) => format!("exited with status {}", code.0),
-                            None => format!("trapped: {e:#}"),
+                            Some(code) => Exit::Status(Some(code.0)),
+                            None => Exit::Trapped(Trap::from(e)),
                         },
-                        Ok(Err(join)) => format!("its task failed: {join}"),
+                        Ok(Err(join)) => Exit::Task(Arc::new(join)),
                         Err(_) => return self.closed_stdout(),
                     };
-                self.exit = Some(outcome.clone());
-                outcome
+                self.exit = Some(exit.clone());
+                exit
             }
         };
         // Give the stderr reader a moment to collect the guest's last words.
         tokio::task::yield_now().await;
-        GuestError::Exited {
-            server: self.server.clone(),
-            detail: format!("{outcome}{}", stderr_suffix(&self.stderr_tail())),
+        let (server, stderr) = (self.server.clone(), self.stderr_tail());
+        match exit {
+            Exit::Status(status) => WasmError::Exited {
+                server,
+                status,
+                stderr,
+            },
+            Exit::Trapped(source) => WasmError::Trapped {
+                server,
+                stderr,
+                source,
+            },
+            Exit::Task(source) => WasmError::Task { server, source },
         }
     }
 
     /// The guest closed its stdout but its task is still running.
-    fn closed_stdout(&self) -> GuestError {
-        GuestError::Exited {
+    fn closed_stdout(&self) -> WasmError {
+        WasmError::ClosedStdout {
             server: self.server.clone(),
-            detail: format!("closed its stdout{}", stderr_suffix(&self.stderr_tail())),
+            stderr: self.stderr_tail(),
         }
     }
+}
+
+/// How a guest's task ended.
+#[derive(Clone)]
+enum Exit {
+    /// `_start` returned (`None`) or the guest called `exit` with a status.
+    Status(Option<i32>),
+    Trapped(Trap),
+    /// The task panicked or was cancelled.
+    Task(Arc<tokio::task::JoinError>),
 }
 
 /// Reads a guest's stderr until it closes, keeping the last [`GUEST_STDERR_TAIL`] bytes.

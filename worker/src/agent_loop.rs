@@ -5,19 +5,91 @@ use std::time::{Duration, Instant};
 
 use caxton_ipc::agent::AgentSpec;
 use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage};
-use caxton_ipc::memory::{self, MemoryRequest, MemoryResponse};
+use caxton_ipc::error::Chain;
+use caxton_ipc::memory;
 use caxton_ipc::recording::{Exchange, RecordedRequest};
-use caxton_ipc::template;
+use caxton_ipc::template::{self, TemplateError};
 use caxton_ipc::toolhost::{
     CallToolRequest, ChatBudget, ChatMessage, ChatProgress, ChatReply, ChatRequest, ToolSpec,
-    ToolhostRequest, ToolhostResponse,
 };
 use caxton_ipc::worker::WorkerJob;
 
 use caxton_ipc::worker::{SupervisorReply, WorkerRequest};
 
-use crate::Session;
-use crate::client::{MemoryClient, ToolhostClient};
+use crate::client::{MemoryClient, ServiceError, ToolhostClient};
+use crate::{Session, SessionError};
+
+/// Why a run ended without an answer. It leaves the worker as the terminal event's
+/// [`ErrorBody`]: its [`RunError::kind`] and its whole chain (made in [`run`] only).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A prompt template names a variable nobody set, or is malformed.
+    #[error("agent `{agent}`: {which}: {error}{}", template_hint(.error))]
+    Template {
+        agent: String,
+        which: &'static str,
+        error: TemplateError,
+    },
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The toolhost or the memory service failed, or answered with an error the run cannot go
+    /// on after.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("agent `{agent}` reached max_tool_calls = {max} ([limits] in {file})")]
+    MaxToolCalls {
+        agent: String,
+        max: u32,
+        file: String,
+    },
+    #[error(
+        "agent `{agent}` reached max_turns = {max} without a final answer ([limits] in {file})"
+    )]
+    MaxTurns {
+        agent: String,
+        max: u32,
+        file: String,
+    },
+    /// `spent` says which budget and how much of it is used.
+    #[error("budget exceeded: {spent}; stopped before the next {next} ([limits] in {file})")]
+    Budget {
+        spent: String,
+        next: &'static str,
+        file: String,
+    },
+    #[error("replay diverged at LLM call {call}: {what}")]
+    ReplayDiverged { call: u32, what: String },
+}
+
+impl RunError {
+    /// The kind of error the run's terminal event reports.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Template { .. } => ErrorKind::Template,
+            RunError::Session(_) => ErrorKind::Cancelled,
+            RunError::Service(e) => e.kind(),
+            RunError::MaxToolCalls { .. } | RunError::MaxTurns { .. } | RunError::Budget { .. } => {
+                ErrorKind::LimitExceeded
+            }
+            RunError::ReplayDiverged { .. } => ErrorKind::Replay,
+        }
+    }
+
+    /// The wire form, for the terminal event.
+    pub fn to_body(&self) -> ErrorBody {
+        ErrorBody::new(self.kind(), Chain(self).to_string())
+    }
+}
+
+/// How to set a missing template variable.
+fn template_hint(e: &TemplateError) -> String {
+    match e {
+        TemplateError::Missing { name, .. } => format!(
+            "; pass it with `--var {name}=…` (or \"vars\" in the request), or add it to [parameters]"
+        ),
+        _ => String::new(),
+    }
+}
 
 /// Runs the job, emitting progress events on `session`; returns the terminal event (not yet
 /// emitted).
@@ -34,7 +106,7 @@ pub fn run<W: std::io::Write>(job: &WorkerJob, session: &mut Session<W>) -> RunE
         },
         Err(error) => RunEvent::Failed {
             run_id: job.run_id.clone(),
-            error,
+            error: error.to_body(),
             usage,
         },
     }
@@ -43,9 +115,9 @@ pub fn run<W: std::io::Write>(job: &WorkerJob, session: &mut Session<W>) -> RunE
 /// Renders an agent template from the request, `--var`s and `[parameters]` (in that priority).
 pub fn render_prompt(
     job: &WorkerJob,
-    which: &str,
+    which: &'static str,
     template_text: &str,
-) -> Result<String, ErrorBody> {
+) -> Result<String, RunError> {
     let lookup = |name: &str| -> Option<&str> {
         if name == "request" {
             return Some(job.input.as_str());
@@ -55,14 +127,10 @@ pub fn render_prompt(
             .or_else(|| job.agent.parameters.get(name))
             .map(String::as_str)
     };
-    template::render(template_text, lookup, false).map_err(|e| {
-        let hint = match &e {
-            template::TemplateError::Missing { name, .. } => {
-                format!("; pass it with `--var {name}=…` (or \"vars\" in the request), or add it to [parameters]")
-            }
-            _ => String::new(),
-        };
-        ErrorBody::new(ErrorKind::Template, format!("agent `{}`: {which}: {e}{hint}", job.agent.name))
+    template::render(template_text, lookup, false).map_err(|error| RunError::Template {
+        agent: job.agent.name.clone(),
+        which,
+        error,
     })
 }
 
@@ -71,7 +139,7 @@ fn run_inner<W: std::io::Write>(
     started: Instant,
     usage: &mut RunUsage,
     session: &mut Session<W>,
-) -> Result<String, ErrorBody> {
+) -> Result<String, RunError> {
     let agent = &job.agent;
     let system = render_prompt(job, "system_prompt", &agent.system_prompt)?;
     let user = render_prompt(job, "user_prompt_template", &agent.user_prompt_template)?;
@@ -83,12 +151,9 @@ fn run_inner<W: std::io::Write>(
     };
     macro_rules! send {
         ($e:expr) => {
-            session.emit(&$e).map_err(|err| {
-                ErrorBody::new(
-                    ErrorKind::Cancelled,
-                    format!("the supervisor went away: {err}"),
-                )
-            })
+            session
+                .emit(&$e)
+                .map_err(|err| RunError::Session(SessionError::Send(err)))
         };
     }
 
@@ -100,14 +165,11 @@ fn run_inner<W: std::io::Write>(
     if let Some(m) = memory.as_mut()
         && agent.memory.search_limit > 0
     {
-        let recalled = match m.request(&MemoryRequest::Recall {
-            query: job.input.clone(),
-            limit: agent.memory.search_limit,
-            min_similarity: agent.memory.min_similarity,
-        })? {
-            MemoryResponse::Recalled(lines) => lines,
-            other => return Err(unexpected_memory(&other)),
-        };
+        let recalled = m.recall(
+            &job.input,
+            agent.memory.search_limit,
+            agent.memory.min_similarity,
+        )?;
         if !recalled.is_empty() {
             system.push_str("\n\nRelevant memories from earlier runs:\n");
             for line in &recalled {
@@ -164,7 +226,7 @@ fn run_inner<W: std::io::Write>(
         };
         let reply = match replay.as_mut() {
             Some(recorded) => replayed(recorded.next(), &chat, usage.llm_calls + 1)?,
-            None => toolhost.chat(chat.clone(), &mut |p| send!(progress_event(p)))?,
+            None => toolhost.chat(chat.clone(), |p| send!(progress_event(p)))?,
         };
         usage.llm_calls += 1;
         usage.prompt_tokens += reply.prompt_tokens;
@@ -190,14 +252,10 @@ fn run_inner<W: std::io::Write>(
             if let Some(m) = memory.as_mut()
                 && agent.memory.auto_store
             {
-                let stored = m.request(&MemoryRequest::StoreInteraction {
-                    run_id: job.run_id.clone(),
-                    input: job.input.clone(),
-                    answer: answer.clone(),
-                });
+                let stored = m.store_interaction(&job.run_id, &job.input, &answer);
                 send!(RunEvent::MemoryStored {
                     entity: format!("interaction {}", job.run_id),
-                    error: stored.err().map(|e| e.message),
+                    error: stored.err().map(|e| Chain(&e).to_string()),
                 })?;
             }
             return Ok(answer);
@@ -208,13 +266,11 @@ fn run_inner<W: std::io::Write>(
         });
         for call in reply.tool_calls {
             if usage.tool_calls >= agent.limits.max_tool_calls {
-                return Err(ErrorBody::new(
-                    ErrorKind::LimitExceeded,
-                    format!(
-                        "agent `{}` reached max_tool_calls = {} ([limits] in {})",
-                        agent.name, agent.limits.max_tool_calls, agent.source
-                    ),
-                ));
+                return Err(RunError::MaxToolCalls {
+                    agent: agent.name.clone(),
+                    max: agent.limits.max_tool_calls,
+                    file: agent.source.clone(),
+                });
             }
             check_budget(agent, usage, "tool call")?;
             usage.tool_calls += 1;
@@ -248,31 +304,24 @@ fn run_inner<W: std::io::Write>(
                 };
                 let routed = match memory.as_mut() {
                     Some(m) if is_memory_tool(&call.name) => m
-                        .request(&MemoryRequest::CallTool {
-                            name: call.name.clone(),
-                            arguments: call.arguments.clone(),
-                        })
-                        .map(|r| match r {
-                            MemoryResponse::ToolOutput(content) => {
-                                ToolhostResponse::ToolOutput(caxton_ipc::toolhost::ToolOutput {
-                                    content,
-                                    is_error: false,
-                                    duration_us: 0,
-                                })
-                            }
-                            other => ToolhostResponse::Error(unexpected_memory(&other)),
-                        }),
-                    _ => toolhost.request(&ToolhostRequest::CallTool(req)),
+                        .call_tool(&call.name, &call.arguments)
+                        .map(|content| (content, false)),
+                    _ => toolhost
+                        .call_tool(req)
+                        .map(|out| (out.content, out.is_error)),
                 };
                 match routed {
-                    Ok(ToolhostResponse::ToolOutput(out)) => (out.content, out.is_error),
-                    // The memory service itself is gone: the run cannot go on either.
-                    Err(e) if e.kind == ErrorKind::Memory => return Err(e),
-                    Ok(other) => return Err(unexpected(&other)),
-                    // The toolhost itself is gone: the run cannot go on.
-                    Err(e) if e.kind == ErrorKind::Toolhost => return Err(e),
+                    Ok(done) => done,
+                    // The toolhost or the memory service itself is gone (or answers nonsense):
+                    // the run cannot go on.
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::Memory | ErrorKind::Toolhost)
+                            || matches!(e, ServiceError::Unexpected { .. }) =>
+                    {
+                        return Err(e.into());
+                    }
                     // The tool failed: the LLM sees the failure and may recover.
-                    Err(e) => (e.message, true),
+                    Err(e) => (Chain(&e).to_string(), true),
                 }
             };
             send!(RunEvent::ToolResult {
@@ -290,25 +339,21 @@ fn run_inner<W: std::io::Write>(
             });
         }
     }
-    Err(ErrorBody::new(
-        ErrorKind::LimitExceeded,
-        format!(
-            "agent `{}` reached max_turns = {} without a final answer ([limits] in {})",
-            agent.name, agent.limits.max_turns, agent.source
-        ),
-    ))
+    Err(RunError::MaxTurns {
+        agent: agent.name.clone(),
+        max: agent.limits.max_turns,
+        file: agent.source.clone(),
+    })
 }
 
 /// Stops the run before `next` when a budget of `[limits]` is already spent.
-fn check_budget(agent: &AgentSpec, usage: &RunUsage, next: &str) -> Result<(), ErrorBody> {
-    let exceeded = |what: String| {
-        Err(ErrorBody::new(
-            ErrorKind::LimitExceeded,
-            format!(
-                "budget exceeded: {what}; stopped before the next {next} ([limits] in {})",
-                agent.source
-            ),
-        ))
+fn check_budget(agent: &AgentSpec, usage: &RunUsage, next: &'static str) -> Result<(), RunError> {
+    let exceeded = |spent: String| {
+        Err(RunError::Budget {
+            spent,
+            next,
+            file: agent.source.clone(),
+        })
     };
     if let Some(max) = agent.limits.max_tokens
         && usage.total_tokens() >= max
@@ -353,13 +398,8 @@ fn replayed(
     recorded: Option<&Exchange>,
     live: &ChatRequest,
     n: u32,
-) -> Result<ChatReply, ErrorBody> {
-    let diverged = |what: String| {
-        Err(ErrorBody::new(
-            ErrorKind::Replay,
-            format!("replay diverged at LLM call {n}: {what}"),
-        ))
-    };
+) -> Result<ChatReply, RunError> {
+    let diverged = |what: String| Err(RunError::ReplayDiverged { call: n, what });
     let Some(exchange) = recorded else {
         return diverged("the recording has no more LLM calls".into());
     };
@@ -376,42 +416,22 @@ fn tool_specs(
     toolhost: &mut ToolhostClient,
     memory: Option<&mut MemoryClient>,
     is_memory_tool: &dyn Fn(&str) -> bool,
-) -> Result<Vec<ToolSpec>, ErrorBody> {
+) -> Result<Vec<ToolSpec>, ServiceError> {
     let (from_memory, from_toolhost): (Vec<String>, Vec<String>) =
         agent.tools.iter().cloned().partition(|t| is_memory_tool(t));
     let mut specs = Vec::new();
     if !from_toolhost.is_empty() {
-        match toolhost.request(&ToolhostRequest::Tools {
-            names: from_toolhost,
-        })? {
-            ToolhostResponse::Tools(tools) => specs.extend(tools),
-            other => return Err(unexpected(&other)),
-        }
+        specs.extend(toolhost.tools(from_toolhost)?);
     }
     if let Some(m) = memory
         && !from_memory.is_empty()
     {
-        match m.request(&MemoryRequest::Tools)? {
-            MemoryResponse::Tools(tools) => {
-                specs.extend(tools.into_iter().filter(|t| from_memory.contains(&t.name)))
-            }
-            other => return Err(unexpected_memory(&other)),
-        }
+        specs.extend(
+            m.tools()?
+                .into_iter()
+                .filter(|t| from_memory.contains(&t.name)),
+        );
     }
     specs.sort_by_key(|s| agent.tools.iter().position(|t| *t == s.name));
     Ok(specs)
-}
-
-fn unexpected_memory(resp: &MemoryResponse) -> ErrorBody {
-    ErrorBody::new(
-        ErrorKind::Internal,
-        format!("unexpected memory service response: {resp:?}"),
-    )
-}
-
-fn unexpected(resp: &ToolhostResponse) -> ErrorBody {
-    ErrorBody::new(
-        ErrorKind::Internal,
-        format!("unexpected toolhost response: {resp:?}"),
-    )
 }

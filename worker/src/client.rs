@@ -3,34 +3,129 @@
 //! Each attaches with its run's token (the grant the supervisor registered for this run) and
 //! attaches again after reopening a connection the service closed while it was idle.
 
+use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
-use caxton_ipc::connection::{Client, MemoryProtocol, Protocol, ToolhostProtocol};
+use caxton_ipc::connection::{Client, HandshakeError, MemoryProtocol, Protocol, ToolhostProtocol};
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{
-    ChatProgress, ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse,
+    CallToolRequest, ChatProgress, ChatReply, ChatRequest, ToolOutput, ToolSpec, ToolhostRequest,
+    ToolhostResponse,
 };
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName, traits::Stream as _};
 
 /// How long to keep trying to connect while a service is (re)starting.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
 
+/// A service process the worker talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Toolhost,
+    Memory,
+}
+
+impl Service {
+    /// The error kind of this service being unreachable or lost.
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            Service::Toolhost => ErrorKind::Toolhost,
+            Service::Memory => ErrorKind::Memory,
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::Toolhost => "toolhost",
+            Service::Memory => "memory service",
+        })
+    }
+}
+
+/// Why a request to a service got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The socket could not be connected to, or the service refused our hello.
+    #[error("cannot reach the {service} at {socket}")]
+    Unreachable {
+        service: Service,
+        socket: String,
+        #[source]
+        source: ConnectError,
+    },
+    /// The connection broke (the service died or restarted, or sent bad bytes).
+    #[error("lost the {service} connection ({socket})")]
+    Lost {
+        service: Service,
+        socket: String,
+        #[source]
+        source: FrameError,
+    },
+    /// The request does not fit one frame (checked before anything is written, so the
+    /// connection is still usable).
+    #[error(
+        "the request to the {service} is {len} bytes, over the {max}-byte frame limit; \
+         with a long conversation, lower [limits] max_turns or have tools return less"
+    )]
+    TooLarge {
+        service: Service,
+        len: usize,
+        max: u32,
+    },
+    /// The service answered with an error of its own (an LLM failure, a tool's failure, a
+    /// refused attach …): its kind and message are kept as they came.
+    #[error("{error}")]
+    Remote { service: Service, error: ErrorBody },
+    /// The service answered with a response that does not fit the request.
+    #[error("unexpected {service} response to {asked}: {got}")]
+    Unexpected {
+        service: Service,
+        asked: &'static str,
+        got: String,
+    },
+}
+
+impl ServiceError {
+    /// The wire kind: the service's for an unreachable or lost service, the service's own for its
+    /// errors.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServiceError::Unreachable { service, .. } | ServiceError::Lost { service, .. } => {
+                service.kind()
+            }
+            ServiceError::TooLarge { .. } => ErrorKind::LimitExceeded,
+            ServiceError::Remote { error, .. } => error.kind,
+            ServiceError::Unexpected { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Why a connection to a service could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The socket path is unusable or nothing accepts connections on it.
+    #[error(transparent)]
+    Socket(#[from] std::io::Error),
+    /// The hello exchange failed or the service refused us.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+}
+
 /// A protocol the worker attaches to with its run's token.
 trait Attachable: Protocol {
-    const SERVICE: &'static str;
-    const KIND: ErrorKind;
+    const SERVICE: Service;
     fn attach(token: &str) -> Self::Request;
     /// The error in a response, if it is one.
     fn error(resp: Self::Response) -> Result<Self::Response, ErrorBody>;
 }
 
 impl Attachable for ToolhostProtocol {
-    const SERVICE: &'static str = "toolhost";
-    const KIND: ErrorKind = ErrorKind::Toolhost;
+    const SERVICE: Service = Service::Toolhost;
     fn attach(token: &str) -> ToolhostRequest {
         ToolhostRequest::Attach {
             token: token.to_string(),
@@ -45,8 +140,7 @@ impl Attachable for ToolhostProtocol {
 }
 
 impl Attachable for MemoryProtocol {
-    const SERVICE: &'static str = "memory service";
-    const KIND: ErrorKind = ErrorKind::Memory;
+    const SERVICE: Service = Service::Memory;
     fn attach(token: &str) -> MemoryRequest {
         MemoryRequest::Attach {
             token: token.to_string(),
@@ -60,7 +154,7 @@ impl Attachable for MemoryProtocol {
     }
 }
 
-/// One attached connection; errors name the service and carry its error kind.
+/// One attached connection; its errors name the service.
 struct Connection<P: Attachable> {
     conn: Client<P, Stream>,
     socket: String,
@@ -70,18 +164,17 @@ struct Connection<P: Attachable> {
 impl<P: Attachable> Connection<P> {
     /// Connects (retrying briefly while the socket is absent or refusing), shakes hands and
     /// attaches with `token`.
-    fn open(socket: &str, token: &str) -> Result<Self, ErrorBody> {
-        let unreachable = |e: String| {
-            ErrorBody::new(
-                P::KIND,
-                format!("cannot reach the {} at {socket}: {e}", P::SERVICE),
-            )
+    fn open(socket: &str, token: &str) -> Result<Self, ServiceError> {
+        let unreachable = |source: ConnectError| ServiceError::Unreachable {
+            service: P::SERVICE,
+            socket: socket.to_string(),
+            source,
         };
         let started = Instant::now();
         let stream = loop {
             let name = Path::new(socket)
                 .to_fs_name::<GenericFilePath>()
-                .map_err(|e| unreachable(e.to_string()))?;
+                .map_err(|e| unreachable(e.into()))?;
             match Stream::connect(name) {
                 Ok(s) => break s,
                 Err(e)
@@ -93,16 +186,17 @@ impl<P: Attachable> Connection<P> {
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => return Err(unreachable(e.to_string())),
+                Err(e) => return Err(unreachable(e.into())),
             }
         };
-        let conn = Client::<P, _>::connect(stream, Role::Worker)
-            .map_err(|e| unreachable(e.to_string()))?;
+        let conn =
+            Client::<P, _>::connect(stream, Role::Worker).map_err(|e| unreachable(e.into()))?;
         let mut c = Connection {
             conn,
             socket: socket.to_string(),
             token: token.to_string(),
         };
+        // Any answer but an error means attached.
         c.exchange(&P::attach(token))?;
         Ok(c)
     }
@@ -132,7 +226,7 @@ impl<P: Attachable> Connection<P> {
     }
 
     /// Connects and attaches again if the service closed the connection while it was idle.
-    fn reopen_if_closed(&mut self) -> Result<(), ErrorBody> {
+    fn reopen_if_closed(&mut self) -> Result<(), ServiceError> {
         if self.closed_by_peer() {
             eprintln!(
                 "caxton-worker: the {} closed an idle connection; reconnecting",
@@ -143,41 +237,52 @@ impl<P: Attachable> Connection<P> {
         Ok(())
     }
 
-    fn lost(&self, e: FrameError) -> ErrorBody {
-        ErrorBody::new(
-            P::KIND,
-            format!("lost the {} connection ({}): {e}", P::SERVICE, self.socket),
-        )
+    fn lost(&self, source: FrameError) -> ServiceError {
+        ServiceError::Lost {
+            service: P::SERVICE,
+            socket: self.socket.clone(),
+            source,
+        }
     }
 
-    fn send(&mut self, msg: &P::Request) -> Result<(), ErrorBody> {
+    fn send(&mut self, msg: &P::Request) -> Result<(), ServiceError> {
         self.conn.send(msg).map_err(|e| match e {
-            FrameError::MessageTooLarge { len, max } => ErrorBody::new(
-                ErrorKind::LimitExceeded,
-                format!(
-                    "the request to the {} is {len} bytes, over the {max}-byte frame limit; \
-                     with a long conversation, lower [limits] max_turns or have tools return less",
-                    P::SERVICE
-                ),
-            ),
+            FrameError::MessageTooLarge { len, max } => ServiceError::TooLarge {
+                service: P::SERVICE,
+                len,
+                max,
+            },
             e => self.lost(e),
         })
     }
 
-    fn recv(&mut self) -> Result<P::Response, ErrorBody> {
+    fn recv(&mut self) -> Result<P::Response, ServiceError> {
         self.conn.recv().map_err(|e| self.lost(e))
     }
 
-    /// Sends one request and reads its response; a service-side error comes back as `Err`.
-    fn exchange(&mut self, req: &P::Request) -> Result<P::Response, ErrorBody> {
+    /// Sends one request and reads its response; a service-side error comes back as
+    /// [`ServiceError::Remote`].
+    fn exchange(&mut self, req: &P::Request) -> Result<P::Response, ServiceError> {
         self.send(req)?;
-        P::error(self.recv()?)
+        P::error(self.recv()?).map_err(|error| ServiceError::Remote {
+            service: P::SERVICE,
+            error,
+        })
     }
 
     /// [`Connection::exchange`] on a connection reopened first if the service closed it.
-    fn request(&mut self, req: &P::Request) -> Result<P::Response, ErrorBody> {
+    fn request(&mut self, req: &P::Request) -> Result<P::Response, ServiceError> {
         self.reopen_if_closed()?;
         self.exchange(req)
+    }
+}
+
+/// A response that does not answer `asked`.
+fn unexpected(service: Service, asked: &'static str, got: &impl fmt::Debug) -> ServiceError {
+    ServiceError::Unexpected {
+        service,
+        asked,
+        got: format!("{got:?}"),
     }
 }
 
@@ -185,36 +290,50 @@ pub struct ToolhostClient(Connection<ToolhostProtocol>);
 
 impl ToolhostClient {
     /// Connects and attaches with the run's toolhost token.
-    pub fn connect(socket: &str, token: &str) -> Result<ToolhostClient, ErrorBody> {
+    pub fn connect(socket: &str, token: &str) -> Result<ToolhostClient, ServiceError> {
         Connection::open(socket, token).map(ToolhostClient)
     }
 
-    /// Sends a chat and reads its progress frames (handed to `on_progress`) up to the reply.
-    pub fn chat(
+    /// The specs of the tools named `names`.
+    pub fn tools(&mut self, names: Vec<String>) -> Result<Vec<ToolSpec>, ServiceError> {
+        match self.0.request(&ToolhostRequest::Tools { names })? {
+            ToolhostResponse::Tools(tools) => Ok(tools),
+            other => Err(unexpected(Service::Toolhost, "a tools request", &other)),
+        }
+    }
+
+    /// Calls a tool. A failure the tool reports itself is an `Ok` output with `is_error`; one
+    /// the toolhost reports for it is [`ServiceError::Remote`].
+    pub fn call_tool(&mut self, req: CallToolRequest) -> Result<ToolOutput, ServiceError> {
+        match self.0.request(&ToolhostRequest::CallTool(req))? {
+            ToolhostResponse::ToolOutput(out) => Ok(out),
+            other => Err(unexpected(Service::Toolhost, "a tool call", &other)),
+        }
+    }
+
+    /// Sends a chat and reads its progress frames (handed to `on_progress`, whose error ends
+    /// the chat) up to the reply.
+    pub fn chat<E: From<ServiceError>>(
         &mut self,
         req: ChatRequest,
-        on_progress: &mut dyn FnMut(ChatProgress) -> Result<(), ErrorBody>,
-    ) -> Result<ChatReply, ErrorBody> {
+        mut on_progress: impl FnMut(ChatProgress) -> Result<(), E>,
+    ) -> Result<ChatReply, E> {
         self.0.reopen_if_closed()?;
         self.0.send(&ToolhostRequest::Chat(req))?;
         loop {
             match self.0.recv()? {
                 ToolhostResponse::ChatProgress(p) => on_progress(p)?,
                 ToolhostResponse::Chat(reply) => return Ok(reply),
-                ToolhostResponse::Error(e) => return Err(e),
-                other => {
-                    return Err(ErrorBody::new(
-                        ErrorKind::Internal,
-                        format!("unexpected toolhost response to a chat: {other:?}"),
-                    ));
+                ToolhostResponse::Error(error) => {
+                    return Err(ServiceError::Remote {
+                        service: Service::Toolhost,
+                        error,
+                    }
+                    .into());
                 }
+                other => return Err(unexpected(Service::Toolhost, "a chat", &other).into()),
             }
         }
-    }
-
-    /// Sends one request and reads its response; a toolhost-side error comes back as `Err`.
-    pub fn request(&mut self, req: &ToolhostRequest) -> Result<ToolhostResponse, ErrorBody> {
-        self.0.request(req)
     }
 }
 
@@ -223,12 +342,62 @@ pub struct MemoryClient(Connection<MemoryProtocol>);
 impl MemoryClient {
     /// Connects and attaches with the run's memory token (the service then applies the run's
     /// grant).
-    pub fn connect(access: &MemoryAccess) -> Result<MemoryClient, ErrorBody> {
+    pub fn connect(access: &MemoryAccess) -> Result<MemoryClient, ServiceError> {
         Connection::open(&access.socket, &access.token).map(MemoryClient)
     }
 
-    /// Sends one request and reads its response; a service-side error comes back as `Err`.
-    pub fn request(&mut self, req: &MemoryRequest) -> Result<MemoryResponse, ErrorBody> {
-        self.0.request(req)
+    /// The specs of the memory tools.
+    pub fn tools(&mut self) -> Result<Vec<ToolSpec>, ServiceError> {
+        match self.0.request(&MemoryRequest::Tools)? {
+            MemoryResponse::Tools(tools) => Ok(tools),
+            other => Err(unexpected(Service::Memory, "a tools request", &other)),
+        }
+    }
+
+    /// The memories relevant to `query`, as prompt lines, best first.
+    pub fn recall(
+        &mut self,
+        query: &str,
+        limit: u32,
+        min_similarity: f32,
+    ) -> Result<Vec<String>, ServiceError> {
+        let req = MemoryRequest::Recall {
+            query: query.to_string(),
+            limit,
+            min_similarity,
+        };
+        match self.0.request(&req)? {
+            MemoryResponse::Recalled(lines) => Ok(lines),
+            other => Err(unexpected(Service::Memory, "a recall", &other)),
+        }
+    }
+
+    /// Stores a finished interaction (`auto_store`).
+    pub fn store_interaction(
+        &mut self,
+        run_id: &str,
+        input: &str,
+        answer: &str,
+    ) -> Result<(), ServiceError> {
+        // Any answer but an error means stored.
+        self.0
+            .request(&MemoryRequest::StoreInteraction {
+                run_id: run_id.to_string(),
+                input: input.to_string(),
+                answer: answer.to_string(),
+            })
+            .map(drop)
+    }
+
+    /// Calls a memory tool; its failure is [`ServiceError::Remote`].
+    pub fn call_tool(&mut self, name: &str, arguments: &str) -> Result<String, ServiceError> {
+        let req = MemoryRequest::CallTool {
+            name: name.to_string(),
+            arguments: arguments.to_string(),
+        };
+        match self.0.request(&req)? {
+            MemoryResponse::ToolOutput(content) => Ok(content),
+            other => Err(unexpected(Service::Memory, "a tool call", &other)),
+        }
     }
 }

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage};
 use caxton_ipc::connection::{
-    AsServer, BlockingReader, BlockingWriter, Duplex, Server, WorkerProtocol,
+    AsServer, BlockingReader, BlockingWriter, Duplex, HandshakeError, Server, WorkerProtocol,
 };
+use caxton_ipc::error::Chain;
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest};
 
@@ -28,6 +29,31 @@ use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, Worke
 pub const EXIT_PROTOCOL: u8 = 2;
 /// Exit status after a `Stop` (or the supervisor going away).
 pub const EXIT_STOPPED: u8 = 0;
+
+/// Why the worker could not serve its one run (it then exits with [`EXIT_PROTOCOL`] and the
+/// supervisor reports a crash with this on the worker's stderr).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the session")]
+    Handshake(#[source] HandshakeError),
+    #[error("expected the job, got {got}")]
+    NotAJob { got: String },
+    #[error("cannot read the job")]
+    ReadJob(#[source] FrameError),
+    #[error("cannot apply the agent's resource limits")]
+    Confine(#[source] nix::Error),
+    #[error("cannot send the final event")]
+    FinalEvent(#[source] FrameError),
+}
+
+/// The supervisor is no longer there to hear the run's events or answer its requests.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the supervisor went away")]
+    Send(#[source] FrameError),
+    #[error("the supervisor went away")]
+    NoReply(#[source] mpsc::RecvError),
+}
 
 /// Our side of the session: what the agent loop sends to the supervisor.
 pub struct Session<W: Write> {
@@ -61,25 +87,19 @@ impl<W: Write> Session<W> {
     }
 
     /// Asks the supervisor and waits for its answer.
-    pub fn ask(&mut self, request: WorkerRequest) -> Result<SupervisorReply, ErrorBody> {
+    pub fn ask(&mut self, request: WorkerRequest) -> Result<SupervisorReply, SessionError> {
         self.next_id += 1;
         let id = self.next_id;
-        let gone = |e: String| {
-            ErrorBody::new(
-                ErrorKind::Cancelled,
-                format!("the supervisor went away: {e}"),
-            )
-        };
         self.out
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send(&FromWorker::Request { id, request })
-            .map_err(|e| gone(e.to_string()))?;
+            .map_err(SessionError::Send)?;
         loop {
             match self.replies.recv() {
                 Ok((got, reply)) if got == id => return Ok(reply),
                 Ok(_) => continue,
-                Err(e) => return Err(gone(e.to_string())),
+                Err(e) => return Err(SessionError::NoReply(e)),
             }
         }
     }
@@ -98,14 +118,14 @@ pub fn main() -> ExitCode {
     match serve_one(stdin, stdout) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("caxton-worker: {e}");
+            eprintln!("caxton-worker: {}", Chain(&e));
             ExitCode::from(EXIT_PROTOCOL)
         }
     }
 }
 
 /// Accepts the supervisor's session on `input`/`output`, runs the job, and streams its events.
-pub fn serve_one<R, W>(input: R, output: W) -> Result<(), String>
+pub fn serve_one<R, W>(input: R, output: W) -> Result<(), ServeError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
@@ -117,14 +137,17 @@ where
         },
         |_| Ok(()),
     )
-    .map_err(|e| format!("cannot open the session: {e}"))?;
+    .map_err(ServeError::Handshake)?;
     let job: WorkerJob = match conn.recv() {
         Ok(ToWorker::Job(job)) => *job,
-        Ok(other) => return Err(format!("expected the job, got {other:?}")),
-        Err(e) => return Err(format!("cannot read the job: {e}")),
+        Ok(other) => {
+            return Err(ServeError::NotAJob {
+                got: format!("{other:?}"),
+            });
+        }
+        Err(e) => return Err(ServeError::ReadJob(e)),
     };
-    confine::apply(&job.agent.limits)
-        .map_err(|e| format!("cannot apply the agent's resource limits: {e}"))?;
+    confine::apply(&job.agent.limits).map_err(ServeError::Confine)?;
     inject_fault(&job.input);
     let (reader, writer) = conn.split();
     let out = Arc::new(Mutex::new(Outbox {
@@ -141,9 +164,7 @@ where
         next_id: 0,
     };
     let terminal = agent_loop::run(&job, &mut session);
-    session
-        .emit(&terminal)
-        .map_err(|e| format!("cannot send the final event: {e}"))
+    session.emit(&terminal).map_err(ServeError::FinalEvent)
 }
 
 /// The stdin thread: hands replies to the agent loop; on `Stop`, or when stdin ends (the
