@@ -32,6 +32,43 @@ fn installed_model() -> Option<PathBuf> {
     None
 }
 
+/// A real-model test's turn: the installed model, a fresh cache directory, and the lock that keeps
+/// the other real-model tests waiting until the test ends.
+struct RealModel {
+    model: PathBuf,
+    cache: tempfile::TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl RealModel {
+    /// Waits for the real model's turn; `None`, after saying why, when it is not installed.
+    async fn turn() -> Option<RealModel> {
+        let model = installed_model()?;
+        let turn = REAL_MODEL.lock().await;
+        Some(RealModel {
+            model,
+            cache: tempfile::tempdir().unwrap(),
+            _turn: turn,
+        })
+    }
+
+    /// The provider on the model, its converted weights kept in the cache.
+    fn provider(&self) -> LocalProvider {
+        provider(&self.model, self.cache.path())
+    }
+
+    /// The engine loaded directly, with Q8_0 weights kept in the cache and a 2048-token context.
+    fn load_engine(&self) -> (Engine, engine::LoadReport) {
+        Engine::load(&LoadOptions {
+            path: self.model.clone(),
+            cache_dir: self.cache.path().to_path_buf(),
+            requantize_q8: true,
+            context_tokens: 2048,
+        })
+        .unwrap()
+    }
+}
+
 fn provider(model: &Path, cache: &Path) -> LocalProvider {
     let cfg = LocalProviderConfig {
         model_path: Some(model.to_path_buf()),
@@ -199,12 +236,10 @@ async fn a_file_that_is_not_gguf_is_a_clear_fatal_error() {
 /// tool offered.
 #[tokio::test]
 async fn real_model_answers_text_and_forced_tool_calls() {
-    let Some(model) = installed_model() else {
+    let Some(real) = RealModel::turn().await else {
         return;
     };
-    let _turn = REAL_MODEL.lock().await;
-    let cache = tempfile::tempdir().unwrap();
-    let p = provider(&model, cache.path());
+    let p = real.provider();
 
     let mut req = request(
         vec![ChatMessage::User {
@@ -275,25 +310,19 @@ async fn real_model_answers_text_and_forced_tool_calls() {
     assert!(c.content.is_some() == c.tool_calls.is_empty(), "{c:?}");
 
     // The Q8_0 copy was written once, and a second load uses it.
-    let (_, report) = Engine::load(&LoadOptions {
-        path: model.clone(),
-        cache_dir: cache.path().to_path_buf(),
-        requantize_q8: true,
-        context_tokens: 2048,
-    })
-    .unwrap();
+    let (_, report) = real.load_engine();
     assert!(!report.converted, "{report:?}");
-    assert!(report.weights.starts_with(cache.path()), "{report:?}");
+    assert!(report.weights.starts_with(real.cache.path()), "{report:?}");
 
     // A conversation longer than the context loses its oldest messages, not the answer.
     let small = LocalProvider::new(
         &LocalProviderConfig {
-            model_path: Some(model.clone()),
+            model_path: Some(real.model.clone()),
             context_tokens: 64,
             ..LocalProviderConfig::default()
         },
         Path::new("/nonexistent/models"),
-        cache.path(),
+        real.cache.path(),
     );
     let mut messages = Vec::new();
     for i in 0..10 {
@@ -320,11 +349,9 @@ async fn real_model_answers_text_and_forced_tool_calls() {
 /// attempt frees the model for the next call.
 #[tokio::test]
 async fn real_model_stops_on_cancel_and_deadline() {
-    let Some(model) = installed_model() else {
+    let Some(real) = RealModel::turn().await else {
         return;
     };
-    let _turn = REAL_MODEL.lock().await;
-    let cache = tempfile::tempdir().unwrap();
     let mut long = request(
         vec![ChatMessage::User {
             content: "Write a long story about a dragon.".into(),
@@ -336,13 +363,7 @@ async fn real_model_stops_on_cancel_and_deadline() {
     long.stream = true;
 
     // The engine: cancelled once its first text is out; then out of time.
-    let (mut engine, _) = Engine::load(&LoadOptions {
-        path: model.clone(),
-        cache_dir: cache.path().to_path_buf(),
-        requantize_q8: true,
-        context_tokens: 2048,
-    })
-    .unwrap();
+    let (mut engine, _) = real.load_engine();
     let limits = engine::Limits {
         deadline: Instant::now() + Duration::from_secs(600),
         cancel: Arc::default(),
@@ -364,7 +385,7 @@ async fn real_model_stops_on_cancel_and_deadline() {
     drop(engine);
 
     // The provider: a dropped attempt does not keep the next one waiting for its 2000 tokens.
-    let p = provider(&model, cache.path());
+    let p = real.provider();
     let mut short = long.clone();
     short.max_tokens = Some(1);
     short.stream = false;
