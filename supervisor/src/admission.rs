@@ -237,16 +237,21 @@ impl Admission {
 mod tests {
     use super::*;
 
+    /// Asks `a` for a slot for a client that stays, waiting at most `limit`.
+    async fn admit_staying(
+        a: &Admission,
+        limit: Duration,
+    ) -> Result<OwnedSemaphorePermit, Refusal> {
+        a.admit(limit, std::future::pending()).await
+    }
+
     #[tokio::test]
     async fn slots_then_queue_then_busy() {
         let a = Admission::new(1, 1);
         let _f1 = a.arrive().unwrap();
-        let first = a
-            .admit(Duration::from_secs(1), std::future::pending())
-            .await
-            .unwrap();
+        let first = admit_staying(&a, Duration::from_secs(1)).await.unwrap();
         // The second waits in the queue; the third is refused at once.
-        let second = a.admit(Duration::from_secs(5), std::future::pending());
+        let second = admit_staying(&a, Duration::from_secs(5));
         tokio::pin!(second);
         assert!(
             tokio::time::timeout(Duration::from_millis(50), &mut second)
@@ -255,9 +260,7 @@ mod tests {
         );
         assert_eq!(a.queue_depth(), 1);
         assert_eq!(
-            a.admit(Duration::from_secs(1), std::future::pending())
-                .await
-                .unwrap_err(),
+            admit_staying(&a, Duration::from_secs(1)).await.unwrap_err(),
             Refusal::Busy
         );
         drop(first);
@@ -268,12 +271,9 @@ mod tests {
     #[tokio::test]
     async fn a_queued_run_times_out_or_is_cancelled() {
         let a = Admission::new(1, 4);
-        let _held = a
-            .admit(Duration::from_secs(1), std::future::pending())
-            .await
-            .unwrap();
+        let _held = admit_staying(&a, Duration::from_secs(1)).await.unwrap();
         assert_eq!(
-            a.admit(Duration::from_millis(20), std::future::pending())
+            admit_staying(&a, Duration::from_millis(20))
                 .await
                 .unwrap_err(),
             Refusal::Timeout(Duration::from_millis(20))
@@ -288,19 +288,14 @@ mod tests {
     async fn the_drain_refuses_newcomers_and_the_abort_stops_the_queue() {
         let a = Admission::new(1, 4);
         let flight = a.arrive().unwrap();
-        let _held = a
-            .admit(Duration::from_secs(1), std::future::pending())
-            .await
-            .unwrap();
+        let _held = admit_staying(&a, Duration::from_secs(1)).await.unwrap();
         a.start_drain();
         assert_eq!(a.arrive().unwrap_err(), Refusal::ShuttingDown);
         assert_eq!(a.in_flight(), 1);
         a.abort(Abort::SecondSignal);
         assert_eq!(a.aborted().await, Abort::SecondSignal);
         assert_eq!(
-            a.admit(Duration::from_secs(1), std::future::pending())
-                .await
-                .unwrap_err(),
+            admit_staying(&a, Duration::from_secs(1)).await.unwrap_err(),
             Refusal::ShuttingDown
         );
         drop(flight);
