@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use caxton_config::ServerConfig;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
-use caxton_ipc::audit::{AuditEntry, AuditWriter, sha256_hex};
+use caxton_ipc::audit::{AuditEntry, AuditError, AuditWriter, sha256_hex};
 use caxton_ipc::error::Chain;
 use caxton_ipc::tool::{
     InstalledPackage, ReplacedPackage, ToolGrant, ToolManifest, ToolPackageInfo,
@@ -20,7 +19,167 @@ use caxton_ipc::toolhost::{
 use caxton_llm::{Progress, ProviderDirs, Providers};
 
 use crate::policy::{Policy, requested_beyond};
-use crate::wasm::{CallOutcome, ToolServer, WasmRuntime};
+use crate::wasm::{CallOutcome, LoadError, RuntimeError, ToolServer, WasmError, WasmRuntime};
+
+/// Why the toolhost cannot start: its runtime, providers, audit log or a built-in package.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Providers(#[from] caxton_llm::ConfigError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("built-in tool manifest: {reason}")]
+    BuiltinManifest { reason: String },
+    /// A built-in package cannot be loaded (an installed one is reported and skipped instead).
+    #[error(transparent)]
+    Builtin(#[from] PackageError),
+}
+
+/// Why one tool package cannot be loaded or served.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `reason` is the manifest check's explanation.
+    #[error("{}: {reason}", path.display())]
+    Manifest { path: PathBuf, reason: String },
+    #[error(
+        "{} names package `{name}` but lives in directory {}; the directory must have the package's name",
+        path.display(),
+        dir.display()
+    )]
+    WrongDirectory {
+        path: PathBuf,
+        name: String,
+        dir: PathBuf,
+    },
+    #[error("tool package `{name}`")]
+    Load {
+        name: String,
+        #[source]
+        source: LoadError,
+    },
+    #[error("tool `{tool}` is already offered by package `{other}`; tool names must be unique")]
+    DuplicateTool { tool: String, other: String },
+}
+
+/// Why a package was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("tool.toml: {reason}")]
+    Manifest { reason: String },
+    #[error("the module of `{name}` is not a WebAssembly binary (it must start with \\0asm)")]
+    NotWasm { name: String },
+    #[error("`{name}` is a built-in tool package and cannot be replaced")]
+    Builtin { name: String },
+    #[error(
+        "tool package `{name}` is already installed (version {version}); remove it first or install with --replace"
+    )]
+    Installed { name: String, version: String },
+    /// `requests` lists each new request with what the grant gives it.
+    #[error(
+        "tool package `{name}` {version} requests what the installed version {installed} did not: {requests}. The [tools.{name}] grant in caxton.toml applies to whatever is installed under that name; review it, then install again with --replace --allow-new-requests"
+    )]
+    NewRequests {
+        name: String,
+        version: String,
+        installed: String,
+        requests: String,
+    },
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error("cannot write tool package `{name}` into {}", dir.display())]
+    Write {
+        name: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl InstallError {
+    /// The kind of error the supervisor is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            InstallError::Write { .. } => ErrorKind::Internal,
+            _ => ErrorKind::BadRequest,
+        }
+    }
+}
+
+/// Why a package was not removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error("no tool package named `{name}` is installed")]
+    NotInstalled { name: String },
+    #[error("`{name}` is a built-in tool package and cannot be removed")]
+    Builtin { name: String },
+    #[error("cannot remove {}", dir.display())]
+    Remove {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RemoveError {
+    /// The kind of error the supervisor is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RemoveError::NotInstalled { .. } => ErrorKind::NotFound,
+            RemoveError::Builtin { .. } => ErrorKind::BadRequest,
+            RemoveError::Remove { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Why a tool call has no result (a failure the tool reports itself is a result).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no tool package offers a tool named `{tool}`")]
+    NoTool { tool: String },
+    #[error("arguments of tool `{tool}` are not valid JSON")]
+    ArgumentsNotJson {
+        tool: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("arguments of tool `{tool}` must be a JSON object")]
+    ArgumentsNotObject { tool: String },
+    #[error(transparent)]
+    Guest(#[from] WasmError),
+    #[error("tool calls are not served in catalog mode")]
+    CatalogMode,
+    /// The call's record could not be written, so its result is withheld: an unaudited call
+    /// must not look answered.
+    #[error("tool `{tool}`: tool results are withheld until the audit log can be written")]
+    Audit {
+        tool: String,
+        #[source]
+        source: AuditError,
+    },
+}
+
+impl CallError {
+    /// The kind of error the caller is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CallError::NoTool { .. } => ErrorKind::NotFound,
+            CallError::ArgumentsNotJson { .. } | CallError::ArgumentsNotObject { .. } => {
+                ErrorKind::BadRequest
+            }
+            CallError::Guest(WasmError::Busy { .. }) => ErrorKind::Busy,
+            CallError::Guest(_) | CallError::Audit { .. } => ErrorKind::Tool,
+            CallError::CatalogMode => ErrorKind::Internal,
+        }
+    }
+}
 
 /// One loaded tool package.
 struct Package {
@@ -60,13 +219,13 @@ struct Index {
 
 impl Index {
     /// Adds `pkg` unless one of its tools is already offered by another package.
-    fn add(&mut self, pkg: Arc<Package>) -> Result<(), String> {
+    fn add(&mut self, pkg: Arc<Package>) -> Result<(), PackageError> {
         for tool in &pkg.server.tools {
             if let Some(other) = self.by_tool.get(&tool.name) {
-                return Err(format!(
-                    "tool `{}` is already offered by package `{}`; tool names must be unique",
-                    tool.name, other.manifest.name
-                ));
+                return Err(PackageError::DuplicateTool {
+                    tool: tool.name.clone(),
+                    other: other.manifest.name.clone(),
+                });
             }
         }
         for tool in &pkg.server.tools {
@@ -113,7 +272,7 @@ pub enum Purpose {
 impl Host {
     /// Loads the built-in packages, the installed ones, and the providers. A broken installed
     /// package is reported and skipped; a grant that matches no package is reported.
-    pub async fn load(config: &ServerConfig, purpose: Purpose) -> anyhow::Result<Host> {
+    pub async fn load(config: &ServerConfig, purpose: Purpose) -> Result<Host, HostError> {
         let runtime = WasmRuntime::new(&config.module_cache_dir())?;
         let providers = Providers::from_config(
             &config.providers(),
@@ -143,18 +302,18 @@ impl Host {
         let mut index = Index::default();
         for (manifest, wasm) in crate::BUILTIN_PACKAGES {
             let manifest = ToolManifest::parse(manifest)
-                .map_err(|e| anyhow::anyhow!("built-in tool manifest: {e}"))?;
+                .map_err(|reason| HostError::BuiltinManifest { reason })?;
             let pkg = host.prepare(manifest, wasm, true).await?;
-            index.add(pkg).map_err(anyhow::Error::msg)?;
+            index.add(pkg)?;
         }
         for dir in installed_dirs(&host.tools_dir) {
             let loaded = async {
                 let (manifest, wasm) = read_package(&dir)?;
                 let pkg = host.prepare(manifest, &wasm, false).await?;
-                index.add(pkg).map_err(anyhow::Error::msg)
+                index.add(pkg)
             };
             if let Err(e) = loaded.await {
-                tracing::error!(package = %dir.display(), error = format!("{e:#}"), "tool package not loaded");
+                tracing::error!(package = %dir.display(), error = %Chain(&e), "tool package not loaded");
             }
         }
         for name in host.grants.keys() {
@@ -175,7 +334,7 @@ impl Host {
         manifest: ToolManifest,
         wasm: &[u8],
         builtin: bool,
-    ) -> anyhow::Result<Arc<Package>> {
+    ) -> Result<Arc<Package>, PackageError> {
         let name = manifest.name.clone();
         let policy = Policy::resolve(&manifest, self.grants.get(&name), self.tool_timeout);
         for problem in &policy.problems {
@@ -188,7 +347,10 @@ impl Host {
             .runtime
             .load(&name, wasm, policy)
             .await
-            .with_context(|| format!("tool package `{name}`"))?;
+            .map_err(|source| PackageError::Load {
+                name: name.clone(),
+                source,
+            })?;
         Ok(Arc::new(Package {
             manifest,
             builtin,
@@ -240,33 +402,28 @@ impl Host {
     /// installed version had. A replacement that requests anything the installed version did
     /// not is refused unless `allow_new_requests` says the operator has reviewed it; the answer
     /// names the replaced version and the new requests with what the grant gives them.
-    pub async fn install(&self, req: &InstallToolRequest) -> Result<InstalledPackage, ErrorBody> {
-        let bad = |m: String| ErrorBody::new(ErrorKind::BadRequest, m);
-        let manifest =
-            ToolManifest::parse(&req.manifest).map_err(|e| bad(format!("tool.toml: {e}")))?;
+    pub async fn install(
+        &self,
+        req: &InstallToolRequest,
+    ) -> Result<InstalledPackage, InstallError> {
+        let manifest = ToolManifest::parse(&req.manifest)
+            .map_err(|reason| InstallError::Manifest { reason })?;
         let name = manifest.name.clone();
         if !req.wasm.starts_with(b"\0asm") {
-            return Err(bad(format!(
-                "the module of `{name}` is not a WebAssembly binary (it must start with \\0asm)"
-            )));
+            return Err(InstallError::NotWasm { name });
         }
         let _guard = self.changes.lock().await;
         let current = self.index();
         let mut replaced = None;
         if let Some(existing) = current.packages.get(&name) {
             if existing.builtin {
-                return Err(bad(format!(
-                    "`{name}` is a built-in tool package and cannot be replaced"
-                )));
+                return Err(InstallError::Builtin { name });
             }
             if !req.replace {
-                return Err(ErrorBody::new(
-                    ErrorKind::BadRequest,
-                    format!(
-                        "tool package `{name}` is already installed (version {}); remove it first or install with --replace",
-                        existing.manifest.version
-                    ),
-                ));
+                return Err(InstallError::Installed {
+                    name,
+                    version: existing.manifest.version.clone(),
+                });
             }
             let beyond = requested_beyond(&existing.manifest.requests, &manifest.requests);
             // What the grant would give the new requests (the package is compiled only once
@@ -277,12 +434,12 @@ impl Host {
                 .map(|r| format!("{r}: {}", policy.gives(r, &name)))
                 .collect();
             if !new_requests.is_empty() && !req.allow_new_requests {
-                return Err(bad(format!(
-                    "tool package `{name}` {} requests what the installed version {} did not: {}. The [tools.{name}] grant in caxton.toml applies to whatever is installed under that name; review it, then install again with --replace --allow-new-requests",
-                    manifest.version,
-                    existing.manifest.version,
-                    new_requests.join("; ")
-                )));
+                return Err(InstallError::NewRequests {
+                    name,
+                    version: manifest.version.clone(),
+                    installed: existing.manifest.version.clone(),
+                    requests: new_requests.join("; "),
+                });
             }
             replaced = Some(ReplacedPackage {
                 version: existing.manifest.version.clone(),
@@ -290,21 +447,16 @@ impl Host {
                 new_requests,
             });
         }
-        let pkg = self
-            .prepare(manifest, &req.wasm, false)
-            .await
-            .map_err(|e| bad(format!("{e:#}")))?;
+        let pkg = self.prepare(manifest, &req.wasm, false).await?;
         let mut next = current.without(&name);
-        next.add(pkg.clone()).map_err(bad)?;
-        write_package(&self.tools_dir, &pkg.manifest, &req.manifest, &req.wasm).map_err(|e| {
-            ErrorBody::new(
-                ErrorKind::Internal,
-                format!(
-                    "cannot write tool package `{name}` into {}: {e:#}",
-                    self.tools_dir.display()
-                ),
-            )
-        })?;
+        next.add(pkg.clone())?;
+        write_package(&self.tools_dir, &pkg.manifest, &req.manifest, &req.wasm).map_err(
+            |source| InstallError::Write {
+                name: name.clone(),
+                dir: self.tools_dir.clone(),
+                source,
+            },
+        )?;
         self.set_index(next);
         match &replaced {
             None => {
@@ -321,30 +473,18 @@ impl Host {
     }
 
     /// Removes an installed package from the tools directory and stops serving it.
-    pub async fn remove(&self, name: &str) -> Result<(), ErrorBody> {
+    pub async fn remove(&self, name: &str) -> Result<(), RemoveError> {
         let _guard = self.changes.lock().await;
         let current = self.index();
         match current.packages.get(name) {
-            None => {
-                return Err(ErrorBody::new(
-                    ErrorKind::NotFound,
-                    format!("no tool package named `{name}` is installed"),
-                ));
-            }
-            Some(p) if p.builtin => {
-                return Err(ErrorBody::new(
-                    ErrorKind::BadRequest,
-                    format!("`{name}` is a built-in tool package and cannot be removed"),
-                ));
-            }
+            None => return Err(RemoveError::NotInstalled { name: name.into() }),
+            Some(p) if p.builtin => return Err(RemoveError::Builtin { name: name.into() }),
             Some(_) => {}
         }
         let dir = self.tools_dir.join(name);
-        std::fs::remove_dir_all(&dir).map_err(|e| {
-            ErrorBody::new(
-                ErrorKind::Internal,
-                format!("cannot remove {}: {e}", dir.display()),
-            )
+        std::fs::remove_dir_all(&dir).map_err(|source| RemoveError::Remove {
+            dir: dir.clone(),
+            source,
         })?;
         self.set_index(current.without(name));
         tracing::info!(tool = %name, "tool package removed");
@@ -353,15 +493,16 @@ impl Host {
 
     /// Calls a tool and appends the call to the audit log, whatever its outcome. If the audit
     /// record cannot be written, the result is withheld (fail closed).
-    pub async fn call_tool(&self, req: &CallToolRequest) -> Result<ToolOutput, ErrorBody> {
+    pub async fn call_tool(&self, req: &CallToolRequest) -> Result<ToolOutput, CallError> {
         let started = Instant::now();
         let package = self.index().by_tool.get(&req.tool).cloned();
         let result = self.call_tool_unaudited(package.as_deref(), req).await;
         let duration_us = started.elapsed().as_micros() as u64;
-        let (outcome, detail, memory_peak_bytes) = match &result {
-            Ok(out) if out.is_error => ("tool_error", out.text.as_str(), out.memory_peak),
-            Ok(out) => ("ok", "", out.memory_peak),
-            Err(e) => ("failed", e.message.as_str(), 0),
+        let failure = result.as_ref().err().map(|e| Chain(e).to_string());
+        let (outcome, detail, memory_peak_bytes) = match (&result, &failure) {
+            (Ok(out), _) if out.is_error => ("tool_error", out.text.as_str(), out.memory_peak),
+            (Ok(out), _) => ("ok", "", out.memory_peak),
+            (Err(_), failure) => ("failed", failure.as_deref().unwrap_or_default(), 0),
         };
         self.audit(&AuditEntry {
             run_id: &req.run_id,
@@ -381,8 +522,8 @@ impl Host {
             Ok(_) => {
                 tracing::debug!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, "tool call")
             }
-            Err(e) => {
-                tracing::warn!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, error = %e.message, "tool call failed")
+            Err(_) => {
+                tracing::warn!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, error = detail, "tool call failed")
             }
         }
         result.map(|out| ToolOutput {
@@ -410,27 +551,20 @@ impl Host {
 
     /// Appends one record to the audit log; an error (logged here) means the result must be
     /// withheld.
-    fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), ErrorBody> {
+    fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), CallError> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let Some(audit) = &self.audit else {
-            return Err(ErrorBody::new(
-                ErrorKind::Internal,
-                "tool calls are not served in catalog mode",
-            ));
+            return Err(CallError::CatalogMode);
         };
         let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
-        audit.append(entry, now_ms).map_err(|e| {
-            let e = anyhow::Error::new(e);
-            tracing::error!(path = %audit.path().display(), error = format!("{e:#}"), "cannot write the audit log; withholding the tool result");
-            ErrorBody::new(
-                ErrorKind::Tool,
-                format!(
-                    "tool `{}`: {e:#}; tool results are withheld until the audit log can be written",
-                    entry.tool,
-                ),
-            )
+        audit.append(entry, now_ms).map_err(|source| {
+            tracing::error!(path = %audit.path().display(), error = %Chain(&source), "cannot write the audit log; withholding the tool result");
+            CallError::Audit {
+                tool: entry.tool.to_string(),
+                source,
+            }
         })
     }
 
@@ -438,37 +572,22 @@ impl Host {
         &self,
         package: Option<&Package>,
         req: &CallToolRequest,
-    ) -> Result<CallOutcome, ErrorBody> {
-        let package = package.ok_or_else(|| {
-            ErrorBody::new(
-                ErrorKind::NotFound,
-                format!("no tool package offers a tool named `{}`", req.tool),
-            )
+    ) -> Result<CallOutcome, CallError> {
+        let package = package.ok_or_else(|| CallError::NoTool {
+            tool: req.tool.clone(),
         })?;
-        let arguments: serde_json::Value = serde_json::from_str(&req.arguments).map_err(|e| {
-            ErrorBody::new(
-                ErrorKind::BadRequest,
-                format!("arguments of tool `{}` are not valid JSON: {e}", req.tool),
-            )
-        })?;
+        let arguments: serde_json::Value =
+            serde_json::from_str(&req.arguments).map_err(|source| CallError::ArgumentsNotJson {
+                tool: req.tool.clone(),
+                source,
+            })?;
         if !arguments.is_object() {
-            return Err(ErrorBody::new(
-                ErrorKind::BadRequest,
-                format!("arguments of tool `{}` must be a JSON object", req.tool),
-            ));
+            return Err(CallError::ArgumentsNotObject {
+                tool: req.tool.clone(),
+            });
         }
         let deadline = Duration::from_millis(req.timeout_ms).min(self.tool_timeout);
-        package
-            .server
-            .call(&req.tool, arguments, deadline)
-            .await
-            .map_err(|e| {
-                let kind = match e {
-                    crate::wasm::WasmError::Busy { .. } => ErrorKind::Busy,
-                    _ => ErrorKind::Tool,
-                };
-                ErrorBody::new(kind, Chain(&e).to_string())
-            })
+        Ok(package.server.call(&req.tool, arguments, deadline).await?)
     }
 
     /// Answers a chat, reporting streamed text, retries and fallbacks to `progress`.
@@ -495,23 +614,28 @@ fn installed_dirs(tools_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads `dir/tool.toml` and its module; the directory name must be the package name.
-fn read_package(dir: &Path) -> anyhow::Result<(ToolManifest, Vec<u8>)> {
+fn read_package(dir: &Path) -> Result<(ToolManifest, Vec<u8>), PackageError> {
     let path = dir.join("tool.toml");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let manifest =
-        ToolManifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|source| PackageError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let manifest = ToolManifest::parse(&text).map_err(|reason| PackageError::Manifest {
+        path: path.clone(),
+        reason,
+    })?;
     if dir.file_name().is_none_or(|n| n != manifest.name.as_str()) {
-        anyhow::bail!(
-            "{} names package `{}` but lives in directory {}; the directory must have the package's name",
-            path.display(),
-            manifest.name,
-            dir.display()
-        );
+        return Err(PackageError::WrongDirectory {
+            name: manifest.name,
+            path,
+            dir: dir.to_owned(),
+        });
     }
     let module = dir.join(manifest.module_file());
-    let wasm =
-        std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+    let wasm = std::fs::read(&module).map_err(|source| PackageError::Read {
+        path: module,
+        source,
+    })?;
     Ok((manifest, wasm))
 }
 
@@ -521,7 +645,7 @@ fn write_package(
     manifest: &ToolManifest,
     manifest_text: &str,
     wasm: &[u8],
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     std::fs::create_dir_all(tools_dir)?;
     let target = tools_dir.join(&manifest.name);
     let tmp = tools_dir.join(format!(
@@ -548,7 +672,7 @@ fn write_package(
             let _ = std::fs::rename(&old, &target);
         }
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e.into());
+        return Err(e);
     }
     let _ = std::fs::remove_dir_all(&old);
     Ok(())

@@ -1,7 +1,83 @@
 //! `caxton-toolhost`: hosts WASM MCP tool servers and LLM providers for workers (see lib.rs).
+//!
+//! Usage (normally only the supervisor runs it):
+//! `caxton-toolhost serve --socket PATH [--config FILE | --config -]` binds PATH, prints `ready` on stdout, serves.
+//! `caxton-toolhost catalog [--config FILE | --config -]` prints the tools and providers as JSON and exits
+//! (used by `caxton agent validate` offline).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use caxton_ipc::error::Chain;
+use caxton_toolhost::{host, server};
+
+enum Command {
+    Serve { socket: PathBuf },
+    Catalog,
+}
+
+fn parse_args() -> anyhow::Result<(Command, Option<PathBuf>)> {
+    let mut args = std::env::args_os().skip(1);
+    let cmd = args.next().context(
+        "usage: caxton-toolhost serve --socket PATH [--config FILE | --config -] | catalog [--config FILE | --config -]",
+    )?;
+    let (socket, config) = caxton_ipc::service::parse_flags(args).map_err(anyhow::Error::msg)?;
+    let cmd = match cmd.to_str() {
+        Some("serve") => Command::Serve {
+            socket: socket.context("serve needs --socket PATH")?,
+        },
+        Some("catalog") => Command::Catalog,
+        _ => anyhow::bail!(
+            "unknown command {}; expected serve or catalog",
+            cmd.to_string_lossy()
+        ),
+    };
+    Ok((cmd, config))
+}
 
 fn main() -> ExitCode {
-    caxton_toolhost::main()
+    caxton_ipc::logging::init("caxton-toolhost");
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let error = Chain(e.as_ref()).to_string();
+            tracing::error!(%error, "caxton-toolhost failed");
+            eprintln!("caxton-toolhost: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let (cmd, config_path) = parse_args()?;
+    caxton_ipc::service::private_umask();
+    // TLS for guests' HTTP requests (and providers) uses ring; install it once, process-wide.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = caxton_config::for_service(config_path.as_deref())?;
+    caxton_toolhost::apply_local_threads(&config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let purpose = match cmd {
+            Command::Catalog => host::Purpose::Catalog,
+            Command::Serve { .. } => host::Purpose::Serve,
+        };
+        let host = Arc::new(host::Host::load(&config, purpose).await?);
+        match cmd {
+            Command::Catalog => {
+                let catalog = host.catalog();
+                println!("{}", serde_json::to_string_pretty(&catalog)?);
+                Ok(())
+            }
+            Command::Serve { socket } => {
+                server::serve(host, &socket, config.workers.service_idle_timeout).await?;
+                Ok(())
+            }
+        }
+    })
 }

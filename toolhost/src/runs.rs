@@ -10,8 +10,57 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::api::ErrorKind;
 use caxton_ipc::toolhost::{ChatBudget, ChatReply, ChatRequest, RunGrant};
+
+/// Why a run's grant refuses a request, or a grant cannot be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("tool `{tool}` is not granted to run {run_id} of agent `{agent}`")]
+    ToolNotGranted {
+        tool: String,
+        run_id: String,
+        agent: String,
+    },
+    #[error("run {run_id} of agent `{agent}` has made its {max} tool calls (max_tool_calls)")]
+    ToolCallsSpent {
+        run_id: String,
+        agent: String,
+        max: u32,
+    },
+    #[error(
+        "provider `{provider}` is not granted to run {run_id} of agent `{agent}` (granted: {granted})"
+    )]
+    ProviderNotGranted {
+        provider: String,
+        run_id: String,
+        agent: String,
+        granted: String,
+    },
+    #[error("a run token must be at least 128 random bits (32 hex digits)")]
+    ShortToken,
+    #[error("{MAX_RUNS} runs are registered already")]
+    TooManyRuns,
+    #[error("unknown or revoked run token: only the worker of a running run may attach")]
+    UnknownToken,
+    #[error("run {run_id} of agent `{agent}` has ended: its grant was revoked")]
+    Revoked { run_id: String, agent: String },
+}
+
+impl GrantError {
+    /// The kind of error the caller is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GrantError::ToolCallsSpent { .. } => ErrorKind::LimitExceeded,
+            GrantError::ShortToken => ErrorKind::BadRequest,
+            GrantError::TooManyRuns => ErrorKind::Busy,
+            GrantError::ToolNotGranted { .. }
+            | GrantError::ProviderNotGranted { .. }
+            | GrantError::UnknownToken
+            | GrantError::Revoked { .. } => ErrorKind::PermissionDenied,
+        }
+    }
+}
 
 /// Most runs registered at once; more is a supervisor bug, refused rather than grown.
 pub const MAX_RUNS: usize = 65_536;
@@ -29,47 +78,40 @@ pub struct Run {
 
 impl Run {
     /// Takes one tool call of the run's allowance for `tool`.
-    pub fn take_tool_call(&self, tool: &str) -> Result<(), ErrorBody> {
+    pub fn take_tool_call(&self, tool: &str) -> Result<(), GrantError> {
         if !self.grant.tools.iter().any(|t| t == tool) {
-            return Err(ErrorBody::new(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "tool `{tool}` is not granted to run {} of agent `{}`",
-                    self.grant.run_id, self.grant.agent
-                ),
-            ));
+            return Err(GrantError::ToolNotGranted {
+                tool: tool.into(),
+                run_id: self.grant.run_id.clone(),
+                agent: self.grant.agent.clone(),
+            });
         }
         let n = self.tool_calls.fetch_add(1, Ordering::Relaxed);
         if n >= self.grant.max_tool_calls {
-            return Err(ErrorBody::new(
-                ErrorKind::LimitExceeded,
-                format!(
-                    "run {} of agent `{}` has made its {} tool calls (max_tool_calls)",
-                    self.grant.run_id, self.grant.agent, self.grant.max_tool_calls
-                ),
-            ));
+            return Err(GrantError::ToolCallsSpent {
+                run_id: self.grant.run_id.clone(),
+                agent: self.grant.agent.clone(),
+                max: self.grant.max_tool_calls,
+            });
         }
         Ok(())
     }
 
     /// Checks a chat against the grant: its identity is the run's, its providers the granted
     /// ones, and its budget no more than what the run has left.
-    pub fn admit_chat(&self, req: &mut ChatRequest) -> Result<(), ErrorBody> {
+    pub fn admit_chat(&self, req: &mut ChatRequest) -> Result<(), GrantError> {
         req.agent = self.grant.agent.clone();
         req.run_id = self.grant.run_id.clone();
         if let Some(p) = std::iter::once(&req.provider)
             .chain(&req.fallback)
             .find(|p| !self.grant.providers.contains(p))
         {
-            return Err(ErrorBody::new(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "provider `{p}` is not granted to run {} of agent `{}` (granted: {})",
-                    self.grant.run_id,
-                    self.grant.agent,
-                    self.grant.providers.join(", ")
-                ),
-            ));
+            return Err(GrantError::ProviderNotGranted {
+                provider: p.clone(),
+                run_id: self.grant.run_id.clone(),
+                agent: self.grant.agent.clone(),
+                granted: self.grant.providers.join(", "),
+            });
         }
         let spent_tokens = self.tokens.load(Ordering::Relaxed);
         let spent_usd = self.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9;
@@ -121,19 +163,13 @@ impl Runs {
         self.by_token.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn register(&self, token: String, grant: RunGrant) -> Result<(), ErrorBody> {
+    pub fn register(&self, token: String, grant: RunGrant) -> Result<(), GrantError> {
         if token.len() < 32 {
-            return Err(ErrorBody::new(
-                ErrorKind::BadRequest,
-                "a run token must be at least 128 random bits (32 hex digits)",
-            ));
+            return Err(GrantError::ShortToken);
         }
         let mut runs = self.lock();
         if runs.len() >= MAX_RUNS && !runs.contains_key(&token) {
-            return Err(ErrorBody::new(
-                ErrorKind::Busy,
-                format!("{MAX_RUNS} runs are registered already"),
-            ));
+            return Err(GrantError::TooManyRuns);
         }
         runs.insert(
             token.clone(),
@@ -153,26 +189,21 @@ impl Runs {
     }
 
     /// The run registered under `token`.
-    pub fn attach(&self, token: &str) -> Result<Arc<Run>, ErrorBody> {
-        self.lock().get(token).cloned().ok_or_else(|| {
-            ErrorBody::new(
-                ErrorKind::PermissionDenied,
-                "unknown or revoked run token: only the worker of a running run may attach",
-            )
-        })
+    pub fn attach(&self, token: &str) -> Result<Arc<Run>, GrantError> {
+        self.lock()
+            .get(token)
+            .cloned()
+            .ok_or(GrantError::UnknownToken)
     }
 
     /// `run` as long as its grant has not been revoked.
-    pub fn live(&self, run: &Arc<Run>) -> Result<(), ErrorBody> {
+    pub fn live(&self, run: &Arc<Run>) -> Result<(), GrantError> {
         match self.lock().get(&run.token) {
             Some(r) if Arc::ptr_eq(r, run) => Ok(()),
-            _ => Err(ErrorBody::new(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "run {} of agent `{}` has ended: its grant was revoked",
-                    run.grant.run_id, run.grant.agent
-                ),
-            )),
+            _ => Err(GrantError::Revoked {
+                run_id: run.grant.run_id.clone(),
+                agent: run.grant.agent.clone(),
+            }),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::connection::ToolhostProtocol;
+use caxton_ipc::error::Chain;
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::peers::{PeerTable, Ticket};
@@ -24,12 +25,64 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use crate::host::Host;
-use crate::runs::{Run, Runs};
+use crate::host::{CallError, Host, InstallError, RemoveError};
+use crate::runs::{GrantError, Run, Runs};
+
+/// Why the toolhost could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding the socket or announcing readiness failed (the reason names the socket).
+    #[error("{reason}")]
+    Bind { reason: String },
+}
+
+/// Why a request was refused or failed. The peer receives it as an [`ErrorBody`]: its
+/// [`RequestError::kind`] and its whole chain of causes, made in one place ([`error_response`]).
+/// A chat's failure comes from `caxton-llm` as an [`ErrorBody`] already and is passed on as is.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("attach with the run's token first")]
+    NotAttached,
+    #[error("this connection is already bound")]
+    AlreadyBound,
+    /// A request a worker may not make (`what` names it).
+    #[error("a worker may not send {what} to the toolhost")]
+    NotAllowed { what: &'static str },
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(transparent)]
+    Remove(#[from] RemoveError),
+}
+
+impl RequestError {
+    /// The kind of error the peer is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RequestError::NotAttached
+            | RequestError::AlreadyBound
+            | RequestError::NotAllowed { .. } => ErrorKind::PermissionDenied,
+            RequestError::Grant(e) => e.kind(),
+            RequestError::Call(e) => e.kind(),
+            RequestError::Install(e) => e.kind(),
+            RequestError::Remove(e) => e.kind(),
+        }
+    }
+}
+
+/// The one place a typed error becomes the wire's [`ErrorBody`]: its kind and its chain.
+fn error_response(e: impl Into<RequestError>) -> ToolhostResponse {
+    let e = e.into();
+    ToolhostResponse::Error(ErrorBody::new(e.kind(), Chain(&e).to_string()))
+}
 
 /// Binds `socket` (replacing a stale file), prints `ready` on stdout, and serves until killed.
-pub async fn serve(host: Arc<Host>, socket: &Path, idle: Duration) -> anyhow::Result<()> {
-    let listener = service::bind_and_announce(socket).map_err(anyhow::Error::msg)?;
+pub async fn serve(host: Arc<Host>, socket: &Path, idle: Duration) -> Result<(), ServeError> {
+    let listener =
+        service::bind_and_announce(socket).map_err(|reason| ServeError::Bind { reason })?;
     let catalog = host.catalog();
     tracing::info!(socket = %socket.display(), tools = catalog.tools.len(), providers = catalog.providers.len(), "toolhost ready");
     let table = PeerTable::new(service::PRIVATE_CAPS);
@@ -48,10 +101,6 @@ enum Caller {
     /// A worker before `Attach`.
     Unattached,
     Run(Arc<Run>),
-}
-
-fn denied(message: impl Into<String>) -> ToolhostResponse {
-    ToolhostResponse::Error(ErrorBody::new(ErrorKind::PermissionDenied, message))
 }
 
 async fn connection(
@@ -88,7 +137,7 @@ async fn connection(
         if let Caller::Run(run) = &caller
             && let Err(e) = runs.live(run)
         {
-            conn.send(&ToolhostResponse::Error(e)).await?;
+            conn.send(&error_response(e)).await?;
             return Ok(());
         }
         let resp = match (&caller, req) {
@@ -104,11 +153,11 @@ async fn connection(
                         peer_pid,
                         "attach with an unknown or revoked run token refused"
                     );
-                    ToolhostResponse::Error(e)
+                    error_response(e)
                 }
             },
-            (Caller::Unattached, _) => denied("attach with the run's token first"),
-            (_, ToolhostRequest::Attach { .. }) => denied("this connection is already bound"),
+            (Caller::Unattached, _) => error_response(RequestError::NotAttached),
+            (_, ToolhostRequest::Attach { .. }) => error_response(RequestError::AlreadyBound),
 
             // A run: only what its grant allows, under its identity.
             (Caller::Run(run), ToolhostRequest::Tools { names }) => {
@@ -127,29 +176,28 @@ async fn connection(
                     }
                     Err(e) => {
                         // Refused calls are audited too: the attempt is a fact worth keeping.
-                        host.audit_refused(&call, &e.message);
-                        ToolhostResponse::Error(e)
+                        host.audit_refused(&call, &Chain(&e).to_string());
+                        error_response(e)
                     }
                 }
             }
             (Caller::Run(run), ToolhostRequest::Chat(mut chat)) => {
                 match run.admit_chat(&mut chat) {
-                    Err(e) => ToolhostResponse::Error(e),
+                    Err(e) => error_response(e),
                     Ok(()) => match chat_streaming(&host, &mut conn, &chat).await? {
                         Some(reply) => {
                             if let Ok(r) = &reply {
                                 run.spent(r);
                             }
-                            into_response(reply, ToolhostResponse::Chat)
+                            reply.map_or_else(ToolhostResponse::Error, ToolhostResponse::Chat)
                         }
                         None => return Ok(()),
                     },
                 }
             }
-            (Caller::Run(_), other) => denied(format!(
-                "a worker may not send {} to the toolhost",
-                request_name(&other)
-            )),
+            (Caller::Run(_), other) => error_response(RequestError::NotAllowed {
+                what: request_name(&other),
+            }),
 
             // The supervisor: administration and operator calls.
             (Caller::Supervisor, ToolhostRequest::RegisterRun { token, grant }) => {
@@ -170,7 +218,9 @@ async fn connection(
             }
             (Caller::Supervisor, ToolhostRequest::Chat(chat)) => {
                 match chat_streaming(&host, &mut conn, &chat).await? {
-                    Some(reply) => into_response(reply, ToolhostResponse::Chat),
+                    Some(reply) => {
+                        reply.map_or_else(ToolhostResponse::Error, ToolhostResponse::Chat)
+                    }
                     None => return Ok(()),
                 }
             }
@@ -239,6 +289,9 @@ async fn chat_streaming(
     Ok(Some(result))
 }
 
-fn into_response<T>(r: Result<T, ErrorBody>, ok: fn(T) -> ToolhostResponse) -> ToolhostResponse {
-    r.map_or_else(ToolhostResponse::Error, ok)
+fn into_response<T, E: Into<RequestError>>(
+    r: Result<T, E>,
+    ok: fn(T) -> ToolhostResponse,
+) -> ToolhostResponse {
+    r.map_or_else(error_response, ok)
 }
