@@ -37,6 +37,15 @@ fn ask(d: &Daemon, agent: &str, input: &str) -> String {
     }
 }
 
+/// The `name` of each object in the JSON array `list`.
+fn names<T: FromIterator<String>>(list: &serde_json::Value) -> T {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -104,13 +113,10 @@ fn agents_store_relate_and_find_memories() {
     );
     // search_nodes is the MCP server's case-insensitive substring match, relations included.
     let nodes = json(&ask(&d, "memo-a", "find acme"));
-    let names: BTreeSet<_> = nodes["entities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, BTreeSet::from(["Alice", "Acme Corp"]));
+    assert_eq!(
+        names::<BTreeSet<_>>(&nodes["entities"]),
+        BTreeSet::from(["Alice", "Acme Corp"].map(String::from))
+    );
     assert_eq!(nodes["relations"][0]["from"], "Alice");
     let open = json(&ask(&d, "memo-a", "open Alice"));
     assert_eq!(
@@ -409,15 +415,15 @@ fn the_service_embeds_like_sentence_transformers() {
 #[test]
 fn export_then_import_gives_the_same_graph() {
     let d = Daemon::start(options("")).unwrap();
-    ask(&d, "memo-a", "remember Alice: Alice works at Acme Corp");
-    ask(&d, "memo-a", "remember Acme Corp: Acme Corp builds rockets");
-    ask(
-        &d,
-        "memo-a",
+    for input in [
+        "remember Alice: Alice works at Acme Corp",
+        "remember Acme Corp: Acme Corp builds rockets",
         "note Alice: Alice likes \u{e9}clairs \u{1f680}",
-    );
-    ask(&d, "memo-a", "relate Alice > works_at > Acme Corp");
-    ask(&d, "memo-a", "relate Acme Corp > employs > Alice");
+        "relate Alice > works_at > Acme Corp",
+        "relate Acme Corp > employs > Alice",
+    ] {
+        ask(&d, "memo-a", input);
+    }
     store(
         &d,
         "global",
@@ -487,12 +493,7 @@ fn imports_the_mcp_memory_servers_file() {
     let want = json(
         &std::fs::read_to_string(repo_root().join("tests/data/mcp-memory-graph.json")).unwrap(),
     );
-    let names: Vec<String> = want["entities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap().to_string())
-        .collect();
+    let names: Vec<String> = names(&want["entities"]);
     let g = d.memory_graph("workspace:moved", &names);
     let got_entities: Vec<serde_json::Value> = g
         .entities
@@ -769,14 +770,8 @@ fn prune_applies_age_count_and_configured_retention() {
         "--json",
     ]);
     let hits = json(&String::from_utf8_lossy(&out.stdout));
-    let names: BTreeSet<_> = hits["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["name"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(
-        names,
+        names::<BTreeSet<_>>(&hits["hits"]),
         BTreeSet::from(["note-4".to_string(), "note-5".to_string()])
     );
     // No flags: the configured retention (workspace:* keeps 1); global has no rule.
