@@ -295,3 +295,61 @@ fn into_response<T, E: Into<RequestError>>(
 ) -> ToolhostResponse {
     r.map_or_else(error_response, ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wasm::WasmError;
+
+    fn body(e: impl Into<RequestError>) -> ErrorBody {
+        match error_response(e) {
+            ToolhostResponse::Error(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_refusal_reaches_the_peer_with_its_kind_and_chain() {
+        assert_eq!(
+            body(GrantError::ToolCallsSpent {
+                run_id: "r1".into(),
+                agent: "a".into(),
+                max: 3,
+            }),
+            ErrorBody::new(
+                ErrorKind::LimitExceeded,
+                "run r1 of agent `a` has made its 3 tool calls (max_tool_calls)"
+            )
+        );
+        assert_eq!(
+            body(RequestError::NotAllowed { what: "catalog" }).kind,
+            ErrorKind::PermissionDenied
+        );
+        let busy = CallError::Guest(WasmError::Busy {
+            server: "calc".into(),
+            limit: 2,
+            waited: Duration::from_millis(1500),
+        });
+        assert_eq!(body(busy).kind, ErrorKind::Busy);
+        let bad_json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let b = body(CallError::ArgumentsNotJson {
+            tool: "calculate".into(),
+            source: bad_json,
+        });
+        assert_eq!(b.kind, ErrorKind::BadRequest);
+        assert!(
+            b.message
+                .starts_with("arguments of tool `calculate` are not valid JSON: EOF"),
+            "{}",
+            b.message
+        );
+        assert_eq!(
+            body(RemoveError::NotInstalled { name: "x".into() }).kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            body(InstallError::NotWasm { name: "x".into() }).message,
+            "the module of `x` is not a WebAssembly binary (it must start with \\0asm)"
+        );
+    }
+}

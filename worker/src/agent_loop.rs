@@ -435,3 +435,70 @@ fn tool_specs(
     specs.sort_by_key(|s| agent.tools.iter().position(|t| *t == s.name));
     Ok(specs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Service;
+    use caxton_ipc::frame::FrameError;
+
+    #[test]
+    fn a_missing_template_value_says_how_to_set_it() {
+        let error = template::render("{{city}}", |_| None, false).unwrap_err();
+        let e = RunError::Template {
+            agent: "weather".into(),
+            which: "user_prompt_template",
+            error,
+        };
+        assert_eq!(e.kind(), ErrorKind::Template);
+        let body = e.to_body();
+        assert!(
+            body.message.starts_with(
+                "agent `weather`: user_prompt_template: no value for `{{city}}`; pass it with `--var city=…`"
+            ),
+            "{}",
+            body.message
+        );
+    }
+
+    #[test]
+    fn each_run_error_has_its_kind_and_whole_chain() {
+        let limits = RunError::Budget {
+            spent: "used 10 of max_tokens = 10".into(),
+            next: "LLM call",
+            file: "agents/a.toml".into(),
+        };
+        assert_eq!(limits.kind(), ErrorKind::LimitExceeded);
+        assert_eq!(
+            limits.to_body().message,
+            "budget exceeded: used 10 of max_tokens = 10; stopped before the next LLM call ([limits] in agents/a.toml)"
+        );
+        let lost = RunError::from(ServiceError::Lost {
+            service: Service::Toolhost,
+            socket: "/run/t.sock".into(),
+            source: FrameError::Closed,
+        });
+        assert_eq!(lost.kind(), ErrorKind::Toolhost);
+        assert_eq!(
+            lost.to_body().message,
+            "lost the toolhost connection (/run/t.sock): connection closed by peer"
+        );
+        // A service's own error keeps its kind and message.
+        let remote = RunError::from(ServiceError::Remote {
+            service: Service::Toolhost,
+            error: ErrorBody::new(ErrorKind::Llm, "provider `p` failed"),
+        });
+        assert_eq!(
+            remote.to_body(),
+            ErrorBody::new(ErrorKind::Llm, "provider `p` failed")
+        );
+        let gone = RunError::from(SessionError::Send(FrameError::Closed));
+        assert_eq!(
+            gone.to_body(),
+            ErrorBody::new(
+                ErrorKind::Cancelled,
+                "the supervisor went away: connection closed by peer"
+            )
+        );
+    }
+}
