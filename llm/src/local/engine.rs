@@ -21,7 +21,7 @@ use super::sampler::{Sampler, log_prob_of_any, log_sum_exp};
 use super::stream::{Step, StopCutter, Utf8Joiner, ValueEnd};
 use super::template::{self, IM_END, Piece, Prompt};
 use super::tokenizer::GgufTokenizer;
-use crate::AttemptError;
+use crate::{AttemptError, Completion};
 
 /// Completion tokens when a request sets no `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: usize = 256;
@@ -115,17 +115,6 @@ impl Job {
     }
 }
 
-/// What a turn produced. Token counts are exact: `prompt_tokens` counts every token fed to the
-/// model as given (prompt, prefills, a chosen tool name), `completion_tokens` every token it
-/// sampled (an end-of-turn token included).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Output {
-    pub content: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
-
 /// Throughput of one measured generation (the benchmark).
 #[derive(Debug, Clone, Copy)]
 pub struct Throughput {
@@ -211,8 +200,11 @@ impl Engine {
         Ok((engine, report))
     }
 
-    /// Answers one chat turn; `stream` receives answer text as it becomes final.
-    pub fn run(&mut self, job: &Job, stream: &dyn Fn(String)) -> Result<Output, AttemptError> {
+    /// Answers one chat turn; `stream` receives answer text as it becomes final. The completion's
+    /// `model` is left for the provider to name. Its token counts are exact: `prompt_tokens`
+    /// counts every token fed to the model as given (prompt, prefills, a chosen tool name),
+    /// `completion_tokens` every token it sampled (an end-of-turn token included).
+    pub fn run(&mut self, job: &Job, stream: &dyn Fn(String)) -> Result<Completion, AttemptError> {
         job.limits.check()?;
         let mode = mode(job)?;
         let (described, prefill): (&[ToolSpec], String) = match &mode {
@@ -254,9 +246,10 @@ impl Engine {
                 (None, vec![tool_call(job, &tool.name, args)])
             }
         };
-        Ok(Output {
+        Ok(Completion {
             content,
             tool_calls,
+            model: String::new(),
             prompt_tokens: a.turn.prompt_tokens,
             completion_tokens: a.turn.completion_tokens,
         })

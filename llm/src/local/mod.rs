@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use caxton_config::{LOCAL_MODEL_FILE, LocalProviderConfig};
 use tokio::sync::{Mutex, mpsc};
 
-use self::engine::{Engine, Job, LoadOptions, Output};
+use self::engine::{Engine, Job, LoadOptions};
 use super::{Attempt, AttemptError, Completion};
 
 pub use self::engine::{LoadReport, Throughput, compute_threads};
@@ -117,15 +117,12 @@ impl LocalProvider {
         while let Some(text) = rx.recv().await {
             a.progress.text(&text);
         }
-        let out: Output = task.await.map_err(|e| {
+        let out = task.await.map_err(|e| {
             AttemptError::Fatal(format!("the local model's generation thread failed: {e}"))
         })??;
         Ok(Completion {
-            content: out.content,
-            tool_calls: out.tool_calls,
             model: self.name.clone(),
-            prompt_tokens: out.prompt_tokens,
-            completion_tokens: out.completion_tokens,
+            ..out
         })
     }
 
@@ -145,7 +142,7 @@ impl LocalProvider {
 
 impl Slot {
     /// Loads the model if needed, then runs the turn. Runs on a blocking thread.
-    fn run(&mut self, job: &Job, stream: &dyn Fn(String)) -> Result<Output, AttemptError> {
+    fn run(&mut self, job: &Job, stream: &dyn Fn(String)) -> Result<Completion, AttemptError> {
         // Cancelled or out of time while queued: do not load or run.
         job.limits.check()?;
         let engine = match self.engine.take() {
