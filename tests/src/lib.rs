@@ -355,6 +355,13 @@ impl Daemon {
         self.run_req(RunRequest::new(agent, input))
     }
 
+    /// Runs an agent asking for its answer's text as it streams (`Token` events).
+    pub fn run_streamed(&self, agent: &str, input: &str) -> anyhow::Result<RunOutcome> {
+        let mut req = RunRequest::new(agent, input);
+        req.stream = true;
+        self.run_req(req)
+    }
+
     /// Starts a run of `agent` and reads its events until its worker is inside its LLM call;
     /// returns the connection (the rest of the run is read from it) and the worker's pid.
     pub fn run_until_llm_call(&self, agent: &str, input: &str) -> (Conn, u32) {
@@ -644,14 +651,34 @@ impl RunOutcome {
             .collect()
     }
 
-    /// Each tool result: (tool, ok, output).
-    pub fn tool_results(&self) -> Vec<(&str, bool, &str)> {
+    /// Each tool result: (call id, tool, ok, output).
+    pub fn tool_results(&self) -> Vec<(&str, &str, bool, &str)> {
         self.events
             .iter()
             .filter_map(|e| match e {
                 RunEvent::ToolResult {
-                    tool, ok, output, ..
-                } => Some((tool.as_str(), *ok, output.as_str())),
+                    call_id,
+                    tool,
+                    ok,
+                    output,
+                    ..
+                } => Some((call_id.as_str(), tool.as_str(), *ok, output.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Each retry of an LLM call: (provider, attempt, error).
+    pub fn retries(&self) -> Vec<(&str, u32, &str)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::LlmRetry {
+                    provider,
+                    attempt,
+                    error,
+                    ..
+                } => Some((provider.as_str(), *attempt, error.as_str())),
                 _ => None,
             })
             .collect()

@@ -9,9 +9,9 @@ use caxton_tests::{Daemon, Options, assert_contains};
 #[test]
 fn streamed_tokens_add_up_to_the_answer_and_usage_is_reported() {
     let d = Daemon::start(Options::with_agents(&["agents/calculator.toml"])).unwrap();
-    let mut req = RunRequest::new("calculator", "What is (2 + 3) * 7?");
-    req.stream = true;
-    let out = d.run_req(req).unwrap();
+    let out = d
+        .run_streamed("calculator", "What is (2 + 3) * 7?")
+        .unwrap();
     assert_eq!(out.answer(), Some("The result is 35."), "{out:?}");
     assert_eq!(out.streamed_text(), "The result is 35.");
     let tokens = out
@@ -316,9 +316,7 @@ fn the_embedded_model_runs_the_calculator_end_to_end() {
         ..Options::with_agents(&["agents/calculator.toml"])
     })
     .unwrap();
-    let mut req = RunRequest::new("calculator", "What is 12 * 7 + 3?");
-    req.stream = true;
-    let out = d.run_req(req).unwrap();
+    let out = d.run_streamed("calculator", "What is 12 * 7 + 3?").unwrap();
     let answer = out.answer().unwrap_or_else(|| panic!("{out:?}"));
     // Turn 1 is forced to call `calculate` with JSON arguments for its schema; turn 2 answers.
     let calls = out.tool_calls();

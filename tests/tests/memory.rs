@@ -129,7 +129,7 @@ fn agents_store_relate_and_find_memories() {
     assert_eq!(open["relations"][0]["to"], "Acme Corp");
     // A relation to an entity that does not exist is refused, and the LLM is told why.
     let out = d.run("memo-a", "relate Alice > knows > Nobody").unwrap();
-    let (_, ok, text) = out.tool_results()[0];
+    let (_, _, ok, text) = out.tool_results()[0];
     assert!(
         !ok && text.contains("Nobody") && text.contains("not found"),
         "{text}"
@@ -197,7 +197,7 @@ fn an_agent_never_reads_or_writes_another_agents_private_memory() {
 
     // Naming the other agent's scope in the tool call is refused by the service.
     let out = d.run("memo-b", "peek agent:memo-a launch code").unwrap();
-    let (_, ok, text) = out.tool_results()[0];
+    let (_, _, ok, text) = out.tool_results()[0];
     assert!(!ok, "{out:?}");
     assert!(
         text.contains("may not read memory scope `agent:memo-a`") && !text.contains("7351"),
@@ -206,11 +206,11 @@ fn an_agent_never_reads_or_writes_another_agents_private_memory() {
     let out = d
         .run("memo-b", "write agent:memo-a Launch: the code is now 0000")
         .unwrap();
-    let (_, ok, text) = out.tool_results()[0];
+    let (_, _, ok, text) = out.tool_results()[0];
     assert!(!ok && text.contains("may not write"), "{text}");
     // Global is readable but not writable for an agent-scoped agent.
     let out = d.run("memo-b", "write global Office: moved").unwrap();
-    assert!(!out.tool_results()[0].1, "{out:?}");
+    assert!(!out.tool_results()[0].2, "{out:?}");
 
     // Forged requests straight to the memory socket.
     let sock = d.memory_socket();
@@ -655,7 +655,7 @@ fn malformed_and_oversized_requests_are_refused_and_the_service_lives_on() {
         "{out:?}"
     );
     let out = d.run("memo-a", &format!("remember Big: {big}")).unwrap();
-    let (_, ok, text) = out.tool_results()[0];
+    let (_, _, ok, text) = out.tool_results()[0];
     assert!(!ok && text.contains("max_observation_bytes"), "{text}");
     // Bad scopes and arguments.
     let out = d.cli(&["memory", "store", "X", "-o", "y", "--scope", "agent:../etc"]);

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use caxton_ipc::api::{ErrorKind, RunEvent, RunRequest};
+use caxton_ipc::api::{ErrorKind, RunEvent};
 use caxton_tests::fake_llm::{FakeLlm, Reply, anthropic, openai, pieces};
 use caxton_tests::{Daemon, Options, RunOutcome};
 use serde_json::{Value, json};
@@ -17,6 +17,8 @@ const KEY: &str = "sk-fake-0123456789-provider-test-key";
 const FAST: &str = "api_key_env = \"FAKE_KEY\"\nretries = 2\nbackoff = \"10ms\"\n";
 const QUESTION: &str = "What is (2 + 3) * 7?";
 const ANSWER: &str = "The result is 35.";
+/// The arguments of the `calculate` call that answers QUESTION.
+const QUESTION_ARGS: &str = r#"{"expression": "(2 + 3) * 7"}"#;
 
 /// A daemon with `agent` (a `tests/agents/` file) and the given provider tables.
 fn daemon(agent: &str, providers: &str) -> Daemon {
@@ -28,50 +30,28 @@ fn daemon(agent: &str, providers: &str) -> Daemon {
     .unwrap()
 }
 
-/// `(call_id, ok, output)` of every tool result event.
-fn tool_results(out: &RunOutcome) -> Vec<(String, bool, String)> {
-    out.events
-        .iter()
-        .filter_map(|e| match e {
-            RunEvent::ToolResult {
-                call_id,
-                ok,
-                output,
-                ..
-            } => Some((call_id.clone(), *ok, output.clone())),
-            _ => None,
-        })
-        .collect()
+/// An OpenAI-style model's answer to QUESTION: a `calculate` call `call_id`, streamed `chunk` bytes
+/// at a time, then ANSWER.
+fn openai_answer(call_id: &str, chunk: usize) -> [Reply; 2] {
+    [
+        openai::tool_call(call_id, "calculate", QUESTION_ARGS, chunk),
+        openai::text(ANSWER),
+    ]
 }
 
-/// `(provider, attempt, error)` of every retry event.
-fn retries(out: &RunOutcome) -> Vec<(String, u32, String)> {
-    out.events
-        .iter()
-        .filter_map(|e| match e {
-            RunEvent::LlmRetry {
-                provider,
-                attempt,
-                error,
-                ..
-            } => Some((provider.clone(), *attempt, error.clone())),
-            _ => None,
-        })
-        .collect()
+/// A daemon whose `llm-calc` agent has the fake server `llm` as its `primary` provider, of `kind`,
+/// with the FAST settings.
+fn calc_daemon(llm: &FakeLlm, kind: &str) -> Daemon {
+    daemon("llm-calc", &llm.provider_toml("primary", kind, FAST))
 }
 
-/// Runs `agent` on `input`, asking for the answer's text as it streams.
-fn run_streamed(d: &Daemon, agent: &str, input: &str) -> RunOutcome {
-    d.run_req(RunRequest {
-        agent: agent.into(),
-        input: input.into(),
-        vars: Default::default(),
-        timeout_ms: None,
-        stream: true,
-        record: false,
-        replay: None,
-    })
-    .unwrap()
+/// Runs `Say the result.` through `llm-calc` with the fake server `llm` as its `openai` provider;
+/// the run must answer ANSWER.
+fn say_the_result(llm: &FakeLlm) -> (Daemon, RunOutcome) {
+    let d = calc_daemon(llm, "openai");
+    let out = d.run("llm-calc", "Say the result.").unwrap();
+    assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
+    (d, out)
 }
 
 /// The run's failure message (panics when it did not fail).
@@ -91,30 +71,18 @@ fn messages(body: &Value) -> &Vec<Value> {
 fn openai_streamed_tool_call_split_across_chunks_runs_the_tool_and_answers() {
     let llm = FakeLlm::start();
     // Written 7 bytes at a time: events, JSON strings and the arguments are all split.
-    llm.push([
-        openai::tool_call(
-            "call_calc_1",
-            "calculate",
-            r#"{"expression": "(2 + 3) * 7"}"#,
-            7,
-        ),
-        openai::text(ANSWER),
-    ]);
-    let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
-    let out = run_streamed(&d, "llm-calc", QUESTION);
+    llm.push(openai_answer("call_calc_1", 7));
+    let d = calc_daemon(&llm, "openai");
+    let out = d.run_streamed("llm-calc", QUESTION).unwrap();
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
     assert_eq!(out.streamed_text(), ANSWER);
     assert_eq!(
         out.tool_calls(),
-        [(
-            "call_calc_1",
-            "calculate",
-            r#"{"expression": "(2 + 3) * 7"}"#
-        )]
+        [("call_calc_1", "calculate", QUESTION_ARGS)]
     );
     assert_eq!(
-        tool_results(&out),
-        [("call_calc_1".into(), true, "35".into())]
+        out.tool_results(),
+        [("call_calc_1", "calculate", true, "35")]
     );
     match out.events.last() {
         Some(RunEvent::Finished { usage, .. }) => {
@@ -186,14 +154,14 @@ fn ollama_style_calls_all_at_index_zero_with_new_ids_are_separate_calls() {
         ]),
         openai::text("2 and 6."),
     ]);
-    let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
+    let d = calc_daemon(&llm, "openai");
     let out = d.run("llm-calc", "1+1 and 2*3?").unwrap();
     assert_eq!(out.answer(), Some("2 and 6."), "{out:?}");
     assert_eq!(
-        tool_results(&out),
+        out.tool_results(),
         [
-            ("call_a".into(), true, "2".into()),
-            ("call_b".into(), true, "6".into())
+            ("call_a", "calculate", true, "2"),
+            ("call_b", "calculate", true, "6")
         ]
     );
     let reqs = llm.requests();
@@ -222,19 +190,16 @@ fn anthropic_tool_use_round_trip_after_overload_retries() {
         ),
         anthropic::text(ANSWER),
     ]);
-    let d = daemon("llm-calc", &llm.provider_toml("primary", "anthropic", FAST));
-    let out = run_streamed(&d, "llm-calc", QUESTION);
+    let d = calc_daemon(&llm, "anthropic");
+    let out = d.run_streamed("llm-calc", QUESTION).unwrap();
     assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
     assert_eq!(out.streamed_text(), format!("Let me calculate.{ANSWER}"));
-    let retried = retries(&out);
+    let retried = out.retries();
     assert_eq!(retried.len(), 2, "{retried:?}");
     assert!(retried[0].2.contains("529"), "{retried:?}");
     assert!(retried[1].2.contains("Overloaded"), "{retried:?}");
-    assert_eq!(
-        out.tool_calls(),
-        [("toolu_01", "calculate", r#"{"expression": "(2 + 3) * 7"}"#)]
-    );
-    assert_eq!(tool_results(&out), [("toolu_01".into(), true, "35".into())]);
+    assert_eq!(out.tool_calls(), [("toolu_01", "calculate", QUESTION_ARGS)]);
+    assert_eq!(out.tool_results(), [("toolu_01", "calculate", true, "35")]);
 
     let reqs = llm.requests();
     assert_eq!(reqs.len(), 4, "{reqs:?}");
@@ -293,16 +258,11 @@ fn a_stream_cut_off_mid_event_is_retried() {
         Reply::Sse(early),
         openai::text(ANSWER),
     ]);
-    let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
-    let out = d.run("llm-calc", "Say the result.").unwrap();
-    assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
+    let (d, out) = say_the_result(&llm);
     assert_eq!(llm.requests().len(), 3);
-    let retried = retries(&out);
+    let retried = out.retries();
     assert_eq!(
-        retried
-            .iter()
-            .map(|r| (r.0.as_str(), r.1))
-            .collect::<Vec<_>>(),
+        retried.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
         [("primary", 1), ("primary", 2)]
     );
     assert!(retried[0].2.contains("broke"), "{retried:?}");
@@ -318,7 +278,7 @@ fn malformed_replies_fail_clearly_without_retry() {
         Reply::raw(200, "application/json", "{\"choices\": [oops"),
         Reply::Sse(vec![b"data: {broken\n\n".to_vec()]),
     ]);
-    let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
+    let d = calc_daemon(&llm, "openai");
     let out = d.run("llm-calc", QUESTION).unwrap();
     let message = failure(&out);
     assert!(
@@ -347,9 +307,7 @@ fn a_429_is_retried_after_its_retry_after() {
         .with_header("retry-after", "1"),
         openai::text(ANSWER),
     ]);
-    let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
-    let out = d.run("llm-calc", "Say the result.").unwrap();
-    assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
+    let _ = say_the_result(&llm);
     let reqs = llm.requests();
     assert_eq!(reqs.len(), 2);
     // The configured backoff is 10 ms: a second's gap is the server's Retry-After.
@@ -367,11 +325,9 @@ fn a_500_is_retried() {
         ),
         openai::text(ANSWER),
     ]);
-    let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
-    let out = d.run("llm-calc", "Say the result.").unwrap();
-    assert_eq!(out.answer(), Some(ANSWER), "{out:?}");
+    let (_d, out) = say_the_result(&llm);
     assert_eq!(llm.requests().len(), 2);
-    let retried = retries(&out);
+    let retried = out.retries();
     assert_eq!(retried.len(), 1, "{retried:?}");
     assert!(
         retried[0].2.contains("HTTP 500") && retried[0].2.contains("The server had an error"),
@@ -421,7 +377,7 @@ fn a_wrong_key_fails_once_and_the_key_appears_nowhere() {
         // Would answer a retry: there must be none.
         openai::text(ANSWER),
     ]);
-    let d = daemon("llm-calc", &llm.provider_toml("primary", "openai", FAST));
+    let d = calc_daemon(&llm, "openai");
     let out = d.run("llm-calc", QUESTION).unwrap();
     let message = failure(&out);
     assert!(
@@ -492,15 +448,7 @@ fn a_failing_provider_falls_back_to_the_next() {
 #[test]
 fn a_cost_budget_caps_the_completion_and_stops_before_the_call_it_cannot_pay() {
     let llm = FakeLlm::start();
-    llm.push([
-        openai::tool_call(
-            "call_1",
-            "calculate",
-            r#"{"expression": "(2 + 3) * 7"}"#,
-            64,
-        ),
-        openai::text(ANSWER),
-    ]);
+    llm.push(openai_answer("call_1", 64));
     // $1000 per million tokens = $0.001 a token, so the budget of $0.20 buys ~200 tokens.
     let priced = format!("{FAST}prompt_usd_per_mtok = 1000.0\ncompletion_usd_per_mtok = 1000.0\n");
     let d = daemon(
