@@ -553,18 +553,9 @@ impl ServerConfig {
 
     /// The state directory in effect.
     pub fn state_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.state_dir {
-            return dir.clone();
-        }
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        env("CAXTON_STATE_DIR")
-            .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("caxton")))
-            .or_else(|| env("HOME").map(|d| d.join(".local/state/caxton")))
-            .unwrap_or_else(|| PathBuf::from("/var/lib/caxton"))
+        self.state_dir.clone().unwrap_or_else(|| {
+            dir_from_env("CAXTON_STATE_DIR", "XDG_STATE_HOME", ".local/state/caxton")
+        })
     }
 
     /// The tool-call audit log.
@@ -611,18 +602,9 @@ impl ServerConfig {
     /// Read-only data in effect (model files). Default: `$CAXTON_DATA_DIR`, else
     /// `$XDG_DATA_HOME/caxton`, else `$HOME/.local/share/caxton`, else `/var/lib/caxton`.
     pub fn data_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.data_dir {
-            return dir.clone();
-        }
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        env("CAXTON_DATA_DIR")
-            .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("caxton")))
-            .or_else(|| env("HOME").map(|d| d.join(".local/share/caxton")))
-            .unwrap_or_else(|| PathBuf::from("/var/lib/caxton"))
+        self.data_dir.clone().unwrap_or_else(|| {
+            dir_from_env("CAXTON_DATA_DIR", "XDG_DATA_HOME", ".local/share/caxton")
+        })
     }
 
     /// Where model files live: `DATA_DIR/models`.
@@ -677,6 +659,20 @@ pub fn for_service(flag: Option<&Path>) -> Result<ServerConfig, ServiceConfigErr
         Some(p) => Ok(ServerConfig::load(p)?),
         None => Ok(ServerConfig::default()),
     }
+}
+
+/// A directory named by the environment: `$own`, else `$xdg/caxton`, else `$HOME/home_rel`, else
+/// `/var/lib/caxton` (a variable set to nothing counts as unset).
+fn dir_from_env(own: &str, xdg: &str, home_rel: &str) -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env(own)
+        .or_else(|| env(xdg).map(|d| d.join("caxton")))
+        .or_else(|| env("HOME").map(|d| d.join(home_rel)))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/caxton"))
 }
 
 /// `$CAXTON_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/caxton`, else `/tmp/caxton-$UID`.
