@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use caxton_config::{HttpProviderConfig, ProviderConfig};
-use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::api::ErrorKind;
 use caxton_ipc::toolhost::{ChatProgress, ChatReply, ChatRequest, ProviderInfo, ToolCall};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -47,6 +47,37 @@ pub struct Completion {
     pub model: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+}
+
+/// Why a chat got no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChatError {
+    #[error("unknown LLM provider `{name}` (configured: {configured})")]
+    UnknownProvider { name: String, configured: String },
+    /// The run's token or cost budget does not cover the next call.
+    #[error("budget exceeded: {0}")]
+    Budget(String),
+    /// Every provider in the chain failed (each after its retries), in the order tried.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; then "))]
+    Failed(Vec<ProviderFailure>),
+}
+
+impl ChatError {
+    /// The kind of error the run reports.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ChatError::Budget(_) => ErrorKind::LimitExceeded,
+            ChatError::UnknownProvider { .. } | ChatError::Failed(_) => ErrorKind::Llm,
+        }
+    }
+}
+
+/// One provider's last failure in a chat.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("provider `{provider}`: {message}")]
+pub struct ProviderFailure {
+    pub provider: String,
+    pub message: String,
 }
 
 /// Why an attempt failed, classified for the retry policy.
@@ -287,7 +318,7 @@ impl Providers {
         &self,
         req: &ChatRequest,
         progress: &Progress,
-    ) -> Result<ChatReply, ErrorBody> {
+    ) -> Result<ChatReply, ChatError> {
         let overall = Instant::now() + Duration::from_millis(req.timeout_ms);
         let chain: Vec<&String> = std::iter::once(&req.provider)
             .chain(req.fallback.iter())
@@ -295,13 +326,10 @@ impl Providers {
         let mut failures = Vec::new();
         for (i, name) in chain.iter().enumerate() {
             let Some(entry) = self.by_name.get(*name) else {
-                return Err(ErrorBody::new(
-                    ErrorKind::Llm,
-                    format!(
-                        "unknown LLM provider `{name}` (configured: {})",
-                        self.by_name.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
+                return Err(ChatError::UnknownProvider {
+                    name: (*name).clone(),
+                    configured: self.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
             };
             // The agent's model names a model of its own provider; fallbacks use theirs.
             let model = match (&req.model, i) {
@@ -335,14 +363,17 @@ impl Providers {
                             error: error.clone(),
                         });
                     }
-                    failures.push(format!("provider `{name}`: {error}"));
+                    failures.push(ProviderFailure {
+                        provider: (*name).clone(),
+                        message: error,
+                    });
                     if Instant::now() >= overall {
                         break;
                     }
                 }
             }
         }
-        Err(ErrorBody::new(ErrorKind::Llm, failures.join("; then ")))
+        Err(ChatError::Failed(failures))
     }
 
     /// One provider's attempts: the first plus up to `retries` more on retryable failures.
@@ -474,7 +505,7 @@ fn within_budget<'r>(
     req: &'r ChatRequest,
     policy: &Policy,
     provider: &str,
-) -> Result<std::borrow::Cow<'r, ChatRequest>, ErrorBody> {
+) -> Result<std::borrow::Cow<'r, ChatRequest>, ChatError> {
     let budget = &req.budget;
     if budget.tokens_left.is_none() && budget.usd_left.is_none() {
         return Ok(std::borrow::Cow::Borrowed(req));
@@ -482,7 +513,7 @@ fn within_budget<'r>(
     let prompt = estimate_prompt_tokens(req);
     let exceeded = |what: String| {
         tracing::warn!(run_id = %req.run_id, agent = %req.agent, provider, "{what}");
-        ErrorBody::new(ErrorKind::LimitExceeded, format!("budget exceeded: {what}"))
+        ChatError::Budget(what)
     };
     let mut cap = req.max_tokens.map_or(u64::MAX, u64::from);
     if let Some(left) = budget.tokens_left {
@@ -612,8 +643,8 @@ mod tests {
             usd_left: None,
         };
         let e = within_budget(&req, &policy(), "p").unwrap_err();
-        assert_eq!(e.kind, ErrorKind::LimitExceeded);
-        assert!(e.message.starts_with("budget exceeded:"), "{}", e.message);
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+        assert!(e.to_string().starts_with("budget exceeded:"), "{e}");
         req.budget.tokens_left = Some(150);
         assert_eq!(
             within_budget(&req, &policy(), "p").unwrap().max_tokens,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use caxton_config::ServerConfig;
-use caxton_ipc::api::{ErrorBody, ErrorKind};
+use caxton_ipc::api::ErrorKind;
 use caxton_ipc::audit::{AuditEntry, AuditError, AuditWriter, sha256_hex};
 use caxton_ipc::error::Chain;
 use caxton_ipc::tool::{
@@ -16,7 +16,7 @@ use caxton_ipc::tool::{
 use caxton_ipc::toolhost::{
     CallToolRequest, Catalog, ChatReply, ChatRequest, InstallToolRequest, ToolOutput,
 };
-use caxton_llm::{Progress, ProviderDirs, Providers};
+use caxton_llm::{ChatError, Progress, ProviderDirs, Providers};
 
 use crate::policy::{Policy, requested_beyond};
 use crate::wasm::{CallOutcome, LoadError, RuntimeError, ToolServer, WasmError, WasmRuntime};
@@ -595,7 +595,7 @@ impl Host {
         &self,
         req: &ChatRequest,
         progress: &Progress,
-    ) -> Result<ChatReply, ErrorBody> {
+    ) -> Result<ChatReply, ChatError> {
         self.providers.chat(req, progress).await
     }
 }

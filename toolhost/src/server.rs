@@ -20,7 +20,7 @@ use caxton_ipc::handshake::Role;
 use caxton_ipc::peers::{PeerTable, Ticket};
 use caxton_ipc::service::{self, PrivateConn};
 use caxton_ipc::toolhost::{ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse};
-use caxton_llm::Progress;
+use caxton_llm::{ChatError, Progress};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -56,6 +56,8 @@ pub enum RequestError {
     Install(#[from] InstallError),
     #[error(transparent)]
     Remove(#[from] RemoveError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
 }
 
 impl RequestError {
@@ -69,6 +71,7 @@ impl RequestError {
             RequestError::Call(e) => e.kind(),
             RequestError::Install(e) => e.kind(),
             RequestError::Remove(e) => e.kind(),
+            RequestError::Chat(e) => e.kind(),
         }
     }
 }
@@ -189,7 +192,7 @@ async fn connection(
                             if let Ok(r) = &reply {
                                 run.spent(r);
                             }
-                            reply.map_or_else(ToolhostResponse::Error, ToolhostResponse::Chat)
+                            into_response(reply, ToolhostResponse::Chat)
                         }
                         None => return Ok(()),
                     },
@@ -218,9 +221,7 @@ async fn connection(
             }
             (Caller::Supervisor, ToolhostRequest::Chat(chat)) => {
                 match chat_streaming(&host, &mut conn, &chat).await? {
-                    Some(reply) => {
-                        reply.map_or_else(ToolhostResponse::Error, ToolhostResponse::Chat)
-                    }
+                    Some(reply) => into_response(reply, ToolhostResponse::Chat),
                     None => return Ok(()),
                 }
             }
@@ -264,7 +265,7 @@ async fn chat_streaming(
     host: &Host,
     conn: &mut PrivateConn<ToolhostProtocol>,
     chat: &ChatRequest,
-) -> Result<Option<Result<ChatReply, ErrorBody>>, FrameError> {
+) -> Result<Option<Result<ChatReply, ChatError>>, FrameError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let progress = Progress::new(tx, chat.stream);
     let reply = host.chat(chat, &progress);
