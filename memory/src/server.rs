@@ -484,3 +484,35 @@ fn clip(text: &str, max: usize) -> String {
     }
     format!("{}…", &text[..end])
 }
+
+/// How often configured retention rules are applied.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Applies the configured retention rules every hour.
+pub async fn retention(service: Arc<Service>) {
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tick.tick().await;
+        let svc = service.clone();
+        let req = caxton_ipc::memory::PruneRequest {
+            scope: None,
+            older_than_ms: None,
+            max_entities: None,
+            dry_run: false,
+        };
+        let done = tokio::task::spawn_blocking(move || svc.store.prune(&req, &svc.config)).await;
+        match done {
+            Ok(Ok(r)) if r.entities > 0 => {
+                tracing::info!(
+                    entities = r.entities,
+                    observations = r.observations,
+                    relations = r.relations,
+                    "retention pruned memory"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "retention failed"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "retention task failed"),
+        }
+    }
+}
