@@ -357,7 +357,7 @@ fn relevant_memories_reach_the_prompt_and_interactions_are_stored() {
         })
         .expect("a memory_stored event");
     assert_eq!(stored.1, None, "{stored:?}");
-    let g = d.memory_graph("workspace:team", &[stored.0.clone()]);
+    let g = d.memory_graph("workspace:team", std::slice::from_ref(&stored.0));
     let obs: Vec<_> = g.entities[0]
         .observations
         .iter()
