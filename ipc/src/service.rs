@@ -93,27 +93,59 @@ pub fn parse_flags(
     Ok((socket, config))
 }
 
+/// Why a service could not start serving on its socket.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot remove stale socket {}", .socket.display())]
+    RemoveStale {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind {}", .socket.display())]
+    Bind {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set the mode of {}", .socket.display())]
+    Mode {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot report readiness on stdout")]
+    Announce(#[source] std::io::Error),
+}
+
 /// Binds `socket` (replacing a stale file; mode 0600) and prints `ready` on stdout, which the
 /// supervisor waits for.
-pub fn bind_and_announce(socket: &Path) -> Result<UnixListener, String> {
+pub fn bind_and_announce(socket: &Path) -> Result<UnixListener, BindError> {
+    let socket_buf = || socket.to_path_buf();
     match std::fs::remove_file(socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot remove stale socket {}: {e}",
-                socket.display()
-            ));
+        Err(source) => {
+            return Err(BindError::RemoveStale {
+                socket: socket_buf(),
+                source,
+            });
         }
     }
-    let listener =
-        UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", socket.display()))?;
+    let listener = UnixListener::bind(socket).map_err(|source| BindError::Bind {
+        socket: socket_buf(),
+        source,
+    })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        BindError::Mode {
+            socket: socket_buf(),
+            source,
+        }
+    })?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")
         .and_then(|_| out.flush())
-        .map_err(|e| format!("cannot report readiness on stdout: {e}"))?;
+        .map_err(BindError::Announce)?;
     Ok(listener)
 }
 

@@ -21,6 +21,7 @@ use caxton_ipc::frame;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryGrant, MemoryRequest, MemoryResponse, check_scope};
 use caxton_ipc::peers::{PeerTable, Ticket};
+use caxton_ipc::service::BindError;
 use tokio::net::UnixStream;
 
 use crate::embed::EmbedError;
@@ -31,14 +32,6 @@ use crate::tools::{self, Access, ToolError};
 pub const MAX_WORKER_REQUEST: u32 = 1024 * 1024;
 /// Most texts in one `Embed` request.
 const MAX_EMBED_TEXTS: usize = 256;
-
-/// Why the service could not start serving.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// Binding the socket or announcing readiness failed (the reason names the socket).
-    #[error("{reason}")]
-    Bind { reason: String },
-}
 
 /// Why a request was refused or failed. The peer receives it as an [`ErrorBody`]: its
 /// [`RequestError::kind`] and its whole chain of causes, made in one place ([`error_response`]).
@@ -154,9 +147,8 @@ impl Service {
 }
 
 /// Binds `socket`, prints `ready`, and serves until killed.
-pub async fn serve(service: Arc<Service>, socket: &Path) -> Result<(), ServeError> {
-    let listener = caxton_ipc::service::bind_and_announce(socket)
-        .map_err(|reason| ServeError::Bind { reason })?;
+pub async fn serve(service: Arc<Service>, socket: &Path) -> Result<(), BindError> {
+    let listener = caxton_ipc::service::bind_and_announce(socket)?;
     tracing::info!(socket = %socket.display(), database = %service.store.path().display(), "memory service ready");
     let table = PeerTable::new(caxton_ipc::service::PRIVATE_CAPS);
     let parent = service.parent;

@@ -18,7 +18,7 @@ use caxton_ipc::error::Chain;
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::peers::{PeerTable, Ticket};
-use caxton_ipc::service::{self, PrivateConn};
+use caxton_ipc::service::{self, BindError, PrivateConn};
 use caxton_ipc::toolhost::{ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse};
 use caxton_llm::{ChatError, Progress};
 use tokio::io::AsyncReadExt;
@@ -27,14 +27,6 @@ use tokio::sync::mpsc;
 
 use crate::host::{CallError, Host, InstallError, RemoveError};
 use crate::runs::{GrantError, Run, Runs};
-
-/// Why the toolhost could not start serving.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// Binding the socket or announcing readiness failed (the reason names the socket).
-    #[error("{reason}")]
-    Bind { reason: String },
-}
 
 /// Why a request was refused or failed. The peer receives it as an [`ErrorBody`]: its
 /// [`RequestError::kind`] and its whole chain of causes, made in one place ([`error_response`]).
@@ -83,9 +75,8 @@ fn error_response(e: impl Into<RequestError>) -> ToolhostResponse {
 }
 
 /// Binds `socket` (replacing a stale file), prints `ready` on stdout, and serves until killed.
-pub async fn serve(host: Arc<Host>, socket: &Path, idle: Duration) -> Result<(), ServeError> {
-    let listener =
-        service::bind_and_announce(socket).map_err(|reason| ServeError::Bind { reason })?;
+pub async fn serve(host: Arc<Host>, socket: &Path, idle: Duration) -> Result<(), BindError> {
+    let listener = service::bind_and_announce(socket)?;
     let catalog = host.catalog();
     tracing::info!(socket = %socket.display(), tools = catalog.tools.len(), providers = catalog.providers.len(), "toolhost ready");
     let table = PeerTable::new(service::PRIVATE_CAPS);
