@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::admission::{Abort, Refusal};
 use crate::run_table::{Count, Registered};
 use crate::service::Service;
-use crate::services::Link;
+use crate::services::{Link, ServiceError};
 use crate::spawn::{self, ChildSpec, ManagedChild};
 
 /// Environment a worker inherits; everything else (provider keys included) is withheld.
@@ -150,39 +150,37 @@ struct GrantGuard {
     token: String,
 }
 
+#[derive(Clone)]
 enum GrantLink {
     Toolhost(Arc<Link<ToolhostProtocol>>),
     Memory(Arc<Link<MemoryProtocol>>),
 }
 
-impl GrantGuard {
+impl GrantLink {
     fn socket(&self) -> &std::path::Path {
-        match &self.link {
+        match self {
             GrantLink::Toolhost(link) => link.socket(),
             GrantLink::Memory(link) => link.socket(),
+        }
+    }
+
+    async fn revoke(self, token: String) -> Result<(), ServiceError> {
+        match self {
+            GrantLink::Toolhost(link) => {
+                let req = ToolhostRequest::RevokeRun { token };
+                link.request(&req, GRANT_TIMEOUT).await.map(drop)
+            }
+            GrantLink::Memory(link) => {
+                let req = MemoryRequest::Revoke { token };
+                link.request(&req, GRANT_TIMEOUT).await.map(drop)
+            }
         }
     }
 }
 
 impl Drop for GrantGuard {
     fn drop(&mut self) {
-        let token = std::mem::take(&mut self.token);
-        let revoke: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match &self.link {
-            GrantLink::Toolhost(link) => {
-                let link = link.clone();
-                Box::pin(async move {
-                    let req = ToolhostRequest::RevokeRun { token };
-                    link.request(&req, GRANT_TIMEOUT).await.map(drop)
-                })
-            }
-            GrantLink::Memory(link) => {
-                let link = link.clone();
-                Box::pin(async move {
-                    let req = MemoryRequest::Revoke { token };
-                    link.request(&req, GRANT_TIMEOUT).await.map(drop)
-                })
-            }
-        };
+        let revoke = self.link.clone().revoke(std::mem::take(&mut self.token));
         tokio::spawn(async move {
             if let Err(e) = revoke.await {
                 tracing::debug!(error = %e, "revoking a run's grant failed (the service restarted?)");
@@ -342,7 +340,7 @@ async fn drive_worker<'a>(
     };
     let job = WorkerJob {
         memory: memory.as_ref().map(|g| MemoryAccess {
-            socket: g.socket().display().to_string(),
+            socket: g.link.socket().display().to_string(),
             token: g.token.clone(),
         }),
         toolhost_token: toolhost.token.clone(),

@@ -24,6 +24,12 @@ use crate::services::{Link, ServiceProcess};
 use crate::warm::WarmWorkers;
 use caxton_ipc::connection::{MemoryProtocol, ToolhostProtocol};
 
+/// The memory service and the kept-open connection its runs' grants travel on.
+struct Memory {
+    process: Arc<ServiceProcess>,
+    grants: Arc<Link<MemoryProtocol>>,
+}
+
 /// The supervisor's state, each part a type that owns its rules.
 pub struct Service {
     /// The validated server config (children get their sections of it at start).
@@ -34,11 +40,10 @@ pub struct Service {
     agents: AgentRegistry,
     /// The supervised toolhost.
     toolhost: Arc<ServiceProcess>,
-    /// The supervised memory service; `None` when `[memory] enabled = false`.
-    memory: Option<Arc<ServiceProcess>>,
-    /// Kept-open connections for the runs' grant requests.
+    /// The kept-open connection the runs' toolhost grants travel on.
     toolhost_grants: Arc<Link<ToolhostProtocol>>,
-    memory_grants: Option<Arc<Link<MemoryProtocol>>>,
+    /// The supervised memory service; `None` when `[memory] enabled = false`.
+    memory: Option<Memory>,
     /// Worker slots, the queue, the drain.
     admission: Admission,
     /// Runs with a worker, recent runs, counters.
@@ -59,9 +64,11 @@ impl Service {
             warm,
             agents: AgentRegistry::default(),
             toolhost_grants: Arc::new(Link::new(toolhost.socket())),
-            memory_grants: memory.as_ref().map(|m| Arc::new(Link::new(m.socket()))),
             toolhost,
-            memory,
+            memory: memory.map(|process| Memory {
+                grants: Arc::new(Link::new(process.socket())),
+                process,
+            }),
             runs: RunTable::default(),
             started: Instant::now(),
         }
@@ -84,12 +91,9 @@ impl Service {
         &self.toolhost_grants
     }
 
-    /// The same for memory grants; an error when the memory service is off.
+    /// The same for memory grants, or why the memory service cannot serve.
     pub fn memory_grants(&self) -> Result<&Arc<Link<MemoryProtocol>>, ErrorBody> {
-        self.memory_service()?;
-        self.memory_grants
-            .as_ref()
-            .ok_or_else(|| ErrorBody::new(ErrorKind::Memory, "the memory service is disabled"))
+        self.memory().map(|m| &m.grants)
     }
 
     pub fn admission(&self) -> &Admission {
@@ -236,14 +240,18 @@ impl Service {
 
     /// The memory service, or why it cannot serve.
     pub fn memory_service(&self) -> Result<&Arc<ServiceProcess>, ErrorBody> {
-        let Some(m) = &self.memory else {
+        self.memory().map(|m| &m.process)
+    }
+
+    fn memory(&self) -> Result<&Memory, ErrorBody> {
+        let Some(memory) = &self.memory else {
             return Err(ErrorBody::new(
                 ErrorKind::Memory,
                 "the memory service is disabled ([memory] enabled = false in the server config)",
             ));
         };
-        match m.state() {
-            ServiceState::Running { .. } => Ok(m),
+        match memory.process.state() {
+            ServiceState::Running { .. } => Ok(memory),
             ServiceState::Unresponsive { silent_ms, .. } => Err(ErrorBody::new(
                 ErrorKind::Memory,
                 format!(
@@ -340,8 +348,8 @@ impl Service {
             queue_depth: self.admission.queue_depth() as u32,
             queue_capacity: self.admission.queue_capacity(),
             toolhost: self.toolhost.state(),
-            memory: self.memory.as_ref().map(|m| m.state()),
-            memory_restarts: self.memory.as_ref().map_or(0, |m| m.restarts()),
+            memory: self.memory.as_ref().map(|m| m.process.state()),
+            memory_restarts: self.memory.as_ref().map_or(0, |m| m.process.restarts()),
             draining: self.admission.is_draining(),
             counters: Counters {
                 toolhost_restarts: self.toolhost.restarts(),
@@ -355,7 +363,7 @@ impl Service {
     pub fn health(&self) -> HealthReport {
         let draining = self.admission.is_draining();
         let toolhost = self.toolhost.state();
-        let memory = self.memory.as_ref().map(|m| m.state());
+        let memory = self.memory.as_ref().map(|m| m.process.state());
         let running = |s: &ServiceState| matches!(s, ServiceState::Running { .. });
         let mut problems = Vec::new();
         if draining {
@@ -387,7 +395,10 @@ impl Service {
     pub fn watchdog_ok(&self) -> bool {
         let health = &self.config.health;
         self.toolhost.recovering(health)
-            && self.memory.as_ref().is_none_or(|m| m.recovering(health))
+            && self
+                .memory
+                .as_ref()
+                .is_none_or(|m| m.process.recovering(health))
     }
 }
 

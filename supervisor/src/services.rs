@@ -501,21 +501,7 @@ pub async fn exchange<P: Protocol>(
     req: &P::Request,
     timeout: Duration,
 ) -> Result<P::Response, ServiceError> {
-    let err = |detail: String| ServiceError::Request {
-        service: P::SERVER,
-        socket: socket.display().to_string(),
-        detail,
-    };
-    let work = async {
-        let mut conn = connection::connect_unix::<P>(socket, Role::Supervisor)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        conn.send(req).await.map_err(|e| err(e.to_string()))?;
-        conn.recv().await.map_err(|e| err(e.to_string()))
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| err(format!("no answer within {}s", timeout.as_secs())))?
+    Link::<P>::new(socket).request(req, timeout).await
 }
 
 /// A supervisor connection to a service that stays open between requests, for the small
@@ -560,7 +546,7 @@ impl<P: Protocol> Link<P> {
             // Taken out while in use: a request cut off by the timeout drops its connection
             // with it, so no late answer is ever read as the next request's.
             if let Some(mut conn) = slot.take()
-                && let Ok(resp) = Self::exchange(&mut conn, req).await
+                && let Ok(resp) = Self::call(&mut conn, req).await
             {
                 *slot = Some(conn);
                 return Ok(resp);
@@ -568,7 +554,7 @@ impl<P: Protocol> Link<P> {
             let mut conn = connection::connect_unix::<P>(&self.socket, Role::Supervisor)
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let resp = Self::exchange(&mut conn, req)
+            let resp = Self::call(&mut conn, req)
                 .await
                 .map_err(|e| err(e.to_string()))?;
             *slot = Some(conn);
@@ -579,7 +565,8 @@ impl<P: Protocol> Link<P> {
             .map_err(|_| err(format!("no answer within {}s", timeout.as_secs())))?
     }
 
-    async fn exchange(
+    /// One request and its answer; the deadline is the caller's, over the whole request.
+    async fn call(
         conn: &mut LinkConn<P>,
         req: &P::Request,
     ) -> Result<P::Response, caxton_ipc::frame::FrameError> {
