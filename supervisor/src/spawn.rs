@@ -65,7 +65,8 @@ pub struct ChildSpec {
 /// input outside them. The worker sets `no_new_privs` on itself as its first act. No `pre_exec`
 /// hook is used: a hook makes the standard library fork the whole supervisor instead of
 /// spawning with vfork semantics, and copying its page tables (then the copy-on-write faults
-/// and TLB shootdowns across its threads) cost the supervisor about 0.5 ms of CPU per run (benches/scripts/cpu-per-run.sh).
+/// and TLB shootdowns across its threads) cost the supervisor about 0.5 ms of CPU per run
+/// (measured with benches/scripts/cpu-per-run.sh).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Confinement {
     /// RLIMIT_AS, bytes.
