@@ -5,7 +5,7 @@ use std::path::PathBuf;
 include!("../tools/build_wasm.rs");
 
 /// Tool servers embedded in the toolhost (crate names in `tools/`).
-const BUILTIN_TOOLS: &[&str] = &["calc", "csv", "json", "chart", "files", "http_fetch"];
+const BUILTIN_TOOLS: &[&str] = &["calc", "csv", "json", "chart", "files", "http_fetch", "sql"];
 
 /// Libraries in `tools/` that the built-in tools depend on.
 const SHARED_LIBS: &[&str] = &["mcp-guest", "tabular"];

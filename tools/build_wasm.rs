@@ -13,6 +13,9 @@ fn build_wasm_guests(
     let mut cmd = std::process::Command::new(&cargo);
     cmd.args(["build", "--release", "--locked", "--target", "wasm32-wasip1", "--manifest-path"])
         .arg(manifest)
+        // In the workspace's own directory, so its `.cargo/config.toml` applies (tools/ has the C
+        // compiler settings for the guests that compile C).
+        .current_dir(manifest.parent().expect("a manifest is a file in a directory"))
         .arg("--target-dir")
         .arg(target_dir);
     // The outer build's settings are not meant for the guest build.

@@ -237,6 +237,8 @@ fn module_load_times() -> anyhow::Result<((u64, bool), (u64, bool))> {
         extra_config: SCRIPTED_LOCAL.into(),
         env: vec![],
         local_model: false,
+        // Measured as a user runs it: a module cache of its own.
+        private_module_cache: true,
     })?;
     let cold = logged_load(&d).ok_or_else(|| anyhow::anyhow!("no load line in the log"))?;
     d.signal(nix::sys::signal::Signal::SIGTERM);
@@ -281,6 +283,8 @@ fn main() -> anyhow::Result<()> {
         ),
         env: vec![],
         local_model: false,
+        // Measured as a user runs it: a module cache of its own.
+        private_module_cache: true,
     })?;
     let toolhost_pid = match d.status()?.toolhost {
         ServiceState::Running { pid, .. } => pid,

@@ -509,6 +509,7 @@ pub fn report() -> anyhow::Result<String> {
             extra_config: extra,
             env: vec![],
             local_model: false,
+            private_module_cache: true,
         })?;
         let pid = match d.status()?.memory {
             Some(caxton_ipc::api::ServiceState::Running { pid, .. }) => pid,

@@ -3,6 +3,7 @@
 //! it on drop, printing its log when the test failed.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -60,6 +61,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The compiled-module cache the test daemons share: private to this user (mode 0700, as the
+/// toolhost requires), beside this crate's build output.
+fn shared_module_cache() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(env!("OUT_DIR")).join("module-cache");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
 /// How to start a daemon.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -77,6 +90,10 @@ pub struct Options {
     /// `local` (the default provider of agents) is the scripted provider with those rules, so
     /// the example agents answer deterministically.
     pub local_model: bool,
+    /// Give the toolhost a module cache of its own. Otherwise every test daemon shares one
+    /// (`state/cache/modules` is a link to it), so the built-in tool servers are compiled once per
+    /// build rather than once per daemon: each compile costs seconds of CPU.
+    pub private_module_cache: bool,
 }
 
 impl Default for Options {
@@ -92,6 +109,7 @@ impl Default for Options {
             faults: true,
             env: Vec::new(),
             local_model: false,
+            private_module_cache: false,
         }
     }
 }
@@ -158,6 +176,14 @@ impl Daemon {
         }
         let config_path = dir.path().join("caxton.toml");
         std::fs::write(&config_path, config)?;
+        if !opts.private_module_cache {
+            let cache = dir.path().join("state/cache");
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&cache)?;
+            std::os::unix::fs::symlink(shared_module_cache()?, cache.join("modules"))?;
+        }
         let mut d = Daemon {
             child: None,
             socket: dir.path().join("run/api.sock"),

@@ -8,8 +8,8 @@ use caxton_ipc::api::{ErrorKind, RunEvent};
 use caxton_tests::{Daemon, Options, assert_contains};
 
 const GUESTS: &str = concat!(env!("OUT_DIR"), "/guests");
-/// calc, csv, json, chart, files, http_fetch (`caxton_toolhost::BUILTIN_PACKAGES`).
-const BUILTIN_PACKAGES: usize = 6;
+/// calc, csv, json, chart, files, http_fetch, sql (`caxton_toolhost::BUILTIN_PACKAGES`).
+const BUILTIN_PACKAGES: usize = 7;
 const DEADLINE: Duration = Duration::from_secs(2);
 /// Time beyond the deadline a failed call may take to come back (teardown, a loaded CI machine).
 const SLACK: Duration = Duration::from_secs(3);
@@ -129,7 +129,11 @@ fn an_agent_sees_a_hung_tool_as_a_failed_call_and_still_answers() {
 #[test]
 fn compiled_modules_are_cached_privately_and_reused() {
     use std::os::unix::fs::PermissionsExt;
-    let mut d = Daemon::start(Options::default()).unwrap();
+    let mut d = Daemon::start(Options {
+        private_module_cache: true,
+        ..Options::default()
+    })
+    .unwrap();
     let cache = d.dir.path().join("state/cache/modules");
     let files: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()

@@ -37,6 +37,7 @@ pub const BUILTIN_PACKAGES: &[(&str, &[u8])] = &[
     builtin!("chart"),
     builtin!("files"),
     builtin!("http_fetch"),
+    builtin!("sql"),
 ];
 
 /// Candle sizes its compute pool once, from `CANDLE_NUM_THREADS`: a `threads` setting of a `local`
