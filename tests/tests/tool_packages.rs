@@ -353,36 +353,63 @@ fn the_analyst_agent_aggregates_charts_and_saves() {
         .unwrap();
     let data = base.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
+    // The same directory: read-write for `files`, read-only for `sql`.
     let d = Daemon::start(Options {
         extra_config: format!(
-            "[tools.files]\ndirs = [{{ path = \"/data\", host = \"{}\", write = true }}]\n",
+            "[tools.files]\ndirs = [{{ path = \"/data\", host = \"{0}\", write = true }}]\n\
+             [tools.sql]\ndirs = [{{ path = \"/data\", host = \"{0}\" }}]\n",
             data.display()
         ),
         ..Options::with_agents(&["tests/agents/analyst.toml"])
     })
     .unwrap();
-    let csv = "region,sales\nnorth,100\nsouth,150\nnorth,200\n";
-    let run = d.run("analyst", csv).unwrap();
-    let answer = run.answer().unwrap_or_else(|| panic!("{:?}", run.events));
-    assert!(
-        answer.starts_with("Chart of sales by region: wrote ")
-            && answer.ends_with("bytes to /data/sales.svg"),
-        "{answer}"
+    // Runs the analyst on `input` and checks the chart it saved (north 300, south 150).
+    let analyse = |input: &str| {
+        let _ = std::fs::remove_file(data.join("sales.svg"));
+        let run = d.run("analyst", input).unwrap();
+        let answer = run.answer().unwrap_or_else(|| panic!("{:?}", run.events));
+        assert!(
+            answer.starts_with("Chart of sales by region: wrote ")
+                && answer.ends_with("bytes to /data/sales.svg"),
+            "{answer}"
+        );
+        let svg = std::fs::read_to_string(data.join("sales.svg")).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        for label in ["Sales by region", "north", "south", "300", "150"] {
+            assert!(svg.contains(label), "`{label}` missing from the chart");
+        }
+    };
+    analyse("region,sales\nnorth,100\nsouth,150\nnorth,200\n");
+    // The same job from a SQLite database, in SQL.
+    let db = rusqlite::Connection::open(data.join("sales.db")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE sales (region TEXT, sales INTEGER);
+         INSERT INTO sales VALUES ('north', 100), ('south', 150), ('north', 200);",
+    )
+    .unwrap();
+    drop(db);
+    analyse(
+        "SQL: SELECT region, sum(sales) AS sum_sales FROM sales GROUP BY region ORDER BY region",
     );
-    let svg = std::fs::read_to_string(data.join("sales.svg")).unwrap();
-    assert!(
-        svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
-        "{svg}"
-    );
-    for label in ["Sales by region", "north", "south"] {
-        assert!(svg.contains(label), "`{label}` missing from the chart");
-    }
-    // Three tool calls, each audited under the agent's name.
+    // Six tool calls, each audited under the agent's name.
     let tools: Vec<String> = d
         .audit_records()
         .into_iter()
         .filter(|r| r.agent == "analyst")
         .map(|r| r.tool)
         .collect();
-    assert_eq!(tools, ["csv_aggregate", "chart_svg", "write_file"]);
+    assert_eq!(
+        tools,
+        [
+            "csv_aggregate",
+            "chart_svg",
+            "write_file",
+            "sql_query",
+            "chart_svg",
+            "write_file"
+        ]
+    );
 }
