@@ -12,6 +12,7 @@ mod local_llm;
 mod memory;
 mod own_toolhost;
 mod providers;
+mod sql;
 mod tools;
 
 use std::process::{Command, Stdio};
@@ -264,6 +265,11 @@ fn main() -> anyhow::Result<()> {
         print!("{}", providers::report()?);
         return Ok(());
     }
+    // `caxton-benches sql` runs only the sql tool section.
+    if std::env::args().nth(1).as_deref() == Some("sql") {
+        print!("{}", sql::report()?);
+        return Ok(());
+    }
     // `caxton-benches tools` runs only the tool-call section (for quick experiments).
     if std::env::args().nth(1).as_deref() == Some("tools") {
         print!("{}", tools::report()?);
@@ -424,5 +430,6 @@ fn main() -> anyhow::Result<()> {
     );
     drop(d);
     print!("{}", tools::report()?);
+    print!("{}", sql::report()?);
     Ok(())
 }
