@@ -100,6 +100,17 @@ fn refused(d: &Daemon, tool: &str, args: serde_json::Value, expect: &str) -> Str
     out.content
 }
 
+/// A process's resident memory, MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
 /// A file's bytes and modification time: "unchanged" means both.
 fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
     let meta = std::fs::metadata(path).unwrap();
@@ -222,7 +233,10 @@ fn budgets_stop_runaway_queries_and_big_results_are_cut() {
         "{:?}",
         started.elapsed()
     );
-    // More memory than SQLite may have: an error, not a trapped guest.
+    // More memory than SQLite may have: an error, not a trapped guest; and the instance that grew
+    // is not kept idle, so the toolhost gives that memory back.
+    let toolhost = d.service_pid(caxton_tests::Service::Toolhost);
+    let before = rss_mib(toolhost);
     refused(
         d,
         "sql_query",
@@ -230,6 +244,17 @@ fn budgets_stop_runaway_queries_and_big_results_are_cut() {
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) \
              SELECT i FROM n ORDER BY randomblob(1000)"}),
         "needs more memory than this tool may use",
+    );
+    // The discarded instance's guest is aborted, and its memory unmapped, just after the answer.
+    let settled = Instant::now() + Duration::from_secs(10);
+    let mut after = rss_mib(toolhost);
+    while after >= before + 64 && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss_mib(toolhost);
+    }
+    assert!(
+        after < before + 64,
+        "the toolhost holds {after} MiB after the query, {before} MiB before"
     );
     let big = ok(
         d,

@@ -49,6 +49,10 @@ pub const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 pub const IDLE_COMPUTE_TICKS: u32 = 10;
 /// Time a guest gets to read `notifications/cancelled` before its instance is discarded.
 const CANCEL_GRACE: Duration = Duration::from_millis(50);
+/// An instance whose linear memory grew past this is discarded after its call instead of kept idle:
+/// dropping it gives the memory back (the `sql` tool may grow to 192 MiB for one query), and the
+/// next call starts a fresh instance from the compiled code (well under a millisecond).
+pub const POOL_MEMORY_MAX: u64 = 32 << 20;
 
 /// Why the wasmtime runtime shared by every tool server cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -496,8 +500,9 @@ impl ToolServer {
         };
         let memory_peak = inst.memory_peak();
         // A JSON-RPC error leaves the instance healthy; anything else discards it (dropping an
-        // instance aborts its guest).
-        if matches!(result, Ok(_) | Err(WasmError::Rpc { .. })) {
+        // instance aborts its guest). So does a memory that grew past POOL_MEMORY_MAX: a guest's
+        // memory never shrinks, and idle it would hold that much of the toolhost's RSS.
+        if matches!(result, Ok(_) | Err(WasmError::Rpc { .. })) && memory_peak <= POOL_MEMORY_MAX {
             self.lock_idle().push(inst);
         }
         let (text, is_error) = mcp::tool_result_text(&result?);
