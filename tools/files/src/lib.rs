@@ -4,7 +4,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 
-use mcp_guest::{Server, ToolResult, str_arg};
+use mcp_guest::{Server, ToolResult, grant, str_arg};
 use serde_json::{Value, json};
 
 /// Most bytes `read_file` returns.
@@ -42,19 +42,7 @@ pub fn server() -> Server {
 
 pub fn call(tool: &str, args: &Value) -> ToolResult {
     let path = str_arg(args, "path")?;
-    if !path.starts_with('/') {
-        return Err(format!(
-            "`{path}` is not absolute: paths start at a granted directory, like /data/file.txt"
-        ));
-    }
-    // The runtime enforces the grant whatever the path; this check only makes the refusal of an
-    // obviously outside path (`..` escapes, other absolute paths) say so plainly.
-    let normal = normalize(path);
-    if normal != ROOT && !normal.starts_with(&format!("{ROOT}/")) {
-        return Err(format!(
-            "access denied: `{path}` is outside the directories granted to this tool ({ROOT})"
-        ));
-    }
+    grant::inside(path, ROOT)?;
     match tool {
         "read_file" => read_file(path),
         "list_dir" => list_dir(path),
@@ -65,21 +53,6 @@ pub fn call(tool: &str, args: &Value) -> ToolResult {
         }
         other => Err(format!("unknown tool `{other}`")),
     }
-}
-
-/// Resolves `.` and `..` lexically (`/data/../etc` is `/etc`).
-fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 fn read_file(path: &str) -> ToolResult {
@@ -147,26 +120,9 @@ fn write_file(path: &str, content: &str, append: bool) -> ToolResult {
     ))
 }
 
-/// A refusal the model can act on. WASI reports a path outside every granted directory as
-/// "not capable" or "permission denied"; a write to a read-only grant as "read-only" or denied.
+/// A refusal the model can act on.
 fn explain(path: &str, e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match e.kind() {
-        ErrorKind::NotFound if std::fs::metadata(ROOT).is_err() => format!(
-            "no directory is granted to this tool, so `{path}` cannot be reached; an operator grants {ROOT} in caxton.toml: [tools.files] dirs = [{{ path = \"{ROOT}\", host = \"/some/dir\" }}]"
-        ),
-        ErrorKind::NotFound => format!("`{path}` does not exist"),
-        ErrorKind::PermissionDenied => format!(
-            "access denied: `{path}` is outside the directories granted to this tool, or the grant is read-only ({text})"
-        ),
-        ErrorKind::ReadOnlyFilesystem => {
-            format!("access denied: `{path}` is in a directory granted read-only")
-        }
-        _ if text.contains("capab") || e.raw_os_error() == Some(76) => format!(
-            "access denied: `{path}` is outside the directories granted to this tool ({text})"
-        ),
-        _ => format!("`{path}`: {text}"),
-    }
+    grant::explain_io(path, ROOT, "files", e)
 }
 
 #[cfg(test)]
@@ -175,8 +131,6 @@ mod tests {
 
     #[test]
     fn paths_outside_the_root_are_refused_plainly() {
-        assert_eq!(normalize("/data/a/../b/./c"), "/data/b/c");
-        assert_eq!(normalize("/data/../../etc/passwd"), "/etc/passwd");
         for p in ["/etc/passwd", "/data/../secret", "/database", "/"] {
             let e = call("read_file", &json!({"path": p})).unwrap_err();
             assert!(e.starts_with("access denied"), "{p}: {e}");

@@ -14,6 +14,8 @@
 
 use std::io::{BufRead, Write};
 
+pub mod grant;
+
 use serde_json::{Value, json};
 
 /// The MCP protocol revision these servers speak.

@@ -23,7 +23,7 @@ mod vfs;
 
 use std::path::Path;
 
-use mcp_guest::{Server, ToolResult, str_arg};
+use mcp_guest::{Server, ToolResult, grant, str_arg};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
 
@@ -63,7 +63,7 @@ pub fn server() -> Server {
 /// Runs one call. Paths must be inside [`ROOT`].
 pub fn call(tool: &str, args: &Value) -> ToolResult {
     let path = str_arg(args, "path")?;
-    inside_root(path)?;
+    grant::inside(path, ROOT)?;
     match tool {
         "sql_query" => {
             let sql = str_arg(args, "sql")?;
@@ -186,52 +186,9 @@ fn max_rows(args: &Value) -> Result<usize, String> {
     }
 }
 
-/// Paths are absolute and inside [`ROOT`]. The runtime enforces the grant whatever the path
-/// (symlinks out included); this makes the refusal of an obviously outside path say so plainly.
-fn inside_root(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err(format!(
-            "`{path}` is not absolute: paths start at the granted directory, like {ROOT}/shop.db"
-        ));
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let normal = format!("/{}", parts.join("/"));
-    if normal != ROOT && !normal.starts_with(&format!("{ROOT}/")) {
-        return Err(format!(
-            "access denied: `{path}` is outside the directory granted to this tool ({ROOT})"
-        ));
-    }
-    Ok(())
-}
-
 /// A file-system error the model can act on.
 pub(crate) fn explain_io(path: &str, e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    let text = e.to_string();
-    match e.kind() {
-        ErrorKind::NotFound if std::fs::metadata(ROOT).is_err() && path.starts_with(ROOT) => {
-            format!(
-                "no directory is granted to this tool, so `{path}` cannot be reached; an operator grants {ROOT} in caxton.toml: [tools.sql] dirs = [{{ path = \"{ROOT}\", host = \"/some/dir\" }}]"
-            )
-        }
-        ErrorKind::NotFound => format!("`{path}` does not exist"),
-        ErrorKind::PermissionDenied => format!(
-            "access denied: `{path}` is outside the directory granted to this tool ({text})"
-        ),
-        _ if text.contains("capab") || e.raw_os_error() == Some(76) => format!(
-            "access denied: `{path}` is outside the directory granted to this tool ({text})"
-        ),
-        _ => format!("`{path}`: {text}"),
-    }
+    grant::explain_io(path, ROOT, "sql", e)
 }
 
 #[cfg(test)]
