@@ -2,8 +2,8 @@
 //! read-only grant. Queries with joins, aggregates and windows; every write form refused with the
 //! file unchanged; a query that never ends stopped by the guest's budget; a result too big cut and
 //! said so; SQLite's heap held below the guest's memory; paths outside the grant (`..`, absolute,
-//! symlinks out) refused; a damaged file explained; CSV/JSON files as tables; a read-write grant
-//! disables the package.
+//! symlinks out) refused; a damaged or hostile file explained; an R-tree table read; CSV/JSON files
+//! as tables; a read-write grant disables the package.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,7 +36,18 @@ fn start() -> Setup {
          CREATE TABLE orders (id INTEGER PRIMARY KEY, customer INTEGER, amount REAL, day TEXT);
          INSERT INTO customers VALUES (1, 'Ada', 'North'), (2, 'Bo', 'South'), (3, 'Cy', 'North');
          INSERT INTO orders VALUES (1, 1, 10.5, '2026-01-01'), (2, 1, 4.5, '2026-01-02'),
-                                   (3, 2, 7.25, '2026-01-02'), (4, 3, 1.0, '2026-01-03');",
+                                   (3, 2, 7.25, '2026-01-02'), (4, 3, 1.0, '2026-01-03');
+         CREATE VIRTUAL TABLE zones USING rtree(id, minx, maxx);
+         INSERT INTO zones VALUES (1, 0, 10), (2, 5, 6);",
+    )
+    .unwrap();
+    drop(c);
+    // A file whose schema is not UTF-8 (hostile or damaged).
+    let c = Connection::open(data.join("odd.db")).unwrap();
+    c.execute_batch(
+        "CREATE TABLE t (a);
+         PRAGMA writable_schema = ON;
+         UPDATE sqlite_schema SET sql = 'CREATE TABLE t (' || CAST(x'ff' AS TEXT) || ')';",
     )
     .unwrap();
     drop(c);
@@ -140,6 +151,15 @@ fn reads_with_joins_aggregates_and_windows() {
         windows,
         "# columns: day TEXT, running REAL, nth INTEGER\nday,running,nth\n\
          2026-01-01,10.5,1\n2026-01-02,15.0,2\n2026-01-02,22.25,1\n2026-01-03,23.25,1\n# 4 rows\n"
+    );
+    // An R-tree virtual table (as in GeoPackage files) reads like any table.
+    assert!(
+        ok(
+            d,
+            "/data/shop.db",
+            "SELECT id FROM zones WHERE minx <= 5.5 AND maxx >= 5.5 ORDER BY id"
+        )
+        .contains("id\n1\n2\n")
     );
     let schema = call(
         d,
@@ -322,6 +342,14 @@ fn paths_outside_the_grant_and_damaged_files_are_refused() {
         serde_json::json!({"path": "/data/missing.db", "sql": "SELECT 1"}),
         "does not exist",
     );
+    refused(
+        d,
+        "sql_query",
+        serde_json::json!({"path": "/data/odd.db", "sql": "SELECT * FROM t"}),
+        "schema is not UTF-8",
+    );
+    // The instance is still fine after each of those.
+    assert!(ok(d, "/data/shop.db", "SELECT count(*) AS n FROM orders").contains("\n4\n"));
 }
 
 #[test]

@@ -136,39 +136,11 @@ impl Table {
     /// Parses CSV text whose first row is the header. Blank lines are skipped; a row with a
     /// different number of fields than the header is an error naming the row.
     pub fn parse(text: &str, delimiter: u8) -> Result<Table, String> {
-        let text = drop_blanks_before_quotes(text, delimiter);
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(text.as_bytes());
-        let mut records = reader.records();
-        let header = match records.next() {
-            None => {
-                return Err(
-                    "the CSV is empty: its first line must be the header (the column names)".into(),
-                );
-            }
-            Some(record) => record.map_err(read_error)?,
-        };
-        let headers = column_names(&header)?;
         let mut rows = Vec::new();
-        for (i, record) in records.enumerate() {
-            let record = record.map_err(read_error)?;
-            if record.len() != headers.len() {
-                let line = record.position().map_or(0, csv::Position::line);
-                return Err(format!(
-                    "data row {} (line {line}) has {} fields but the header has {} columns ({}); \
-                     quote fields that contain the delimiter, e.g. \"Smith, J\"",
-                    i + 1,
-                    record.len(),
-                    headers.len(),
-                    headers.join(", ")
-                ));
-            }
+        let headers = read_rows(text, delimiter, |record| {
             rows.push(record.iter().map(str::to_string).collect());
-        }
+            Ok(())
+        })?;
         Ok(Table { headers, rows })
     }
 
@@ -190,6 +162,49 @@ impl Table {
     fn cells(&self, c: usize) -> impl Iterator<Item = &str> {
         self.rows.iter().map(move |row| row[c].as_str())
     }
+}
+
+/// Reads CSV text whose first row is the header, by the rules of [`Table::parse`], without
+/// keeping it: `row` gets each data row (fields trimmed, exactly as wide as the header) in turn.
+/// Returns the column names.
+pub fn read_rows(
+    text: &str,
+    delimiter: u8,
+    mut row: impl FnMut(&csv::StringRecord) -> Result<(), String>,
+) -> Result<Vec<String>, String> {
+    let text = drop_blanks_before_quotes(text, delimiter);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records();
+    let header = match records.next() {
+        None => {
+            return Err(
+                "the CSV is empty: its first line must be the header (the column names)".into(),
+            );
+        }
+        Some(record) => record.map_err(read_error)?,
+    };
+    let headers = column_names(&header)?;
+    for (i, record) in records.enumerate() {
+        let record = record.map_err(read_error)?;
+        if record.len() != headers.len() {
+            let line = record.position().map_or(0, csv::Position::line);
+            return Err(format!(
+                "data row {} (line {line}) has {} fields but the header has {} columns ({}); \
+                 quote fields that contain the delimiter, e.g. \"Smith, J\"",
+                i + 1,
+                record.len(),
+                headers.len(),
+                headers.join(", ")
+            ));
+        }
+        row(&record)?;
+    }
+    Ok(headers)
 }
 
 /// Removes the blanks between a delimiter and an opening quote (`1, "Smith, J"`). RFC 4180 reads

@@ -1,11 +1,14 @@
 //! CSV, TSV, JSON and JSON Lines files loaded as tables of an in-memory SQLite database, one table
-//! per file, named after the file; column types inferred from the values.
+//! per file, named after the file; column types inferred from the values. Each file is read twice
+//! from its text, once for the columns and their types and once to insert the rows, one row at a
+//! time: besides the text, only SQLite's copy of the data is held (under its heap limit).
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::Connection;
 use rusqlite::types::Value as Sql;
-use serde_json::Value;
+use rusqlite::{Connection, Statement};
+use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 /// Most bytes of data files loaded in one call (all files together).
 pub const MAX_DATA_BYTES: u64 = 32 << 20;
@@ -44,7 +47,8 @@ pub(crate) fn load_dir(dir: &Path) -> Result<(Connection, Vec<(String, String)>)
     for entry in std::fs::read_dir(dir).map_err(|e| crate::explain_io(&shown, &e))? {
         let Ok(entry) = entry else { continue };
         let path = entry.path();
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+        // Followed like a path given directly (the runtime keeps both inside the grant).
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
             continue;
         }
         if Format::of(&path).is_some() {
@@ -109,20 +113,8 @@ pub(crate) fn load_files(files: &[PathBuf]) -> Result<(Connection, Vec<(String, 
             std::io::ErrorKind::InvalidData => format!("`{shown}` is not UTF-8 text"),
             _ => crate::explain_io(&shown, &e),
         })?;
-        let table = match Format::of(file) {
-            Some(Format::Delimited(d)) => from_csv(&text, d),
-            Some(Format::Json) => from_json(&text),
-            Some(Format::JsonLines) => from_json_lines(&text),
-            None => unreachable!("only data files are loaded"),
-        }
-        .map_err(|e| format!("`{shown}`: {e}"))?;
-        drop(text);
-        table.insert(&mut conn, &name).map_err(|e| {
-            format!(
-                "cannot load `{shown}`: {}",
-                crate::guard::explain(&e, &shown, 0)
-            )
-        })?;
+        let format = Format::of(file).expect("only data files are loaded");
+        load(&mut conn, &name, &text, format).map_err(|e| format!("`{shown}`: {e}"))?;
         loaded.push((name, shown));
     }
     Ok((conn, loaded))
@@ -154,38 +146,6 @@ pub(crate) fn table_name(file: &Path) -> String {
     name
 }
 
-/// Rows ready for SQLite: column names, a type per column, and the values.
-struct Loaded {
-    columns: Vec<String>,
-    types: Vec<&'static str>,
-    rows: Vec<Vec<Sql>>,
-}
-
-impl Loaded {
-    fn insert(self, conn: &mut Connection, table: &str) -> rusqlite::Result<()> {
-        let defs: Vec<String> = self
-            .columns
-            .iter()
-            .zip(&self.types)
-            .map(|(c, t)| format!("{} {t}", quote(c)))
-            .collect();
-        let tx = conn.transaction()?;
-        tx.execute(
-            &format!("CREATE TABLE {} ({})", quote(table), defs.join(", ")),
-            [],
-        )?;
-        {
-            let marks = vec!["?"; self.columns.len()].join(", ");
-            let mut insert =
-                tx.prepare(&format!("INSERT INTO {} VALUES ({marks})", quote(table)))?;
-            for row in self.rows {
-                insert.execute(rusqlite::params_from_iter(row))?;
-            }
-        }
-        tx.commit()
-    }
-}
-
 /// An identifier quoted for SQL.
 pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -193,7 +153,7 @@ pub(crate) fn quote(name: &str) -> String {
 
 /// What a column's values are: INTEGER if every value is a whole number, REAL if every value is
 /// a number, TEXT otherwise (and for a column with no values).
-#[derive(Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 enum Kind {
     Empty,
     Integer,
@@ -209,10 +169,118 @@ impl Kind {
             Kind::Empty | Kind::Text => "TEXT",
         }
     }
+
+    /// The kind of a column holding values of kinds `self` and `other`.
+    fn widen(&mut self, other: Kind) {
+        if other > *self {
+            *self = other;
+        }
+    }
+}
+
+/// Loads `text` as table `table`: the columns and their kinds first, then the rows.
+fn load(conn: &mut Connection, table: &str, text: &str, format: Format) -> Result<(), String> {
+    let (columns, kinds) = match format {
+        Format::Delimited(d) => {
+            let mut kinds: Vec<Kind> = Vec::new();
+            let columns = csv_tool::read_rows(text, d, |record| {
+                kinds.resize(record.len(), Kind::Empty);
+                for (kind, field) in kinds.iter_mut().zip(record) {
+                    kind.widen(field_kind(field));
+                }
+                Ok(())
+            })?;
+            let kinds = if kinds.is_empty() {
+                vec![Kind::Empty; columns.len()]
+            } else {
+                kinds
+            };
+            (columns, kinds)
+        }
+        Format::Json | Format::JsonLines => {
+            let mut columns: Vec<String> = Vec::new();
+            let mut kinds: Vec<Kind> = Vec::new();
+            each_object(text, format, |object| {
+                for (key, value) in object {
+                    let at = match columns.iter().position(|c| c == &key) {
+                        Some(at) => at,
+                        None => {
+                            columns.push(key);
+                            kinds.push(Kind::Empty);
+                            columns.len() - 1
+                        }
+                    };
+                    kinds[at].widen(json_kind(&value));
+                }
+                Ok(())
+            })?;
+            if columns.is_empty() {
+                return Err(
+                    "there are no rows (or the rows have no fields) to make a table of".into(),
+                );
+            }
+            (columns, kinds)
+        }
+    };
+    for (i, c) in columns.iter().enumerate() {
+        if let Some(other) = columns[..i].iter().find(|o| o.eq_ignore_ascii_case(c)) {
+            return Err(format!(
+                "columns `{other}` and `{c}` differ only in case, and SQL names ignore case: \
+                 rename one of them"
+            ));
+        }
+    }
+    let fail = |e: rusqlite::Error| crate::guard::explain(&e, table, 0);
+    let defs: Vec<String> = columns
+        .iter()
+        .zip(&kinds)
+        .map(|(c, k)| format!("{} {}", quote(c), k.sql()))
+        .collect();
+    let tx = conn.transaction().map_err(fail)?;
+    tx.execute(
+        &format!("CREATE TABLE {} ({})", quote(table), defs.join(", ")),
+        [],
+    )
+    .map_err(fail)?;
+    {
+        let marks = vec!["?"; columns.len()].join(", ");
+        let mut insert = tx
+            .prepare(&format!("INSERT INTO {} VALUES ({marks})", quote(table)))
+            .map_err(fail)?;
+        let put = |row: Vec<Sql>, insert: &mut Statement<'_>| {
+            insert
+                .execute(rusqlite::params_from_iter(row))
+                .map(drop)
+                .map_err(fail)
+        };
+        match format {
+            Format::Delimited(d) => {
+                csv_tool::read_rows(text, d, |record| {
+                    let row = record
+                        .iter()
+                        .zip(&kinds)
+                        .map(|(field, kind)| csv_value(field, *kind))
+                        .collect();
+                    put(row, &mut insert)
+                })?;
+            }
+            Format::Json | Format::JsonLines => {
+                each_object(text, format, |mut object| {
+                    let row = columns
+                        .iter()
+                        .zip(&kinds)
+                        .map(|(c, kind)| json_value(object.remove(c).unwrap_or(Value::Null), *kind))
+                        .collect();
+                    put(row, &mut insert)
+                })?;
+            }
+        }
+    }
+    tx.commit().map_err(fail)
 }
 
 /// A CSV field's kind. A number with a leading zero (`007`, `0123.5`) is text, so codes keep their
-/// digits.
+/// digits; so is a whole number too big for 64 bits (an id), which a REAL would round.
 fn field_kind(field: &str) -> Kind {
     let digits = field.trim_start_matches(['-', '+']).as_bytes();
     if field.is_empty() {
@@ -221,6 +289,8 @@ fn field_kind(field: &str) -> Kind {
         Kind::Text
     } else if field.parse::<i64>().is_ok() {
         Kind::Integer
+    } else if digits.iter().all(u8::is_ascii_digit) {
+        Kind::Text
     } else if csv_tool::parse_number(field).is_some() {
         Kind::Real
     } else {
@@ -228,126 +298,35 @@ fn field_kind(field: &str) -> Kind {
     }
 }
 
-fn from_csv(text: &str, delimiter: u8) -> Result<Loaded, String> {
-    let table = csv_tool::Table::parse(text, delimiter)?;
-    let kinds: Vec<Kind> = (0..table.headers.len())
-        .map(|c| {
-            table
-                .rows
-                .iter()
-                .map(|r| field_kind(&r[c]))
-                .fold(Kind::Empty, |a, b| if b > a { b } else { a })
-        })
-        .collect();
-    let rows = table
-        .rows
-        .into_iter()
-        .map(|row| {
-            row.into_iter()
-                .zip(&kinds)
-                .map(|(field, kind)| match kind {
-                    _ if field.is_empty() => Sql::Null,
-                    Kind::Integer => field.parse().map_or(Sql::Text(field), Sql::Integer),
-                    Kind::Real => {
-                        csv_tool::parse_number(&field).map_or(Sql::Text(field), Sql::Real)
-                    }
-                    Kind::Empty | Kind::Text => Sql::Text(field),
-                })
-                .collect()
-        })
-        .collect();
-    Ok(Loaded {
-        columns: table.headers,
-        types: kinds.iter().map(|k| k.sql()).collect(),
-        rows,
-    })
-}
-
-fn from_json(text: &str) -> Result<Loaded, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let items = match value {
-        Value::Array(items) => items,
-        Value::Object(map) => {
-            let mut arrays = map.into_iter().filter(|(_, v)| v.is_array());
-            match (arrays.next(), arrays.next()) {
-                (Some((_, Value::Array(items))), None) => items,
-                _ => return Err(not_rows()),
-            }
+/// A CSV field as a value of a column of `kind` (an empty field is NULL).
+fn csv_value(field: &str, kind: Kind) -> Sql {
+    match kind {
+        _ if field.is_empty() => Sql::Null,
+        Kind::Integer => field
+            .parse()
+            .map_or_else(|_| Sql::Text(field.into()), Sql::Integer),
+        Kind::Real => {
+            csv_tool::parse_number(field).map_or_else(|| Sql::Text(field.into()), Sql::Real)
         }
-        _ => return Err(not_rows()),
-    };
-    from_objects(items.into_iter().map(Ok))
-}
-
-fn from_json_lines(text: &str) -> Result<Loaded, String> {
-    from_objects(
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| format!("line {}: not valid JSON: {e}", i + 1))
-            }),
-    )
-}
-
-fn not_rows() -> String {
-    "a JSON file must hold an array of objects, one per row (or an object with one such array)"
-        .into()
-}
-
-/// Objects as rows: the columns are their keys in the order first seen; a missing key is NULL;
-/// booleans are 1 and 0; nested arrays and objects are kept as JSON text (SQLite's JSON functions
-/// read them).
-fn from_objects(items: impl Iterator<Item = Result<Value, String>>) -> Result<Loaded, String> {
-    let mut columns: Vec<String> = Vec::new();
-    let mut objects = Vec::new();
-    for (i, item) in items.enumerate() {
-        let Value::Object(map) = item? else {
-            return Err(format!("row {} is not an object: {}", i + 1, not_rows()));
-        };
-        for key in map.keys() {
-            if !columns.contains(key) {
-                columns.push(key.clone());
-            }
-        }
-        objects.push(map);
+        Kind::Empty | Kind::Text => Sql::Text(field.into()),
     }
-    if columns.is_empty() {
-        return Err("there are no rows (or the rows have no fields) to make a table of".into());
-    }
-    let kinds: Vec<Kind> = columns
-        .iter()
-        .map(|c| {
-            objects
-                .iter()
-                .map(|o| match o.get(c) {
-                    None | Some(Value::Null) => Kind::Empty,
-                    Some(Value::Bool(_)) => Kind::Integer,
-                    Some(Value::Number(n)) if n.is_i64() => Kind::Integer,
-                    Some(Value::Number(_)) => Kind::Real,
-                    Some(_) => Kind::Text,
-                })
-                .fold(Kind::Empty, |a, b| if b > a { b } else { a })
-        })
-        .collect();
-    let rows = objects
-        .into_iter()
-        .map(|mut o| {
-            columns
-                .iter()
-                .zip(&kinds)
-                .map(|(c, kind)| json_value(o.remove(c).unwrap_or(Value::Null), *kind))
-                .collect()
-        })
-        .collect();
-    Ok(Loaded {
-        types: kinds.iter().map(|k| k.sql()).collect(),
-        columns,
-        rows,
-    })
 }
 
-/// A JSON value as a value of a column of `kind`.
+/// A JSON value's kind: booleans are whole numbers (1 and 0); a whole number beyond 64 bits is
+/// text, as are strings, arrays and objects.
+fn json_kind(value: &Value) -> Kind {
+    match value {
+        Value::Null => Kind::Empty,
+        Value::Bool(_) => Kind::Integer,
+        Value::Number(n) if n.is_i64() => Kind::Integer,
+        Value::Number(n) if n.is_u64() => Kind::Text,
+        Value::Number(_) => Kind::Real,
+        _ => Kind::Text,
+    }
+}
+
+/// A JSON value as a value of a column of `kind`: nested arrays and objects are kept as JSON
+/// text (SQLite's JSON functions read them).
 fn json_value(v: Value, kind: Kind) -> Sql {
     match (v, kind) {
         (Value::Null, _) => Sql::Null,
@@ -357,4 +336,57 @@ fn json_value(v: Value, kind: Kind) -> Sql {
         (Value::String(s), _) => Sql::Text(s),
         (other, _) => Sql::Text(other.to_string()),
     }
+}
+
+fn not_rows() -> String {
+    "a JSON file must hold an array of objects, one per row".into()
+}
+
+/// Calls `f` with each object of a JSON array (`.json`) or each line's object (`.jsonl`), one at a
+/// time.
+fn each_object(
+    text: &str,
+    format: Format,
+    mut f: impl FnMut(Map<String, Value>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut row = |i: usize, item: Value| match item {
+        Value::Object(map) => f(map),
+        _ => Err(format!("row {} is not an object: {}", i + 1, not_rows())),
+    };
+    if format == Format::JsonLines {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let item = serde_json::from_str(line)
+                .map_err(|e| format!("line {}: not valid JSON: {e}", i + 1))?;
+            row(i, item)?;
+        }
+        return Ok(());
+    }
+    /// Visits the top-level array element by element.
+    struct Rows<'f, F>(&'f mut F);
+    impl<'de, F: FnMut(usize, Value) -> Result<(), String>> Visitor<'de> for Rows<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of objects, one per row")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while let Some(item) = seq.next_element::<Value>()? {
+                (self.0)(i, item).map_err(A::Error::custom)?;
+                i += 1;
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_seq(Rows(&mut row))
+        .and_then(|()| de.end())
+        .map_err(|e| match e.to_string() {
+            // A row's own refusal already says what a file must hold.
+            text if e.is_data() && text.contains(&not_rows()) => text,
+            text if e.is_data() => format!("{text}; {}", not_rows()),
+            text => format!("not valid JSON: {text}"),
+        })
 }

@@ -85,19 +85,17 @@ impl Guard {
     pub fn install(conn: &Connection) -> Result<Guard, String> {
         let fail = |e: rusqlite::Error| format!("cannot make the connection read-only: {e}");
         conn.pragma_update(None, "query_only", true).map_err(fail)?;
-        // No schema-defined SQL functions with side effects, no writes to the schema, no
-        // double-quoted string literals (a misspelt column is an error, not a string).
+        // No writes to the schema or shadow tables, and no functions with side effects called
+        // from a (hostile) file's views, triggers or generated columns. The statement's length is
+        // checked by `query`, not by SQLITE_LIMIT_SQL_LENGTH, which would also hold the file's own
+        // CREATE statements as SQLite reads them.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
             .map_err(fail)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)
             .map_err(fail)?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)
-            .map_err(fail)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)
             .map_err(fail)?;
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH)
-            .map_err(fail)?;
-        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, crate::MAX_SQL_BYTES as i32)
             .map_err(fail)?;
 
         let denied = Arc::new(Mutex::new(None));

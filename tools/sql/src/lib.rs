@@ -127,6 +127,8 @@ impl Source {
             });
         }
         let conn = open_database(path, &shown)?;
+        check_schema(&conn, &shown)?;
+        connect_virtual_tables(&conn);
         Ok(Source {
             conn,
             path: shown,
@@ -135,10 +137,61 @@ impl Source {
     }
 }
 
+/// Longest database path the VFS takes whole (it cuts longer ones at 512 bytes).
+const MAX_PATH_BYTES: usize = 480;
+
+/// Refuses a database whose schema text is not UTF-8 (a hostile or damaged file): the names and
+/// types of its columns would not be either, and the SQLite binding cannot return those.
+fn check_schema(conn: &Connection, shown: &str) -> Result<(), String> {
+    let damaged = |e: rusqlite::Error| guard::explain(&e, shown, 0);
+    let mut stmt = conn
+        .prepare("SELECT name, tbl_name, sql FROM sqlite_schema")
+        .map_err(damaged)?;
+    let mut rows = stmt.query([]).map_err(damaged)?;
+    while let Some(row) = rows.next().map_err(damaged)? {
+        for i in 0..3 {
+            if let rusqlite::types::ValueRef::Text(t) = row.get_ref(i).map_err(damaged)?
+                && std::str::from_utf8(t).is_err()
+            {
+                return Err(format!(
+                    "`{shown}` is damaged, or not a SQLite database this tool can read: its schema \
+                     is not UTF-8 text"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Connects the file's virtual tables (R-tree, FTS5…) before the guard is installed: connecting
+/// prepares statements on their shadow tables, writes among them, which the authorizer would
+/// refuse although they never run on a read-only connection. A table that cannot be connected (an
+/// unknown module) is left to fail, and explain itself, when a query uses it.
+fn connect_virtual_tables(conn: &Connection) {
+    let Ok(mut stmt) = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'",
+    ) else {
+        return;
+    };
+    let names: Vec<String> = match stmt.query_map([], |r| r.get(0)) {
+        Ok(rows) => rows.filter_map(Result::ok).collect(),
+        Err(_) => return,
+    };
+    for name in names {
+        let _ = conn.prepare(&format!("SELECT * FROM {} LIMIT 0", data::quote(&name)));
+    }
+}
+
 /// Opens a SQLite database file read-only. `immutable`: SQLite takes no locks and reads no
 /// journal (WASI has neither locks nor shared memory); a database in WAL mode is read as of its
 /// last checkpoint.
 fn open_database(path: &Path, shown: &str) -> Result<Connection, String> {
+    if shown.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "the path is {} bytes long; a database path may have at most {MAX_PATH_BYTES}",
+            shown.len()
+        ));
+    }
     let mut head = Vec::with_capacity(16);
     std::fs::File::open(path)
         .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 16), &mut head))
@@ -178,7 +231,7 @@ fn max_rows(args: &Value) -> Result<usize, String> {
     match args.get("max_rows") {
         None | Some(Value::Null) => Ok(DEFAULT_ROWS),
         Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 => Ok((n as usize).min(MAX_ROWS)),
+            Some(n) if n >= 1 => Ok(n.min(MAX_ROWS as u64) as usize),
             _ => Err(format!(
                 "`max_rows` must be a whole number from 1 to {MAX_ROWS}, not {v}"
             )),

@@ -35,12 +35,28 @@ pub(crate) fn run(
         .iter()
         .map(|c| c.decl_type().map(str::to_ascii_uppercase))
         .collect();
+    // The size the result will have inside the JSON-RPC answer (control characters escaped),
+    // starting with the longest the `# columns:` line can be.
+    let mut size = json_len(b"# columns: \n")
+        + names
+            .iter()
+            .zip(&declared)
+            .map(|(n, d)| json_len(n.as_bytes()) + d.as_ref().map_or(7, String::len) + 3)
+            .sum::<usize>();
+    if size > MAX_OUTPUT_BYTES {
+        return Err(format!(
+            "the result's column names alone are over {} KiB; select fewer columns, or name them \
+             with AS",
+            MAX_OUTPUT_BYTES / 1024
+        ));
+    }
     let mut seen: Vec<Option<&'static str>> = vec![None; names.len()];
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record(&names).map_err(write_error)?;
     csv.flush().map_err(write_error)?;
     // Bytes of whole rows written so far: a row that crosses the cap is cut off at the end.
     let mut kept = csv.get_ref().len();
+    size += json_len(csv.get_ref());
     let mut shown = 0;
     let mut cut = None;
     let mut rows = stmt.query([]).map_err(fail)?;
@@ -50,7 +66,8 @@ pub(crate) fn run(
             break;
         }
         let mut fields = Vec::with_capacity(names.len());
-        for (i, seen) in seen.iter_mut().enumerate() {
+        let mut classes = seen.clone();
+        for (i, seen) in classes.iter_mut().enumerate() {
             let value = row.get_ref(i).map_err(fail)?;
             let class = storage_class(value);
             if class != "NULL" {
@@ -64,11 +81,14 @@ pub(crate) fn run(
         }
         csv.write_record(&fields).map_err(write_error)?;
         csv.flush().map_err(write_error)?;
-        if csv.get_ref().len() > MAX_OUTPUT_BYTES {
+        let row_size = json_len(&csv.get_ref()[kept..]);
+        if size + row_size > MAX_OUTPUT_BYTES {
             cut = Some(format!("{} KiB", MAX_OUTPUT_BYTES / 1024));
             break;
         }
+        size += row_size;
         kept = csv.get_ref().len();
+        seen = classes;
         shown += 1;
     }
     let types: Vec<String> = names
@@ -134,7 +154,25 @@ fn real(x: f64) -> String {
         return x.to_string();
     }
     let rounded: f64 = format!("{x:.14e}").parse().unwrap_or(x);
-    format!("{rounded:?}")
+    let text = format!("{rounded:?}");
+    match text.find('e') {
+        // `1e16` is `1.0e16`: a real keeps its decimal point.
+        Some(e) if !text.contains('.') => format!("{}.0{}", &text[..e], &text[e..]),
+        _ => text,
+    }
+}
+
+/// How many bytes `bytes` take as a JSON string's content: `"` and `\\` and the short-escaped
+/// control characters take two, the other control characters six (`\u0001`).
+fn json_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn write_error(e: impl std::fmt::Display) -> String {
@@ -169,39 +207,56 @@ pub(crate) fn schema(source: &Source, guard: &Guard) -> Result<String, String> {
             .find(|(t, _)| t == name)
             .map(|(_, f)| format!(", from {f}"))
             .unwrap_or_default();
+        if json_len(out.as_bytes()) > MAX_OUTPUT_BYTES {
+            out.push_str(&format!(
+                "# truncated: the listing is capped at {} KiB; query sqlite_schema for the rest\n",
+                MAX_OUTPUT_BYTES / 1024
+            ));
+            return Ok(out);
+        }
         if kind == "table" {
-            let count: i64 = conn
-                .query_row(&format!("SELECT count(*) FROM {quoted}"), [], |r| r.get(0))
-                .map_err(fail)?;
-            out.push_str(&format!("table {name} ({count} rows{from})\n"));
+            // A table that cannot be read (an unknown virtual-table module) is listed all the same.
+            let count = conn
+                .query_row(&format!("SELECT count(*) FROM {quoted}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_or_else(
+                    |e| format!("rows unknown: {}", fail(e)),
+                    |n| format!("{n} rows"),
+                );
+            out.push_str(&format!("table {name} ({count}{from})\n"));
         } else {
             out.push_str(&format!("view {name}\n"));
         }
-        let mut cols = conn
-            .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")
-            .map_err(fail)?;
-        let rows = cols
-            .query_map([name], |r| {
+        let columns = (|| {
+            let mut cols =
+                conn.prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")?;
+            let rows = cols.query_map([name], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, bool>(2)?,
                     r.get::<_, i64>(3)?,
                 ))
-            })
-            .map_err(fail)?;
-        for row in rows {
-            let (col, ty, not_null, pk) = row.map_err(fail)?;
-            let ty = if ty.is_empty() {
-                "(no type)".into()
-            } else {
-                ty
-            };
-            out.push_str(&format!(
-                "  {col} {ty}{}{}\n",
-                if pk > 0 { " PRIMARY KEY" } else { "" },
-                if not_null { " NOT NULL" } else { "" }
-            ));
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })();
+        match columns {
+            Err(e) => out.push_str(&format!("  (columns unknown: {})\n", fail(e))),
+            Ok(columns) => {
+                for (col, ty, not_null, pk) in columns {
+                    let ty = if ty.is_empty() {
+                        "(no type)".into()
+                    } else {
+                        ty
+                    };
+                    out.push_str(&format!(
+                        "  {col} {ty}{}{}\n",
+                        if pk > 0 { " PRIMARY KEY" } else { "" },
+                        if not_null { " NOT NULL" } else { "" }
+                    ));
+                }
+            }
         }
     }
     if objects.len() > MAX_SCHEMA_TABLES {

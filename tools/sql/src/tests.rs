@@ -267,3 +267,129 @@ fn paths_and_arguments_are_checked() {
         "t_2026_sales_v2"
     );
 }
+
+#[test]
+fn files_from_other_tools_are_read_as_they_are() {
+    let dir = scratch("foreign");
+    let db = dir.join("geo.db");
+    let c = Connection::open(&db).unwrap();
+    let long_default = "x".repeat(70_000);
+    c.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE boxes USING rtree(id, minx, maxx);
+         INSERT INTO boxes VALUES (1, 0, 10), (2, 5, 6);
+         CREATE TABLE wide (a TEXT DEFAULT '{long_default}');
+         INSERT INTO wide DEFAULT VALUES;
+         CREATE VIEW quoted AS SELECT \"a double-quoted literal\" AS x;"
+    ))
+    .unwrap();
+    drop(c);
+    // An R-tree (GeoPackage files have them) connects, though connecting prepares writes.
+    assert!(
+        ok(
+            &db,
+            "SELECT id FROM boxes WHERE minx <= 5.5 AND maxx >= 5.5 ORDER BY id"
+        )
+        .contains("id\n1\n2\n")
+    );
+    // A schema statement longer than the tool's own statement limit.
+    assert!(ok(&db, "SELECT length(a) AS n FROM wide").contains("\n70000\n"));
+    // A view written with a double-quoted string literal, as older SQLite allowed.
+    assert!(ok(&db, "SELECT x FROM quoted").contains("\na double-quoted literal\n"));
+    let listing = schema(&db).unwrap();
+    assert!(listing.contains("table boxes (2 rows)"), "{listing}");
+    assert!(err(&db, "INSERT INTO boxes VALUES (3, 1, 2)").contains("refused"));
+}
+
+#[test]
+fn a_schema_that_is_not_utf8_is_refused_not_a_crash() {
+    let dir = scratch("utf8");
+    let db = dir.join("odd.db");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE t (a);
+         PRAGMA writable_schema = ON;
+         UPDATE sqlite_schema SET sql = 'CREATE TABLE t (' || CAST(x'ff' AS TEXT) || ')' WHERE name = 't';",
+    )
+    .unwrap();
+    drop(c);
+    assert!(err(&db, "SELECT * FROM t").contains("schema is not UTF-8"));
+}
+
+#[test]
+fn results_are_capped_as_the_host_will_see_them() {
+    let dir = scratch("escaped");
+    let db = shop(&dir);
+    // Control characters take six bytes each once JSON-escaped.
+    let out = query(
+        &db,
+        "SELECT printf('%.200c', char(1)) AS x FROM generate_series(1, 5000)",
+        MAX_ROWS,
+    );
+    let out = match out {
+        Ok(out) => out,
+        // Builds without the series extension: the same rows from a recursive CTE.
+        Err(_) => query(
+            &db,
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+             SELECT printf('%.200c', char(1)) AS x FROM n",
+            MAX_ROWS,
+        )
+        .unwrap(),
+    };
+    let escaped = serde_json::to_string(&out).unwrap().len();
+    assert!(escaped <= MAX_OUTPUT_BYTES + 1024, "{escaped}");
+    assert!(out.contains("# truncated"), "{}", &out[out.len() - 200..]);
+    // A count beyond 32 bits is the cap, not zero.
+    let many = call(
+        "sql_query",
+        &json!({"path": "/data/x.db", "sql": "SELECT 1", "max_rows": 4294967296u64}),
+    );
+    assert!(!many.unwrap_err().contains("max_rows"));
+    assert_eq!(
+        max_rows(&json!({"max_rows": 4294967296u64})).unwrap(),
+        MAX_ROWS
+    );
+    assert!(ok(&db, "SELECT 1e16 AS x").contains("\n1.0e16\n"));
+    // A path the VFS would cut short is refused, not cut.
+    let deep = dir
+        .join("a".repeat(200))
+        .join("b".repeat(200))
+        .join("c".repeat(100));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::copy(&db, deep.join("shop.db")).unwrap();
+    assert!(err(&deep.join("shop.db"), "SELECT 1").contains("at most 480"));
+}
+
+#[test]
+fn data_files_with_awkward_columns() {
+    let dir = scratch("awkward");
+    std::fs::write(dir.join("case.csv"), "Name,name\na,b\n").unwrap();
+    assert!(err(&dir.join("case.csv"), "SELECT 1").contains("differ only in case"));
+    std::fs::write(
+        dir.join("ids.csv"),
+        "id,n\n123456789012345678901234,1\n7,2\n",
+    )
+    .unwrap();
+    let out = ok(
+        &dir.join("ids.csv"),
+        "SELECT typeof(id) AS t, id FROM ids ORDER BY n",
+    );
+    assert!(out.contains("text,123456789012345678901234\n"), "{out}");
+    std::fs::write(
+        dir.join("big.json"),
+        r#"[{"id": 18446744073709551615}, {"id": 1}]"#,
+    )
+    .unwrap();
+    assert!(ok(&dir.join("big.json"), "SELECT id FROM big").contains("\n18446744073709551615\n"));
+    std::fs::write(dir.join("mixed.json"), r#"[{"a": 1}, 2]"#).unwrap();
+    let e = err(&dir.join("mixed.json"), "SELECT 1");
+    assert!(e.contains("row 2 is not an object"), "{e}");
+    std::fs::write(dir.join("broken.json"), r#"[{"a": 1}"#).unwrap();
+    assert!(err(&dir.join("broken.json"), "SELECT 1").contains("not valid JSON"));
+    std::fs::write(dir.join("header.csv"), "a,b\n").unwrap();
+    assert!(
+        schema(&dir.join("header.csv"))
+            .unwrap()
+            .contains("table header (0 rows")
+    );
+}
