@@ -256,6 +256,8 @@ fn budgets_stop_runaway_queries_and_big_results_are_cut() {
     // More memory than SQLite may have: an error, not a trapped guest; and the instance that grew
     // is not kept idle, so the toolhost gives that memory back.
     let toolhost = d.service_pid(caxton_tests::Service::Toolhost);
+    let random = || ok(d, "/data/shop.db", "SELECT random() AS r");
+    let first = random();
     let before = rss_mib(toolhost);
     refused(
         d,
@@ -276,6 +278,9 @@ fn budgets_stop_runaway_queries_and_big_results_are_cut() {
         after < before + 64,
         "the toolhost holds {after} MiB after the query, {before} MiB before"
     );
+    // The next call runs in a fresh instance, whose SQLite is seeded anew from the host's random
+    // source: random() does not repeat the first instance's sequence.
+    assert_ne!(random(), first);
     let big = ok(
         d,
         "/data/shop.db",

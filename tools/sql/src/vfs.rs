@@ -5,7 +5,9 @@
 //! NULL column name: every pragma on a database file came back empty, and reading its column name
 //! panicked. The shim is the same VFS, registered as the default, whose files answer
 //! `SQLITE_NOTFOUND` ("not a request for this VFS") to every file control, as SQLite's Unix VFS
-//! does for the requests it does not know.
+//! does for the requests it does not know. The minimal VFS also leaves SQLite's random seed
+//! unfilled, so `random()` and `randomblob()` would repeat in every fresh instance; the shim fills
+//! it from the host's random source (WASI `random_get`, through the standard library's hash keys).
 //!
 //! Not needed natively (the unit tests run on SQLite's Unix VFS); `install` is then a no-op.
 
@@ -44,6 +46,7 @@ mod shim {
                 vfs.pNext = std::ptr::null_mut();
                 vfs.pAppData = base.cast::<c_void>();
                 vfs.xOpen = Some(open);
+                vfs.xRandomness = Some(randomness);
                 let slot = (*VFS.0.get()).write(vfs);
                 ffi::sqlite3_vfs_register(slot, 1);
             }
@@ -78,6 +81,24 @@ mod shim {
             }
             rc
         }
+    }
+
+    /// Fills SQLite's seed with `n` unpredictable bytes: each `RandomState` has fresh SipHash keys
+    /// (seeded once per thread from `random_get`, then stepped), and hashing nothing with them
+    /// gives 8 bytes no one can predict without the keys.
+    unsafe extern "C" fn randomness(_: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+        use std::hash::{BuildHasher, Hasher};
+        let n = usize::try_from(n).unwrap_or(0);
+        // SAFETY: SQLite passes a buffer of `n` bytes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(out.cast::<u8>(), n) };
+        for chunk in buf.chunks_mut(8) {
+            let word = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                .to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        c_int::try_from(n).unwrap_or(0)
     }
 
     unsafe extern "C" fn file_control(
