@@ -209,9 +209,12 @@ fn inject_fault(input: &str) {
     }
     match input.strip_prefix("caxton-fault:") {
         Some("panic") => panic!("injected fault: panic requested by the test input"),
-        Some("hang") => loop {
-            std::thread::park();
-        },
+        // Hangs: reads and ignores what the supervisor sends (a `Stop` too, so only a kill ends
+        // it), but exits when stdin closes, so a worker whose daemon was killed does not linger.
+        Some("hang") => {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(EXIT_STOPPED.into());
+        }
         Some("exit") => std::process::exit(3),
         // Resource exhaustion, for the confinement tests: memory until the address-space limit,
         // CPU until the CPU-time limit, descriptors until the open-file limit.
