@@ -110,29 +110,26 @@ impl Source {
         guard::limit_heap();
         let shown = path.display().to_string();
         let meta = std::fs::metadata(path).map_err(|e| explain_io(&shown, &e))?;
-        if meta.is_dir() {
-            let (conn, loaded) = data::load_dir(path)?;
-            return Ok(Source {
-                conn,
-                path: shown,
-                loaded,
-            });
-        }
-        if data::Format::of(path).is_some() {
-            let (conn, loaded) = data::load_files(&[path.to_path_buf()])?;
-            return Ok(Source {
-                conn,
-                path: shown,
-                loaded,
-            });
-        }
-        let conn = open_database(path, &shown)?;
-        check_schema(&conn, &shown)?;
-        connect_virtual_tables(&conn);
+        let (conn, loaded) = if meta.is_dir() {
+            data::load_dir(path)?
+        } else if data::Format::of(path).is_some() {
+            data::load_files(&[path.to_path_buf()])?
+        } else {
+            let conn = open_database(path, &shown)?;
+            for table in virtual_tables(&conn, &shown)? {
+                // Connecting a virtual table (R-tree, FTS5…) prepares statements on its shadow
+                // tables, writes among them, which the guard's authorizer would refuse although
+                // they never run on a read-only connection: connect them before the guard. One
+                // that cannot be connected (an unknown module) fails, and explains itself, when a
+                // query uses it.
+                let _ = conn.prepare(&format!("SELECT * FROM {} LIMIT 0", data::quote(&table)));
+            }
+            (conn, Vec::new())
+        };
         Ok(Source {
             conn,
             path: shown,
-            loaded: Vec::new(),
+            loaded,
         })
     }
 }
@@ -140,46 +137,39 @@ impl Source {
 /// Longest database path the VFS takes whole (it cuts longer ones at 512 bytes).
 const MAX_PATH_BYTES: usize = 480;
 
-/// Refuses a database whose schema text is not UTF-8 (a hostile or damaged file): the names and
-/// types of its columns would not be either, and the SQLite binding cannot return those.
-fn check_schema(conn: &Connection, shown: &str) -> Result<(), String> {
+/// The database's virtual tables, read in the one pass over its schema that also refuses a schema
+/// whose text is not UTF-8 (a hostile or damaged file): the names and types of its columns would
+/// not be either, and the SQLite binding cannot return those.
+fn virtual_tables(conn: &Connection, shown: &str) -> Result<Vec<String>, String> {
     let damaged = |e: rusqlite::Error| guard::explain(&e, shown, 0);
     let mut stmt = conn
-        .prepare("SELECT name, tbl_name, sql FROM sqlite_schema")
+        .prepare("SELECT name, tbl_name, sql, type = 'table' FROM sqlite_schema")
         .map_err(damaged)?;
     let mut rows = stmt.query([]).map_err(damaged)?;
+    let mut virtual_tables = Vec::new();
     while let Some(row) = rows.next().map_err(damaged)? {
-        for i in 0..3 {
-            if let rusqlite::types::ValueRef::Text(t) = row.get_ref(i).map_err(damaged)?
-                && std::str::from_utf8(t).is_err()
-            {
-                return Err(format!(
-                    "`{shown}` is damaged, or not a SQLite database this tool can read: its schema \
-                     is not UTF-8 text"
-                ));
+        let mut text = [""; 3];
+        for (i, slot) in text.iter_mut().enumerate() {
+            if let rusqlite::types::ValueRef::Text(t) = row.get_ref(i).map_err(damaged)? {
+                *slot = std::str::from_utf8(t).map_err(|_| {
+                    format!(
+                        "`{shown}` is damaged, or not a SQLite database this tool can read: its \
+                         schema is not UTF-8 text"
+                    )
+                })?;
             }
         }
+        let is_table: bool = row.get(3).map_err(damaged)?;
+        let create = "CREATE VIRTUAL TABLE";
+        if is_table
+            && text[2]
+                .get(..create.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(create))
+        {
+            virtual_tables.push(text[0].to_string());
+        }
     }
-    Ok(())
-}
-
-/// Connects the file's virtual tables (R-tree, FTS5…) before the guard is installed: connecting
-/// prepares statements on their shadow tables, writes among them, which the authorizer would
-/// refuse although they never run on a read-only connection. A table that cannot be connected (an
-/// unknown module) is left to fail, and explain itself, when a query uses it.
-fn connect_virtual_tables(conn: &Connection) {
-    let Ok(mut stmt) = conn.prepare(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'",
-    ) else {
-        return;
-    };
-    let names: Vec<String> = match stmt.query_map([], |r| r.get(0)) {
-        Ok(rows) => rows.filter_map(Result::ok).collect(),
-        Err(_) => return,
-    };
-    for name in names {
-        let _ = conn.prepare(&format!("SELECT * FROM {} LIMIT 0", data::quote(&name)));
-    }
+    Ok(virtual_tables)
 }
 
 /// Opens a SQLite database file read-only. `immutable`: SQLite takes no locks and reads no
