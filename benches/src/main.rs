@@ -91,6 +91,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
             cpu_time_ms: 60_000,
             open_files: 256,
         },
+        delegation: Default::default(),
         source: "bench".into(),
     };
     let job = WorkerJob {
@@ -105,6 +106,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         record: false,
         replay: None,
         memory: None,
+        delegation_tools: vec![],
     };
     (0..SPAWN_SAMPLES)
         .map(|_| {

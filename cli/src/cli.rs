@@ -130,6 +130,9 @@ enum AgentCommand {
         /// request that differs from the recorded one fails the run and shows the difference).
         #[arg(long, value_name = "FILE")]
         replay: Option<PathBuf>,
+        /// Leave delegated runs' events out (their answers and usage still count).
+        #[arg(long)]
+        hide_children: bool,
     },
     /// Run an agent's test cases (input, expected tool calls, answer patterns) against
     /// recordings or its configured provider; exit 0 when all pass.
@@ -269,6 +272,7 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
             timeout,
             record,
             replay,
+            hide_children,
         } => {
             let replay = replay
                 .as_deref()
@@ -293,6 +297,7 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
                 stream: false,
                 record: false,
                 replay,
+                hide_children,
             };
             let display = crate::run_cli::RunDisplay {
                 json,

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use caxton_ipc::api::{ApiRequest, ApiResponse, RunEvent, RunRequest, RunUsage};
+use caxton_ipc::api::{ApiRequest, ApiResponse, ChildEvent, RunEvent, RunRequest, RunUsage};
 use caxton_ipc::recording::{Exchange, RECORDING_VERSION, Recording};
 
 use crate::cli::{EXIT_OK, exit_for, unexpected};
@@ -165,6 +165,23 @@ impl View {
     fn show(&mut self, event: &RunEvent) {
         let mut err = std::io::stderr().lock();
         match event {
+            RunEvent::Child(c) => {
+                self.end_streamed_line();
+                show_child(&mut err, c);
+            }
+            RunEvent::Routed {
+                capability,
+                strategy,
+                chosen,
+                candidates,
+                ..
+            } => {
+                let _ = writeln!(
+                    err,
+                    "  route {capability} ({strategy}) → {chosen} [{}]",
+                    scores(candidates)
+                );
+            }
             RunEvent::Started {
                 run_id,
                 agent,
@@ -264,6 +281,7 @@ impl View {
                     println!("{answer}");
                 }
                 let _ = writeln!(err, "✓ done in {}", summary(usage));
+                tree_summary(&mut err, usage);
             }
             RunEvent::Failed { error, usage, .. } => {
                 self.end_streamed_line();
@@ -271,6 +289,7 @@ impl View {
                 if usage.llm_calls > 0 || usage.tool_calls > 0 {
                     let _ = writeln!(err, "  used {}", summary(usage));
                 }
+                tree_summary(&mut err, usage);
             }
         }
     }
@@ -281,6 +300,123 @@ impl View {
             println!();
         }
         self.streamed.clear();
+    }
+}
+
+/// One event of a delegated run, indented by its depth under its parent's lines.
+fn show_child(err: &mut impl Write, c: &ChildEvent) {
+    let pad = "    ".repeat(c.depth as usize);
+    let agent = &c.agent;
+    let _ = match &c.event {
+        RunEvent::Started {
+            run_id, worker_pid, ..
+        } => writeln!(
+            err,
+            "{pad}▶ {agent}: run {run_id} in worker pid {worker_pid} (for {})",
+            c.parent_run_id
+        ),
+        RunEvent::LlmCall {
+            turn,
+            provider,
+            model,
+        } => {
+            let model = model
+                .as_ref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            writeln!(err, "{pad}  turn {turn}: asking {provider}{model}")
+        }
+        RunEvent::ToolCall {
+            tool, arguments, ..
+        } => {
+            writeln!(err, "{pad}  tool {tool} {}", one_line(arguments, 200))
+        }
+        RunEvent::ToolResult {
+            ok,
+            output,
+            duration_us,
+            ..
+        } => writeln!(
+            err,
+            "{pad}    {} {} ({:.1} ms)",
+            if *ok { "→" } else { "✗" },
+            one_line(output, 200),
+            *duration_us as f64 / 1000.0
+        ),
+        RunEvent::Routed {
+            capability,
+            strategy,
+            chosen,
+            candidates,
+            ..
+        } => writeln!(
+            err,
+            "{pad}  route {capability} ({strategy}) → {chosen} [{}]",
+            scores(candidates)
+        ),
+        RunEvent::Finished { answer, usage, .. } => writeln!(
+            err,
+            "{pad}✓ {agent} answered in {}: {}",
+            summary(usage),
+            one_line(answer, 200)
+        ),
+        RunEvent::Failed { error, .. } => {
+            writeln!(err, "{pad}✗ {agent}: {}", one_line(&error.message, 300))
+        }
+        RunEvent::LlmRetry {
+            provider,
+            attempt,
+            error,
+            wait_ms,
+        } => writeln!(
+            err,
+            "{pad}  ↻ {provider} attempt {attempt} failed ({}); retrying in {wait_ms} ms",
+            one_line(error, 200)
+        ),
+        RunEvent::LlmFallback { from, to, error } => writeln!(
+            err,
+            "{pad}  ⇢ {from} failed ({}); falling back to {to}",
+            one_line(error, 200)
+        ),
+        // Grandchildren arrive as their own `Child` events, never nested.
+        _ => Ok(()),
+    };
+}
+
+/// `a 1.000, b 0.000`.
+fn scores(candidates: &[caxton_ipc::api::RouteCandidate]) -> String {
+    candidates
+        .iter()
+        .map(|c| format!("{} {:.3}", c.agent, c.score))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The usage of a run's whole tree, per agent and per model, when it delegated.
+fn tree_summary(err: &mut impl Write, u: &RunUsage) {
+    let Some(tree) = &u.tree else { return };
+    let line = |s: &caxton_ipc::api::Spent| {
+        let cost = if s.cost_usd > 0.0 {
+            format!(", ${:.6}", s.cost_usd)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} runs, {} LLM calls, {} tool calls, {}+{} tokens{cost}",
+            s.runs, s.llm_calls, s.tool_calls, s.prompt_tokens, s.completion_tokens
+        )
+    };
+    let _ = writeln!(
+        err,
+        "  tree ({} delegated runs): {}",
+        tree.descendants,
+        line(&tree.total)
+    );
+    for (agent, s) in &tree.by_agent {
+        let _ = writeln!(err, "    agent {agent}: {}", line(s));
+    }
+    for (model, s) in &tree.by_model {
+        let _ = writeln!(err, "    model {model}: {}", line(s));
     }
 }
 

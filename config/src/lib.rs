@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_WORKERS: u32 = 16;
 /// Default number of runs that may wait for a worker slot before new ones get "busy".
 pub const DEFAULT_QUEUE_CAPACITY: u32 = 64;
+/// Default `[workers] max_delegated`: delegated runs in progress at once.
+pub const DEFAULT_MAX_DELEGATED: u32 = 32;
 /// Default wall-clock limit of one run when neither the agent nor the request sets one.
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time SIGTERM gives in-flight runs before their workers are killed.
@@ -162,6 +164,10 @@ impl Default for ApiConfig {
 pub struct WorkersConfig {
     pub max_concurrent: u32,
     pub queue_capacity: u32,
+    /// Delegated (child) runs in progress at once, across all trees. A delegation past it is
+    /// refused at once (a `delegation` tool error for its parent), never queued: a parent
+    /// waiting for a child that waits for a slot could deadlock.
+    pub max_delegated: u32,
     #[serde(with = "humantime_serde")]
     pub default_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -191,6 +197,7 @@ impl Default for WorkersConfig {
         WorkersConfig {
             max_concurrent: DEFAULT_MAX_WORKERS,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_delegated: DEFAULT_MAX_DELEGATED,
             default_timeout: DEFAULT_RUN_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             binary: None,

@@ -143,6 +143,154 @@ pub struct AgentSpec {
     pub parameters: BTreeMap<String, String>,
     pub llm: LlmSpec,
     pub limits: LimitsSpec,
+    /// Whom it may delegate to (`[delegation]`); empty targets = it delegates to nobody.
+    pub delegation: DelegationSpec,
     /// The file it was loaded from.
     pub source: String,
+}
+
+/// Deepest delegation tree by default (`[delegation] max_depth`): the root run is depth 0.
+pub const DEFAULT_MAX_DEPTH: u32 = 3;
+/// Deepest delegation tree any agent may ask for.
+pub const MAX_DEPTH_CAP: u32 = 8;
+/// Delegations per turn by default (`[delegation] max_fan_out`).
+pub const DEFAULT_MAX_FAN_OUT: u32 = 4;
+/// Most delegations one turn may make, whatever an agent asks.
+pub const MAX_FAN_OUT_CAP: u32 = 16;
+/// Descendant runs of one root run by default (`[delegation] max_descendants`).
+pub const DEFAULT_MAX_DESCENDANTS: u32 = 20;
+/// Most descendant runs one root run may have, whatever an agent asks.
+pub const MAX_DESCENDANTS_CAP: u32 = 256;
+
+/// `[delegation]`: the agents and capabilities an agent may delegate to, and the limits of the
+/// tree below it. Each target is offered to the LLM as a tool ([`DelegationSpec::tool_name_for_agent`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegationSpec {
+    /// Agents by name.
+    pub agents: Vec<String>,
+    /// Capabilities: one agent that declares it is picked per delegation by `strategy`.
+    pub capabilities: Vec<String>,
+    pub strategy: RoutingStrategy,
+    /// Deepest run below the root (the root is depth 0); the smallest value along a chain wins.
+    pub max_depth: u32,
+    /// Delegations one turn may make (they run in parallel).
+    pub max_fan_out: u32,
+    /// Descendant runs of a root run, counted over the whole tree (set by the root's agent).
+    pub max_descendants: u32,
+    /// May a chain come back to an agent already in it (A → B → A)? Still depth-bounded.
+    pub allow_recursion: bool,
+}
+
+impl Default for DelegationSpec {
+    fn default() -> Self {
+        DelegationSpec {
+            agents: vec![],
+            capabilities: vec![],
+            strategy: RoutingStrategy::RoundRobin,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_fan_out: DEFAULT_MAX_FAN_OUT,
+            max_descendants: DEFAULT_MAX_DESCENDANTS,
+            allow_recursion: false,
+        }
+    }
+}
+
+/// Prefix of the tool that delegates to an agent by name.
+pub const DELEGATE_AGENT_PREFIX: &str = "delegate_to_";
+/// Prefix of the tool that delegates to an agent by capability.
+pub const DELEGATE_CAPABILITY_PREFIX: &str = "delegate_capability_";
+
+impl DelegationSpec {
+    /// The tool through which the LLM delegates to agent `name`.
+    pub fn tool_name_for_agent(name: &str) -> String {
+        format!("{DELEGATE_AGENT_PREFIX}{name}")
+    }
+
+    /// The tool through which the LLM delegates to an agent with `capability`.
+    pub fn tool_name_for_capability(capability: &str) -> String {
+        format!("{DELEGATE_CAPABILITY_PREFIX}{capability}")
+    }
+
+    /// The delegation target a tool name stands for, if it is one of this agent's.
+    pub fn target_of_tool(&self, tool: &str) -> Option<DelegateTarget> {
+        if let Some(name) = tool.strip_prefix(DELEGATE_AGENT_PREFIX)
+            && self.agents.iter().any(|a| a == name)
+        {
+            return Some(DelegateTarget::Agent(name.to_string()));
+        }
+        if let Some(cap) = tool.strip_prefix(DELEGATE_CAPABILITY_PREFIX)
+            && self.capabilities.iter().any(|c| c == cap)
+        {
+            return Some(DelegateTarget::Capability(cap.to_string()));
+        }
+        None
+    }
+
+    /// Every delegation tool of this agent, in order: agents, then capabilities.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .map(|a| Self::tool_name_for_agent(a))
+            .chain(
+                self.capabilities
+                    .iter()
+                    .map(|c| Self::tool_name_for_capability(c)),
+            )
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty() && self.capabilities.is_empty()
+    }
+}
+
+/// Whom a delegation goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DelegateTarget {
+    Agent(String),
+    Capability(String),
+}
+
+impl std::fmt::Display for DelegateTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DelegateTarget::Agent(a) => write!(f, "agent `{a}`"),
+            DelegateTarget::Capability(c) => write!(f, "capability `{c}`"),
+        }
+    }
+}
+
+/// How one agent is picked among those that declare a capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingStrategy {
+    /// Each in turn (per capability, across the service).
+    RoundRobin,
+    /// The one with the fewest runs in progress (ties: by name).
+    LeastLoaded,
+    /// The one whose description and documentation are closest in meaning to the task
+    /// (MiniLM embeddings from the memory service, cosine similarity).
+    BestMatch,
+}
+
+impl RoutingStrategy {
+    pub const NAMES: &[&str] = &["round_robin", "least_loaded", "best_match"];
+
+    pub fn parse(s: &str) -> Option<RoutingStrategy> {
+        match s {
+            "round_robin" => Some(RoutingStrategy::RoundRobin),
+            "least_loaded" => Some(RoutingStrategy::LeastLoaded),
+            "best_match" => Some(RoutingStrategy::BestMatch),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoutingStrategy::RoundRobin => "round_robin",
+            RoutingStrategy::LeastLoaded => "least_loaded",
+            RoutingStrategy::BestMatch => "best_match",
+        }
+    }
 }

@@ -32,6 +32,10 @@ pub struct RunRequest {
     /// from the recorded one fails the run with the difference.
     #[serde(default)]
     pub replay: Option<crate::recording::Recording>,
+    /// Leave the events of delegated (descendant) runs out of the stream; their answers and
+    /// usage still reach the parent and the final usage.
+    #[serde(default)]
+    pub hide_children: bool,
 }
 
 impl RunRequest {
@@ -45,6 +49,7 @@ impl RunRequest {
             stream: false,
             record: false,
             replay: None,
+            hide_children: false,
         }
     }
 }
@@ -137,6 +142,9 @@ pub enum ErrorKind {
     InvalidAgent,
     /// The client went away and the run was cancelled.
     Cancelled,
+    /// A delegation to another agent was refused before its run started: depth, cycle, fan-out,
+    /// descendants, an unknown or unroutable target, or no budget left to give it.
+    Delegation,
     /// Anything else; a bug if seen.
     Internal,
 }
@@ -189,11 +197,74 @@ pub struct RunUsage {
     #[serde(default)]
     pub cost_usd: f64,
     pub wall_ms: u64,
+    /// Set when the run delegated: its own usage (the fields above) plus its descendants',
+    /// per agent and per model. Absent for a run that delegated nothing.
+    #[serde(default)]
+    pub tree: Option<Box<TreeUsage>>,
+}
+
+/// What part of a delegation tree used: runs, calls, tokens and cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spent {
+    pub runs: u32,
+    pub llm_calls: u32,
+    pub tool_calls: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Spent {
+    pub fn add(&mut self, other: &Spent) {
+        self.runs += other.runs;
+        self.llm_calls += other.llm_calls;
+        self.tool_calls += other.tool_calls;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cost_usd += other.cost_usd;
+    }
+
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// A run's usage together with all its descendants' (killed ones included).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TreeUsage {
+    /// Descendant runs.
+    pub descendants: u32,
+    /// The run and its descendants.
+    pub total: Spent,
+    /// The same, per agent name.
+    pub by_agent: BTreeMap<String, Spent>,
+    /// The same, per model as the provider reported it (`provider/model`).
+    pub by_model: BTreeMap<String, Spent>,
 }
 
 impl RunUsage {
     pub fn total_tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
+    }
+
+    /// This run's own usage (without descendants) as one run's [`Spent`].
+    pub fn own(&self) -> Spent {
+        Spent {
+            runs: 1,
+            llm_calls: self.llm_calls,
+            tool_calls: self.tool_calls,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cost_usd: self.cost_usd,
+        }
+    }
+
+    /// The whole tree's usage: the tree total when the run delegated, else its own.
+    pub fn total(&self) -> Spent {
+        match &self.tree {
+            Some(t) => t.total.clone(),
+            None => self.own(),
+        }
     }
 
     /// Adds what one event reports (LLM replies and tool calls); used to follow a run live.
@@ -288,6 +359,18 @@ pub enum RunEvent {
         output: String,
         duration_us: u64,
     },
+    /// An event of a descendant run (a delegation), tagged with its place in the tree. Its
+    /// terminal event does not end the stream: only the root run's own does.
+    Child(Box<ChildEvent>),
+    /// A delegation by capability chose an agent: the strategy, and each candidate's score
+    /// (`best_match`: cosine similarity; `least_loaded`: runs in progress; `round_robin`: its turn).
+    Routed {
+        call_id: String,
+        capability: String,
+        strategy: String,
+        chosen: String,
+        candidates: Vec<RouteCandidate>,
+    },
     /// Terminal: the agent answered.
     Finished {
         run_id: String,
@@ -301,6 +384,26 @@ pub enum RunEvent {
         #[serde(default)]
         usage: RunUsage,
     },
+}
+
+/// An event of a delegated run, and where the run sits in its tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildEvent {
+    pub run_id: String,
+    pub parent_run_id: String,
+    /// The parent's tool call this run answers.
+    pub call_id: String,
+    pub agent: String,
+    /// 1 for a child of the root run, 2 for a grandchild, …
+    pub depth: u32,
+    pub event: RunEvent,
+}
+
+/// One agent a capability could have been routed to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteCandidate {
+    pub agent: String,
+    pub score: f64,
 }
 
 impl RunEvent {

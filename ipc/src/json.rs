@@ -81,6 +81,7 @@ mod tests {
                 stream: false,
                 record: false,
                 replay: None,
+                hide_children: false,
             })
         );
         let r: ApiRequest = serde_json::from_str(r#""status""#).unwrap();

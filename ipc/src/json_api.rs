@@ -62,6 +62,9 @@ pub struct RunRequest {
     pub record: bool,
     #[serde(default)]
     pub replay: Option<crate::recording::Recording>,
+    /// Leave delegated runs' events out of the stream.
+    #[serde(default)]
+    pub hide_children: bool,
 }
 
 /// `{"memory": {…}}`: what an operator may ask the memory service.
@@ -137,6 +140,7 @@ pub enum ErrorKind {
     LimitExceeded,
     InvalidAgent,
     Cancelled,
+    Delegation,
     Internal,
 }
 
@@ -200,16 +204,62 @@ pub enum Event {
         output: String,
         duration_us: u64,
     },
+    /// An event of a delegated run, tagged with its place in the tree.
+    Child {
+        run_id: String,
+        parent_run_id: String,
+        call_id: String,
+        agent: String,
+        depth: u32,
+        event: Box<Event>,
+    },
+    Routed {
+        call_id: String,
+        capability: String,
+        strategy: String,
+        chosen: String,
+        candidates: Vec<api::RouteCandidate>,
+    },
     Finished {
         run_id: String,
         answer: String,
-        usage: api::RunUsage,
+        usage: Usage,
     },
     Failed {
         run_id: String,
         error: Error,
-        usage: api::RunUsage,
+        usage: Usage,
     },
+}
+
+/// A run's usage: its own counts, and `tree` (its descendants' added, per agent and model)
+/// only when it delegated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub turns: u32,
+    pub llm_calls: u32,
+    pub tool_calls: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+    pub wall_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<Box<api::TreeUsage>>,
+}
+
+impl From<api::RunUsage> for Usage {
+    fn from(u: api::RunUsage) -> Usage {
+        Usage {
+            turns: u.turns,
+            llm_calls: u.llm_calls,
+            tool_calls: u.tool_calls,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost_usd: u.cost_usd,
+            wall_ms: u.wall_ms,
+            tree: u.tree,
+        }
+    }
 }
 
 /// `{"memory": …}` answers.
@@ -237,6 +287,7 @@ impl From<Request> for ApiRequest {
                 stream: r.stream,
                 record: r.record,
                 replay: r.replay,
+                hide_children: r.hide_children,
             }),
             Request::ListAgents => ApiRequest::ListAgents,
             Request::ShowAgent { name } => ApiRequest::ShowAgent { name },
@@ -304,6 +355,7 @@ impl From<ErrorBody> for Error {
             K::LimitExceeded => ErrorKind::LimitExceeded,
             K::InvalidAgent => ErrorKind::InvalidAgent,
             K::Cancelled => ErrorKind::Cancelled,
+            K::Delegation => ErrorKind::Delegation,
             K::Internal => ErrorKind::Internal,
         };
         Error {
@@ -390,6 +442,37 @@ impl From<RunEvent> for Event {
                 output,
                 duration_us,
             },
+            RunEvent::Child(c) => {
+                let api::ChildEvent {
+                    run_id,
+                    parent_run_id,
+                    call_id,
+                    agent,
+                    depth,
+                    event,
+                } = *c;
+                Event::Child {
+                    run_id,
+                    parent_run_id,
+                    call_id,
+                    agent,
+                    depth,
+                    event: Box::new(event.into()),
+                }
+            }
+            RunEvent::Routed {
+                call_id,
+                capability,
+                strategy,
+                chosen,
+                candidates,
+            } => Event::Routed {
+                call_id,
+                capability,
+                strategy,
+                chosen,
+                candidates,
+            },
             RunEvent::Finished {
                 run_id,
                 answer,
@@ -397,7 +480,7 @@ impl From<RunEvent> for Event {
             } => Event::Finished {
                 run_id,
                 answer,
-                usage,
+                usage: usage.into(),
             },
             RunEvent::Failed {
                 run_id,
@@ -406,7 +489,7 @@ impl From<RunEvent> for Event {
             } => Event::Failed {
                 run_id,
                 error: error.into(),
-                usage,
+                usage: usage.into(),
             },
         }
     }
@@ -468,6 +551,7 @@ mod tests {
                     stream: true,
                     record: false,
                     replay: None,
+                    hide_children: false,
                 }),
             ),
             (r#""list_agents""#, ApiRequest::ListAgents),
@@ -549,6 +633,7 @@ mod tests {
             completion_tokens: 5,
             cost_usd: 0.0,
             wall_ms: 1,
+            tree: None,
         };
         let cases: Vec<(ApiResponse, &str)> = vec![
             (
@@ -622,6 +707,50 @@ mod tests {
                 r#"{"event":{"failed":{"run_id":"run-1","error":{"kind":"timeout","message":"too slow"},"usage":{"turns":2,"llm_calls":2,"tool_calls":1,"prompt_tokens":63,"completion_tokens":5,"cost_usd":0.0,"wall_ms":1}}}}"#,
             ),
             (
+                ApiResponse::Event(RunEvent::Child(Box::new(api::ChildEvent {
+                    run_id: "run-2".into(),
+                    parent_run_id: "run-1".into(),
+                    call_id: "call_2".into(),
+                    agent: "adder".into(),
+                    depth: 1,
+                    event: RunEvent::TurnStarted { turn: 1 },
+                }))),
+                r#"{"event":{"child":{"run_id":"run-2","parent_run_id":"run-1","call_id":"call_2","agent":"adder","depth":1,"event":{"turn_started":{"turn":1}}}}}"#,
+            ),
+            (
+                ApiResponse::Event(RunEvent::Routed {
+                    call_id: "call_2".into(),
+                    capability: "math".into(),
+                    strategy: "best_match".into(),
+                    chosen: "adder".into(),
+                    candidates: vec![api::RouteCandidate {
+                        agent: "adder".into(),
+                        score: 0.5,
+                    }],
+                }),
+                r#"{"event":{"routed":{"call_id":"call_2","capability":"math","strategy":"best_match","chosen":"adder","candidates":[{"agent":"adder","score":0.5}]}}}"#,
+            ),
+            (
+                ApiResponse::Event(RunEvent::Finished {
+                    run_id: "run-1".into(),
+                    answer: "a".into(),
+                    usage: api::RunUsage {
+                        tree: Some(Box::new(api::TreeUsage {
+                            descendants: 1,
+                            total: api::Spent {
+                                runs: 2,
+                                llm_calls: 3,
+                                ..Default::default()
+                            },
+                            by_agent: [("adder".to_string(), api::Spent::default())].into(),
+                            by_model: BTreeMap::new(),
+                        })),
+                        ..Default::default()
+                    },
+                }),
+                r#"{"event":{"finished":{"run_id":"run-1","answer":"a","usage":{"turns":0,"llm_calls":0,"tool_calls":0,"prompt_tokens":0,"completion_tokens":0,"cost_usd":0.0,"wall_ms":0,"tree":{"descendants":1,"total":{"runs":2,"llm_calls":3,"tool_calls":0,"prompt_tokens":0,"completion_tokens":0,"cost_usd":0.0},"by_agent":{"adder":{"runs":0,"llm_calls":0,"tool_calls":0,"prompt_tokens":0,"completion_tokens":0,"cost_usd":0.0}},"by_model":{}}}}}}"#,
+            ),
+            (
                 ApiResponse::Error(ErrorBody::new(api::ErrorKind::Busy, "busy")),
                 r#"{"error":{"kind":"busy","message":"busy"}}"#,
             ),
@@ -663,6 +792,7 @@ mod tests {
             api::ErrorKind::LimitExceeded,
             api::ErrorKind::InvalidAgent,
             api::ErrorKind::Cancelled,
+            api::ErrorKind::Delegation,
             api::ErrorKind::Internal,
         ] {
             let public = Error::from(ErrorBody::new(kind, "m")).kind;

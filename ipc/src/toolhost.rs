@@ -244,6 +244,21 @@ pub enum ToolhostRequest {
     RevokeRun {
         token: String,
     },
+    /// Supervisor only: set aside part of what the run under `token` has left, for a delegated
+    /// child: per budget the grant has, at most `want` and at most the remainder divided by
+    /// `parts` (a turn's delegations share it evenly). It counts as spent until settled.
+    /// Answered by `Reserved` with what was set aside.
+    ReserveRun {
+        token: String,
+        want: Allowance,
+        parts: u32,
+    },
+    /// Supervisor only: the child ended; what it reserved and did not use is given back.
+    SettleRun {
+        token: String,
+        reserved: Allowance,
+        used: Allowance,
+    },
     /// Worker: bind this connection to the run registered under `token`. Until then a worker
     /// may only ping.
     Attach {
@@ -289,4 +304,14 @@ pub enum ToolhostResponse {
     Pong,
     /// A grant was registered or revoked, or the connection attached.
     Ok,
+    /// What `ReserveRun` set aside.
+    Reserved(Allowance),
+}
+
+/// Amounts of a run's budgets; `None` = not limited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Allowance {
+    pub tool_calls: Option<u32>,
+    pub tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentSpec;
-use crate::api::RunEvent;
+use crate::api::{ErrorBody, RunEvent, RunUsage};
 
 /// Everything a worker needs for its one run; sent once, after the handshake.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +32,9 @@ pub struct WorkerJob {
     pub replay: Option<crate::recording::Recording>,
     /// Set when the agent has `[memory] enabled = true`.
     pub memory: Option<crate::memory::MemoryAccess>,
+    /// The agent's delegation targets as tools (the targets' descriptions, resolved by the
+    /// supervisor when the run starts).
+    pub delegation_tools: Vec<crate::toolhost::ToolSpec>,
 }
 
 /// Supervisor → worker.
@@ -60,12 +63,39 @@ pub enum FromWorker {
     },
 }
 
-/// What a worker may ask the supervisor. Delegation to other agents will be asked this way.
+/// What a worker may ask the supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerRequest {
     /// How much of the run's wall-clock limit is left, as the supervisor counts it.
     TimeLeft,
+    /// The delegations of one turn, run in parallel (each a fresh worker process); answered by
+    /// [`SupervisorReply::Delegated`] once all have ended. The supervisor decides from the
+    /// run's own agent whether each target is allowed, and splits what the run has left of its
+    /// budget evenly among them.
+    Delegate { calls: Vec<DelegationCall> },
+}
+
+/// One delegation: the LLM's tool call and the target it names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegationCall {
+    pub call_id: String,
+    pub target: crate::agent::DelegateTarget,
+    /// The task text: the child's input.
+    pub task: String,
+}
+
+/// How one delegation ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegationResult {
+    pub call_id: String,
+    /// The agent that ran it (`None` when it was refused before an agent was chosen).
+    pub agent: Option<String>,
+    pub run_id: Option<String>,
+    /// The child's answer, or why there is none (refused, crashed, timed out, over budget).
+    pub outcome: Result<String, ErrorBody>,
+    /// What the child and its own descendants used (charged to the parent's budget).
+    pub usage: RunUsage,
 }
 
 /// The supervisor's answers.
@@ -74,6 +104,10 @@ pub enum WorkerRequest {
 pub enum SupervisorReply {
     TimeLeft {
         ms: u64,
+    },
+    /// One result per call, in the request's order.
+    Delegated {
+        results: Vec<DelegationResult>,
     },
     /// The request was refused, with the reason.
     Refused {

@@ -34,6 +34,8 @@ struct RawRule {
     pattern: Option<String>,
     reply: Option<String>,
     call: Option<RawCall>,
+    /// Several tool calls in one reply (a model asking for them in parallel).
+    calls: Option<Vec<RawCall>>,
     #[serde(default, with = "humantime_serde")]
     delay: Option<Duration>,
 }
@@ -62,11 +64,25 @@ enum When {
 #[derive(Debug)]
 enum Action {
     Reply(String),
-    Call {
-        tool: String,
-        arguments: String,
-        unoffered: bool,
-    },
+    /// One tool call or more, in one reply.
+    Call(Vec<CallSpec>),
+}
+
+#[derive(Debug)]
+struct CallSpec {
+    tool: String,
+    arguments: String,
+    unoffered: bool,
+}
+
+impl From<RawCall> for CallSpec {
+    fn from(c: RawCall) -> CallSpec {
+        CallSpec {
+            tool: c.tool,
+            arguments: c.arguments,
+            unoffered: c.unoffered,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -106,14 +122,17 @@ impl ScriptedProvider {
                 .pattern
                 .map(|p| Regex::new(&p).map_err(|e| format!("{at}: bad `match` regex: {e}")))
                 .transpose()?;
-            let action = match (raw.reply, raw.call) {
-                (Some(text), None) => Action::Reply(text),
-                (None, Some(call)) => Action::Call {
-                    tool: call.tool,
-                    arguments: call.arguments,
-                    unoffered: call.unoffered,
-                },
-                _ => return Err(format!("{at}: give exactly one of `reply` or `call`")),
+            let action = match (raw.reply, raw.call, raw.calls) {
+                (Some(text), None, None) => Action::Reply(text),
+                (None, Some(call), None) => Action::Call(vec![call.into()]),
+                (None, None, Some(calls)) if !calls.is_empty() => {
+                    Action::Call(calls.into_iter().map(CallSpec::from).collect())
+                }
+                _ => {
+                    return Err(format!(
+                        "{at}: give exactly one of `reply`, `call` or `calls` (a non-empty list)"
+                    ));
+                }
             };
             rules.push(Rule {
                 when: raw.when,
@@ -162,12 +181,10 @@ impl ScriptedProvider {
                     }
                 }
             }
-            if let Action::Call {
-                tool,
-                unoffered: false,
-                ..
-            } = &rule.action
-                && !req.tools.iter().any(|t| &t.name == tool)
+            if let Action::Call(calls) = &rule.action
+                && calls
+                    .iter()
+                    .any(|c| !c.unoffered && !req.tools.iter().any(|t| t.name == c.tool))
             {
                 continue; // the agent may not call this tool: the rule does not apply
             }
@@ -177,7 +194,9 @@ impl ScriptedProvider {
                 (ToolChoice::Auto, _) => true,
                 (ToolChoice::None, action) => matches!(action, Action::Reply(_)),
                 (ToolChoice::Required, action) => matches!(action, Action::Call { .. }),
-                (ToolChoice::Tool(name), Action::Call { tool, .. }) => tool == name,
+                (ToolChoice::Tool(name), Action::Call(calls)) => {
+                    calls.iter().all(|c| c.tool == *name)
+                }
                 (ToolChoice::Tool(_), Action::Reply(_)) => false,
             };
             if !allowed {
@@ -206,27 +225,35 @@ impl ScriptedProvider {
                         prompt_tokens,
                     }
                 }
-                Action::Call {
-                    tool, arguments, ..
-                } => {
-                    let arguments = render(arguments, &values, true)
-                        .map_err(|e| llm_err(format!("{}: {e}", at())))?;
-                    serde_json::from_str::<serde_json::Value>(&arguments).map_err(|e| {
-                        llm_err(format!(
-                            "{}: `arguments` is not valid JSON after filling it in: {e}",
-                            at()
-                        ))
-                    })?;
+                Action::Call(calls) => {
+                    let mut tool_calls = Vec::new();
+                    for (j, c) in calls.iter().enumerate() {
+                        let arguments = render(&c.arguments, &values, true)
+                            .map_err(|e| llm_err(format!("{}: {e}", at())))?;
+                        serde_json::from_str::<serde_json::Value>(&arguments).map_err(|e| {
+                            llm_err(format!(
+                                "{}: `arguments` is not valid JSON after filling it in: {e}",
+                                at()
+                            ))
+                        })?;
+                        // One call keeps the id it always had; several are numbered.
+                        let id = if calls.len() == 1 {
+                            format!("call_{}", req.messages.len())
+                        } else {
+                            format!("call_{}_{}", req.messages.len(), j + 1)
+                        };
+                        tool_calls.push(ToolCall {
+                            id,
+                            name: c.tool.clone(),
+                            arguments,
+                        });
+                    }
                     Completion {
                         content: None,
-                        tool_calls: vec![ToolCall {
-                            id: format!("call_{}", req.messages.len()),
-                            name: tool.clone(),
-                            arguments,
-                        }],
+                        completion_tokens: tool_calls.len() as u64,
+                        tool_calls,
                         model: SCRIPTED_MODEL.into(),
                         prompt_tokens,
-                        completion_tokens: 1,
                     }
                 }
             };

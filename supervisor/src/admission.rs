@@ -10,9 +10,12 @@
 //!    stops (`shutting_down`).
 //! 4. Else it is refused at once (`busy`).
 //!
-//! A child run that delegation will start from inside a running run must not wait behind its
-//! own parent's queue (a parent holding a slot and waiting for a child that waits for a slot
-//! deadlocks at full load); that rule belongs here when delegation arrives.
+//! Delegated (child) runs never take a worker slot and never wait: a parent holds its slot
+//! while it waits for its children, so a child that waited for a slot could wait for ever
+//! once every slot is held by a waiting parent. A child takes one of `[workers] max_delegated`
+//! child places at once or is refused (`delegation`, a tool error its parent's LLM sees). A
+//! slot therefore stands for one tree: its root and at most its root agent's
+//! `max_descendants` (≤ 256) descendants, all bounded by `max_delegated` across trees.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -103,6 +106,9 @@ pub struct Admission {
     draining: AtomicBool,
     /// Set when the drain stops waiting: every run still in flight ends now, with the reason.
     abort: watch::Sender<Option<Abort>>,
+    /// One permit per delegated run in progress (`[workers] max_delegated`).
+    children: Arc<Semaphore>,
+    max_delegated: u32,
 }
 
 /// A run counted in flight, from its arrival to its end; the drain waits for these.
@@ -125,8 +131,10 @@ impl Drop for Queued<'_> {
 }
 
 impl Admission {
-    pub fn new(max_concurrent: u32, queue_capacity: u32) -> Admission {
+    pub fn new(max_concurrent: u32, queue_capacity: u32, max_delegated: u32) -> Admission {
         Admission {
+            children: Arc::new(Semaphore::new(max_delegated as usize)),
+            max_delegated,
             slots: Arc::new(Semaphore::new(max_concurrent.max(1) as usize)),
             max_concurrent,
             queued: AtomicUsize::new(0),
@@ -172,6 +180,19 @@ impl Admission {
         tokio::time::timeout(limit, acquire)
             .await
             .unwrap_or(Err(Refusal::Timeout(limit)))
+    }
+
+    /// A place for a delegated run, now or never (see the module's rules); `None` when all
+    /// `max_delegated` are taken or the service is draining.
+    pub fn admit_child(&self) -> Option<OwnedSemaphorePermit> {
+        if self.draining.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.children.clone().try_acquire_owned().ok()
+    }
+
+    pub fn max_delegated(&self) -> u32 {
+        self.max_delegated
     }
 
     /// Runs waiting for a slot now.
@@ -247,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn slots_then_queue_then_busy() {
-        let a = Admission::new(1, 1);
+        let a = Admission::new(1, 1, 1);
         let _f1 = a.arrive().unwrap();
         let first = admit_staying(&a, Duration::from_secs(1)).await.unwrap();
         // The second waits in the queue; the third is refused at once.
@@ -270,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queued_run_times_out_or_is_cancelled() {
-        let a = Admission::new(1, 4);
+        let a = Admission::new(1, 4, 1);
         let _held = admit_staying(&a, Duration::from_secs(1)).await.unwrap();
         assert_eq!(
             admit_staying(&a, Duration::from_millis(20))
@@ -286,7 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_drain_refuses_newcomers_and_the_abort_stops_the_queue() {
-        let a = Admission::new(1, 4);
+        let a = Admission::new(1, 4, 1);
         let flight = a.arrive().unwrap();
         let _held = admit_staying(&a, Duration::from_secs(1)).await.unwrap();
         a.start_drain();

@@ -6,14 +6,17 @@
 //!
 //! The format is the seed's (`name`, `version`, `description`, `capabilities`, `tools`,
 //! `system_prompt`, `user_prompt_template`, `documentation`, `[memory]`, `[parameters]`) plus
-//! `[llm]` and `[limits]`. Unknown keys are errors. A prompt key written after `[parameters]`
+//! `[llm]`, `[limits]` and `[delegation]`. Unknown keys are errors. A prompt key written after `[parameters]`
 //! belongs to `parameters` in TOML; that trap is detected and explained.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use caxton_ipc::agent::{AgentSpec, LimitsSpec, LlmSpec, MemorySpec, ToolChoicePlan};
+use caxton_ipc::agent::{
+    AgentSpec, DelegationSpec, LimitsSpec, LlmSpec, MAX_DEPTH_CAP, MAX_DESCENDANTS_CAP,
+    MAX_FAN_OUT_CAP, MemorySpec, RoutingStrategy, ToolChoicePlan,
+};
 use caxton_ipc::api::Diagnostic;
 use caxton_ipc::template;
 use caxton_ipc::toolhost::{Catalog, ToolChoice};
@@ -65,6 +68,22 @@ struct RawAgent {
     parameters: Option<BTreeMap<String, toml::Value>>,
     llm: Option<RawLlm>,
     limits: Option<RawLimits>,
+    delegation: Option<RawDelegation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelegation {
+    #[serde(default)]
+    agents: Vec<Spanned<String>>,
+    #[serde(default)]
+    capabilities: Vec<Spanned<String>>,
+    strategy: Option<Spanned<String>>,
+    max_depth: Option<Spanned<u32>>,
+    max_fan_out: Option<Spanned<u32>>,
+    max_descendants: Option<Spanned<u32>>,
+    #[serde(default)]
+    allow_recursion: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -386,6 +405,11 @@ pub fn parse(
         }
     };
 
+    let (delegation, delegation_tools) = match raw.delegation {
+        None => (DelegationSpec::default(), Vec::new()),
+        Some(d) => check_delegation(d, &name, &raw.tools, &mut problem),
+    };
+
     let raw_llm = raw.llm.unwrap_or_default();
     let provider_written = raw_llm.provider.is_some();
     let mut check_provider = |p: &Spanned<String>, key: KeyPath, written: bool| {
@@ -454,6 +478,7 @@ pub fn parse(
                 let parsed = ToolChoice::parse(c);
                 if let ToolChoice::Tool(name) = &parsed
                     && !raw.tools.iter().any(|t| t.get_ref() == name)
+                    && !delegation_tools.contains(name)
                 {
                     // A turn's item has its own position in the document.
                     let offset = keys::value_span(&doc, &key).map_or(at, |s| s.start);
@@ -686,8 +711,128 @@ pub fn parse(
             .collect(),
         llm,
         limits,
+        delegation,
         source: file.to_string(),
     })
+}
+
+/// `[delegation]`: targets well named and listed once, limits within their caps, tool names
+/// that fit the providers' 64 characters and do not shadow the agent's own tools. Returns the
+/// spec and its tools' names (which `tool_choice` may name).
+fn check_delegation(
+    d: RawDelegation,
+    agent: &str,
+    tools: &[Spanned<String>],
+    problem: &mut impl FnMut(usize, KeyPath, String, Option<String>),
+) -> (DelegationSpec, Vec<String>) {
+    let defaults = DelegationSpec::default();
+    let mut names = Vec::new();
+    let allow_recursion = d.allow_recursion;
+    let mut targets = |list: Vec<Spanned<String>>, key: &str, tool: fn(&str) -> String| {
+        let mut out: Vec<String> = Vec::new();
+        for (i, t) in list.into_iter().enumerate() {
+            let path = KeyPath::of(&["delegation", key]).index(i);
+            let at = t.span().start;
+            let tool_name = tool(t.get_ref());
+            if !valid_agent_name(t.get_ref()) {
+                problem(
+                    at,
+                    path.clone(),
+                    format!("bad name `{}`", t.get_ref()),
+                    Some("start with a letter; use letters, digits, `-` and `_`".into()),
+                );
+            } else if tool_name.len() > 64 {
+                problem(
+                    at,
+                    path.clone(),
+                    format!(
+                        "its tool name `{tool_name}` is longer than the 64 characters LLM providers accept"
+                    ),
+                    Some("use a shorter name".into()),
+                );
+            }
+            if out.contains(t.get_ref()) {
+                problem(
+                    at,
+                    path.clone(),
+                    format!("`{}` is listed twice", t.get_ref()),
+                    Some("list each once".into()),
+                );
+            }
+            if key == "agents" && t.get_ref() == agent && !allow_recursion {
+                problem(
+                    at,
+                    path.clone(),
+                    format!("agent `{agent}` delegates to itself"),
+                    Some("set `allow_recursion = true` under [delegation] if it really should (the depth limit still holds)".into()),
+                );
+            }
+            if tools.iter().any(|x| *x.get_ref() == tool_name) {
+                problem(
+                    at,
+                    path,
+                    format!("its tool `{tool_name}` has the name of one of the agent's `tools`"),
+                    Some("rename the tool or the target".into()),
+                );
+            }
+            names.push(tool_name);
+            out.push(t.into_inner());
+        }
+        out
+    };
+    let agents = targets(d.agents, "agents", DelegationSpec::tool_name_for_agent);
+    let capabilities = targets(
+        d.capabilities,
+        "capabilities",
+        DelegationSpec::tool_name_for_capability,
+    );
+    let strategy = match d.strategy {
+        None => defaults.strategy,
+        Some(s) => RoutingStrategy::parse(s.get_ref()).unwrap_or_else(|| {
+            problem(
+                s.span().start,
+                KeyPath::of(&["delegation", "strategy"]),
+                format!("unknown strategy `{}`", s.get_ref()),
+                Some(format!("use one of: {}", RoutingStrategy::NAMES.join(", "))),
+            );
+            defaults.strategy
+        }),
+    };
+    let mut bounded = |v: Option<Spanned<u32>>, key: &str, cap: u32, default: u32| match v {
+        Some(n) if *n.get_ref() == 0 || *n.get_ref() > cap => {
+            problem(
+                n.span().start,
+                KeyPath::of(&["delegation", key]),
+                format!("{} is outside 1–{cap}", n.get_ref()),
+                Some(format!(
+                    "use 1–{cap}, or leave it out for the default, {default}"
+                )),
+            );
+            default
+        }
+        Some(n) => n.into_inner(),
+        None => default,
+    };
+    let spec = DelegationSpec {
+        agents,
+        capabilities,
+        strategy,
+        max_depth: bounded(d.max_depth, "max_depth", MAX_DEPTH_CAP, defaults.max_depth),
+        max_fan_out: bounded(
+            d.max_fan_out,
+            "max_fan_out",
+            MAX_FAN_OUT_CAP,
+            defaults.max_fan_out,
+        ),
+        max_descendants: bounded(
+            d.max_descendants,
+            "max_descendants",
+            MAX_DESCENDANTS_CAP,
+            defaults.max_descendants,
+        ),
+        allow_recursion: d.allow_recursion,
+    };
+    (spec, names)
 }
 
 /// A problem found while reading the document, before the semantic checks.
@@ -993,6 +1138,35 @@ mod tests {
                 .contains("[providers.<name>]"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn delegation_targets_and_limits_are_checked() {
+        let a = check(
+            "name = \"boss\"\nsystem_prompt = \"s\"\n[delegation]\nagents = [\"adder\"]\ncapabilities = [\"math\"]\nstrategy = \"best_match\"\n[llm]\ntool_choice = [\"delegate_to_adder\", \"none\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            a.delegation.tool_names(),
+            ["delegate_to_adder", "delegate_capability_math"]
+        );
+        assert_eq!(a.delegation.strategy, RoutingStrategy::BestMatch);
+        assert_eq!(a.delegation.max_depth, 3);
+        let errors = check(
+            "name = \"boss\"\nsystem_prompt = \"s\"\ntools = [\"calculate\"]\n[delegation]\nagents = [\"boss\", \"9x\", \"adder\", \"adder\"]\nstrategy = \"random\"\nmax_depth = 9\nmax_fan_out = 0\n",
+        )
+        .unwrap_err();
+        let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
+        for expected in [
+            "`delegation.agents[0]`: agent `boss` delegates to itself",
+            "`delegation.agents[1]`: bad name `9x`",
+            "`delegation.agents[3]`: `adder` is listed twice",
+            "`delegation.strategy`: unknown strategy `random`",
+            "`delegation.max_depth`: 9 is outside 1–8",
+            "`delegation.max_fan_out`: 0 is outside 1–16",
+        ] {
+            assert!(messages.contains(&expected), "{expected}: {messages:#?}");
+        }
     }
 
     #[test]
@@ -1320,6 +1494,7 @@ mod tests {
             ("memory", keys::MEMORY_KEYS),
             ("llm", keys::LLM_KEYS),
             ("limits", keys::LIMITS_KEYS),
+            ("delegation", keys::DELEGATION_KEYS),
         ] {
             let mut got = accepted(&format!("name = \"x\"\n[{table}]\nzzz = 1\n"));
             got.sort();

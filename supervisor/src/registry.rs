@@ -181,6 +181,15 @@ impl Registry {
         self.agents.get(name).cloned()
     }
 
+    /// The agents that declare `capability`, by name.
+    pub fn agents_with_capability(&self, capability: &str) -> Vec<Arc<AgentSpec>> {
+        self.agents
+            .values()
+            .filter(|a| a.capabilities.iter().any(|c| c == capability))
+            .cloned()
+            .collect()
+    }
+
     pub fn summaries(&self) -> Vec<AgentSummary> {
         self.agents
             .values()

@@ -115,6 +115,14 @@ impl RunTable {
         }
     }
 
+    /// Runs of `agent` with a worker right now.
+    pub fn running_of(&self, agent: &str) -> usize {
+        self.lock_running()
+            .values()
+            .filter(|r| r.agent == agent)
+            .count()
+    }
+
     /// What a running run has used so far (default once it has left the table).
     pub fn live_usage(&self, run_id: &str) -> RunUsage {
         self.lock_running()

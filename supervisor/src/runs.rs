@@ -2,6 +2,7 @@
 //! `caxton-worker` process, relaying its events to the client, the wall-clock limit, and a clear
 //! error when the worker dies, hangs, or the client goes away.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,14 @@ use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{RunGrant, ToolhostRequest, ToolhostResponse};
-use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest};
+use caxton_ipc::worker::{
+    DelegationResult, FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest,
+};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 
 use crate::admission::{Abort, Refusal};
+use crate::delegation::{self, Lineage, Parent, Sink, TreeAccount};
 use crate::run_table::{Count, Registered};
 use crate::service::Service;
 use crate::services::{Link, ServiceError};
@@ -102,17 +106,21 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
         }
     };
     let run_id = svc.runs().start_run();
+    let lineage = Lineage::root(&agent);
+    let sink = Sink::root(tx.clone(), req.hide_children);
+    let account = TreeAccount::default();
     let mut finishing = None;
-    let terminal = drive_worker(
-        &svc,
-        &agent,
-        req,
-        &run_id,
-        (limit, started + limit),
-        &tx,
-        &mut finishing,
-    )
-    .await;
+    let run = Run {
+        svc: &svc,
+        agent: &agent,
+        run_id: &run_id,
+        lineage: &lineage,
+        sink: &sink,
+        account: &account,
+        limit,
+        deadline: started + limit,
+    };
+    let terminal = drive_worker(run, req, &mut finishing).await;
     svc.runs().record_ended(&agent.name, &terminal);
     if let RunEvent::Failed { error, .. } = &terminal {
         tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
@@ -303,17 +311,67 @@ async fn unless_aborted<T>(svc: &Service, fut: impl Future<Output = T>) -> Resul
     }
 }
 
-/// Runs the job in a worker and returns the terminal event. On success the worker is left in
-/// `finishing`, to be reaped after the answer has gone out.
+/// One run as the supervisor drives it: a root run a client started, or a delegated child.
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    pub svc: &'a Service,
+    pub agent: &'a Arc<AgentSpec>,
+    pub run_id: &'a str,
+    pub lineage: &'a Lineage,
+    /// Where its events go.
+    pub sink: &'a Sink,
+    /// Its descendants' usage and its own per model.
+    pub account: &'a TreeAccount,
+    /// Its wall-clock limit, and when it passes.
+    pub limit: Duration,
+    pub deadline: Instant,
+}
+
+/// A run's future as a `dyn` one: a run's future contains its children's, so its type would
+/// otherwise contain itself.
+pub type ChildFuture<'a> = Pin<Box<dyn Future<Output = RunEvent> + Send + 'a>>;
+
+/// Runs a delegated child to its terminal event (its events go to its sink), and reaps its
+/// worker.
+pub fn drive_child(run: Run<'_>, req: RunRequest) -> ChildFuture<'_> {
+    Box::pin(async move {
+        let mut finishing = None;
+        let terminal = drive_worker(run, req, &mut finishing).await;
+        if let Some(worker) = finishing {
+            worker.reap().await;
+        }
+        terminal
+    })
+}
+
+/// Runs the job in a worker and returns the terminal event (its usage completed with the
+/// run's descendants'). On success the worker is left in `finishing`, to be reaped after the
+/// answer has gone out.
 async fn drive_worker<'a>(
-    svc: &'a Service,
-    agent: &Arc<AgentSpec>,
+    run: Run<'a>,
     req: RunRequest,
-    run_id: &str,
-    (limit, deadline): (Duration, Instant),
-    tx: &mpsc::Sender<ApiResponse>,
     finishing: &mut Option<Finishing<'a>>,
 ) -> RunEvent {
+    let mut terminal = drive_worker_inner(run, req, finishing).await;
+    if let RunEvent::Failed { usage, .. } | RunEvent::Finished { usage, .. } = &mut terminal {
+        run.account.complete(&run.agent.name, usage);
+    }
+    terminal
+}
+
+async fn drive_worker_inner<'a>(
+    run: Run<'a>,
+    req: RunRequest,
+    finishing: &mut Option<Finishing<'a>>,
+) -> RunEvent {
+    let Run {
+        svc,
+        agent,
+        run_id,
+        limit,
+        deadline,
+        ..
+    } = run;
     let failed = |kind, message: String| RunEvent::Failed {
         run_id: run_id.to_string(),
         error: ErrorBody::new(kind, message),
@@ -355,6 +413,7 @@ async fn drive_worker<'a>(
         stream: req.stream,
         record: req.record,
         replay: req.replay,
+        delegation_tools: crate::delegation::tools_for(svc, agent),
     };
     let start = unless_aborted(
         svc,
@@ -393,14 +452,15 @@ async fn drive_worker<'a>(
         agent: agent.name.clone(),
         worker_pid: child.pid,
     };
-    if tx.send(ApiResponse::Event(started)).await.is_err() {
+    if run.sink.send(started).await.is_err() {
         let _ = child.kill_and_wait().await;
         return failed(ErrorKind::Cancelled, "the client went away".into());
     }
+    let token = toolhost.token.clone();
     let work = async {
         tokio::select! {
-            r = relay(svc, run_id, &mut conn, tx, deadline) => r,
-            () = tx.closed() => Err(Broken::ClientGone),
+            r = relay(run, &mut conn, &token, req.record) => r,
+            () = run.sink.closed() => Err(Broken::ClientGone),
             abort = svc.admission().aborted() => Err(Broken::Aborted(abort)),
         }
     };
@@ -515,37 +575,93 @@ async fn hand_over(
     Ok(conn)
 }
 
+/// The delegations of one turn in progress, and the id of the request they answer.
+type Batch<'a> = Pin<Box<dyn Future<Output = (u64, Vec<DelegationResult>)> + Send + 'a>>;
+
 /// Relays the worker's events to the client until its terminal event, which is returned, and
-/// answers its requests; the run's live usage (for `caxton status`) follows the events.
+/// answers its requests; the run's live usage (for `caxton status`) follows the events. A
+/// turn's delegations run while the worker's frames keep being read, so a worker that dies
+/// meanwhile is noticed at once (and its children are dropped, which kills them).
 async fn relay(
-    svc: &Service,
-    run_id: &str,
+    run: Run<'_>,
     conn: &mut WorkerConn,
-    tx: &mpsc::Sender<ApiResponse>,
-    deadline: Instant,
+    toolhost_token: &str,
+    record: bool,
 ) -> Result<RunEvent, Broken> {
-    loop {
-        match conn.recv().await.map_err(Broken::Worker)? {
-            FromWorker::Event(event) => {
-                if event.is_terminal() {
-                    return Ok(event);
-                }
-                svc.runs().count_event(run_id, &event);
-                tx.send(ApiResponse::Event(event))
-                    .await
-                    .map_err(|_| Broken::ClientGone)?;
+    let Run {
+        svc,
+        run_id,
+        deadline,
+        ..
+    } = run;
+    let (reader, writer) = (&mut conn.reader, &mut conn.writer);
+    // Frames are read by their own future into a channel: a frame read is not cancel-safe,
+    // and the loop below also waits for the delegations.
+    let (frames_tx, mut frames) = mpsc::channel(8);
+    let pump = async move {
+        loop {
+            let got = reader.recv().await;
+            let end = got.is_err();
+            if frames_tx.send(got).await.is_err() || end {
+                break;
             }
-            FromWorker::Request { id, request } => {
-                let reply = match request {
-                    WorkerRequest::TimeLeft => SupervisorReply::TimeLeft {
-                        ms: deadline
-                            .saturating_duration_since(Instant::now())
-                            .as_millis() as u64,
-                    },
-                };
-                conn.send(&ToWorker::Reply { id, reply })
-                    .await
-                    .map_err(Broken::Worker)?;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::pin!(pump);
+    let mut batch: Option<Batch<'_>> = None;
+    loop {
+        tokio::select! {
+            () = &mut pump => {}
+            got = frames.recv() => {
+                let got = got.unwrap_or(Err(FrameError::Closed));
+                match got.map_err(Broken::Worker)? {
+                    FromWorker::Event(event) => {
+                        if event.is_terminal() {
+                            return Ok(event);
+                        }
+                        svc.runs().count_event(run_id, &event);
+                        run.account.own_event(&event);
+                        run.sink.send(event).await.map_err(|_| Broken::ClientGone)?;
+                    }
+                    FromWorker::Request { id, request: WorkerRequest::TimeLeft } => {
+                        let reply = SupervisorReply::TimeLeft {
+                            ms: deadline
+                                .saturating_duration_since(Instant::now())
+                                .as_millis() as u64,
+                        };
+                        writer.send(&ToWorker::Reply { id, reply }).await.map_err(Broken::Worker)?;
+                    }
+                    FromWorker::Request { id, request: WorkerRequest::Delegate { calls } } => {
+                        if batch.is_some() {
+                            let reply = SupervisorReply::Refused {
+                                reason: "a turn's delegations are one request, and one is in progress".into(),
+                            };
+                            writer.send(&ToWorker::Reply { id, reply }).await.map_err(Broken::Worker)?;
+                            continue;
+                        }
+                        let parent = Parent {
+                            svc,
+                            agent: run.agent,
+                            run_id,
+                            lineage: run.lineage,
+                            sink: run.sink,
+                            account: run.account,
+                            toolhost_token,
+                            deadline,
+                            turns_used: svc.runs().live_usage(run_id).turns,
+                            record,
+                        };
+                        batch = Some(Box::pin(async move {
+                            (id, delegation::run_batch(&parent, calls).await)
+                        }));
+                    }
+                }
+            }
+            (id, results) = async { batch.as_mut().expect("guarded by the branch's condition").await }, if batch.is_some() => {
+                batch = None;
+                let reply = SupervisorReply::Delegated { results };
+                writer.send(&ToWorker::Reply { id, reply }).await.map_err(Broken::Worker)?;
             }
         }
     }

@@ -24,6 +24,8 @@ use crate::services::{Link, ServiceProcess};
 use crate::warm::WarmWorkers;
 use caxton_ipc::connection::{MemoryProtocol, ToolhostProtocol};
 
+use crate::delegation::Router;
+
 /// The memory service and the kept-open connection its runs' grants travel on.
 struct Memory {
     process: Arc<ServiceProcess>,
@@ -48,6 +50,8 @@ pub struct Service {
     admission: Admission,
     /// Runs with a worker, recent runs, counters.
     runs: RunTable,
+    /// Capability routing state.
+    router: Router,
     started: Instant,
 }
 
@@ -59,7 +63,11 @@ impl Service {
         memory: Option<Arc<ServiceProcess>>,
     ) -> Service {
         Service {
-            admission: Admission::new(config.workers.max_concurrent, config.workers.queue_capacity),
+            admission: Admission::new(
+                config.workers.max_concurrent,
+                config.workers.queue_capacity,
+                config.workers.max_delegated,
+            ),
             config,
             warm,
             agents: AgentRegistry::default(),
@@ -70,6 +78,7 @@ impl Service {
                 process,
             }),
             runs: RunTable::default(),
+            router: Router::default(),
             started: Instant::now(),
         }
     }
@@ -98,6 +107,10 @@ impl Service {
 
     pub fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     pub fn runs(&self) -> &RunTable {

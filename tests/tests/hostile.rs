@@ -78,6 +78,7 @@ fn api_samples() -> Vec<Vec<u8>> {
         stream: true,
         record: false,
         replay: None,
+        hide_children: false,
     };
     let reqs = vec![
         ApiRequest::Run(run),
@@ -345,6 +346,7 @@ fn fuzzed_worker_pipes_end_runs_cleanly() {
         record: false,
         replay: None,
         memory: None,
+        delegation_tools: vec![],
     });
     for i in 0..150 {
         let mut input = frame::encode(&Hello::new(Role::Supervisor)).unwrap();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use caxton_ipc::api::ErrorKind;
-use caxton_ipc::toolhost::{ChatBudget, ChatReply, ChatRequest, RunGrant};
+use caxton_ipc::toolhost::{Allowance, ChatBudget, ChatReply, ChatRequest, RunGrant};
 
 /// Why a run's grant refuses a request, or a grant cannot be registered.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +132,96 @@ impl Run {
         Ok(())
     }
 
+    /// Sets aside, for a delegated child, at most `want` and at most the remainder divided by
+    /// `parts` of each budget the grant limits; the part set aside counts as spent until
+    /// [`Run::settle`]. A budget the grant does not limit is given as wanted.
+    pub fn reserve(&self, want: Allowance, parts: u32) -> Allowance {
+        let parts = parts.max(1);
+        let calls = self
+            .grant
+            .max_tool_calls
+            .saturating_sub(self.tool_calls.load(Ordering::Relaxed))
+            / parts;
+        let calls = want.tool_calls.map_or(calls, |w| w.min(calls));
+        self.tool_calls.fetch_add(calls, Ordering::Relaxed);
+        let tokens = match self.grant.max_tokens {
+            Some(max) => {
+                let share =
+                    max.saturating_sub(self.tokens.load(Ordering::Relaxed)) / u64::from(parts);
+                let t = want.tokens.map_or(share, |w| w.min(share));
+                self.tokens.fetch_add(t, Ordering::Relaxed);
+                Some(t)
+            }
+            None => want.tokens,
+        };
+        let cost_usd = match self.grant.max_cost_usd {
+            Some(max) => {
+                let spent = self.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9;
+                let share = ((max - spent).max(0.0)) / f64::from(parts);
+                let c = want.cost_usd.map_or(share, |w| w.min(share));
+                self.cost_nano_usd
+                    .fetch_add((c * 1e9).floor() as u64, Ordering::Relaxed);
+                Some(c)
+            }
+            None => want.cost_usd,
+        };
+        Allowance {
+            tool_calls: Some(calls),
+            tokens,
+            cost_usd,
+        }
+    }
+
+    /// A child's run ended: what it reserved is replaced by what it `used` (its whole tree).
+    pub fn settle(&self, reserved: Allowance, used: Allowance) {
+        let adjust = |counter: &AtomicU64, reserved: u64, used: u64| {
+            if used >= reserved {
+                counter.fetch_add(used - reserved, Ordering::Relaxed);
+            } else {
+                let give_back = reserved - used;
+                let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(give_back))
+                });
+            }
+        };
+        let calls = (
+            reserved.tool_calls.unwrap_or(0),
+            used.tool_calls.unwrap_or(0),
+        );
+        if calls.1 >= calls.0 {
+            self.tool_calls
+                .fetch_add(calls.1 - calls.0, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .tool_calls
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(calls.0 - calls.1))
+                });
+        }
+        let charged_tokens = if self.grant.max_tokens.is_some() {
+            reserved.tokens.unwrap_or(0)
+        } else {
+            0
+        };
+        adjust(&self.tokens, charged_tokens, used.tokens.unwrap_or(0));
+        let nano = |usd: Option<f64>| (usd.unwrap_or(0.0).max(0.0) * 1e9).floor() as u64;
+        let charged_usd = if self.grant.max_cost_usd.is_some() {
+            nano(reserved.cost_usd)
+        } else {
+            0
+        };
+        adjust(&self.cost_nano_usd, charged_usd, nano(used.cost_usd));
+    }
+
+    /// What the run has spent, reservations for children included.
+    pub fn spent_now(&self) -> Allowance {
+        Allowance {
+            tool_calls: Some(self.tool_calls.load(Ordering::Relaxed)),
+            tokens: Some(self.tokens.load(Ordering::Relaxed)),
+            cost_usd: Some(self.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9),
+        }
+    }
+
     /// Adds a chat's usage to the run's spending.
     pub fn spent(&self, reply: &ChatReply) {
         self.tokens.fetch_add(
@@ -182,6 +272,11 @@ impl Runs {
             }),
         );
         Ok(())
+    }
+
+    /// The run registered under `token`, for the supervisor's reservations.
+    pub fn get(&self, token: &str) -> Option<Arc<Run>> {
+        self.lock().get(token).cloned()
     }
 
     pub fn revoke(&self, token: &str) {

@@ -201,6 +201,26 @@ async fn connection(
                 runs.revoke(&token);
                 ToolhostResponse::Ok
             }
+            (Caller::Supervisor, ToolhostRequest::ReserveRun { token, want, parts }) => {
+                match runs.get(&token) {
+                    Some(run) => ToolhostResponse::Reserved(run.reserve(want, parts)),
+                    None => error_response(RequestError::Grant(GrantError::UnknownToken)),
+                }
+            }
+            (
+                Caller::Supervisor,
+                ToolhostRequest::SettleRun {
+                    token,
+                    reserved,
+                    used,
+                },
+            ) => {
+                // A run that ended meanwhile has nothing left to settle.
+                if let Some(run) = runs.get(&token) {
+                    run.settle(reserved, used);
+                }
+                ToolhostResponse::Ok
+            }
             (Caller::Supervisor, ToolhostRequest::Catalog) => {
                 ToolhostResponse::Catalog(host.catalog())
             }
@@ -244,6 +264,8 @@ fn request_name(r: &ToolhostRequest) -> &'static str {
         ToolhostRequest::Ping => "ping",
         ToolhostRequest::RegisterRun { .. } => "register_run",
         ToolhostRequest::RevokeRun { .. } => "revoke_run",
+        ToolhostRequest::ReserveRun { .. } => "reserve_run",
+        ToolhostRequest::SettleRun { .. } => "settle_run",
         ToolhostRequest::Attach { .. } => "attach",
     }
 }

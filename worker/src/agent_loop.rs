@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use caxton_ipc::agent::AgentSpec;
-use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage};
+use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage, Spent};
 use caxton_ipc::error::Chain;
 use caxton_ipc::memory;
 use caxton_ipc::recording::{Exchange, RecordedRequest};
@@ -14,7 +14,7 @@ use caxton_ipc::toolhost::{
 };
 use caxton_ipc::worker::WorkerJob;
 
-use caxton_ipc::worker::{SupervisorReply, WorkerRequest};
+use caxton_ipc::worker::{DelegationCall, DelegationResult, SupervisorReply, WorkerRequest};
 
 use crate::client::{MemoryClient, ServiceError, ToolhostClient};
 use crate::{Session, SessionError};
@@ -160,7 +160,10 @@ fn run_inner<W: std::io::Write>(
     let mut toolhost = ToolhostClient::connect(&job.toolhost_socket, &job.toolhost_token)?;
     let mut memory = job.memory.as_ref().map(MemoryClient::connect).transpose()?;
     let is_memory_tool = |name: &str| memory::TOOL_NAMES.contains(&name) && job.memory.is_some();
-    let tools = tool_specs(agent, &mut toolhost, memory.as_mut(), &is_memory_tool)?;
+    let mut tools = tool_specs(agent, &mut toolhost, memory.as_mut(), &is_memory_tool)?;
+    tools.extend(job.delegation_tools.iter().cloned());
+    // What this run's delegations used (their whole trees): charged to its own budgets.
+    let mut delegated = Spent::default();
     let mut system = system;
     if let Some(m) = memory.as_mut()
         && agent.memory.search_limit > 0
@@ -194,7 +197,7 @@ fn run_inner<W: std::io::Write>(
     for turn in 1..=agent.limits.max_turns {
         usage.turns = turn;
         send!(RunEvent::TurnStarted { turn })?;
-        check_budget(agent, usage, "LLM call")?;
+        check_budget(agent, usage, &delegated, "LLM call")?;
         send!(RunEvent::LlmCall {
             turn,
             provider: agent.llm.provider.clone(),
@@ -264,22 +267,70 @@ fn run_inner<W: std::io::Write>(
             content: reply.content.clone(),
             tool_calls: reply.tool_calls.clone(),
         });
-        for call in reply.tool_calls {
-            if usage.tool_calls >= agent.limits.max_tool_calls {
-                return Err(RunError::MaxToolCalls {
-                    agent: agent.name.clone(),
-                    max: agent.limits.max_tool_calls,
-                    file: agent.source.clone(),
-                });
+        // The turn's delegations go first, together: the supervisor runs them in parallel.
+        let delegations: Vec<_> = reply
+            .tool_calls
+            .iter()
+            .filter_map(|c| Some((c, agent.delegation.target_of_tool(&c.name)?)))
+            .collect();
+        let mut delegated_results = std::collections::HashMap::new();
+        if !delegations.is_empty() {
+            let mut calls = Vec::new();
+            for (call, target) in delegations {
+                take_tool_call(agent, usage, &delegated)?;
+                send!(RunEvent::ToolCall {
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                })?;
+                match task_of(&call.arguments) {
+                    Ok(task) => calls.push(DelegationCall {
+                        call_id: call.id.clone(),
+                        target,
+                        task,
+                    }),
+                    Err(e) => {
+                        delegated_results.insert(call.id.clone(), (e, true));
+                    }
+                }
             }
-            check_budget(agent, usage, "tool call")?;
-            usage.tool_calls += 1;
+            if !calls.is_empty() {
+                let reply = session.ask(WorkerRequest::Delegate { calls })?;
+                let SupervisorReply::Delegated { results } = reply else {
+                    return Err(RunError::Session(SessionError::Unexpected(format!(
+                        "{reply:?}"
+                    ))));
+                };
+                for r in results {
+                    delegated.add(&r.usage.total());
+                    delegated_results.insert(r.call_id.clone(), delegation_output(&r));
+                }
+            }
+        }
+        for call in reply.tool_calls {
+            let call_started = Instant::now();
+            if let Some((content, is_error)) = delegated_results.remove(&call.id) {
+                send!(RunEvent::ToolResult {
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    ok: !is_error,
+                    output: content.clone(),
+                    duration_us: 0,
+                })?;
+                messages.push(ChatMessage::Tool {
+                    call_id: call.id,
+                    name: call.name,
+                    content,
+                    is_error,
+                });
+                continue;
+            }
+            take_tool_call(agent, usage, &delegated)?;
             send!(RunEvent::ToolCall {
                 call_id: call.id.clone(),
                 tool: call.name.clone(),
                 arguments: call.arguments.clone(),
             })?;
-            let call_started = Instant::now();
             let (content, is_error) = if !agent.tools.contains(&call.name) {
                 (
                     format!(
@@ -346,8 +397,33 @@ fn run_inner<W: std::io::Write>(
     })
 }
 
-/// Stops the run before `next` when a budget of `[limits]` is already spent.
-fn check_budget(agent: &AgentSpec, usage: &RunUsage, next: &'static str) -> Result<(), RunError> {
+/// Counts one tool call (a delegation is one), unless the run has made all it may: its own
+/// and its delegations' together.
+fn take_tool_call(
+    agent: &AgentSpec,
+    usage: &mut RunUsage,
+    delegated: &Spent,
+) -> Result<(), RunError> {
+    if usage.tool_calls + delegated.tool_calls >= agent.limits.max_tool_calls {
+        return Err(RunError::MaxToolCalls {
+            agent: agent.name.clone(),
+            max: agent.limits.max_tool_calls,
+            file: agent.source.clone(),
+        });
+    }
+    check_budget(agent, usage, delegated, "tool call")?;
+    usage.tool_calls += 1;
+    Ok(())
+}
+
+/// Stops the run before `next` when a budget of `[limits]` is already spent, by the run itself
+/// and its delegations together.
+fn check_budget(
+    agent: &AgentSpec,
+    usage: &RunUsage,
+    delegated: &Spent,
+    next: &'static str,
+) -> Result<(), RunError> {
     let exceeded = |spent: String| {
         Err(RunError::Budget {
             spent,
@@ -355,23 +431,56 @@ fn check_budget(agent: &AgentSpec, usage: &RunUsage, next: &'static str) -> Resu
             file: agent.source.clone(),
         })
     };
+    let tokens = usage.total_tokens() + delegated.total_tokens();
     if let Some(max) = agent.limits.max_tokens
-        && usage.total_tokens() >= max
+        && tokens >= max
     {
-        return exceeded(format!(
-            "used {} of max_tokens = {max}",
-            usage.total_tokens()
-        ));
+        return exceeded(format!("used {tokens} of max_tokens = {max}"));
     }
+    let cost = usage.cost_usd + delegated.cost_usd;
     if let Some(max) = agent.limits.max_cost_usd
-        && usage.cost_usd >= max
+        && cost >= max
     {
-        return exceeded(format!(
-            "spent ${:.6} of max_cost_usd = {max}",
-            usage.cost_usd
-        ));
+        return exceeded(format!("spent ${cost:.6} of max_cost_usd = {max}"));
     }
     Ok(())
+}
+
+/// The `task` argument of a delegation tool call, or the tool error the LLM sees.
+fn task_of(arguments: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Args {
+        task: String,
+    }
+    match serde_json::from_str::<Args>(arguments) {
+        Ok(a) if !a.task.trim().is_empty() => Ok(a.task),
+        Ok(_) => Err("the delegation's `task` is empty: say what the agent should do".into()),
+        Err(e) => Err(format!(
+            "a delegation takes {{\"task\": \"…\"}} (the text the agent works on): {e}"
+        )),
+    }
+}
+
+/// The tool result the LLM sees for a delegation: the child's answer, or an error naming the
+/// child agent and the cause.
+fn delegation_output(r: &DelegationResult) -> (String, bool) {
+    match &r.outcome {
+        Ok(answer) => (answer.clone(), false),
+        Err(e) => {
+            let who = r
+                .agent
+                .as_deref()
+                .map_or_else(String::new, |a| format!(" to agent `{a}`"));
+            (
+                format!(
+                    "delegation{who} failed ({}): {}",
+                    e.kind.as_str(),
+                    e.message
+                ),
+                true,
+            )
+        }
+    }
 }
 
 /// The run event for a chat's progress.

@@ -53,6 +53,8 @@ pub enum SessionError {
     Send(#[source] FrameError),
     #[error("the supervisor went away")]
     NoReply(#[source] mpsc::RecvError),
+    #[error("the supervisor answered out of turn: {0}")]
+    Unexpected(String),
 }
 
 /// Our side of the session: what the agent loop sends to the supervisor.

@@ -389,6 +389,17 @@ pub const LIMITS_KEYS: &[KeySpec] = &[
     key("open_files", Kind::U32, "64"),
 ];
 
+/// `[delegation]`.
+pub const DELEGATION_KEYS: &[KeySpec] = &[
+    key("agents", Kind::TextList, "[\"csv-analyst\"]"),
+    key("capabilities", Kind::TextList, "[\"charting\"]"),
+    key("strategy", Kind::Text, "\"round_robin\""),
+    key("max_depth", Kind::U32, "3"),
+    key("max_fan_out", Kind::U32, "4"),
+    key("max_descendants", Kind::U32, "20"),
+    key("allow_recursion", Kind::Bool, "true"),
+];
+
 /// The top level of an agent file.
 pub const AGENT_KEYS: &[KeySpec] = &[
     key("name", Kind::Text, "\"my-agent\""),
@@ -403,6 +414,11 @@ pub const AGENT_KEYS: &[KeySpec] = &[
     key("parameters", Kind::Parameters, "unit = \"m\""),
     key("llm", Kind::Table(LLM_KEYS), "provider = \"local\""),
     key("limits", Kind::Table(LIMITS_KEYS), "max_turns = 8"),
+    key(
+        "delegation",
+        Kind::Table(DELEGATION_KEYS),
+        "agents = [\"helper\"]",
+    ),
 ];
 
 /// What a path resolves to in the schema.

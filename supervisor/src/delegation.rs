@@ -1,0 +1,893 @@
+//! Delegation: a running agent hands a task to another agent and gets its answer back as a
+//! tool result. Every child is a fresh worker process, started by the supervisor; the worker
+//! only asks (`WorkerRequest::Delegate`, one request for a turn's delegations), and the
+//! supervisor decides, from the parent run's own agent and never from the request, whether
+//! each target is allowed.
+//!
+//! Rules, checked in this order for each delegation of a turn (a refusal is a `delegation`
+//! tool error for the parent, naming the agents and the limit):
+//! 1. The turn's first `max_fan_out` delegations are considered; the rest are refused.
+//! 2. The target is one the parent's `[delegation]` names; a capability is routed to one
+//!    agent that declares it (`round_robin`, `least_loaded`, `best_match`; a `Routed` event
+//!    says which and why). An agent already in the chain is a cycle, refused unless the
+//!    parent's `allow_recursion`.
+//! 3. Depth: the child's depth (root = 0) may not pass the smallest `max_depth` along its
+//!    chain (at most [`MAX_DEPTH_CAP`]).
+//! 4. Descendants: the whole tree may have at most the root agent's `max_descendants`.
+//! 5. A child place (`[workers] max_delegated`), now or never: children never wait for a
+//!    slot, so a tree can never wait on itself (see `admission.rs`).
+//! 6. Budget: the toolhost sets aside, from what the parent's grant has left, an even share
+//!    per admitted child of its tool calls, tokens and cost (`ReserveRun`), counted as spent
+//!    by the parent until the child ends, when it is replaced by what the child's tree used
+//!    (`SettleRun`). The child's limits are the smaller of its own and that share; its turns
+//!    the smaller of its own and the parent's turns left; its wall clock ends no later than
+//!    the parent's. A tree therefore never spends more than its root's budget.
+//!
+//! The children of a turn run in parallel. The parent's stream carries their events tagged
+//! with their place in the tree (`RunEvent::Child`) unless the request hides them; every
+//! event of a descendant is also counted into each ancestor's [`TreeUsage`], so a run's final
+//! usage includes its descendants', killed ones too. Dropping a run (its client left, its
+//! deadline passed, the service stopped) drops its children's futures, whose worker process
+//! groups are killed on drop: no descendant outlives its root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use caxton_ipc::agent::{AgentSpec, DelegateTarget, DelegationSpec, RoutingStrategy};
+use caxton_ipc::api::{
+    ApiResponse, ChildEvent, ErrorBody, ErrorKind, RouteCandidate, RunEvent, RunRequest, RunUsage,
+    Spent, TreeUsage,
+};
+use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
+use caxton_ipc::toolhost::{Allowance, ToolSpec, ToolhostRequest, ToolhostResponse};
+use caxton_ipc::worker::{DelegationCall, DelegationResult};
+use tokio::sync::mpsc;
+
+use crate::service::Service;
+
+pub use caxton_ipc::agent::MAX_DEPTH_CAP;
+
+/// Where a run sits in its delegation tree.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    /// Agents from the root to this run.
+    pub chain: Vec<String>,
+    /// 0 for the root.
+    pub depth: u32,
+    /// The smallest `max_depth` along the chain.
+    pub max_depth: u32,
+    pub tree: Arc<Tree>,
+}
+
+/// What the runs of one tree share.
+#[derive(Debug)]
+pub struct Tree {
+    descendants: AtomicU32,
+    /// The root agent's `max_descendants`.
+    max_descendants: u32,
+}
+
+impl Lineage {
+    /// A run started by a client.
+    pub fn root(agent: &AgentSpec) -> Lineage {
+        Lineage {
+            chain: vec![agent.name.clone()],
+            depth: 0,
+            max_depth: agent.delegation.max_depth,
+            tree: Arc::new(Tree {
+                descendants: AtomicU32::new(0),
+                max_descendants: agent.delegation.max_descendants,
+            }),
+        }
+    }
+
+    fn child(&self, agent: &AgentSpec) -> Lineage {
+        let mut chain = self.chain.clone();
+        chain.push(agent.name.clone());
+        Lineage {
+            chain,
+            depth: self.depth + 1,
+            max_depth: self.max_depth.min(agent.delegation.max_depth),
+            tree: self.tree.clone(),
+        }
+    }
+
+    /// `a → b → c`, with `next` appended.
+    fn path_to(&self, next: &str) -> String {
+        let mut p = self.chain.join(" → ");
+        p.push_str(" → ");
+        p.push_str(next);
+        p
+    }
+}
+
+/// Where a run's events go: the client's stream (a descendant's wrapped in `RunEvent::Child`)
+/// and the usage trees of its ancestors.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    tx: mpsc::Sender<ApiResponse>,
+    /// Set for a descendant run.
+    tag: Option<Arc<Tag>>,
+    /// Descendants' events go to the client (the request did not hide them).
+    forward: bool,
+    /// Each ancestor's descendants' usage, which this run's events count into.
+    ancestors: Vec<Arc<Mutex<TreeUsage>>>,
+}
+
+#[derive(Debug)]
+struct Tag {
+    run_id: String,
+    parent_run_id: String,
+    call_id: String,
+    agent: String,
+    depth: u32,
+}
+
+/// The client went away.
+#[derive(Debug)]
+pub struct Gone;
+
+impl Sink {
+    /// The sink of a run a client started.
+    pub fn root(tx: mpsc::Sender<ApiResponse>, hide_children: bool) -> Sink {
+        Sink {
+            tx,
+            tag: None,
+            forward: !hide_children,
+            ancestors: Vec::new(),
+        }
+    }
+
+    pub async fn send(&self, event: RunEvent) -> Result<(), Gone> {
+        let Some(tag) = &self.tag else {
+            return self
+                .tx
+                .send(ApiResponse::Event(event))
+                .await
+                .map_err(|_| Gone);
+        };
+        for tree in &self.ancestors {
+            count(
+                &mut tree.lock().unwrap_or_else(|p| p.into_inner()),
+                &tag.agent,
+                &event,
+            );
+        }
+        if !self.forward {
+            return Ok(());
+        }
+        let wrapped = RunEvent::Child(Box::new(ChildEvent {
+            run_id: tag.run_id.clone(),
+            parent_run_id: tag.parent_run_id.clone(),
+            call_id: tag.call_id.clone(),
+            agent: tag.agent.clone(),
+            depth: tag.depth,
+            event,
+        }));
+        self.tx
+            .send(ApiResponse::Event(wrapped))
+            .await
+            .map_err(|_| Gone)
+    }
+
+    /// Resolves when the client has gone away.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// Counts one event of a descendant run of `agent` into `tree`.
+fn count(tree: &mut TreeUsage, agent: &str, event: &RunEvent) {
+    let mut add = |model: Option<String>, s: Spent| {
+        tree.total.add(&s);
+        tree.by_agent.entry(agent.to_string()).or_default().add(&s);
+        if let Some(m) = model {
+            tree.by_model.entry(m).or_default().add(&s);
+        }
+    };
+    match event {
+        RunEvent::Started { .. } => {
+            tree.descendants += 1;
+            add(
+                None,
+                Spent {
+                    runs: 1,
+                    ..Spent::default()
+                },
+            );
+        }
+        RunEvent::LlmReply {
+            provider,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+            ..
+        } => add(
+            Some(format!("{provider}/{model}")),
+            Spent {
+                llm_calls: 1,
+                prompt_tokens: *prompt_tokens,
+                completion_tokens: *completion_tokens,
+                cost_usd: *cost_usd,
+                ..Spent::default()
+            },
+        ),
+        RunEvent::ToolCall { .. } => add(
+            None,
+            Spent {
+                tool_calls: 1,
+                ..Spent::default()
+            },
+        ),
+        _ => {}
+    }
+}
+
+/// What a run knows of its tree while it runs: its descendants' usage (counted from their
+/// events) and its own per model (from its own `LlmReply` events).
+#[derive(Debug, Default)]
+pub struct TreeAccount {
+    descendants: Arc<Mutex<TreeUsage>>,
+    own_by_model: Mutex<BTreeMap<String, Spent>>,
+}
+
+impl TreeAccount {
+    /// Counts one of the run's own events.
+    pub fn own_event(&self, event: &RunEvent) {
+        if let RunEvent::LlmReply {
+            provider,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+            ..
+        } = event
+        {
+            let mut by_model = self.own_by_model.lock().unwrap_or_else(|p| p.into_inner());
+            by_model
+                .entry(format!("{provider}/{model}"))
+                .or_default()
+                .add(&Spent {
+                    llm_calls: 1,
+                    prompt_tokens: *prompt_tokens,
+                    completion_tokens: *completion_tokens,
+                    cost_usd: *cost_usd,
+                    ..Spent::default()
+                });
+        }
+    }
+
+    /// `usage` (the run's own, as its worker reported it) with its tree, when it had descendants.
+    pub fn complete(&self, agent: &str, usage: &mut RunUsage) {
+        let descendants = self
+            .descendants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if descendants.descendants == 0 {
+            return;
+        }
+        let own = usage.own();
+        let mut tree = descendants;
+        tree.total.add(&own);
+        tree.by_agent
+            .entry(agent.to_string())
+            .or_default()
+            .add(&own);
+        for (model, spent) in self
+            .own_by_model
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            tree.by_model.entry(model.clone()).or_default().add(spent);
+        }
+        usage.tree = Some(Box::new(tree));
+    }
+}
+
+/// Picks agents for capabilities: a round-robin counter per capability and a cache of the
+/// candidates' description embeddings (for `best_match`).
+#[derive(Debug, Default)]
+pub struct Router {
+    turns: Mutex<HashMap<String, u64>>,
+    /// (agent, text) → embedding.
+    embeddings: Mutex<HashMap<(String, String), Vec<f32>>>,
+}
+
+/// Most entries in the embedding cache before it is emptied.
+const MAX_CACHED_EMBEDDINGS: usize = 4096;
+/// Deadline of embedding a task for `best_match`.
+const EMBED_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of a reservation or settlement with the toolhost.
+const BUDGET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The text `best_match` compares a task with: what the agent says it does.
+fn profile(agent: &AgentSpec) -> String {
+    let mut text = agent.description.clone();
+    if let Some(doc) = &agent.documentation {
+        text.push('\n');
+        text.push_str(doc);
+    }
+    text
+}
+
+impl Router {
+    /// The agent for `capability` among `candidates` (sorted by name, at least one), and every
+    /// candidate's score.
+    async fn pick(
+        &self,
+        svc: &Service,
+        strategy: RoutingStrategy,
+        capability: &str,
+        task: &str,
+        candidates: &[Arc<AgentSpec>],
+    ) -> Result<(usize, Vec<RouteCandidate>), String> {
+        let scored = |scores: Vec<f64>| -> Vec<RouteCandidate> {
+            candidates
+                .iter()
+                .zip(scores)
+                .map(|(a, score)| RouteCandidate {
+                    agent: a.name.clone(),
+                    score,
+                })
+                .collect()
+        };
+        match strategy {
+            RoutingStrategy::RoundRobin => {
+                let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+                let turn = turns.entry(capability.to_string()).or_insert(0);
+                let i = (*turn % candidates.len() as u64) as usize;
+                *turn += 1;
+                let scores = (0..candidates.len())
+                    .map(|j| if j == i { 1.0 } else { 0.0 })
+                    .collect();
+                Ok((i, scored(scores)))
+            }
+            RoutingStrategy::LeastLoaded => {
+                let loads: Vec<f64> = candidates
+                    .iter()
+                    .map(|a| svc.runs().running_of(&a.name) as f64)
+                    .collect();
+                let i = loads
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i);
+                Ok((i, scored(loads)))
+            }
+            RoutingStrategy::BestMatch => {
+                let vectors = self.profiles(svc, candidates).await?;
+                let query = embed(svc, vec![task.to_string()]).await?;
+                let q = query
+                    .first()
+                    .ok_or("the memory service returned no embedding")?;
+                let scores: Vec<f64> = vectors
+                    .iter()
+                    .map(|v| v.iter().zip(q).map(|(a, b)| f64::from(a * b)).sum())
+                    .collect();
+                let i = scores
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i);
+                Ok((i, scored(scores)))
+            }
+        }
+    }
+
+    /// The candidates' profile embeddings, from the cache or the memory service.
+    async fn profiles(
+        &self,
+        svc: &Service,
+        candidates: &[Arc<AgentSpec>],
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let keys: Vec<(String, String)> = candidates
+            .iter()
+            .map(|a| (a.name.clone(), profile(a)))
+            .collect();
+        let missing: Vec<(String, String)> = {
+            let cache = self.embeddings.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter()
+                .filter(|k| !cache.contains_key(*k))
+                .cloned()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let vectors = embed(svc, missing.iter().map(|k| k.1.clone()).collect()).await?;
+            let mut cache = self.embeddings.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() + missing.len() > MAX_CACHED_EMBEDDINGS {
+                cache.clear();
+            }
+            cache.extend(missing.into_iter().zip(vectors));
+        }
+        let cache = self.embeddings.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .map(|k| {
+                cache
+                    .get(k)
+                    .cloned()
+                    .ok_or_else(|| "an embedding went missing".into())
+            })
+            .collect()
+    }
+}
+
+/// Embeds `texts` with the memory service's model.
+async fn embed(svc: &Service, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+    let link = svc.memory_grants().map_err(|e| {
+        format!(
+            "best_match routing embeds with the memory service's model, and {}",
+            e.message
+        )
+    })?;
+    let n = texts.len();
+    match link
+        .request(&MemoryRequest::Embed { texts }, EMBED_TIMEOUT)
+        .await
+    {
+        Ok(MemoryResponse::Embeddings(v)) if v.len() == n => Ok(v),
+        Ok(MemoryResponse::Error(e)) => {
+            Err(format!("the memory service cannot embed: {}", e.message))
+        }
+        Ok(other) => Err(format!(
+            "unexpected answer from the memory service: {other:?}"
+        )),
+        Err(e) => Err(format!("the memory service cannot embed: {e}")),
+    }
+}
+
+/// The delegation targets of `agent` as tools for its LLM, described from the registry.
+pub fn tools_for(svc: &Service, agent: &AgentSpec) -> Vec<ToolSpec> {
+    let registry = svc.registry();
+    let schema = r#"{"type":"object","properties":{"task":{"type":"string","description":"The task for the agent, complete in itself: it sees only this text."}},"required":["task"]}"#;
+    let mut tools = Vec::new();
+    for name in &agent.delegation.agents {
+        let description = match registry.get(name) {
+            Some(a) if !a.description.is_empty() => format!(
+                "Delegate a task to agent `{name}`: {} Its answer is this tool's result.",
+                a.description
+            ),
+            Some(_) => {
+                format!("Delegate a task to agent `{name}`; its answer is this tool's result.")
+            }
+            None => format!("Delegate a task to agent `{name}` (not loaded at the moment)."),
+        };
+        tools.push(ToolSpec {
+            name: DelegationSpec::tool_name_for_agent(name),
+            description,
+            input_schema: schema.to_string(),
+            server: "caxton".into(),
+        });
+    }
+    for cap in &agent.delegation.capabilities {
+        let who: Vec<String> = registry
+            .agents_with_capability(cap)
+            .iter()
+            .map(|a| a.name.clone())
+            .collect();
+        tools.push(ToolSpec {
+            name: DelegationSpec::tool_name_for_capability(cap),
+            description: format!(
+                "Delegate a task to an agent with the capability `{cap}` ({}); its answer is this tool's result.",
+                if who.is_empty() {
+                    "none loaded at the moment".to_string()
+                } else {
+                    who.join(", ")
+                }
+            ),
+            input_schema: schema.to_string(),
+            server: "caxton".into(),
+        });
+    }
+    tools
+}
+
+/// The parent run a turn's delegations come from.
+pub struct Parent<'a> {
+    pub svc: &'a Service,
+    pub agent: &'a Arc<AgentSpec>,
+    pub run_id: &'a str,
+    pub lineage: &'a Lineage,
+    pub sink: &'a Sink,
+    pub account: &'a TreeAccount,
+    /// The parent's toolhost grant, which the children's budgets are taken from.
+    pub toolhost_token: &'a str,
+    pub deadline: Instant,
+    /// Turns the parent has used so far.
+    pub turns_used: u32,
+    pub record: bool,
+}
+
+/// A delegation that passed the checks: its agent, its lineage and its child place.
+struct Admitted {
+    call: DelegationCall,
+    agent: Arc<AgentSpec>,
+    lineage: Lineage,
+    _place: tokio::sync::OwnedSemaphorePermit,
+    /// Undoes the descendant count if the child never starts.
+    counted: Option<Arc<Tree>>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(tree) = self.counted.take() {
+            tree.descendants.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn refused(call: &DelegationCall, agent: Option<&str>, message: String) -> DelegationResult {
+    DelegationResult {
+        call_id: call.call_id.clone(),
+        agent: agent.map(str::to_string),
+        run_id: None,
+        outcome: Err(ErrorBody::new(ErrorKind::Delegation, message)),
+        usage: RunUsage::default(),
+    }
+}
+
+/// Runs one turn's delegations (in parallel) and returns one result per call, in order.
+pub async fn run_batch(parent: &Parent<'_>, calls: Vec<DelegationCall>) -> Vec<DelegationResult> {
+    let fan_out = parent.agent.delegation.max_fan_out as usize;
+    let mut results: Vec<Option<DelegationResult>> = vec![None; calls.len()];
+    let mut admitted = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        if i >= fan_out {
+            results[i] = Some(refused(
+                &call,
+                None,
+                format!(
+                    "agent `{}` asked for {} delegations in one turn; max_fan_out = {fan_out} ([delegation] in {})",
+                    parent.agent.name,
+                    i + 1,
+                    parent.agent.source
+                ),
+            ));
+            continue;
+        }
+        match admit(parent, call).await {
+            Ok(a) => admitted.push((i, a)),
+            Err(r) => results[i] = Some(*r),
+        }
+    }
+    // Budgets are set aside one after the other, each an even share of what is left.
+    let mut ready = Vec::new();
+    let n = admitted.len();
+    for (j, (i, a)) in admitted.into_iter().enumerate() {
+        match reserve(parent, &a.agent, (n - j) as u32).await {
+            Ok(share) => ready.push((i, a, share)),
+            Err(message) => results[i] = Some(refused(&a.call, Some(&a.agent.name), message)),
+        }
+    }
+    let children = ready
+        .into_iter()
+        .map(|(i, a, share)| async move { (i, run_child(parent, a, share).await) });
+    for (i, r) in futures_util::future::join_all(children).await {
+        results[i] = Some(r);
+    }
+    results.into_iter().flatten().collect()
+}
+
+/// Resolves a delegation's target and checks it against the parent's rules (1–5 of the
+/// module's list).
+async fn admit(
+    parent: &Parent<'_>,
+    call: DelegationCall,
+) -> Result<Admitted, Box<DelegationResult>> {
+    let me = &parent.agent;
+    let spec = &me.delegation;
+    let no =
+        |call: &DelegationCall, agent: Option<&str>, m: String| Box::new(refused(call, agent, m));
+    let registry = parent.svc.registry();
+    let agent = match &call.target {
+        DelegateTarget::Agent(name) => {
+            if !spec.agents.contains(name) {
+                return Err(no(
+                    &call,
+                    Some(name),
+                    format!(
+                        "agent `{}` may not delegate to agent `{name}` (its [delegation] agents in {} do not name it)",
+                        me.name, me.source
+                    ),
+                ));
+            }
+            match registry.get(name) {
+                Some(a) => a,
+                None => {
+                    return Err(no(
+                        &call,
+                        Some(name),
+                        format!(
+                            "agent `{name}` is not loaded; `caxton agent list` shows the loaded agents"
+                        ),
+                    ));
+                }
+            }
+        }
+        DelegateTarget::Capability(cap) => {
+            if !spec.capabilities.contains(cap) {
+                return Err(no(
+                    &call,
+                    None,
+                    format!(
+                        "agent `{}` may not delegate by capability `{cap}` (its [delegation] capabilities in {} do not name it)",
+                        me.name, me.source
+                    ),
+                ));
+            }
+            let mut candidates = registry.agents_with_capability(cap);
+            if !spec.allow_recursion {
+                candidates.retain(|a| !parent.lineage.chain.contains(&a.name));
+            }
+            if candidates.is_empty() {
+                return Err(no(
+                    &call,
+                    None,
+                    format!(
+                        "no loaded agent outside the chain {} has the capability `{cap}`",
+                        parent.lineage.chain.join(" → ")
+                    ),
+                ));
+            }
+            let picked = parent
+                .svc
+                .router()
+                .pick(parent.svc, spec.strategy, cap, &call.task, &candidates)
+                .await;
+            let (i, scores) = match picked {
+                Ok(p) => p,
+                Err(e) => {
+                    return Err(no(
+                        &call,
+                        None,
+                        format!("cannot route capability `{cap}`: {e}"),
+                    ));
+                }
+            };
+            let chosen = candidates[i].clone();
+            let _ = parent
+                .sink
+                .send(RunEvent::Routed {
+                    call_id: call.call_id.clone(),
+                    capability: cap.clone(),
+                    strategy: spec.strategy.as_str().into(),
+                    chosen: chosen.name.clone(),
+                    candidates: scores,
+                })
+                .await;
+            chosen
+        }
+    };
+    let lineage = &parent.lineage;
+    if lineage.chain.contains(&agent.name) && !spec.allow_recursion {
+        return Err(no(
+            &call,
+            Some(&agent.name),
+            format!(
+                "cycle: {} comes back to agent `{}`; set allow_recursion = true under [delegation] in {} to allow it",
+                lineage.path_to(&agent.name),
+                agent.name,
+                me.source
+            ),
+        ));
+    }
+    if lineage.depth + 1 > lineage.max_depth {
+        return Err(no(
+            &call,
+            Some(&agent.name),
+            format!(
+                "depth limit: {} would be {} deep, and max_depth along this chain is {}",
+                lineage.path_to(&agent.name),
+                lineage.depth + 1,
+                lineage.max_depth
+            ),
+        ));
+    }
+    let Some(place) = parent.svc.admission().admit_child() else {
+        return Err(no(
+            &call,
+            Some(&agent.name),
+            format!(
+                "busy: all {} places for delegated runs are taken ([workers] max_delegated); try again later",
+                parent.svc.admission().max_delegated()
+            ),
+        ));
+    };
+    let tree = &lineage.tree;
+    if tree.descendants.fetch_add(1, Ordering::Relaxed) >= tree.max_descendants {
+        tree.descendants.fetch_sub(1, Ordering::Relaxed);
+        return Err(no(
+            &call,
+            Some(&agent.name),
+            format!(
+                "the tree of {} has made its {} delegated runs (max_descendants of its root agent `{}`)",
+                lineage.chain.join(" → "),
+                tree.max_descendants,
+                lineage.chain[0]
+            ),
+        ));
+    }
+    Ok(Admitted {
+        lineage: lineage.child(&agent),
+        call,
+        agent,
+        _place: place,
+        counted: Some(tree.clone()),
+    })
+}
+
+/// Sets aside the child's share of the parent's budget (rule 6), `parts` children still to
+/// share it; `Err` when nothing is left.
+async fn reserve(parent: &Parent<'_>, agent: &AgentSpec, parts: u32) -> Result<Allowance, String> {
+    let want = Allowance {
+        tool_calls: Some(agent.limits.max_tool_calls),
+        tokens: agent.limits.max_tokens,
+        cost_usd: agent.limits.max_cost_usd,
+    };
+    let req = ToolhostRequest::ReserveRun {
+        token: parent.toolhost_token.to_string(),
+        want,
+        parts,
+    };
+    let share = match parent
+        .svc
+        .toolhost_grants()
+        .request(&req, BUDGET_TIMEOUT)
+        .await
+    {
+        Ok(ToolhostResponse::Reserved(share)) => share,
+        Ok(ToolhostResponse::Error(e)) => {
+            return Err(format!(
+                "cannot take the child's budget from the parent's: {}",
+                e.message
+            ));
+        }
+        Ok(other) => {
+            return Err(format!(
+                "unexpected answer to a budget reservation: {other:?}"
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot take the child's budget from the parent's: {e}"
+            ));
+        }
+    };
+    let me = &parent.agent;
+    let spent = |what: &str| {
+        Err(format!(
+            "agent `{}` has no {what} left to give agent `{}` ([limits] in {})",
+            me.name, agent.name, me.source
+        ))
+    };
+    if share.tokens == Some(0) {
+        settle(parent, share, Allowance::default()).await;
+        return spent("tokens");
+    }
+    if share.cost_usd.is_some_and(|c| c <= 0.0) {
+        settle(parent, share, Allowance::default()).await;
+        return spent("cost budget");
+    }
+    Ok(share)
+}
+
+/// Replaces a reservation by what the child's tree used.
+async fn settle(parent: &Parent<'_>, reserved: Allowance, used: Allowance) {
+    let req = ToolhostRequest::SettleRun {
+        token: parent.toolhost_token.to_string(),
+        reserved,
+        used,
+    };
+    if let Err(e) = parent
+        .svc
+        .toolhost_grants()
+        .request(&req, BUDGET_TIMEOUT)
+        .await
+    {
+        tracing::warn!(run = %parent.run_id, error = %e, "settling a child's budget failed (the toolhost restarted?)");
+    }
+}
+
+/// The child's own limits narrowed to its share of the parent's.
+fn narrowed(agent: &AgentSpec, share: Allowance, parent: &Parent<'_>) -> AgentSpec {
+    let mut a = agent.clone();
+    let l = &mut a.limits;
+    if let Some(c) = share.tool_calls {
+        l.max_tool_calls = l.max_tool_calls.min(c);
+    }
+    if let Some(t) = share.tokens {
+        l.max_tokens = Some(l.max_tokens.map_or(t, |m| m.min(t)));
+    }
+    if let Some(c) = share.cost_usd {
+        l.max_cost_usd = Some(l.max_cost_usd.map_or(c, |m| m.min(c)));
+    }
+    let turns_left = parent
+        .agent
+        .limits
+        .max_turns
+        .saturating_sub(parent.turns_used)
+        .max(1);
+    l.max_turns = l.max_turns.min(turns_left);
+    a
+}
+
+/// Runs one admitted child in a fresh worker and settles its budget with the parent's.
+async fn run_child(
+    parent: &Parent<'_>,
+    mut admitted: Admitted,
+    share: Allowance,
+) -> DelegationResult {
+    let svc = parent.svc;
+    let agent = Arc::new(narrowed(&admitted.agent, share, parent));
+    let run_id = svc.runs().start_run();
+    // From here the child is a run of the tree (counted in its events).
+    admitted.counted = None;
+    let now = Instant::now();
+    let deadline = parent
+        .deadline
+        .min(now + Duration::from_millis(agent.limits.timeout_ms));
+    let limit = deadline.saturating_duration_since(now);
+    let account = TreeAccount::default();
+    let mut ancestors = parent.sink.ancestors.clone();
+    ancestors.push(parent.account.descendants.clone());
+    let sink = Sink {
+        tx: parent.sink.tx.clone(),
+        tag: Some(Arc::new(Tag {
+            run_id: run_id.clone(),
+            parent_run_id: parent.run_id.to_string(),
+            call_id: admitted.call.call_id.clone(),
+            agent: agent.name.clone(),
+            depth: admitted.lineage.depth,
+        })),
+        forward: parent.sink.forward,
+        ancestors,
+    };
+    let mut req = RunRequest::new(agent.name.clone(), admitted.call.task.clone());
+    req.record = parent.record;
+    let run = crate::runs::Run {
+        svc,
+        agent: &agent,
+        run_id: &run_id,
+        lineage: &admitted.lineage,
+        sink: &sink,
+        account: &account,
+        limit,
+        deadline,
+    };
+    let terminal = crate::runs::drive_child(run, req).await;
+    svc.runs().record_ended(&agent.name, &terminal);
+    let _ = sink.send(terminal.clone()).await;
+    let (outcome, usage) = match terminal {
+        RunEvent::Finished { answer, usage, .. } => (Ok(answer), usage),
+        RunEvent::Failed { error, usage, .. } => (Err(error), usage),
+        other => (
+            Err(ErrorBody::new(
+                ErrorKind::Internal,
+                format!("a child run ended with {other:?}"),
+            )),
+            RunUsage::default(),
+        ),
+    };
+    let total = usage.total();
+    settle(
+        parent,
+        share,
+        Allowance {
+            tool_calls: Some(total.tool_calls),
+            tokens: Some(total.total_tokens()),
+            cost_usd: Some(total.cost_usd),
+        },
+    )
+    .await;
+    DelegationResult {
+        call_id: admitted.call.call_id.clone(),
+        agent: Some(agent.name.clone()),
+        run_id: Some(run_id),
+        outcome,
+        usage,
+    }
+}
