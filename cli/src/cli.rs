@@ -446,16 +446,26 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<u8> {
         s.queue_depth,
         s.queue_capacity
     );
-    for w in &s.workers {
-        println!(
-            "  pid {:<8} {:<20} {} ({} ms) {}",
-            w.pid,
-            w.agent,
-            w.run_id,
-            w.age_ms,
-            usage_line(&w.usage)
-        );
+    // Each run under the run that delegated it.
+    fn show(s: &caxton_ipc::api::StatusReport, parent: Option<&str>, depth: usize) {
+        for w in s
+            .workers
+            .iter()
+            .filter(|w| w.parent_run_id.as_deref() == parent)
+        {
+            println!(
+                "  {}pid {:<8} {:<20} {} ({} ms) {}",
+                "  ".repeat(depth),
+                w.pid,
+                w.agent,
+                w.run_id,
+                w.age_ms,
+                usage_line(&w.usage)
+            );
+            show(s, Some(&w.run_id), depth + 1);
+        }
     }
+    show(&s, None, 0);
     let c = &s.counters;
     println!(
         "runs:     {} started, {} finished, {} failed ({} timed out, {} worker crashes), {} busy rejections; toolhost restarts {}",

@@ -472,6 +472,9 @@ pub struct ValidationReport {
 pub struct WorkerInfo {
     pub run_id: String,
     pub agent: String,
+    /// The run that delegated this one; `None` for a run a client started.
+    #[serde(default)]
+    pub parent_run_id: Option<String>,
     pub pid: u32,
     pub age_ms: u64,
     /// What the run has used so far.

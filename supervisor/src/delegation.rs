@@ -52,6 +52,8 @@ pub use caxton_ipc::agent::MAX_DEPTH_CAP;
 /// Where a run sits in its delegation tree.
 #[derive(Debug, Clone)]
 pub struct Lineage {
+    /// The run that delegated this one (`None` for a root run).
+    pub parent_run_id: Option<String>,
     /// Agents from the root to this run.
     pub chain: Vec<String>,
     /// 0 for the root.
@@ -73,6 +75,7 @@ impl Lineage {
     /// A run started by a client.
     pub fn root(agent: &AgentSpec) -> Lineage {
         Lineage {
+            parent_run_id: None,
             chain: vec![agent.name.clone()],
             depth: 0,
             max_depth: agent.delegation.max_depth,
@@ -83,10 +86,11 @@ impl Lineage {
         }
     }
 
-    fn child(&self, agent: &AgentSpec) -> Lineage {
+    fn child(&self, parent_run_id: &str, agent: &AgentSpec) -> Lineage {
         let mut chain = self.chain.clone();
         chain.push(agent.name.clone());
         Lineage {
+            parent_run_id: Some(parent_run_id.to_string()),
             chain,
             depth: self.depth + 1,
             max_depth: self.max_depth.min(agent.delegation.max_depth),
@@ -712,7 +716,7 @@ async fn admit(
         ));
     }
     Ok(Admitted {
-        lineage: lineage.child(&agent),
+        lineage: lineage.child(parent.run_id, &agent),
         call,
         agent,
         _place: place,

@@ -25,6 +25,8 @@ pub enum Count {
 #[derive(Debug, Clone)]
 struct Running {
     agent: String,
+    /// Set for a delegated run.
+    parent_run_id: Option<String>,
     pid: u32,
     started: Instant,
     /// Followed live from the run's events.
@@ -92,11 +94,18 @@ impl RunTable {
     }
 
     /// Enters a run whose worker `pid` took the job; it leaves when the guard drops.
-    pub fn register(&self, run_id: &str, agent: &str, pid: u32) -> Registered<'_> {
+    pub fn register(
+        &self,
+        run_id: &str,
+        agent: &str,
+        parent_run_id: Option<&str>,
+        pid: u32,
+    ) -> Registered<'_> {
         self.lock_running().insert(
             run_id.to_string(),
             Running {
                 agent: agent.to_string(),
+                parent_run_id: parent_run_id.map(str::to_string),
                 pid,
                 started: Instant::now(),
                 usage: RunUsage::default(),
@@ -189,6 +198,7 @@ impl RunTable {
             .map(|(id, w)| WorkerInfo {
                 run_id: id.clone(),
                 agent: w.agent.clone(),
+                parent_run_id: w.parent_run_id.clone(),
                 pid: w.pid,
                 age_ms: now.duration_since(w.started).as_millis() as u64,
                 usage: RunUsage {
@@ -241,7 +251,7 @@ mod tests {
         let t = RunTable::default();
         let id = t.start_run();
         {
-            let _r = t.register(&id, "calc", 42);
+            let _r = t.register(&id, "calc", None, 42);
             t.count_event(
                 &id,
                 &RunEvent::ToolCall {

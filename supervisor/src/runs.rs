@@ -445,7 +445,12 @@ async fn drive_worker_inner<'a>(
             }
         },
     };
-    let _registered = svc.runs().register(run_id, &agent.name, child.pid);
+    let _registered = svc.runs().register(
+        run_id,
+        &agent.name,
+        run.lineage.parent_run_id.as_deref(),
+        child.pid,
+    );
     tracing::debug!(run = %run_id, agent = %agent.name, pid = child.pid, "worker took the job");
     let started = RunEvent::Started {
         run_id: run_id.to_string(),

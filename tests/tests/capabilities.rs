@@ -13,7 +13,7 @@ use caxton_ipc::handshake::Role;
 use caxton_ipc::toolhost::{
     CallToolRequest, InstallToolRequest, RunGrant, ToolhostRequest, ToolhostResponse,
 };
-use caxton_tests::{Daemon, Options, bin};
+use caxton_tests::{Daemon, Options, assert_contains, bin};
 
 fn worker_conn(d: &Daemon) -> Client<ToolhostProtocol, UnixStream> {
     let s = UnixStream::connect(d.toolhost_socket()).unwrap();
@@ -55,9 +55,21 @@ fn a_worker_holding_its_runs_token_gets_only_its_grant() {
         "register",
         "call_not_granted",
         "chat_not_granted_provider",
+        "reserve",
+        "settle",
     ] {
         assert_eq!(report[probe], "permission_denied", "{probe}: {report}");
     }
+    // The supervisor decides delegations from the run's own agent (the calculator has no
+    // [delegation]), never from the request.
+    let delegated = report["delegate_forged"].as_str().unwrap();
+    assert_contains(
+        delegated,
+        &[
+            "delegation:agent `calculator` may not delegate to agent `greeter`",
+            "delegation:agent `calculator` may not delegate by capability `math`",
+        ],
+    );
     // Only the granted tool's spec; the granted call runs, under the run's own identity.
     assert_eq!(report["tools"], "calculate", "{report}");
     assert_eq!(report["call_granted_forged_identity"], "ok:42", "{report}");

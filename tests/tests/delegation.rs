@@ -304,6 +304,34 @@ fn cancelling_the_root_kills_the_whole_tree() {
     });
     assert_eq!(pids.len(), 3);
     assert!(pids.iter().all(|p| process_exists(*p)));
+    // `caxton status` shows the running tree: each run under the one that delegated it.
+    let s = d.status().unwrap();
+    assert_eq!(s.workers.len(), 3, "{:?}", s.workers);
+    let root = s
+        .workers
+        .iter()
+        .find(|w| w.parent_run_id.is_none())
+        .unwrap();
+    let child = s
+        .workers
+        .iter()
+        .find(|w| w.parent_run_id.as_ref() == Some(&root.run_id))
+        .unwrap();
+    let grandchild = s
+        .workers
+        .iter()
+        .find(|w| w.parent_run_id.as_ref() == Some(&child.run_id))
+        .unwrap();
+    assert_eq!(
+        (
+            root.agent.as_str(),
+            child.agent.as_str(),
+            grandchild.agent.as_str()
+        ),
+        ("recur", "recur", "napper")
+    );
+    let text = d.cli_ok(&["status"]);
+    assert_contains(&text, &["  pid", "    pid", "      pid"]);
     drop(c); // the client goes away: the run is cancelled
     wait_gone(&pids);
     let s = d

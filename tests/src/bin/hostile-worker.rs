@@ -3,16 +3,19 @@
 //! tries what a worker must not do, straight on the toolhost socket. It reports what the
 //! toolhost answered as its run's answer (a JSON object, probe → `ok` or the error kind) and
 //! writes its token into the directory named by its input, so the test can try it after the run.
+//! It also asks the supervisor, over its session, for delegations its agent does not allow.
 
 use std::os::unix::net::UnixStream;
 
+use caxton_ipc::agent::DelegateTarget;
 use caxton_ipc::api::{RunEvent, RunUsage};
 use caxton_ipc::connection::{Client, Duplex, Server, ToolhostProtocol, WorkerProtocol};
 use caxton_ipc::handshake::Role;
 use caxton_ipc::toolhost::{
-    CallToolRequest, ChatRequest, InstallToolRequest, RunGrant, ToolhostRequest, ToolhostResponse,
+    Allowance, CallToolRequest, ChatRequest, InstallToolRequest, RunGrant, ToolhostRequest,
+    ToolhostResponse,
 };
-use caxton_ipc::worker::{FromWorker, ToWorker};
+use caxton_ipc::worker::{DelegationCall, FromWorker, SupervisorReply, ToWorker, WorkerRequest};
 
 fn outcome(r: Result<ToolhostResponse, caxton_ipc::frame::FrameError>) -> String {
     match r {
@@ -119,12 +122,65 @@ fn main() {
             ..Default::default()
         }),
     );
+    probe(
+        "reserve",
+        ToolhostRequest::ReserveRun {
+            token: job.toolhost_token.clone(),
+            want: Allowance::default(),
+            parts: 1,
+        },
+    );
+    probe(
+        "settle",
+        ToolhostRequest::SettleRun {
+            token: job.toolhost_token.clone(),
+            reserved: Allowance {
+                tool_calls: Some(1000),
+                tokens: Some(1_000_000),
+                cost_usd: Some(100.0),
+            },
+            used: Allowance::default(),
+        },
+    );
+    // Delegations the job's agent does not allow, asked over the session as a worker may.
+    let (mut input, mut out) = session.split();
+    let forged = vec![
+        DelegationCall {
+            call_id: "c1".into(),
+            target: DelegateTarget::Agent("greeter".into()),
+            task: "hi".into(),
+        },
+        DelegationCall {
+            call_id: "c2".into(),
+            target: DelegateTarget::Capability("math".into()),
+            task: "1+1".into(),
+        },
+    ];
+    out.send(&FromWorker::Request {
+        id: 1,
+        request: WorkerRequest::Delegate { calls: forged },
+    })
+    .expect("send");
+    let delegated = match input.recv() {
+        Ok(ToWorker::Reply {
+            reply: SupervisorReply::Delegated { results },
+            ..
+        }) => results
+            .iter()
+            .map(|r| match &r.outcome {
+                Ok(a) => format!("ok:{a}"),
+                Err(e) => format!("{}:{}", e.kind.as_str(), e.message),
+            })
+            .collect::<Vec<_>>()
+            .join(" | "),
+        other => format!("unexpected: {other:?}"),
+    };
+    report.insert("delegate_forged".into(), delegated.into());
     let answer = serde_json::Value::Object(report).to_string();
     let done = FromWorker::Event(RunEvent::Finished {
         run_id: job.run_id.clone(),
         answer,
         usage: RunUsage::default(),
     });
-    let (_, mut out) = session.split();
     out.send(&done).expect("send");
 }
