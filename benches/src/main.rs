@@ -107,6 +107,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         replay: None,
         memory: None,
         delegation_tools: vec![],
+        history: vec![],
     };
     (0..SPAWN_SAMPLES)
         .map(|_| {

@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::memory_cli::MemoryCommand,
     },
+    /// List, show, export, close and delete conversations (your own; all for the operator).
+    Conversation {
+        #[command(subcommand)]
+        command: crate::conversation_cli::ConversationCommand,
+    },
     /// Check that the daemon is live and ready (exit 0 when ready).
     Health {
         #[arg(long)]
@@ -133,6 +138,10 @@ enum AgentCommand {
         /// Leave delegated runs' events out (their answers and usage still count).
         #[arg(long)]
         hide_children: bool,
+        /// Start (`new`) or continue (its id) a conversation: the run gets its history, and
+        /// the message goes to the agent holding it.
+        #[arg(long, value_name = "ID|new")]
+        conversation: Option<String>,
     },
     /// Run an agent's test cases (input, expected tool calls, answer patterns) against
     /// recordings or its configured provider; exit 0 when all pass.
@@ -193,6 +202,9 @@ pub fn main() -> ExitCode {
         Command::Health { json } => health(&socket, json),
         Command::Tool { command } => crate::tool_cli::tool(command, &socket),
         Command::Memory { command } => crate::memory_cli::memory(command, &socket),
+        Command::Conversation { command } => {
+            crate::conversation_cli::conversation(command, &socket)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -273,6 +285,7 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
             record,
             replay,
             hide_children,
+            conversation,
         } => {
             let replay = replay
                 .as_deref()
@@ -298,6 +311,7 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
                 record: false,
                 replay,
                 hide_children,
+                conversation,
             };
             let display = crate::run_cli::RunDisplay {
                 json,

@@ -182,6 +182,18 @@ impl View {
                     scores(candidates)
                 );
             }
+            RunEvent::Conversation { id, turn, agent } => {
+                let _ = writeln!(err, "  conversation {id}, message {turn}, held by {agent}");
+            }
+            RunEvent::Handoff {
+                from, to, reason, ..
+            } => {
+                let _ = writeln!(
+                    err,
+                    "  ⇒ {from} hands the conversation to {to}: {}",
+                    one_line(reason, 200)
+                );
+            }
             RunEvent::Started {
                 run_id,
                 agent,

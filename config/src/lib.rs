@@ -289,6 +289,15 @@ pub struct MemoryConfig {
     /// `workspace:*` for every scope of that kind. `caxton memory prune` applies it, and the
     /// service applies it hourly.
     pub retention: BTreeMap<String, RetentionRule>,
+    /// A conversation idle this long expires: it can be read, not continued.
+    #[serde(with = "humantime_serde")]
+    pub conversation_ttl: Duration,
+    /// An expired or completed conversation idle this long is deleted (hourly).
+    #[serde(with = "humantime_serde")]
+    pub conversation_retention: Duration,
+    /// History given to a run that continues a conversation, in estimated tokens (characters
+    /// / 3); the oldest turns are dropped first.
+    pub history_tokens: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +324,9 @@ impl Default for MemoryConfig {
             query_cache: 1024,
             threads: None,
             retention: BTreeMap::new(),
+            conversation_ttl: Duration::from_secs(7 * 24 * 3600),
+            conversation_retention: Duration::from_secs(30 * 24 * 3600),
+            history_tokens: 2000,
         }
     }
 }

@@ -179,6 +179,36 @@ pub struct DelegationSpec {
     pub max_descendants: u32,
     /// May a chain come back to an agent already in it (A → B → A)? Still depth-bounded.
     pub allow_recursion: bool,
+    /// Agents it may hand the conversation to: the target answers the user in its place, and
+    /// holds the conversation until it hands it on or back.
+    pub handoff: Vec<String>,
+    /// What of the conversation a delegated child sees.
+    pub history: HistoryPolicy,
+}
+
+/// What of its parent's conversation a delegated child is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryPolicy {
+    /// The task text only.
+    Task,
+    /// The last three earlier exchanges, each cut to 300 characters.
+    Summary,
+    /// Everything the parent was given.
+    Full,
+}
+
+impl HistoryPolicy {
+    pub const NAMES: &[&str] = &["task", "summary", "full"];
+
+    pub fn parse(s: &str) -> Option<HistoryPolicy> {
+        match s {
+            "task" => Some(HistoryPolicy::Task),
+            "summary" => Some(HistoryPolicy::Summary),
+            "full" => Some(HistoryPolicy::Full),
+            _ => None,
+        }
+    }
 }
 
 impl Default for DelegationSpec {
@@ -191,6 +221,8 @@ impl Default for DelegationSpec {
             max_fan_out: DEFAULT_MAX_FAN_OUT,
             max_descendants: DEFAULT_MAX_DESCENDANTS,
             allow_recursion: false,
+            handoff: vec![],
+            history: HistoryPolicy::Task,
         }
     }
 }
@@ -199,6 +231,8 @@ impl Default for DelegationSpec {
 pub const DELEGATE_AGENT_PREFIX: &str = "delegate_to_";
 /// Prefix of the tool that delegates to an agent by capability.
 pub const DELEGATE_CAPABILITY_PREFIX: &str = "delegate_capability_";
+/// Prefix of the tool that hands the conversation to an agent.
+pub const HANDOFF_PREFIX: &str = "handoff_to_";
 
 impl DelegationSpec {
     /// The tool through which the LLM delegates to agent `name`.
@@ -211,22 +245,33 @@ impl DelegationSpec {
         format!("{DELEGATE_CAPABILITY_PREFIX}{capability}")
     }
 
-    /// The delegation target a tool name stands for, if it is one of this agent's.
-    pub fn target_of_tool(&self, tool: &str) -> Option<DelegateTarget> {
+    /// The tool through which the LLM hands the conversation to agent `name`.
+    pub fn tool_name_for_handoff(name: &str) -> String {
+        format!("{HANDOFF_PREFIX}{name}")
+    }
+
+    /// The delegation target a tool name stands for, if it is one of this agent's, and
+    /// whether it is a handoff.
+    pub fn target_of_tool(&self, tool: &str) -> Option<(DelegateTarget, bool)> {
         if let Some(name) = tool.strip_prefix(DELEGATE_AGENT_PREFIX)
             && self.agents.iter().any(|a| a == name)
         {
-            return Some(DelegateTarget::Agent(name.to_string()));
+            return Some((DelegateTarget::Agent(name.to_string()), false));
         }
         if let Some(cap) = tool.strip_prefix(DELEGATE_CAPABILITY_PREFIX)
             && self.capabilities.iter().any(|c| c == cap)
         {
-            return Some(DelegateTarget::Capability(cap.to_string()));
+            return Some((DelegateTarget::Capability(cap.to_string()), false));
+        }
+        if let Some(name) = tool.strip_prefix(HANDOFF_PREFIX)
+            && self.handoff.iter().any(|a| a == name)
+        {
+            return Some((DelegateTarget::Agent(name.to_string()), true));
         }
         None
     }
 
-    /// Every delegation tool of this agent, in order: agents, then capabilities.
+    /// Every delegation tool of this agent, in order: agents, capabilities, handoffs.
     pub fn tool_names(&self) -> Vec<String> {
         self.agents
             .iter()
@@ -236,11 +281,12 @@ impl DelegationSpec {
                     .iter()
                     .map(|c| Self::tool_name_for_capability(c)),
             )
+            .chain(self.handoff.iter().map(|a| Self::tool_name_for_handoff(a)))
             .collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.agents.is_empty() && self.capabilities.is_empty()
+        self.agents.is_empty() && self.capabilities.is_empty() && self.handoff.is_empty()
     }
 }
 

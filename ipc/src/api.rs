@@ -36,7 +36,14 @@ pub struct RunRequest {
     /// usage still reach the parent and the final usage.
     #[serde(default)]
     pub hide_children: bool,
+    /// Start (`"new"`) or continue (its id) a conversation: the run gets its history, and
+    /// what the run did is added to it.
+    #[serde(default)]
+    pub conversation: Option<String>,
 }
+
+/// `RunRequest::conversation` that starts a new conversation.
+pub const NEW_CONVERSATION: &str = "new";
 
 impl RunRequest {
     /// A plain run of `agent` on `input`.
@@ -50,6 +57,7 @@ impl RunRequest {
             record: false,
             replay: None,
             hide_children: false,
+            conversation: None,
         }
     }
 }
@@ -86,6 +94,8 @@ pub enum ApiRequest {
     /// An operator request to the memory service (`caxton memory …`): store, search, show,
     /// stats, export, import, prune, embed. Grant and worker requests are refused here.
     Memory(crate::memory::MemoryRequest),
+    /// `caxton conversation …`.
+    Conversation(crate::conversation::ConversationOp),
 }
 
 /// A response on the public API socket.
@@ -100,9 +110,15 @@ pub enum ApiResponse {
     Health(HealthReport),
     Tools(Vec<crate::tool::ToolPackageInfo>),
     ToolInstalled(Box<crate::tool::InstalledPackage>),
-    ToolRemoved { name: String },
+    ToolRemoved {
+        name: String,
+    },
     ToolOutput(crate::toolhost::ToolOutput),
     Memory(crate::memory::MemoryResponse),
+    Conversation(Box<crate::conversation::Conversation>),
+    Conversations(Vec<crate::conversation::ConversationInfo>),
+    /// A conversation was closed or deleted.
+    Done,
     Error(ErrorBody),
 }
 
@@ -370,6 +386,20 @@ pub enum RunEvent {
         strategy: String,
         chosen: String,
         candidates: Vec<RouteCandidate>,
+    },
+    /// The run belongs to conversation `id` (its `turn`-th run); `agent` holds the conversation
+    /// and answers (after a handoff, not necessarily the agent the request named).
+    Conversation {
+        id: String,
+        turn: u32,
+        agent: String,
+    },
+    /// The agent handed the conversation to `to`, which answers the user from here on.
+    Handoff {
+        call_id: String,
+        from: String,
+        to: String,
+        reason: String,
     },
     /// Terminal: the agent answered.
     Finished {

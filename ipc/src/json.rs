@@ -82,6 +82,7 @@ mod tests {
                 record: false,
                 replay: None,
                 hide_children: false,
+                conversation: None,
             })
         );
         let r: ApiRequest = serde_json::from_str(r#""status""#).unwrap();

@@ -44,6 +44,7 @@ pub enum Request {
         timeout_ms: Option<u64>,
     },
     Memory(MemoryOp),
+    Conversation(crate::conversation::ConversationOp),
 }
 
 /// `{"run": {…}}`.
@@ -65,6 +66,9 @@ pub struct RunRequest {
     /// Leave delegated runs' events out of the stream.
     #[serde(default)]
     pub hide_children: bool,
+    /// `"new"` or a conversation id.
+    #[serde(default)]
+    pub conversation: Option<String>,
 }
 
 /// `{"memory": {…}}`: what an operator may ask the memory service.
@@ -110,6 +114,9 @@ pub enum Response {
     ToolRemoved { name: String },
     ToolOutput(crate::toolhost::ToolOutput),
     Memory(MemoryAnswer),
+    Conversation(Box<crate::conversation::Conversation>),
+    Conversations(Vec<crate::conversation::ConversationInfo>),
+    Done,
     Error(Error),
 }
 
@@ -220,6 +227,17 @@ pub enum Event {
         chosen: String,
         candidates: Vec<api::RouteCandidate>,
     },
+    Conversation {
+        id: String,
+        turn: u32,
+        agent: String,
+    },
+    Handoff {
+        call_id: String,
+        from: String,
+        to: String,
+        reason: String,
+    },
     Finished {
         run_id: String,
         answer: String,
@@ -288,6 +306,7 @@ impl From<Request> for ApiRequest {
                 record: r.record,
                 replay: r.replay,
                 hide_children: r.hide_children,
+                conversation: r.conversation,
             }),
             Request::ListAgents => ApiRequest::ListAgents,
             Request::ShowAgent { name } => ApiRequest::ShowAgent { name },
@@ -307,6 +326,7 @@ impl From<Request> for ApiRequest {
                 arguments,
                 timeout_ms,
             },
+            Request::Conversation(op) => ApiRequest::Conversation(op),
             Request::Memory(m) => ApiRequest::Memory(match m {
                 MemoryOp::Store(s) => MemoryRequest::Store(s),
                 MemoryOp::Search(q) => MemoryRequest::Search(q),
@@ -473,6 +493,18 @@ impl From<RunEvent> for Event {
                 chosen,
                 candidates,
             },
+            RunEvent::Conversation { id, turn, agent } => Event::Conversation { id, turn, agent },
+            RunEvent::Handoff {
+                call_id,
+                from,
+                to,
+                reason,
+            } => Event::Handoff {
+                call_id,
+                from,
+                to,
+                reason,
+            },
             RunEvent::Finished {
                 run_id,
                 answer,
@@ -508,6 +540,9 @@ impl From<ApiResponse> for Response {
             ApiResponse::ToolInstalled(i) => Response::ToolInstalled(i),
             ApiResponse::ToolRemoved { name } => Response::ToolRemoved { name },
             ApiResponse::ToolOutput(o) => Response::ToolOutput(o),
+            ApiResponse::Conversation(c) => Response::Conversation(c),
+            ApiResponse::Conversations(c) => Response::Conversations(c),
+            ApiResponse::Done => Response::Done,
             ApiResponse::Memory(m) => match m {
                 MemoryResponse::Ok => Response::Memory(MemoryAnswer::Ok),
                 MemoryResponse::Search(s) => Response::Memory(MemoryAnswer::Search(s)),
@@ -523,7 +558,9 @@ impl From<ApiResponse> for Response {
                 // Worker-only answers never reach the API socket.
                 other @ (MemoryResponse::Tools(_)
                 | MemoryResponse::ToolOutput(_)
-                | MemoryResponse::Recalled(_)) => Response::Error(Error {
+                | MemoryResponse::Recalled(_)
+                | MemoryResponse::Conversation(_)
+                | MemoryResponse::Conversations(_)) => Response::Error(Error {
                     kind: ErrorKind::Internal,
                     message: format!("unexpected memory answer on the API socket: {other:?}"),
                 }),
@@ -552,6 +589,7 @@ mod tests {
                     record: false,
                     replay: None,
                     hide_children: false,
+                    conversation: None,
                 }),
             ),
             (r#""list_agents""#, ApiRequest::ListAgents),

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod connection;
+pub mod conversation;
 pub mod error;
 pub mod frame;
 pub mod handshake;

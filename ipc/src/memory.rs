@@ -252,6 +252,36 @@ pub enum MemoryRequest {
     },
     /// The supervisor's health check: answered `Ok` at once by the connection's task.
     Ping,
+    /// Supervisor: start a conversation (refused if the id is taken).
+    ConversationCreate {
+        info: crate::conversation::ConversationInfo,
+    },
+    /// Supervisor: a conversation with its newest `max_entries` entries (one idle past
+    /// `[memory] conversation_ttl` is marked expired first).
+    ConversationLoad {
+        id: String,
+        max_entries: u32,
+    },
+    /// Supervisor: a run's entries, and the state and holder it leaves the conversation in.
+    ConversationAppend {
+        id: String,
+        entries: Vec<crate::conversation::Entry>,
+        state: crate::conversation::ConversationState,
+        holder: String,
+    },
+    /// Supervisor: conversations, newest first (only `owner_uid`'s when set).
+    ConversationList {
+        owner_uid: Option<u32>,
+        limit: u32,
+    },
+    /// Supervisor: mark a conversation completed (it can be read, not continued).
+    ConversationClose {
+        id: String,
+    },
+    /// Supervisor: delete a conversation and its entries.
+    ConversationDelete {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,6 +302,8 @@ pub enum MemoryResponse {
     Imported(ImportReport),
     Pruned(PruneReport),
     Embeddings(Vec<Vec<f32>>),
+    Conversation(Box<crate::conversation::Conversation>),
+    Conversations(Vec<crate::conversation::ConversationInfo>),
     Error(ErrorBody),
 }
 

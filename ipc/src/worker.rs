@@ -35,6 +35,9 @@ pub struct WorkerJob {
     /// The agent's delegation targets as tools (the targets' descriptions, resolved by the
     /// supervisor when the run starts).
     pub delegation_tools: Vec<crate::toolhost::ToolSpec>,
+    /// Earlier runs of its conversation (or what its parent passes down), as chat messages
+    /// placed between the system prompt and the request.
+    pub history: Vec<crate::toolhost::ChatMessage>,
 }
 
 /// Supervisor → worker.
@@ -83,6 +86,9 @@ pub struct DelegationCall {
     pub target: crate::agent::DelegateTarget,
     /// The task text: the child's input.
     pub task: String,
+    /// A handoff: the child answers the user in the parent's place (and holds the
+    /// conversation from then on); `reason` says why.
+    pub handoff: Option<String>,
 }
 
 /// How one delegation ended.

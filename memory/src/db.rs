@@ -16,7 +16,8 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub type Conn = r2d2::PooledConnection<SqliteConnectionManager>;
 
 /// Each entry migrates from version `index` to `index + 1`, inside one transaction.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE entities (
     id INTEGER PRIMARY KEY,
     scope TEXT NOT NULL,
@@ -66,7 +67,32 @@ CREATE TRIGGER entities_fts_update AFTER UPDATE OF name, entity_type ON entities
     INSERT INTO entities_fts (entities_fts, rowid, name, entity_type) VALUES ('delete', old.id, old.name, old.entity_type);
     INSERT INTO entities_fts (rowid, name, entity_type) VALUES (new.id, new.name, new.entity_type);
 END;
-"#];
+"#,
+    r#"
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    owner_uid INTEGER NOT NULL,
+    holder TEXT NOT NULL,
+    state TEXT NOT NULL,
+    turns INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX conversations_by_age ON conversations (updated_ms);
+CREATE TABLE conversation_entries (
+    conversation TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    version TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT,
+    content TEXT NOT NULL,
+    PRIMARY KEY (conversation, seq)
+) WITHOUT ROWID;
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -106,6 +106,12 @@ pub enum StoreError {
     },
     #[error("memory database: no connection available")]
     Pool(#[source] r2d2::Error),
+    #[error("no conversation `{id}`")]
+    ConversationNotFound { id: String },
+    #[error("conversation `{id}` exists already")]
+    ConversationExists { id: String },
+    #[error("{0}")]
+    BadConversation(String),
     /// `what` could not be embedded (the model is missing or failed).
     #[error("cannot embed {what}")]
     Embed {
@@ -126,8 +132,11 @@ impl StoreError {
             | StoreError::NameTooLong { .. }
             | StoreError::ObservationTooLarge { .. }
             | StoreError::TooMany { .. } => ErrorKind::BadRequest,
-            StoreError::EntityNotFound { .. } | StoreError::RelationEndNotFound { .. } => {
-                ErrorKind::NotFound
+            StoreError::EntityNotFound { .. }
+            | StoreError::RelationEndNotFound { .. }
+            | StoreError::ConversationNotFound { .. } => ErrorKind::NotFound,
+            StoreError::ConversationExists { .. } | StoreError::BadConversation(_) => {
+                ErrorKind::BadRequest
             }
             StoreError::Busy { .. } => ErrorKind::Busy,
             StoreError::Open(_)
@@ -161,10 +170,10 @@ impl StoreError {
     }
 }
 
-type Result<T> = std::result::Result<T, StoreError>;
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
 /// Names a failed statement by its purpose.
-trait SqlContext<T> {
+pub(crate) trait SqlContext<T> {
     fn ctx(self, what: &'static str) -> Result<T>;
 }
 
@@ -213,7 +222,7 @@ impl Store {
         &self.path
     }
 
-    fn conn(&self) -> Result<Conn> {
+    pub(crate) fn conn(&self) -> Result<Conn> {
         self.pool.get().map_err(StoreError::Pool)
     }
 
@@ -1472,7 +1481,7 @@ fn fts_query(text: &str) -> Option<String> {
 /// mode, when another connection committed in between, that upgrade fails with SQLITE_BUSY at
 /// once, without the busy handler, and the request would fail with "database is locked".
 /// Taking the write lock first makes concurrent writers wait (up to the busy timeout) instead.
-fn write_tx(conn: &mut rusqlite::Connection) -> Result<rusqlite::Transaction<'_>> {
+pub(crate) fn write_tx(conn: &mut rusqlite::Connection) -> Result<rusqlite::Transaction<'_>> {
     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .ctx("begin a write transaction")
 }

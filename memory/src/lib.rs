@@ -4,6 +4,7 @@
 //!
 //! The binary (`main.rs`) parses its arguments, opens the store and serves; see there for its usage.
 
+pub mod conversations;
 pub mod db;
 pub mod embed;
 pub mod graph;

@@ -410,6 +410,41 @@ fn execute(
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             MemoryResponse::Embeddings(store.embedder.embed(&refs).map_err(RequestError::Embed)?)
         }
+        (Caller::Supervisor, MemoryRequest::ConversationCreate { info }) => {
+            store.conversation_create(&info)?;
+            MemoryResponse::Ok
+        }
+        (Caller::Supervisor, MemoryRequest::ConversationLoad { id, max_entries }) => {
+            let ttl = service.config.conversation_ttl.as_millis() as u64;
+            MemoryResponse::Conversation(Box::new(store.conversation_load(
+                &id,
+                max_entries,
+                ttl,
+            )?))
+        }
+        (
+            Caller::Supervisor,
+            MemoryRequest::ConversationAppend {
+                id,
+                entries,
+                state,
+                holder,
+            },
+        ) => {
+            store.conversation_append(&id, &entries, state, &holder)?;
+            MemoryResponse::Ok
+        }
+        (Caller::Supervisor, MemoryRequest::ConversationList { owner_uid, limit }) => {
+            MemoryResponse::Conversations(store.conversation_list(owner_uid, limit)?)
+        }
+        (Caller::Supervisor, MemoryRequest::ConversationClose { id }) => {
+            store.conversation_close(&id)?;
+            MemoryResponse::Ok
+        }
+        (Caller::Supervisor, MemoryRequest::ConversationDelete { id }) => {
+            store.conversation_delete(&id)?;
+            MemoryResponse::Ok
+        }
         (Caller::Unattached, _) => return Err(RequestError::NotAttached),
         (_, other) => {
             return Err(RequestError::NotAllowed {
@@ -451,6 +486,12 @@ fn request_name(r: &MemoryRequest) -> &'static str {
         MemoryRequest::Prune(_) => "prune",
         MemoryRequest::Embed { .. } => "embed",
         MemoryRequest::Ping => "ping",
+        MemoryRequest::ConversationCreate { .. } => "conversation_create",
+        MemoryRequest::ConversationLoad { .. } => "conversation_load",
+        MemoryRequest::ConversationAppend { .. } => "conversation_append",
+        MemoryRequest::ConversationList { .. } => "conversation_list",
+        MemoryRequest::ConversationClose { .. } => "conversation_close",
+        MemoryRequest::ConversationDelete { .. } => "conversation_delete",
     }
 }
 
@@ -492,6 +533,23 @@ pub async fn retention(service: Arc<Service>) {
             max_entities: None,
             dry_run: false,
         };
+        let conversations = service.clone();
+        let expired = tokio::task::spawn_blocking(move || {
+            let c = &conversations.config;
+            conversations.store.conversation_retention(
+                c.conversation_ttl.as_millis() as u64,
+                c.conversation_retention.as_millis() as u64,
+            )
+        })
+        .await;
+        match expired {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(conversations = n, "retention deleted old conversations")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "conversation retention failed"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "conversation retention task failed"),
+        }
         let done = tokio::task::spawn_blocking(move || svc.store.prune(&req, &svc.config)).await;
         match done {
             Ok(Ok(r)) if r.entities > 0 => {

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use caxton_ipc::agent::{
-    AgentSpec, DelegationSpec, LimitsSpec, LlmSpec, MAX_DEPTH_CAP, MAX_DESCENDANTS_CAP,
-    MAX_FAN_OUT_CAP, MemorySpec, RoutingStrategy, ToolChoicePlan,
+    AgentSpec, DelegationSpec, HistoryPolicy, LimitsSpec, LlmSpec, MAX_DEPTH_CAP,
+    MAX_DESCENDANTS_CAP, MAX_FAN_OUT_CAP, MemorySpec, RoutingStrategy, ToolChoicePlan,
 };
 use caxton_ipc::api::Diagnostic;
 use caxton_ipc::template;
@@ -84,6 +84,9 @@ struct RawDelegation {
     max_descendants: Option<Spanned<u32>>,
     #[serde(default)]
     allow_recursion: bool,
+    #[serde(default)]
+    handoff: Vec<Spanned<String>>,
+    history: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -759,7 +762,7 @@ fn check_delegation(
                     Some("list each once".into()),
                 );
             }
-            if key == "agents" && t.get_ref() == agent && !allow_recursion {
+            if t.get_ref() == agent && (key == "handoff" || (key == "agents" && !allow_recursion)) {
                 problem(
                     at,
                     path.clone(),
@@ -786,6 +789,19 @@ fn check_delegation(
         "capabilities",
         DelegationSpec::tool_name_for_capability,
     );
+    let handoff = targets(d.handoff, "handoff", DelegationSpec::tool_name_for_handoff);
+    let history = match d.history {
+        None => defaults.history,
+        Some(h) => HistoryPolicy::parse(h.get_ref()).unwrap_or_else(|| {
+            problem(
+                h.span().start,
+                KeyPath::of(&["delegation", "history"]),
+                format!("unknown history policy `{}`", h.get_ref()),
+                Some(format!("use one of: {}", HistoryPolicy::NAMES.join(", "))),
+            );
+            defaults.history
+        }),
+    };
     let strategy = match d.strategy {
         None => defaults.strategy,
         Some(s) => RoutingStrategy::parse(s.get_ref()).unwrap_or_else(|| {
@@ -831,6 +847,8 @@ fn check_delegation(
             defaults.max_descendants,
         ),
         allow_recursion: d.allow_recursion,
+        handoff,
+        history,
     };
     (spec, names)
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use caxton_ipc::api::{ApiRequest, ApiResponse};
 use tokio::sync::mpsc;
 
+use crate::conversations::Caller;
 use crate::runs;
 use crate::service::Service;
 
@@ -26,14 +27,15 @@ pub enum Reply {
     Run(mpsc::Receiver<ApiResponse>),
 }
 
-/// Handles one request.
-pub async fn handle(svc: &Arc<Service>, req: ApiRequest) -> Reply {
+/// Handles one request from `caller`.
+pub async fn handle(svc: &Arc<Service>, caller: Caller, req: ApiRequest) -> Reply {
     let one = match req {
         ApiRequest::Run(run) => {
             let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-            tokio::spawn(runs::execute(svc.clone(), run, tx));
+            tokio::spawn(runs::execute(svc.clone(), caller, run, tx));
             return Reply::Run(rx);
         }
+        ApiRequest::Conversation(op) => crate::conversations::api(svc, caller, op).await,
         ApiRequest::ListAgents => ApiResponse::Agents(svc.registry().summaries()),
         ApiRequest::ShowAgent { name } => svc.show(&name),
         ApiRequest::ValidateAgent { file_name, source } => svc.validate(&file_name, &source),

@@ -35,13 +35,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use caxton_ipc::agent::HistoryPolicy;
 use caxton_ipc::agent::{AgentSpec, DelegateTarget, DelegationSpec, RoutingStrategy};
 use caxton_ipc::api::{
     ApiResponse, ChildEvent, ErrorBody, ErrorKind, RouteCandidate, RunEvent, RunRequest, RunUsage,
     Spent, TreeUsage,
 };
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
-use caxton_ipc::toolhost::{Allowance, ToolSpec, ToolhostRequest, ToolhostResponse};
+use caxton_ipc::toolhost::{Allowance, ChatMessage, ToolSpec, ToolhostRequest, ToolhostResponse};
 use caxton_ipc::worker::{DelegationCall, DelegationResult};
 use tokio::sync::mpsc;
 
@@ -118,6 +119,8 @@ pub struct Sink {
     forward: bool,
     /// Each ancestor's descendants' usage, which this run's events count into.
     ancestors: Vec<Arc<Mutex<TreeUsage>>>,
+    /// A root run's conversation, which notes the run's own events.
+    log: Option<Arc<crate::conversations::Log>>,
 }
 
 #[derive(Debug)]
@@ -134,18 +137,26 @@ struct Tag {
 pub struct Gone;
 
 impl Sink {
-    /// The sink of a run a client started.
-    pub fn root(tx: mpsc::Sender<ApiResponse>, hide_children: bool) -> Sink {
+    /// The sink of a run a client started (in a conversation when `log` is set).
+    pub fn root(
+        tx: mpsc::Sender<ApiResponse>,
+        hide_children: bool,
+        log: Option<Arc<crate::conversations::Log>>,
+    ) -> Sink {
         Sink {
             tx,
             tag: None,
             forward: !hide_children,
             ancestors: Vec::new(),
+            log,
         }
     }
 
     pub async fn send(&self, event: RunEvent) -> Result<(), Gone> {
         let Some(tag) = &self.tag else {
+            if let Some(log) = &self.log {
+                log.note(&event);
+            }
             return self
                 .tx
                 .send(ApiResponse::Event(event))
@@ -236,9 +247,19 @@ fn count(tree: &mut TreeUsage, agent: &str, event: &RunEvent) {
 pub struct TreeAccount {
     descendants: Arc<Mutex<TreeUsage>>,
     own_by_model: Mutex<BTreeMap<String, Spent>>,
+    /// The agent a successful handoff gave the run's conversation to.
+    handed_to: Mutex<Option<String>>,
 }
 
 impl TreeAccount {
+    /// The agent the run handed its conversation to, if it did.
+    pub fn handed_to(&self) -> Option<String> {
+        self.handed_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Counts one of the run's own events.
     pub fn own_event(&self, event: &RunEvent) {
         if let RunEvent::LlmReply {
@@ -467,6 +488,23 @@ pub fn tools_for(svc: &Service, agent: &AgentSpec) -> Vec<ToolSpec> {
             server: "caxton".into(),
         });
     }
+    for name in &agent.delegation.handoff {
+        let description = match registry.get(name) {
+            Some(a) if !a.description.is_empty() => format!(
+                "Hand the conversation to agent `{name}` ({}): it answers the user in your place, and the next messages go to it.",
+                a.description
+            ),
+            _ => format!(
+                "Hand the conversation to agent `{name}`: it answers the user in your place, and the next messages go to it."
+            ),
+        };
+        tools.push(ToolSpec {
+            name: DelegationSpec::tool_name_for_handoff(name),
+            description,
+            input_schema: r#"{"type":"object","properties":{"reason":{"type":"string","description":"Why the other agent should take over."}},"required":["reason"]}"#.to_string(),
+            server: "caxton".into(),
+        });
+    }
     for cap in &agent.delegation.capabilities {
         let who: Vec<String> = registry
             .agents_with_capability(cap)
@@ -504,6 +542,8 @@ pub struct Parent<'a> {
     /// Turns the parent has used so far.
     pub turns_used: u32,
     pub record: bool,
+    /// What the parent was given of its conversation (children get part of it by policy).
+    pub history: &'a [ChatMessage],
 }
 
 /// A delegation that passed the checks: its agent, its lineage and its child place.
@@ -588,6 +628,30 @@ async fn admit(
         |call: &DelegationCall, agent: Option<&str>, m: String| Box::new(refused(call, agent, m));
     let registry = parent.svc.registry();
     let agent = match &call.target {
+        DelegateTarget::Agent(name) if call.handoff.is_some() => {
+            if !spec.handoff.contains(name) {
+                return Err(no(
+                    &call,
+                    Some(name),
+                    format!(
+                        "agent `{}` may not hand the conversation to agent `{name}` (its [delegation] handoff in {} does not name it)",
+                        me.name, me.source
+                    ),
+                ));
+            }
+            match registry.get(name) {
+                Some(a) => a,
+                None => {
+                    return Err(no(
+                        &call,
+                        Some(name),
+                        format!(
+                            "agent `{name}` is not loaded; `caxton agent list` shows the loaded agents"
+                        ),
+                    ));
+                }
+            }
+        }
         DelegateTarget::Agent(name) => {
             if !spec.agents.contains(name) {
                 return Err(no(
@@ -849,7 +913,25 @@ async fn run_child(
         })),
         forward: parent.sink.forward,
         ancestors,
+        log: None,
     };
+    let history = match (&admitted.call.handoff, parent.agent.delegation.history) {
+        // The agent taking over answers the user: it gets the whole conversation.
+        (Some(_), _) | (None, HistoryPolicy::Full) => parent.history.to_vec(),
+        (None, HistoryPolicy::Summary) => summary(parent.history),
+        (None, HistoryPolicy::Task) => Vec::new(),
+    };
+    if let Some(reason) = &admitted.call.handoff {
+        let _ = parent
+            .sink
+            .send(RunEvent::Handoff {
+                call_id: admitted.call.call_id.clone(),
+                from: parent.agent.name.clone(),
+                to: agent.name.clone(),
+                reason: reason.clone(),
+            })
+            .await;
+    }
     let mut req = RunRequest::new(agent.name.clone(), admitted.call.task.clone());
     req.record = parent.record;
     let run = crate::runs::Run {
@@ -861,8 +943,17 @@ async fn run_child(
         account: &account,
         limit,
         deadline,
+        history: &history,
+        conversation: None,
     };
     let terminal = crate::runs::drive_child(run, req).await;
+    if admitted.call.handoff.is_some() && matches!(terminal, RunEvent::Finished { .. }) {
+        *parent
+            .account
+            .handed_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(agent.name.clone());
+    }
     svc.runs().record_ended(&agent.name, &terminal);
     let _ = sink.send(terminal.clone()).await;
     let (outcome, usage) = match terminal {
@@ -894,4 +985,27 @@ async fn run_child(
         outcome,
         usage,
     }
+}
+
+/// The `summary` history policy: the last three earlier exchanges, each message cut to 300
+/// characters.
+fn summary(history: &[ChatMessage]) -> Vec<ChatMessage> {
+    let cut = |t: &str| match t.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &t[..i]),
+        None => t.to_string(),
+    };
+    let start = history.len().saturating_sub(6);
+    history[start..]
+        .iter()
+        .map(|m| match m {
+            ChatMessage::User { content } => ChatMessage::User {
+                content: cut(content),
+            },
+            ChatMessage::Assistant { content, .. } => ChatMessage::Assistant {
+                content: content.as_deref().map(cut),
+                tool_calls: vec![],
+            },
+            other => other.clone(),
+        })
+        .collect()
 }

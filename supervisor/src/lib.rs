@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod agent_file;
 pub mod api;
+pub mod conversations;
 pub mod delegation;
 pub mod registry;
 pub mod run_table;

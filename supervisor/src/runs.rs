@@ -14,7 +14,7 @@ use caxton_ipc::connection::{MemoryProtocol, ToolhostProtocol};
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
-use caxton_ipc::toolhost::{RunGrant, ToolhostRequest, ToolhostResponse};
+use caxton_ipc::toolhost::{ChatMessage, RunGrant, ToolhostRequest, ToolhostResponse};
 use caxton_ipc::worker::{
     DelegationResult, FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest,
 };
@@ -22,6 +22,7 @@ use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 
 use crate::admission::{Abort, Refusal};
+use crate::conversations::{self, Caller};
 use crate::delegation::{self, Lineage, Parent, Sink, TreeAccount};
 use crate::run_table::{Count, Registered};
 use crate::service::Service;
@@ -56,8 +57,13 @@ const READY_HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a worker has to exit after sending its terminal event before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs `req` and sends every response (events, or one error) to `tx`.
-pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiResponse>) {
+/// Runs `req` for `caller` and sends every response (events, or one error) to `tx`.
+pub async fn execute(
+    svc: Arc<Service>,
+    caller: Caller,
+    req: RunRequest,
+    tx: mpsc::Sender<ApiResponse>,
+) {
     // Counted in flight before the draining check, so a drain that starts now waits for this run.
     let _flight = match svc.admission().arrive() {
         Ok(f) => f,
@@ -87,6 +93,17 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
             .await;
         return;
     };
+    // In a conversation, the message goes to the agent holding it.
+    let (agent, conversation) = match req.conversation.as_deref() {
+        None => (agent, None),
+        Some(which) => match conversations::open(&svc, caller, agent, which).await {
+            Ok(opened) => (opened.agent.clone(), Some(opened)),
+            Err(e) => {
+                let _ = tx.send(ApiResponse::Error(e)).await;
+                return;
+            }
+        },
+    };
     let limit = Duration::from_millis(
         req.timeout_ms
             .map_or(agent.limits.timeout_ms, |t| t.min(agent.limits.timeout_ms)),
@@ -107,7 +124,10 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
     };
     let run_id = svc.runs().start_run();
     let lineage = Lineage::root(&agent);
-    let sink = Sink::root(tx.clone(), req.hide_children);
+    let log = conversation
+        .as_ref()
+        .map(|c| Arc::new(conversations::Log::new(c, &run_id, &req.input)));
+    let sink = Sink::root(tx.clone(), req.hide_children, log.clone());
     let account = TreeAccount::default();
     let mut finishing = None;
     let run = Run {
@@ -119,8 +139,15 @@ pub async fn execute(svc: Arc<Service>, req: RunRequest, tx: mpsc::Sender<ApiRes
         account: &account,
         limit,
         deadline: started + limit,
+        history: conversation.as_ref().map_or(&[], |c| &c.history),
+        conversation: conversation.as_ref(),
     };
     let terminal = drive_worker(run, req, &mut finishing).await;
+    // The conversation has the run before the client has its answer: the next message sees it.
+    if let Some(log) = &log {
+        let holder = account.handed_to().unwrap_or_else(|| agent.name.clone());
+        log.finish(&svc, &terminal, &holder).await;
+    }
     svc.runs().record_ended(&agent.name, &terminal);
     if let RunEvent::Failed { error, .. } = &terminal {
         tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
@@ -281,10 +308,22 @@ async fn grant_memory(
 
 /// 128 random bits, hex.
 fn random_token() -> std::io::Result<String> {
+    random_hex()
+}
+
+/// 128 random bits, hex (run tokens, conversation ids).
+pub fn random_hex() -> std::io::Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Why talking to the worker stopped before its terminal event.
@@ -325,6 +364,10 @@ pub struct Run<'a> {
     /// Its wall-clock limit, and when it passes.
     pub limit: Duration,
     pub deadline: Instant,
+    /// What it is given of its conversation's earlier runs.
+    pub history: &'a [ChatMessage],
+    /// The conversation a root run takes part in.
+    pub conversation: Option<&'a conversations::Opened>,
 }
 
 /// A run's future as a `dyn` one: a run's future contains its children's, so its type would
@@ -414,6 +457,7 @@ async fn drive_worker_inner<'a>(
         record: req.record,
         replay: req.replay,
         delegation_tools: crate::delegation::tools_for(svc, agent),
+        history: run.history.to_vec(),
     };
     let start = unless_aborted(
         svc,
@@ -460,6 +504,17 @@ async fn drive_worker_inner<'a>(
     if run.sink.send(started).await.is_err() {
         let _ = child.kill_and_wait().await;
         return failed(ErrorKind::Cancelled, "the client went away".into());
+    }
+    if let Some(c) = run.conversation {
+        let joined = RunEvent::Conversation {
+            id: c.id.clone(),
+            turn: c.turn,
+            agent: agent.name.clone(),
+        };
+        if run.sink.send(joined).await.is_err() {
+            let _ = child.kill_and_wait().await;
+            return failed(ErrorKind::Cancelled, "the client went away".into());
+        }
     }
     let token = toolhost.token.clone();
     let work = async {
@@ -656,6 +711,7 @@ async fn relay(
                             deadline,
                             turns_used: svc.runs().live_usage(run_id).turns,
                             record,
+                            history: run.history,
                         };
                         batch = Some(Box::pin(async move {
                             (id, delegation::run_batch(&parent, calls).await)

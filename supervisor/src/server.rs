@@ -20,6 +20,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::api::{self, Reply};
+use crate::conversations::Caller;
 use crate::run_table::Count;
 use crate::service::Service;
 
@@ -333,6 +334,10 @@ impl Front {
 
 async fn connection(svc: Arc<Service>, stream: UnixStream, ticket: Ticket) {
     let cred = stream.peer_cred();
+    // A peer whose credentials cannot be read is refused below; `u32::MAX` is never used.
+    let caller = Caller {
+        uid: cred.as_ref().map_or(u32::MAX, |c| c.uid()),
+    };
     let first_message = tokio::time::Instant::now() + HELLO_TIMEOUT;
     let first = tokio::select! {
         r = tokio::time::timeout_at(first_message, caxton_ipc::service::peek_byte(&stream)) => match r {
@@ -423,7 +428,7 @@ async fn connection(svc: Arc<Service>, stream: UnixStream, ticket: Ticket) {
                 continue;
             }
         };
-        let delivered = match api::handle(&svc, req).await {
+        let delivered = match api::handle(&svc, caller, req).await {
             Reply::One(resp) => front.send(&resp).await,
             Reply::Run(rx) => relay_run(&mut front, rx).await,
         };

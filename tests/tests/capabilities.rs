@@ -68,6 +68,7 @@ fn a_worker_holding_its_runs_token_gets_only_its_grant() {
         &[
             "delegation:agent `calculator` may not delegate to agent `greeter`",
             "delegation:agent `calculator` may not delegate by capability `math`",
+            "delegation:agent `calculator` may not hand the conversation to agent `greeter`",
         ],
     );
     // Only the granted tool's spec; the granted call runs, under the run's own identity.

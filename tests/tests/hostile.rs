@@ -79,6 +79,7 @@ fn api_samples() -> Vec<Vec<u8>> {
         record: false,
         replay: None,
         hide_children: false,
+        conversation: None,
     };
     let reqs = vec![
         ApiRequest::Run(run),
@@ -347,6 +348,7 @@ fn fuzzed_worker_pipes_end_runs_cleanly() {
         replay: None,
         memory: None,
         delegation_tools: vec![],
+        history: vec![],
     });
     for i in 0..150 {
         let mut input = frame::encode(&Hello::new(Role::Supervisor)).unwrap();

@@ -183,10 +183,10 @@ fn run_inner<W: std::io::Write>(
             send!(RunEvent::MemoryRecalled { memories: recalled })?;
         }
     }
-    let mut messages = vec![
-        ChatMessage::System { content: system },
-        ChatMessage::User { content: user },
-    ];
+    // The conversation's earlier runs go between the system prompt and the request.
+    let mut messages = vec![ChatMessage::System { content: system }];
+    messages.extend(job.history.iter().cloned());
+    messages.push(ChatMessage::User { content: user });
     let mut replay = job.replay.as_ref().map(|r| r.exchanges.iter());
 
     // The supervisor's clock is the one that counts (the job may have waited in a pipe); asked
@@ -276,18 +276,26 @@ fn run_inner<W: std::io::Write>(
         let mut delegated_results = std::collections::HashMap::new();
         if !delegations.is_empty() {
             let mut calls = Vec::new();
-            for (call, target) in delegations {
+            let mut handoffs = Vec::new();
+            for (call, (target, handoff)) in delegations {
                 take_tool_call(agent, usage, &delegated)?;
                 send!(RunEvent::ToolCall {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
                     arguments: call.arguments.clone(),
                 })?;
-                match task_of(&call.arguments) {
-                    Ok(task) => calls.push(DelegationCall {
+                let parsed = if handoff {
+                    handoffs.push(call.id.clone());
+                    reason_of(&call.arguments).map(|reason| (job.input.clone(), Some(reason)))
+                } else {
+                    task_of(&call.arguments).map(|task| (task, None))
+                };
+                match parsed {
+                    Ok((task, handoff)) => calls.push(DelegationCall {
                         call_id: call.id.clone(),
                         target,
                         task,
+                        handoff,
                     }),
                     Err(e) => {
                         delegated_results.insert(call.id.clone(), (e, true));
@@ -303,6 +311,17 @@ fn run_inner<W: std::io::Write>(
                 };
                 for r in results {
                     delegated.add(&r.usage.total());
+                    // A handoff that was taken ends this run with the new holder's answer.
+                    if let (true, Ok(answer)) = (handoffs.contains(&r.call_id), &r.outcome) {
+                        send!(RunEvent::ToolResult {
+                            call_id: r.call_id.clone(),
+                            tool: format!("handoff to {}", r.agent.as_deref().unwrap_or("?")),
+                            ok: true,
+                            output: answer.clone(),
+                            duration_us: 0,
+                        })?;
+                        return Ok(answer.clone());
+                    }
                     delegated_results.insert(r.call_id.clone(), delegation_output(&r));
                 }
             }
@@ -459,6 +478,18 @@ fn task_of(arguments: &str) -> Result<String, String> {
             "a delegation takes {{\"task\": \"…\"}} (the text the agent works on): {e}"
         )),
     }
+}
+
+/// The `reason` argument of a handoff tool call, or the tool error the LLM sees.
+fn reason_of(arguments: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Args {
+        #[serde(default)]
+        reason: String,
+    }
+    serde_json::from_str::<Args>(arguments)
+        .map(|a| a.reason)
+        .map_err(|e| format!("a handoff takes {{\"reason\": \"…\"}}: {e}"))
 }
 
 /// The tool result the LLM sees for a delegation: the child's answer, or an error naming the

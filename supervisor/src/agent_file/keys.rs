@@ -398,6 +398,8 @@ pub const DELEGATION_KEYS: &[KeySpec] = &[
     key("max_fan_out", Kind::U32, "4"),
     key("max_descendants", Kind::U32, "20"),
     key("allow_recursion", Kind::Bool, "true"),
+    key("handoff", Kind::TextList, "[\"billing\"]"),
+    key("history", Kind::Text, "\"task\""),
 ];
 
 /// The top level of an agent file.

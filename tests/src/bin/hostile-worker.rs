@@ -149,11 +149,19 @@ fn main() {
             call_id: "c1".into(),
             target: DelegateTarget::Agent("greeter".into()),
             task: "hi".into(),
+            handoff: None,
         },
         DelegationCall {
             call_id: "c2".into(),
             target: DelegateTarget::Capability("math".into()),
             task: "1+1".into(),
+            handoff: None,
+        },
+        DelegationCall {
+            call_id: "c3".into(),
+            target: DelegateTarget::Agent("greeter".into()),
+            task: "hi".into(),
+            handoff: Some("take over".into()),
         },
     ];
     out.send(&FromWorker::Request {
