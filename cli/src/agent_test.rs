@@ -11,6 +11,7 @@
 //! input = "What is (2 + 3) * 7?"
 //! replay = "calculator-multiplies.json" # answer the LLM calls from this recording (optional)
 //! expect_tools = ["calculate"]          # the tools called, in order (optional)
+//! expect_delegations = ["adder"]        # the agents delegated to, in call order (optional)
 //! answer_matches = ["\\b35\\b"]          # regexes the answer must match (optional)
 //! ```
 //!
@@ -23,7 +24,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use caxton_ipc::api::{RunEvent, RunRequest};
-use caxton_ipc::recording::{RECORDING_VERSION, Recording};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -49,6 +49,8 @@ struct Case {
     /// Recording that answers the LLM calls, relative to the test file.
     replay: Option<PathBuf>,
     expect_tools: Option<Vec<String>>,
+    /// The agents delegated (or handed off) to, in the order of the calls.
+    expect_delegations: Option<Vec<String>>,
     #[serde(default)]
     answer_matches: Vec<String>,
     expect_error: Option<String>,
@@ -116,15 +118,7 @@ fn run_case(
     if problems.is_empty()
         && let (Some(path), true) = (&recording, update)
     {
-        run_cli::write_recording(
-            path,
-            &Recording {
-                version: RECORDING_VERSION,
-                agent: agent.to_string(),
-                input: case.input.clone(),
-                exchanges: collected.exchanges.clone(),
-            },
-        )?;
+        run_cli::write_recording(path, &collected.recording(agent, &case.input))?;
     }
     if !problems.is_empty() {
         return Ok(Err(problems));
@@ -178,6 +172,16 @@ fn check(case: &Case, run: &Collected) -> anyhow::Result<Vec<String>> {
                 "expected tool calls [{}], the run called [{}]",
                 expected.join(", "),
                 called.join(", ")
+            ));
+        }
+    }
+    if let Some(expected) = &case.expect_delegations {
+        let delegated = run.delegations();
+        if &delegated != expected {
+            problems.push(format!(
+                "expected delegations to [{}], the run delegated to [{}]",
+                expected.join(", "),
+                delegated.join(", ")
             ));
         }
     }

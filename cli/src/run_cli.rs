@@ -10,7 +10,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use caxton_ipc::api::{ApiRequest, ApiResponse, ChildEvent, RunEvent, RunRequest, RunUsage};
-use caxton_ipc::recording::{Exchange, RECORDING_VERSION, Recording};
+use caxton_ipc::recording::{ChildRecording, Exchange, RECORDING_VERSION, Recording};
+use std::collections::BTreeMap;
 
 use crate::cli::{EXIT_OK, exit_for, unexpected};
 use crate::client::Client;
@@ -53,9 +54,101 @@ pub fn write_recording(path: &Path, rec: &Recording) -> anyhow::Result<()> {
 pub struct Collected {
     pub events: Vec<RunEvent>,
     pub exchanges: Vec<Exchange>,
+    /// The delegated runs' exchanges, by their path in the tree (see `Recording::children`).
+    pub children: BTreeMap<String, ChildRecording>,
+    /// Each delegated run's path, by run id.
+    paths: BTreeMap<String, String>,
 }
 
 impl Collected {
+    /// Follows the tree: a child's path from its `Started` event, its exchanges by that path.
+    fn note_child(&mut self, c: &ChildEvent) {
+        match &c.event {
+            RunEvent::Started { .. } => {
+                let path = match self.paths.get(&c.parent_run_id) {
+                    Some(parent) => format!("{parent}/{}", c.call_id),
+                    None => c.call_id.clone(),
+                };
+                self.paths.insert(c.run_id.clone(), path);
+            }
+            RunEvent::LlmExchange(x) => {
+                if let Some(path) = self.paths.get(&c.run_id) {
+                    self.children
+                        .entry(path.clone())
+                        .or_insert_with(|| ChildRecording {
+                            agent: c.agent.clone(),
+                            input: String::new(),
+                            exchanges: Vec::new(),
+                        })
+                        .exchanges
+                        .push((**x).clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The recording of the whole tree.
+    pub fn recording(&self, agent: &str, input: &str) -> Recording {
+        let mut children = self.children.clone();
+        // A child's input is its first user message.
+        for c in children.values_mut() {
+            if let Some(first) = c.exchanges.first() {
+                c.input = first
+                    .request
+                    .messages
+                    .iter()
+                    .find_map(|m| match m {
+                        caxton_ipc::toolhost::ChatMessage::User { content } => {
+                            Some(content.clone())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+            }
+        }
+        Recording {
+            version: RECORDING_VERSION,
+            agent: agent.to_string(),
+            input: input.to_string(),
+            exchanges: self.exchanges.clone(),
+            children,
+        }
+    }
+
+    /// The agents the run delegated to (and handed off to), in the order of its calls.
+    pub fn delegations(&self) -> Vec<String> {
+        use caxton_ipc::agent::{
+            DELEGATE_AGENT_PREFIX, DELEGATE_CAPABILITY_PREFIX, HANDOFF_PREFIX,
+        };
+        let routed = |id: &str| {
+            self.events.iter().find_map(|e| match e {
+                RunEvent::Routed {
+                    call_id, chosen, ..
+                } if call_id == id => Some(chosen.clone()),
+                _ => None,
+            })
+        };
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::ToolCall { call_id, tool, .. } => {
+                    if let Some(a) = tool
+                        .strip_prefix(DELEGATE_AGENT_PREFIX)
+                        .or_else(|| tool.strip_prefix(HANDOFF_PREFIX))
+                    {
+                        Some(a.to_string())
+                    } else if tool.starts_with(DELEGATE_CAPABILITY_PREFIX) {
+                        Some(routed(call_id).unwrap_or_else(|| "?".into()))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The terminal event, if the run got that far.
     pub fn terminal(&self) -> Option<&RunEvent> {
         self.events.last().filter(|e| e.is_terminal())
@@ -88,6 +181,10 @@ pub fn collect(
         each(&resp)?;
         match resp {
             ApiResponse::Event(RunEvent::LlmExchange(x)) => out.exchanges.push(*x),
+            ApiResponse::Event(RunEvent::Child(c)) => {
+                out.note_child(&c);
+                out.events.push(RunEvent::Child(c));
+            }
             ApiResponse::Event(e) => {
                 let done = e.is_terminal();
                 out.events.push(e);
@@ -131,16 +228,13 @@ pub fn run(socket: &Path, mut req: RunRequest, display: RunDisplay<'_>) -> anyho
         }
     };
     if let Some(path) = display.record {
-        let rec = Recording {
-            version: RECORDING_VERSION,
-            agent,
-            input,
-            exchanges: collected.exchanges.clone(),
-        };
+        let rec = collected.recording(&agent, &input);
         write_recording(path, &rec)?;
+        let delegated: usize = rec.children.values().map(|c| c.exchanges.len()).sum();
         eprintln!(
-            "recorded {} LLM exchanges to {}",
-            rec.exchanges.len(),
+            "recorded {} LLM exchanges ({delegated} of them by {} delegated runs) to {}",
+            rec.exchanges.len() + delegated,
+            rec.children.len(),
             path.display()
         );
     }

@@ -13,13 +13,41 @@ use crate::toolhost::{ChatMessage, ChatReply, ChatRequest, ToolChoice};
 /// Version of the recording format written today.
 pub const RECORDING_VERSION: u32 = 1;
 
-/// Every LLM exchange of one run.
+/// Every LLM exchange of one run, and of the runs it delegated to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recording {
     pub version: u32,
     pub agent: String,
     pub input: String,
     pub exchanges: Vec<Exchange>,
+    /// The delegated runs of the tree, by their path: the call ids from the root down,
+    /// joined by `/` (`call_2`, `call_2/call_4`). Call ids come from the recorded replies, so a
+    /// replay finds each child again whatever order parallel children run in.
+    #[serde(default)]
+    pub children: std::collections::BTreeMap<String, ChildRecording>,
+}
+
+/// The LLM exchanges of one delegated run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildRecording {
+    pub agent: String,
+    pub input: String,
+    pub exchanges: Vec<Exchange>,
+}
+
+impl Recording {
+    /// A recording of the run at `path` of this tree, for replaying it: its own exchanges
+    /// (none when the recording has no such run, so a replay never asks a provider).
+    pub fn for_child(&self, path: &str, agent: &str, input: &str) -> Recording {
+        let child = self.children.get(path);
+        Recording {
+            version: self.version,
+            agent: child.map_or(agent, |c| &c.agent).to_string(),
+            input: child.map_or(input, |c| &c.input).to_string(),
+            exchanges: child.map(|c| c.exchanges.clone()).unwrap_or_default(),
+            children: Default::default(),
+        }
+    }
 }
 
 /// One LLM request (the parts that decide the answer) and its reply.
@@ -192,6 +220,7 @@ mod tests {
                     cost_usd: 0.0,
                 },
             }],
+            children: Default::default(),
         };
         let text = serde_json::to_string_pretty(&rec).unwrap();
         assert_eq!(serde_json::from_str::<Recording>(&text).unwrap(), rec);

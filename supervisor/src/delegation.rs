@@ -55,6 +55,9 @@ pub use caxton_ipc::agent::MAX_DEPTH_CAP;
 pub struct Lineage {
     /// The run that delegated this one (`None` for a root run).
     pub parent_run_id: Option<String>,
+    /// The call ids from the root down to this run, joined by `/` (empty for the root): its
+    /// key in a recording.
+    pub path: String,
     /// Agents from the root to this run.
     pub chain: Vec<String>,
     /// 0 for the root.
@@ -77,6 +80,7 @@ impl Lineage {
     pub fn root(agent: &AgentSpec) -> Lineage {
         Lineage {
             parent_run_id: None,
+            path: String::new(),
             chain: vec![agent.name.clone()],
             depth: 0,
             max_depth: agent.delegation.max_depth,
@@ -87,11 +91,17 @@ impl Lineage {
         }
     }
 
-    fn child(&self, parent_run_id: &str, agent: &AgentSpec) -> Lineage {
+    fn child(&self, parent_run_id: &str, call_id: &str, agent: &AgentSpec) -> Lineage {
         let mut chain = self.chain.clone();
         chain.push(agent.name.clone());
+        let path = if self.path.is_empty() {
+            call_id.to_string()
+        } else {
+            format!("{}/{call_id}", self.path)
+        };
         Lineage {
             parent_run_id: Some(parent_run_id.to_string()),
+            path,
             chain,
             depth: self.depth + 1,
             max_depth: self.max_depth.min(agent.delegation.max_depth),
@@ -544,6 +554,8 @@ pub struct Parent<'a> {
     pub record: bool,
     /// What the parent was given of its conversation (children get part of it by policy).
     pub history: &'a [ChatMessage],
+    /// The root's recording, when the tree is replayed: each child is answered from its part.
+    pub replay: Option<&'a caxton_ipc::recording::Recording>,
 }
 
 /// A delegation that passed the checks: its agent, its lineage and its child place.
@@ -780,7 +792,7 @@ async fn admit(
         ));
     }
     Ok(Admitted {
-        lineage: lineage.child(parent.run_id, &agent),
+        lineage: lineage.child(parent.run_id, &call.call_id, &agent),
         call,
         agent,
         _place: place,
@@ -934,6 +946,9 @@ async fn run_child(
     }
     let mut req = RunRequest::new(agent.name.clone(), admitted.call.task.clone());
     req.record = parent.record;
+    req.replay = parent
+        .replay
+        .map(|r| r.for_child(&admitted.lineage.path, &agent.name, &admitted.call.task));
     let run = crate::runs::Run {
         svc,
         agent: &agent,
@@ -945,6 +960,7 @@ async fn run_child(
         deadline,
         history: &history,
         conversation: None,
+        replay: parent.replay,
     };
     let terminal = crate::runs::drive_child(run, req).await;
     if admitted.call.handoff.is_some() && matches!(terminal, RunEvent::Finished { .. }) {

@@ -124,6 +124,7 @@ pub async fn execute(
     };
     let run_id = svc.runs().start_run();
     let lineage = Lineage::root(&agent);
+    let replay = req.replay.clone();
     let log = conversation
         .as_ref()
         .map(|c| Arc::new(conversations::Log::new(c, &run_id, &req.input)));
@@ -141,6 +142,7 @@ pub async fn execute(
         deadline: started + limit,
         history: conversation.as_ref().map_or(&[], |c| &c.history),
         conversation: conversation.as_ref(),
+        replay: replay.as_ref(),
     };
     let terminal = drive_worker(run, req, &mut finishing).await;
     // The conversation has the run before the client has its answer: the next message sees it.
@@ -368,6 +370,8 @@ pub struct Run<'a> {
     pub history: &'a [ChatMessage],
     /// The conversation a root run takes part in.
     pub conversation: Option<&'a conversations::Opened>,
+    /// The root's recording when the tree is replayed (children are answered from it).
+    pub replay: Option<&'a caxton_ipc::recording::Recording>,
 }
 
 /// A run's future as a `dyn` one: a run's future contains its children's, so its type would
@@ -712,6 +716,7 @@ async fn relay(
                             turns_used: svc.runs().live_usage(run_id).turns,
                             record,
                             history: run.history,
+                            replay: run.replay,
                         };
                         batch = Some(Box::pin(async move {
                             (id, delegation::run_batch(&parent, calls).await)

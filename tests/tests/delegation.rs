@@ -519,3 +519,79 @@ fn the_cli_shows_the_tree_indented() {
         ],
     );
 }
+
+#[test]
+fn a_recorded_tree_replays_with_no_provider_and_agent_tests_expect_delegations() {
+    let d = Daemon::start(Options::with_agents(&[
+        "tests/agents/recur.toml",
+        "tests/agents/boss.toml",
+        "tests/agents/adder.toml",
+        "tests/agents/napper.toml",
+        "tests/agents/hanger.toml",
+    ]))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tree.json");
+    let file_arg = file.to_str().unwrap();
+    let out = d.cli(&[
+        "agent", "run", "boss", "--input", "fan out", "--record", file_arg,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let recorded = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &["recorded 5 LLM exchanges (3 of them by 3 delegated runs)"],
+    );
+    let rec: caxton_ipc::recording::Recording =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let paths: Vec<&str> = rec.children.keys().map(String::as_str).collect();
+    assert_eq!(paths, ["call_2_1", "call_2_2", "call_2_3"]);
+    // A nested tree records its grandchildren under their paths.
+    let nested = dir.path().join("nested.json");
+    let out = d.cli(&[
+        "agent",
+        "run",
+        "recur",
+        "--input",
+        "go",
+        "--record",
+        nested.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let rec: caxton_ipc::recording::Recording =
+        serde_json::from_str(&std::fs::read_to_string(&nested).unwrap()).unwrap();
+    let paths: Vec<&str> = rec.children.keys().map(String::as_str).collect();
+    assert_eq!(paths, ["call_2", "call_2/call_2"]);
+
+    // Replayed by a daemon whose provider answers nothing: the same tree, the same answer.
+    let blind = Daemon::start(Options {
+        rules: Some("tests/agents/empty-rules.toml".into()),
+        ..Options::with_agents(TEAM)
+    })
+    .unwrap();
+    let out = blind.cli(&["agent", "run", "boss", "--replay", file_arg]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), recorded);
+    let replayed = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(replayed.matches("▶ napper: run").count(), 3, "{replayed}");
+
+    // `caxton agent test` checks whom a run delegated to, in order.
+    let cases = dir.path().join("boss-test.toml");
+    std::fs::write(
+        &cases,
+        "agent = \"boss\"\n\n[[case]]\nname = \"fans out\"\ninput = \"fan out\"\nreplay = \"tree.json\"\nexpect_delegations = [\"napper\", \"napper\", \"napper\"]\nanswer_matches = [\"napped: three\"]\n\n[[case]]\nname = \"wrong team\"\ninput = \"fan out\"\nreplay = \"tree.json\"\nexpect_delegations = [\"adder\"]\n",
+    )
+    .unwrap();
+    let out = blind.cli(&["agent", "test", cases.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_contains(
+        &text,
+        &[
+            "ok    fans out",
+            "FAIL  wrong team",
+            "expected delegations to [adder], the run delegated to [napper, napper, napper]",
+            "1 passed, 1 failed",
+        ],
+    );
+}
