@@ -318,16 +318,21 @@ pub enum RoutingStrategy {
     /// The one whose description and documentation are closest in meaning to the task
     /// (MiniLM embeddings from the memory service, cosine similarity).
     BestMatch,
+    /// Contract net: every candidate gets a call for proposals (a short run of its own that
+    /// must answer a JSON bid: `confidence` 0–1 and `estimated_cost_usd`), and the task goes
+    /// to the highest confidence (ties: the lower cost, then the name).
+    ContractNet,
 }
 
 impl RoutingStrategy {
-    pub const NAMES: &[&str] = &["round_robin", "least_loaded", "best_match"];
+    pub const NAMES: &[&str] = &["round_robin", "least_loaded", "best_match", "contract_net"];
 
     pub fn parse(s: &str) -> Option<RoutingStrategy> {
         match s {
             "round_robin" => Some(RoutingStrategy::RoundRobin),
             "least_loaded" => Some(RoutingStrategy::LeastLoaded),
             "best_match" => Some(RoutingStrategy::BestMatch),
+            "contract_net" => Some(RoutingStrategy::ContractNet),
             _ => None,
         }
     }
@@ -337,6 +342,7 @@ impl RoutingStrategy {
             RoutingStrategy::RoundRobin => "round_robin",
             RoutingStrategy::LeastLoaded => "least_loaded",
             RoutingStrategy::BestMatch => "best_match",
+            RoutingStrategy::ContractNet => "contract_net",
         }
     }
 }

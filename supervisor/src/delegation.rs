@@ -394,6 +394,9 @@ impl Router {
                     .map_or(0, |(i, _)| i);
                 Ok((i, scored(loads)))
             }
+            RoutingStrategy::ContractNet => {
+                Err("contract_net is run by the delegation itself".into())
+            }
             RoutingStrategy::BestMatch => {
                 let vectors = self.profiles(svc, candidates).await?;
                 let query = embed(svc, vec![task.to_string()]).await?;
@@ -713,11 +716,15 @@ async fn admit(
                     ),
                 ));
             }
-            let picked = parent
-                .svc
-                .router()
-                .pick(parent.svc, spec.strategy, cap, &call.task, &candidates)
-                .await;
+            let picked = if spec.strategy == RoutingStrategy::ContractNet {
+                contract_net(parent, &call, cap, &candidates).await
+            } else {
+                parent
+                    .svc
+                    .router()
+                    .pick(parent.svc, spec.strategy, cap, &call.task, &candidates)
+                    .await
+            };
             let (i, scores) = match picked {
                 Ok(p) => p,
                 Err(e) => {
@@ -742,6 +749,20 @@ async fn admit(
             chosen
         }
     };
+    checked(parent, call, agent)
+}
+
+/// Checks a delegation to `agent` against the chain, the depth, the child places and the
+/// tree's descendants (rules 2–5 of the module's list).
+fn checked(
+    parent: &Parent<'_>,
+    call: DelegationCall,
+    agent: Arc<AgentSpec>,
+) -> Result<Admitted, Box<DelegationResult>> {
+    let me = &parent.agent;
+    let spec = &me.delegation;
+    let no =
+        |call: &DelegationCall, agent: Option<&str>, m: String| Box::new(refused(call, agent, m));
     let lineage = &parent.lineage;
     if lineage.chain.contains(&agent.name) && !spec.allow_recursion {
         return Err(no(
@@ -1024,4 +1045,102 @@ fn summary(history: &[ChatMessage]) -> Vec<ChatMessage> {
             other => other.clone(),
         })
         .collect()
+}
+
+/// The call for proposals a contract-net candidate answers.
+fn call_for_proposals(capability: &str, task: &str) -> String {
+    format!(
+        "CALL FOR PROPOSALS (capability `{capability}`)\nTask: {task}\n\nDo not do the task now. Answer with only a JSON object: {{\"confidence\": <0 to 1: how well you can do it>, \"estimated_cost_usd\": <what doing it would cost>}}"
+    )
+}
+
+/// A bid as a candidate answered it: (confidence, estimated cost), or why it is not one.
+fn parse_bid(answer: &str) -> Result<(f64, f64), String> {
+    #[derive(serde::Deserialize)]
+    struct Bid {
+        confidence: f64,
+        #[serde(default)]
+        estimated_cost_usd: f64,
+    }
+    let (Some(start), Some(end)) = (answer.find('{'), answer.rfind('}')) else {
+        return Err("no JSON object in the answer".into());
+    };
+    let bid: Bid = serde_json::from_str(answer.get(start..=end).unwrap_or(""))
+        .map_err(|e| format!("not a bid: {e}"))?;
+    if !(0.0..=1.0).contains(&bid.confidence) || !(bid.estimated_cost_usd >= 0.0) {
+        return Err("confidence must be 0–1 and estimated_cost_usd at least 0".into());
+    }
+    Ok((bid.confidence, bid.estimated_cost_usd))
+}
+
+/// Contract net: a call for proposals to every candidate (each bid a run of its own, in
+/// parallel, with a share of the parent's budget), then the award: the highest confidence,
+/// ties to the lower estimated cost, then to the first by name. A candidate without a valid
+/// bid scores -1 and cannot win.
+async fn contract_net(
+    parent: &Parent<'_>,
+    call: &DelegationCall,
+    capability: &str,
+    candidates: &[Arc<AgentSpec>],
+) -> Result<(usize, Vec<RouteCandidate>), String> {
+    let n = candidates.len();
+    let mut bidders = Vec::new();
+    let mut problems = Vec::new();
+    for (j, agent) in candidates.iter().enumerate() {
+        let bid_call = DelegationCall {
+            call_id: format!("{}.bid{}", call.call_id, j + 1),
+            target: DelegateTarget::Agent(agent.name.clone()),
+            task: call_for_proposals(capability, &call.task),
+            handoff: None,
+        };
+        // The award's run keeps a share too: n bids and the task share what is left.
+        match checked(parent, bid_call, agent.clone()) {
+            Ok(admitted) => match reserve(parent, agent, (n + 1 - j) as u32).await {
+                Ok(share) => bidders.push((j, admitted, share)),
+                Err(e) => problems.push(format!("{}: {e}", agent.name)),
+            },
+            Err(r) => problems.push(format!(
+                "{}: {}",
+                agent.name,
+                r.outcome.err().map(|e| e.message).unwrap_or_default()
+            )),
+        }
+    }
+    let runs = bidders
+        .into_iter()
+        .map(|(j, admitted, share)| async move { (j, run_child(parent, admitted, share).await) });
+    let mut bids: Vec<Option<(f64, f64)>> = vec![None; n];
+    for (j, result) in futures_util::future::join_all(runs).await {
+        match result
+            .outcome
+            .map_err(|e| e.message)
+            .and_then(|a| parse_bid(&a))
+        {
+            Ok(bid) => bids[j] = Some(bid),
+            Err(e) => problems.push(format!("{}: {e}", candidates[j].name)),
+        }
+    }
+    let scores = candidates
+        .iter()
+        .zip(&bids)
+        .map(|(a, b)| RouteCandidate {
+            agent: a.name.clone(),
+            score: b.map_or(-1.0, |b| b.0),
+        })
+        .collect();
+    let best = bids
+        .iter()
+        .enumerate()
+        .filter_map(|(j, b)| b.map(|b| (j, b)))
+        .reduce(|best, next| {
+            let better = next.1.0 > best.1.0 || (next.1.0 == best.1.0 && next.1.1 < best.1.1);
+            if better { next } else { best }
+        });
+    match best {
+        Some((j, _)) => Ok((j, scores)),
+        None => Err(format!(
+            "no agent with the capability made a valid bid ({})",
+            problems.join("; ")
+        )),
+    }
 }

@@ -595,3 +595,65 @@ fn a_recorded_tree_replays_with_no_provider_and_agent_tests_expect_delegations()
         ],
     );
 }
+
+#[test]
+fn contract_net_awards_the_task_to_the_best_bid() {
+    let d = Daemon::start(Options::with_agents(&[
+        "tests/agents/router-contract-net.toml",
+        "tests/agents/poet.toml",
+        "tests/agents/accountant.toml",
+    ]))
+    .unwrap();
+    for (task, winner, scores) in [
+        ("write a sonnet", "poet", [-1.0, 0.9]),
+        ("check this invoice", "accountant", [0.95, 0.1]),
+    ] {
+        let out = d.run("router-contract-net", task).unwrap();
+        assert_eq!(
+            out.answer(),
+            Some(
+                format!(
+                    "routed: {winner} {} {task}",
+                    if winner == "poet" {
+                        "wrote:"
+                    } else {
+                        "computed:"
+                    }
+                )
+                .as_str()
+            ),
+            "{out:?}"
+        );
+        let (chosen, candidates) = out
+            .events
+            .iter()
+            .find_map(|e| match e {
+                RunEvent::Routed {
+                    chosen,
+                    candidates,
+                    strategy,
+                    ..
+                } if strategy == "contract_net" => Some((chosen.clone(), candidates.clone())),
+                _ => None,
+            })
+            .expect("the award");
+        assert_eq!(chosen, winner);
+        let got: Vec<(String, f64)> = candidates.into_iter().map(|c| (c.agent, c.score)).collect();
+        assert_eq!(
+            got,
+            [
+                ("accountant".to_string(), scores[0]),
+                ("poet".to_string(), scores[1])
+            ]
+        );
+        // Two bids and the award, each a run of its own in the tree.
+        let runs = started(&out.events);
+        assert_eq!(runs.len(), 3, "{runs:?}");
+        let bids = children(&out.events)
+            .into_iter()
+            .filter(|c| c.call_id.contains(".bid"))
+            .filter(|c| matches!(c.event, RunEvent::Started { .. }))
+            .count();
+        assert_eq!(bids, 2);
+    }
+}
