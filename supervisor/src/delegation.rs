@@ -1067,7 +1067,7 @@ fn parse_bid(answer: &str) -> Result<(f64, f64), String> {
     };
     let bid: Bid = serde_json::from_str(answer.get(start..=end).unwrap_or(""))
         .map_err(|e| format!("not a bid: {e}"))?;
-    if !(0.0..=1.0).contains(&bid.confidence) || !(bid.estimated_cost_usd >= 0.0) {
+    if !(0.0..=1.0).contains(&bid.confidence) || !(0.0..).contains(&bid.estimated_cost_usd) {
         return Err("confidence must be 0–1 and estimated_cost_usd at least 0".into());
     }
     Ok((bid.confidence, bid.estimated_cost_usd))
