@@ -481,7 +481,8 @@ async fn embed(svc: &Service, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Strin
 /// The delegation targets of `agent` as tools for its LLM, described from the registry.
 pub fn tools_for(svc: &Service, agent: &AgentSpec) -> Vec<ToolSpec> {
     let registry = svc.registry();
-    let schema = r#"{"type":"object","properties":{"task":{"type":"string","description":"The task for the agent, complete in itself: it sees only this text."}},"required":["task"]}"#;
+    // No description on `task`: small models copy a description into the value.
+    let schema = r#"{"type":"object","properties":{"task":{"type":"string"}},"required":["task"]}"#;
     let mut tools = Vec::new();
     for name in &agent.delegation.agents {
         let description = match registry.get(name) {

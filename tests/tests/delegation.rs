@@ -657,3 +657,36 @@ fn contract_net_awards_the_task_to_the_best_bid() {
         assert_eq!(bids, 2);
     }
 }
+
+#[test]
+fn the_data_team_example_aggregates_then_charts_each_in_its_own_process() {
+    let d = Daemon::start(Options::with_agents(&[
+        "agents/data-team.toml",
+        "agents/csv-analyst.toml",
+        "agents/chart-maker.toml",
+    ]))
+    .unwrap();
+    let out = d
+        .run(
+            "data-team",
+            "Total sales per region of this CSV:\nregion,sales\nnorth,120\nsouth,80\nnorth,30\neast,55",
+        )
+        .unwrap();
+    assert_eq!(
+        out.answer(),
+        Some("Report: drew a bar chart of sales by region"),
+        "{out:?}"
+    );
+    let agents: Vec<String> = started(&out.events).into_iter().map(|k| k.1).collect();
+    assert_eq!(agents, ["csv-analyst", "chart-maker"]);
+    let chart_call = children(&out.events)
+        .into_iter()
+        .find_map(|c| match &c.event {
+            RunEvent::ToolCall {
+                tool, arguments, ..
+            } if tool == "chart_svg" => Some(arguments.clone()),
+            _ => None,
+        })
+        .expect("the chart maker drew");
+    assert_contains(&chart_call, &["north", "150", "south", "80", "east", "55"]);
+}

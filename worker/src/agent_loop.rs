@@ -274,6 +274,7 @@ fn run_inner<W: std::io::Write>(
             .filter_map(|c| Some((c, agent.delegation.target_of_tool(&c.name)?)))
             .collect();
         let mut delegated_results = std::collections::HashMap::new();
+        let batch_started = Instant::now();
         if !delegations.is_empty() {
             let mut calls = Vec::new();
             let mut handoffs = Vec::new();
@@ -318,7 +319,7 @@ fn run_inner<W: std::io::Write>(
                             tool: format!("handoff to {}", r.agent.as_deref().unwrap_or("?")),
                             ok: true,
                             output: answer.clone(),
-                            duration_us: 0,
+                            duration_us: batch_started.elapsed().as_micros() as u64,
                         })?;
                         return Ok(answer.clone());
                     }
@@ -329,12 +330,13 @@ fn run_inner<W: std::io::Write>(
         for call in reply.tool_calls {
             let call_started = Instant::now();
             if let Some((content, is_error)) = delegated_results.remove(&call.id) {
+                // The turn's delegations ran together: each took as long as the batch.
                 send!(RunEvent::ToolResult {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
                     ok: !is_error,
                     output: content.clone(),
-                    duration_us: 0,
+                    duration_us: batch_started.elapsed().as_micros() as u64,
                 })?;
                 messages.push(ChatMessage::Tool {
                     call_id: call.id,
