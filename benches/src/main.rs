@@ -8,6 +8,7 @@
 //! tool calls (`tools.rs`): WASM through the toolhost against a native stdio MCP server and an
 //! in-process call, instantiation per call, cold compile, and idle memory per loaded tool.
 
+mod delegation;
 mod local_llm;
 mod memory;
 mod own_toolhost;
@@ -266,6 +267,11 @@ fn main() -> anyhow::Result<()> {
     // `caxton-benches providers` runs only the LLM provider overhead section.
     if std::env::args().nth(1).as_deref() == Some("providers") {
         print!("{}", providers::report()?);
+        return Ok(());
+    }
+    // `caxton-benches delegation` runs only the delegation and conversation section.
+    if std::env::args().nth(1).as_deref() == Some("delegation") {
+        print!("{}", delegation::report()?);
         return Ok(());
     }
     // `caxton-benches sql` runs only the sql tool section.
