@@ -35,8 +35,9 @@ impl Caller {
     }
 }
 
-/// Entries loaded to build a run's history (the newest).
-const HISTORY_ENTRIES: u32 = 2000;
+/// Entries loaded to build a run's history (the newest): more than `history_tokens` can hold
+/// for runs of a few tool calls each.
+const HISTORY_ENTRIES: u32 = 400;
 /// Deadline of one conversation request to the memory service.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Most characters of one tool result or delegation answer in the history.

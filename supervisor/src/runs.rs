@@ -171,13 +171,18 @@ struct Finishing<'a> {
 }
 
 impl Finishing<'_> {
-    async fn reap(mut self) {
-        if tokio::time::timeout(EXIT_GRACE, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill_and_wait().await;
-        }
+    async fn reap(self) {
+        reap(self.child).await;
+    }
+}
+
+/// Waits [`EXIT_GRACE`] for a worker that sent its terminal event to exit, then kills it.
+async fn reap(mut child: ManagedChild) {
+    if tokio::time::timeout(EXIT_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill_and_wait().await;
     }
 }
 
@@ -378,14 +383,15 @@ pub struct Run<'a> {
 /// otherwise contain itself.
 pub type ChildFuture<'a> = Pin<Box<dyn Future<Output = RunEvent> + Send + 'a>>;
 
-/// Runs a delegated child to its terminal event (its events go to its sink), and reaps its
-/// worker.
+/// Runs a delegated child to its terminal event (its events go to its sink). Its worker is
+/// reaped in the background, so the parent has the answer without waiting for the exit; the
+/// run leaves the status table now.
 pub fn drive_child(run: Run<'_>, req: RunRequest) -> ChildFuture<'_> {
     Box::pin(async move {
         let mut finishing = None;
         let terminal = drive_worker(run, req, &mut finishing).await;
-        if let Some(worker) = finishing {
-            worker.reap().await;
+        if let Some(Finishing { child, _registered }) = finishing {
+            tokio::spawn(reap(child));
         }
         terminal
     })

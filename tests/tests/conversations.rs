@@ -254,3 +254,42 @@ fn conversations_need_the_memory_service_and_a_good_id() {
         &["conversations are kept by the memory service"],
     );
 }
+
+#[test]
+fn a_child_sees_the_conversation_only_when_its_parent_says_so() {
+    let d = Daemon::start(Options::with_agents(&[
+        "tests/agents/briefed.toml",
+        "tests/agents/boss.toml",
+        "tests/agents/adder.toml",
+    ]))
+    .unwrap();
+    // The child's first prompt, from its recorded exchange.
+    let child_prompt = |out: &RunOutcome| -> Vec<String> {
+        out.events
+            .iter()
+            .find_map(|e| match e {
+                RunEvent::Child(c) => match &c.event {
+                    RunEvent::LlmExchange(x) => Some(texts(&x.request.messages)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("the child's exchange")
+    };
+    for (agent, first, second, sees_history) in [
+        ("briefed", "2 + 3", "4 * 4", true),
+        ("boss", "ask adder: 2 + 3", "ask adder: 4 * 4", false),
+    ] {
+        let one = in_conversation(&d, agent, first, "new");
+        let (id, ..) = joined(&one);
+        let two = in_conversation(&d, agent, second, &id);
+        let prompt = child_prompt(&two);
+        if sees_history {
+            assert_eq!(prompt.len(), 4, "{prompt:#?}");
+            assert_eq!(prompt[1], "user: 2 + 3");
+            assert_contains(&prompt[2], &["The result is 5."]);
+        } else {
+            assert_eq!(prompt.len(), 2, "task only: {prompt:#?}");
+        }
+    }
+}

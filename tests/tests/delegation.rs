@@ -12,6 +12,7 @@ const TEAM: &[&str] = &[
     "tests/agents/adder.toml",
     "tests/agents/napper.toml",
     "tests/agents/hanger.toml",
+    "tests/agents/spender.toml",
 ];
 
 fn team(extra: &[&str]) -> Daemon {
@@ -239,6 +240,16 @@ fn a_crashed_or_hung_child_is_a_tool_error_and_the_parent_goes_on() {
     );
     let pid = started(&out.events)[0].3;
     wait_gone(&[pid]);
+    // A child that runs into its own budget: a limit_exceeded tool error, and the parent,
+    // which has budget left, answers.
+    let out = d.run("boss", "overspend").unwrap();
+    assert_contains(
+        out.answer().expect("the parent still answers"),
+        &[
+            "delegation to agent `spender` failed (limit_exceeded): budget exceeded",
+            "max_tokens",
+        ],
+    );
 }
 
 #[test]
