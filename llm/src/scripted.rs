@@ -367,6 +367,33 @@ mod tests {
         assert!(r.tool_calls.is_empty() && r.content.is_some(), "{r:?}");
     }
 
+    #[tokio::test]
+    async fn a_calls_rule_asks_for_several_tools_at_once() {
+        let p = ScriptedProvider::parse(
+            "[[rule]]\ncalls = [{ tool = 'a', arguments = '{\"x\": \"{{content}}\"}' }, { tool = 'b', arguments = '{}' }]\n[[rule]]\nreply = 'no b'",
+            "f",
+        )
+        .unwrap();
+        let user = || {
+            vec![ChatMessage::User {
+                content: "hi".into(),
+            }]
+        };
+        let r = p.chat(&req(user(), &["a", "b"])).await.unwrap();
+        let calls: Vec<(&str, &str, &str)> = r
+            .tool_calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [("call_1_1", "a", r#"{"x": "hi"}"#), ("call_1_2", "b", "{}")]
+        );
+        // One of its tools is not offered: the rule does not apply.
+        let r = p.chat(&req(user(), &["a"])).await.unwrap();
+        assert_eq!(r.content.as_deref(), Some("no b"));
+    }
+
     #[test]
     fn bad_rules_are_reported() {
         assert!(

@@ -40,6 +40,9 @@ impl Caller {
 const HISTORY_ENTRIES: u32 = 400;
 /// Deadline of one conversation request to the memory service.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of entry text one run appends (the append is one frame to the memory service);
+/// tool calls and results past it are left out of the record, the answer never.
+const APPEND_BYTES: usize = 4 * 1024 * 1024;
 /// Most characters of one tool result or delegation answer in the history.
 const RESULT_CHARS: usize = 2000;
 
@@ -270,18 +273,35 @@ impl Log {
     }
 
     fn push(&self, kind: EntryKind, name: Option<String>, content: String, agent: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Entry {
-                at_ms: crate::runs::now_ms(),
-                run_id: self.run_id.clone(),
-                agent: agent.to_string(),
-                version: self.version.clone(),
-                kind,
-                name,
-                content,
-            });
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // One append carries at most MAX_APPEND_ENTRIES, each cut to MAX_ENTRY_BYTES (the memory
+        // service cuts it too): keep the last place for the run's end.
+        let ends = matches!(kind, EntryKind::Answer | EntryKind::Failure);
+        let bytes: usize = entries.iter().map(|e| e.content.len()).sum();
+        if !ends
+            && (entries.len() + 1 >= conversation::MAX_APPEND_ENTRIES
+                || bytes + content.len() > APPEND_BYTES)
+        {
+            return;
+        }
+        let content = if content.len() > conversation::MAX_ENTRY_BYTES {
+            let mut end = conversation::MAX_ENTRY_BYTES;
+            while !content.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}… [cut]", &content[..end])
+        } else {
+            content
+        };
+        entries.push(Entry {
+            at_ms: crate::runs::now_ms(),
+            run_id: self.run_id.clone(),
+            agent: agent.to_string(),
+            version: self.version.clone(),
+            kind,
+            name,
+            content,
+        });
     }
 
     /// Notes one of the run's own events.

@@ -46,6 +46,7 @@ use caxton_ipc::toolhost::{Allowance, ChatMessage, ToolSpec, ToolhostRequest, To
 use caxton_ipc::worker::{DelegationCall, DelegationResult};
 use tokio::sync::mpsc;
 
+use crate::runs::Run;
 use crate::service::Service;
 
 pub use caxton_ipc::agent::MAX_DEPTH_CAP;
@@ -544,22 +545,12 @@ pub fn tools_for(svc: &Service, agent: &AgentSpec) -> Vec<ToolSpec> {
 
 /// The parent run a turn's delegations come from.
 pub struct Parent<'a> {
-    pub svc: &'a Service,
-    pub agent: &'a Arc<AgentSpec>,
-    pub run_id: &'a str,
-    pub lineage: &'a Lineage,
-    pub sink: &'a Sink,
-    pub account: &'a TreeAccount,
+    pub run: Run<'a>,
     /// The parent's toolhost grant, which the children's budgets are taken from.
     pub toolhost_token: &'a str,
-    pub deadline: Instant,
     /// Turns the parent has used so far.
     pub turns_used: u32,
     pub record: bool,
-    /// What the parent was given of its conversation (children get part of it by policy).
-    pub history: &'a [ChatMessage],
-    /// The root's recording, when the tree is replayed: each child is answered from its part.
-    pub replay: Option<&'a caxton_ipc::recording::Recording>,
 }
 
 /// A delegation that passed the checks: its agent, its lineage and its child place.
@@ -592,7 +583,7 @@ fn refused(call: &DelegationCall, agent: Option<&str>, message: String) -> Deleg
 
 /// Runs one turn's delegations (in parallel) and returns one result per call, in order.
 pub async fn run_batch(parent: &Parent<'_>, calls: Vec<DelegationCall>) -> Vec<DelegationResult> {
-    let fan_out = parent.agent.delegation.max_fan_out as usize;
+    let fan_out = parent.run.agent.delegation.max_fan_out as usize;
     let mut results: Vec<Option<DelegationResult>> = vec![None; calls.len()];
     let mut admitted = Vec::new();
     for (i, call) in calls.into_iter().enumerate() {
@@ -602,9 +593,9 @@ pub async fn run_batch(parent: &Parent<'_>, calls: Vec<DelegationCall>) -> Vec<D
                 None,
                 format!(
                     "agent `{}` asked for {} delegations in one turn; max_fan_out = {fan_out} ([delegation] in {})",
-                    parent.agent.name,
+                    parent.run.agent.name,
                     i + 1,
-                    parent.agent.source
+                    parent.run.agent.source
                 ),
             ));
             continue;
@@ -638,43 +629,23 @@ async fn admit(
     parent: &Parent<'_>,
     call: DelegationCall,
 ) -> Result<Admitted, Box<DelegationResult>> {
-    let me = &parent.agent;
+    let me = &parent.run.agent;
     let spec = &me.delegation;
     let no =
         |call: &DelegationCall, agent: Option<&str>, m: String| Box::new(refused(call, agent, m));
-    let registry = parent.svc.registry();
+    let registry = parent.run.svc.registry();
     let agent = match &call.target {
-        DelegateTarget::Agent(name) if call.handoff.is_some() => {
-            if !spec.handoff.contains(name) {
-                return Err(no(
-                    &call,
-                    Some(name),
-                    format!(
-                        "agent `{}` may not hand the conversation to agent `{name}` (its [delegation] handoff in {} does not name it)",
-                        me.name, me.source
-                    ),
-                ));
-            }
-            match registry.get(name) {
-                Some(a) => a,
-                None => {
-                    return Err(no(
-                        &call,
-                        Some(name),
-                        format!(
-                            "agent `{name}` is not loaded; `caxton agent list` shows the loaded agents"
-                        ),
-                    ));
-                }
-            }
-        }
         DelegateTarget::Agent(name) => {
-            if !spec.agents.contains(name) {
+            let (listed, may, table) = match call.handoff {
+                Some(_) => (&spec.handoff, "hand the conversation to", "handoff"),
+                None => (&spec.agents, "delegate to", "agents"),
+            };
+            if !listed.contains(name) {
                 return Err(no(
                     &call,
                     Some(name),
                     format!(
-                        "agent `{}` may not delegate to agent `{name}` (its [delegation] agents in {} do not name it)",
+                        "agent `{}` may not {may} agent `{name}` (its [delegation] {table} in {} does not name it)",
                         me.name, me.source
                     ),
                 ));
@@ -705,7 +676,7 @@ async fn admit(
             }
             let mut candidates = registry.agents_with_capability(cap);
             if !spec.allow_recursion {
-                candidates.retain(|a| !parent.lineage.chain.contains(&a.name));
+                candidates.retain(|a| !parent.run.lineage.chain.contains(&a.name));
             }
             if candidates.is_empty() {
                 return Err(no(
@@ -713,7 +684,7 @@ async fn admit(
                     None,
                     format!(
                         "no loaded agent outside the chain {} has the capability `{cap}`",
-                        parent.lineage.chain.join(" → ")
+                        parent.run.lineage.chain.join(" → ")
                     ),
                 ));
             }
@@ -721,9 +692,10 @@ async fn admit(
                 contract_net(parent, &call, cap, &candidates).await
             } else {
                 parent
+                    .run
                     .svc
                     .router()
-                    .pick(parent.svc, spec.strategy, cap, &call.task, &candidates)
+                    .pick(parent.run.svc, spec.strategy, cap, &call.task, &candidates)
                     .await
             };
             let (i, scores) = match picked {
@@ -738,6 +710,7 @@ async fn admit(
             };
             let chosen = candidates[i].clone();
             let _ = parent
+                .run
                 .sink
                 .send(RunEvent::Routed {
                     call_id: call.call_id.clone(),
@@ -760,11 +733,11 @@ fn checked(
     call: DelegationCall,
     agent: Arc<AgentSpec>,
 ) -> Result<Admitted, Box<DelegationResult>> {
-    let me = &parent.agent;
+    let me = &parent.run.agent;
     let spec = &me.delegation;
     let no =
         |call: &DelegationCall, agent: Option<&str>, m: String| Box::new(refused(call, agent, m));
-    let lineage = &parent.lineage;
+    let lineage = &parent.run.lineage;
     if lineage.chain.contains(&agent.name) && !spec.allow_recursion {
         return Err(no(
             &call,
@@ -789,13 +762,13 @@ fn checked(
             ),
         ));
     }
-    let Some(place) = parent.svc.admission().admit_child() else {
+    let Some(place) = parent.run.svc.admission().admit_child() else {
         return Err(no(
             &call,
             Some(&agent.name),
             format!(
                 "busy: all {} places for delegated runs are taken ([workers] max_delegated); try again later",
-                parent.svc.admission().max_delegated()
+                parent.run.svc.admission().max_delegated()
             ),
         ));
     };
@@ -814,7 +787,7 @@ fn checked(
         ));
     }
     Ok(Admitted {
-        lineage: lineage.child(parent.run_id, &call.call_id, &agent),
+        lineage: lineage.child(parent.run.run_id, &call.call_id, &agent),
         call,
         agent,
         _place: place,
@@ -836,6 +809,7 @@ async fn reserve(parent: &Parent<'_>, agent: &AgentSpec, parts: u32) -> Result<A
         parts,
     };
     let share = match parent
+        .run
         .svc
         .toolhost_grants()
         .request(&req, BUDGET_TIMEOUT)
@@ -859,7 +833,7 @@ async fn reserve(parent: &Parent<'_>, agent: &AgentSpec, parts: u32) -> Result<A
             ));
         }
     };
-    let me = &parent.agent;
+    let me = &parent.run.agent;
     let spent = |what: &str| {
         Err(format!(
             "agent `{}` has no {what} left to give agent `{}` ([limits] in {})",
@@ -885,12 +859,13 @@ async fn settle(parent: &Parent<'_>, reserved: Allowance, used: Allowance) {
         used,
     };
     if let Err(e) = parent
+        .run
         .svc
         .toolhost_grants()
         .request(&req, BUDGET_TIMEOUT)
         .await
     {
-        tracing::warn!(run = %parent.run_id, error = %e, "settling a child's budget failed (the toolhost restarted?)");
+        tracing::warn!(run = %parent.run.run_id, error = %e, "settling a child's budget failed (the toolhost restarted?)");
     }
 }
 
@@ -908,6 +883,7 @@ fn narrowed(agent: &AgentSpec, share: Allowance, parent: &Parent<'_>) -> AgentSp
         l.max_cost_usd = Some(l.max_cost_usd.map_or(c, |m| m.min(c)));
     }
     let turns_left = parent
+        .run
         .agent
         .limits
         .max_turns
@@ -923,44 +899,46 @@ async fn run_child(
     mut admitted: Admitted,
     share: Allowance,
 ) -> DelegationResult {
-    let svc = parent.svc;
+    let svc = parent.run.svc;
     let agent = Arc::new(narrowed(&admitted.agent, share, parent));
     let run_id = svc.runs().start_run();
     // From here the child is a run of the tree (counted in its events).
     admitted.counted = None;
     let now = Instant::now();
     let deadline = parent
+        .run
         .deadline
         .min(now + Duration::from_millis(agent.limits.timeout_ms));
     let limit = deadline.saturating_duration_since(now);
     let account = TreeAccount::default();
-    let mut ancestors = parent.sink.ancestors.clone();
-    ancestors.push(parent.account.descendants.clone());
+    let mut ancestors = parent.run.sink.ancestors.clone();
+    ancestors.push(parent.run.account.descendants.clone());
     let sink = Sink {
-        tx: parent.sink.tx.clone(),
+        tx: parent.run.sink.tx.clone(),
         tag: Some(Arc::new(Tag {
             run_id: run_id.clone(),
-            parent_run_id: parent.run_id.to_string(),
+            parent_run_id: parent.run.run_id.to_string(),
             call_id: admitted.call.call_id.clone(),
             agent: agent.name.clone(),
             depth: admitted.lineage.depth,
         })),
-        forward: parent.sink.forward,
+        forward: parent.run.sink.forward,
         ancestors,
         log: None,
     };
-    let history = match (&admitted.call.handoff, parent.agent.delegation.history) {
+    let history = match (&admitted.call.handoff, parent.run.agent.delegation.history) {
         // The agent taking over answers the user: it gets the whole conversation.
-        (Some(_), _) | (None, HistoryPolicy::Full) => parent.history.to_vec(),
-        (None, HistoryPolicy::Summary) => summary(parent.history),
+        (Some(_), _) | (None, HistoryPolicy::Full) => parent.run.history.to_vec(),
+        (None, HistoryPolicy::Summary) => summary(parent.run.history),
         (None, HistoryPolicy::Task) => Vec::new(),
     };
     if let Some(reason) = &admitted.call.handoff {
         let _ = parent
+            .run
             .sink
             .send(RunEvent::Handoff {
                 call_id: admitted.call.call_id.clone(),
-                from: parent.agent.name.clone(),
+                from: parent.run.agent.name.clone(),
                 to: agent.name.clone(),
                 reason: reason.clone(),
             })
@@ -969,9 +947,10 @@ async fn run_child(
     let mut req = RunRequest::new(agent.name.clone(), admitted.call.task.clone());
     req.record = parent.record;
     req.replay = parent
+        .run
         .replay
         .map(|r| r.for_child(&admitted.lineage.path, &agent.name, &admitted.call.task));
-    let run = crate::runs::Run {
+    let run = Run {
         svc,
         agent: &agent,
         run_id: &run_id,
@@ -982,11 +961,12 @@ async fn run_child(
         deadline,
         history: &history,
         conversation: None,
-        replay: parent.replay,
+        replay: parent.run.replay,
     };
     let terminal = crate::runs::drive_child(run, req).await;
     if admitted.call.handoff.is_some() && matches!(terminal, RunEvent::Finished { .. }) {
         *parent
+            .run
             .account
             .handed_to
             .lock()

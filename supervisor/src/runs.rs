@@ -711,18 +711,10 @@ async fn relay(
                             continue;
                         }
                         let parent = Parent {
-                            svc,
-                            agent: run.agent,
-                            run_id,
-                            lineage: run.lineage,
-                            sink: run.sink,
-                            account: run.account,
+                            run,
                             toolhost_token,
-                            deadline,
                             turns_used: svc.runs().live_usage(run_id).turns,
                             record,
-                            history: run.history,
-                            replay: run.replay,
                         };
                         batch = Some(Box::pin(async move {
                             (id, delegation::run_batch(&parent, calls).await)

@@ -302,3 +302,101 @@ impl Runs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(prompt_tokens: u64, completion_tokens: u64, cost_usd: f64) -> ChatReply {
+        ChatReply {
+            content: None,
+            tool_calls: vec![],
+            provider: "p".into(),
+            model: "m".into(),
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+        }
+    }
+
+    fn run(max_tokens: Option<u64>) -> Arc<Run> {
+        let runs = Runs::default();
+        let token = "t".repeat(32);
+        runs.register(
+            token.clone(),
+            RunGrant {
+                agent: "a".into(),
+                run_id: "r".into(),
+                tools: vec![],
+                providers: vec![],
+                max_tool_calls: 10,
+                max_tokens,
+                max_cost_usd: Some(1.0),
+                read_only: false,
+            },
+        )
+        .unwrap();
+        runs.get(&token).unwrap()
+    }
+
+    #[test]
+    fn children_share_what_is_left_and_settle_to_what_they_used() {
+        let r = run(Some(1000));
+        r.spent(&reply(90, 10, 0.2));
+        // Two children to share 900 tokens, $0.80 and 10 tool calls: the first takes half.
+        let first = r.reserve(Allowance::default(), 2);
+        assert_eq!(first.tokens, Some(450));
+        assert_eq!(first.tool_calls, Some(5));
+        assert!((first.cost_usd.unwrap() - 0.4).abs() < 1e-9);
+        // A child that wants less gets what it wants.
+        let second = r.reserve(
+            Allowance {
+                tool_calls: Some(1),
+                tokens: Some(100),
+                cost_usd: None,
+            },
+            1,
+        );
+        assert_eq!((second.tokens, second.tool_calls), (Some(100), Some(1)));
+        assert_eq!(r.spent_now().tokens, Some(100 + 450 + 100));
+        // Settled: the reservations are replaced by what the children used.
+        r.settle(
+            first,
+            Allowance {
+                tool_calls: Some(2),
+                tokens: Some(300),
+                cost_usd: Some(0.1),
+            },
+        );
+        r.settle(second, Allowance::default());
+        let now = r.spent_now();
+        assert_eq!((now.tokens, now.tool_calls), (Some(400), Some(2)));
+        assert!((now.cost_usd.unwrap() - 0.3).abs() < 1e-6);
+        // Nothing left: a reservation gets nothing.
+        r.spent(&reply(600, 0, 0.0));
+        assert_eq!(r.reserve(Allowance::default(), 1).tokens, Some(0));
+    }
+
+    #[test]
+    fn an_unlimited_budget_is_given_as_wanted_and_counts_what_children_used() {
+        let r = run(None);
+        let share = r.reserve(
+            Allowance {
+                tool_calls: None,
+                tokens: Some(50),
+                cost_usd: None,
+            },
+            1,
+        );
+        assert_eq!(share.tokens, Some(50));
+        r.settle(
+            share,
+            Allowance {
+                tool_calls: Some(0),
+                tokens: Some(30),
+                cost_usd: Some(0.0),
+            },
+        );
+        assert_eq!(r.spent_now().tokens, Some(30));
+    }
+}

@@ -328,72 +328,61 @@ fn run_inner<W: std::io::Write>(
             }
         }
         for call in reply.tool_calls {
-            let call_started = Instant::now();
-            if let Some((content, is_error)) = delegated_results.remove(&call.id) {
+            let mut call_started = Instant::now();
+            let (content, is_error) = if let Some(done) = delegated_results.remove(&call.id) {
                 // The turn's delegations ran together: each took as long as the batch.
-                send!(RunEvent::ToolResult {
+                call_started = batch_started;
+                done
+            } else {
+                take_tool_call(agent, usage, &delegated)?;
+                send!(RunEvent::ToolCall {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
-                    ok: !is_error,
-                    output: content.clone(),
-                    duration_us: batch_started.elapsed().as_micros() as u64,
-                })?;
-                messages.push(ChatMessage::Tool {
-                    call_id: call.id,
-                    name: call.name,
-                    content,
-                    is_error,
-                });
-                continue;
-            }
-            take_tool_call(agent, usage, &delegated)?;
-            send!(RunEvent::ToolCall {
-                call_id: call.id.clone(),
-                tool: call.name.clone(),
-                arguments: call.arguments.clone(),
-            })?;
-            let (content, is_error) = if !agent.tools.contains(&call.name) {
-                (
-                    format!(
-                        "tool `{}` is not allowed for agent `{}` (allowed: {})",
-                        call.name,
-                        agent.name,
-                        if agent.tools.is_empty() {
-                            "none".to_string()
-                        } else {
-                            agent.tools.join(", ")
-                        }
-                    ),
-                    true,
-                )
-            } else {
-                let req = CallToolRequest {
-                    run_id: job.run_id.clone(),
-                    agent: agent.name.clone(),
-                    tool: call.name.clone(),
                     arguments: call.arguments.clone(),
-                    timeout_ms: agent.limits.tool_timeout_ms.min(remaining_ms(deadline)),
-                };
-                let routed = match memory.as_mut() {
-                    Some(m) if is_memory_tool(&call.name) => m
-                        .call_tool(&call.name, &call.arguments)
-                        .map(|content| (content, false)),
-                    _ => toolhost
-                        .call_tool(req)
-                        .map(|out| (out.content, out.is_error)),
-                };
-                match routed {
-                    Ok(done) => done,
-                    // The toolhost or the memory service itself is gone (or answers nonsense):
-                    // the run cannot go on.
-                    Err(e)
-                        if matches!(e.kind(), ErrorKind::Memory | ErrorKind::Toolhost)
-                            || matches!(e, ServiceError::Unexpected { .. }) =>
-                    {
-                        return Err(e.into());
+                })?;
+                if !agent.tools.contains(&call.name) {
+                    (
+                        format!(
+                            "tool `{}` is not allowed for agent `{}` (allowed: {})",
+                            call.name,
+                            agent.name,
+                            if agent.tools.is_empty() {
+                                "none".to_string()
+                            } else {
+                                agent.tools.join(", ")
+                            }
+                        ),
+                        true,
+                    )
+                } else {
+                    let req = CallToolRequest {
+                        run_id: job.run_id.clone(),
+                        agent: agent.name.clone(),
+                        tool: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                        timeout_ms: agent.limits.tool_timeout_ms.min(remaining_ms(deadline)),
+                    };
+                    let routed = match memory.as_mut() {
+                        Some(m) if is_memory_tool(&call.name) => m
+                            .call_tool(&call.name, &call.arguments)
+                            .map(|content| (content, false)),
+                        _ => toolhost
+                            .call_tool(req)
+                            .map(|out| (out.content, out.is_error)),
+                    };
+                    match routed {
+                        Ok(done) => done,
+                        // The toolhost or the memory service itself is gone (or answers nonsense):
+                        // the run cannot go on.
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::Memory | ErrorKind::Toolhost)
+                                || matches!(e, ServiceError::Unexpected { .. }) =>
+                        {
+                            return Err(e.into());
+                        }
+                        // The tool failed: the LLM sees the failure and may recover.
+                        Err(e) => (Chain(&e).to_string(), true),
                     }
-                    // The tool failed: the LLM sees the failure and may recover.
-                    Err(e) => (Chain(&e).to_string(), true),
                 }
             };
             send!(RunEvent::ToolResult {
