@@ -110,8 +110,15 @@ enum AgentCommand {
     /// Run an agent once and print its answer (tokens as they arrive on a terminal; progress
     /// and a usage summary go to stderr).
     Run {
-        /// Name of a loaded agent (see `caxton agent list`).
-        name: String,
+        /// Name of a loaded agent (see `caxton agent list`); omit it with --capability.
+        #[arg(required_unless_present = "capability")]
+        name: Option<String>,
+        /// Run an agent that declares this capability instead, picked by --strategy.
+        #[arg(long, conflicts_with = "name")]
+        capability: Option<String>,
+        /// How --capability picks: round_robin (default), least_loaded or best_match.
+        #[arg(long, requires = "capability")]
+        strategy: Option<String>,
         /// The request; fills {{request}} in the agent's prompt template. `-` reads it from
         /// stdin. With --replay it defaults to the recorded input.
         #[arg(long, required_unless_present_any = ["replay", "input_file"])]
@@ -286,6 +293,8 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
             replay,
             hide_children,
             conversation,
+            capability,
+            strategy,
         } => {
             let replay = replay
                 .as_deref()
@@ -303,7 +312,7 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
                 }
             };
             let req = RunRequest {
-                agent: name,
+                agent: name.unwrap_or_default(),
                 input,
                 vars: vars.into_iter().collect(),
                 timeout_ms: timeout.map(|t| t.as_millis() as u64),
@@ -312,6 +321,8 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
                 replay,
                 hide_children,
                 conversation,
+                capability,
+                strategy,
             };
             let display = crate::run_cli::RunDisplay {
                 json,

@@ -40,6 +40,13 @@ pub struct RunRequest {
     /// what the run did is added to it.
     #[serde(default)]
     pub conversation: Option<String>,
+    /// Run an agent that declares this capability instead of the named one (`agent` is then
+    /// ignored), picked by `strategy`.
+    #[serde(default)]
+    pub capability: Option<String>,
+    /// `round_robin` (default), `least_loaded` or `best_match`.
+    #[serde(default)]
+    pub strategy: Option<String>,
 }
 
 /// `RunRequest::conversation` that starts a new conversation.
@@ -58,6 +65,8 @@ impl RunRequest {
             replay: None,
             hide_children: false,
             conversation: None,
+            capability: None,
+            strategy: None,
         }
     }
 }

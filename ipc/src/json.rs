@@ -83,6 +83,8 @@ mod tests {
                 replay: None,
                 hide_children: false,
                 conversation: None,
+                capability: None,
+                strategy: None,
             })
         );
         let r: ApiRequest = serde_json::from_str(r#""status""#).unwrap();

@@ -69,6 +69,11 @@ pub struct RunRequest {
     /// `"new"` or a conversation id.
     #[serde(default)]
     pub conversation: Option<String>,
+    /// Run an agent with this capability instead (`agent` is ignored), picked by `strategy`.
+    #[serde(default)]
+    pub capability: Option<String>,
+    #[serde(default)]
+    pub strategy: Option<String>,
 }
 
 /// `{"memory": {…}}`: what an operator may ask the memory service.
@@ -307,6 +312,8 @@ impl From<Request> for ApiRequest {
                 replay: r.replay,
                 hide_children: r.hide_children,
                 conversation: r.conversation,
+                capability: r.capability,
+                strategy: r.strategy,
             }),
             Request::ListAgents => ApiRequest::ListAgents,
             Request::ShowAgent { name } => ApiRequest::ShowAgent { name },
@@ -590,6 +597,8 @@ mod tests {
                     replay: None,
                     hide_children: false,
                     conversation: None,
+                    capability: None,
+                    strategy: None,
                 }),
             ),
             (r#""list_agents""#, ApiRequest::ListAgents),

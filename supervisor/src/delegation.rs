@@ -960,7 +960,7 @@ async fn run_child(
         limit,
         deadline,
         history: &history,
-        conversation: None,
+        announce: &[],
         replay: parent.run.replay,
     };
     let terminal = crate::runs::drive_child(run, req).await;
@@ -1124,4 +1124,59 @@ async fn contract_net(
             problems.join("; ")
         )),
     }
+}
+
+/// `caxton agent run --capability`: the agent for a run a client asked for by capability, and
+/// the `routed` event that says why (`round_robin` by default; contract net needs a delegating
+/// agent, whose bids are its children).
+pub async fn route_request(
+    svc: &Service,
+    capability: &str,
+    strategy: Option<&str>,
+    input: &str,
+) -> Result<(Arc<AgentSpec>, RunEvent), ErrorBody> {
+    let strategy = match strategy.map(|s| (s, RoutingStrategy::parse(s))) {
+        None => RoutingStrategy::RoundRobin,
+        Some((_, Some(RoutingStrategy::ContractNet))) => {
+            return Err(ErrorBody::new(
+                ErrorKind::BadRequest,
+                "contract_net needs a delegating agent (its bids are that agent's children); use it in an agent's [delegation]",
+            ));
+        }
+        Some((_, Some(s))) => s,
+        Some((s, None)) => {
+            return Err(ErrorBody::new(
+                ErrorKind::BadRequest,
+                format!("unknown strategy `{s}`; use round_robin, least_loaded or best_match"),
+            ));
+        }
+    };
+    let candidates = svc.registry().agents_with_capability(capability);
+    if candidates.is_empty() {
+        return Err(ErrorBody::new(
+            ErrorKind::NotFound,
+            format!(
+                "no loaded agent has the capability `{capability}`; `caxton agent list` shows them"
+            ),
+        ));
+    }
+    let (i, scores) = svc
+        .router()
+        .pick(svc, strategy, capability, input, &candidates)
+        .await
+        .map_err(|e| {
+            ErrorBody::new(
+                ErrorKind::Delegation,
+                format!("cannot route capability `{capability}`: {e}"),
+            )
+        })?;
+    let chosen = candidates[i].clone();
+    let routed = RunEvent::Routed {
+        call_id: String::new(),
+        capability: capability.to_string(),
+        strategy: strategy.as_str().into(),
+        chosen: chosen.name.clone(),
+        candidates: scores,
+    };
+    Ok((chosen, routed))
 }

@@ -87,11 +87,31 @@ pub async fn execute(
             .await;
         return;
     }
-    let Some(agent) = svc.registry().get(&req.agent) else {
-        let _ = tx
-            .send(ApiResponse::Error(svc.unknown_agent(&req.agent)))
-            .await;
-        return;
+    // Events that follow `Started`: how the agent was chosen, the conversation it answers in.
+    let mut announce = Vec::new();
+    let agent = match &req.capability {
+        Some(capability) => {
+            let strategy = req.strategy.as_deref();
+            match delegation::route_request(&svc, capability, strategy, &req.input).await {
+                Ok((agent, routed)) => {
+                    announce.push(routed);
+                    agent
+                }
+                Err(e) => {
+                    let _ = tx.send(ApiResponse::Error(e)).await;
+                    return;
+                }
+            }
+        }
+        None => match svc.registry().get(&req.agent) {
+            Some(agent) => agent,
+            None => {
+                let _ = tx
+                    .send(ApiResponse::Error(svc.unknown_agent(&req.agent)))
+                    .await;
+                return;
+            }
+        },
     };
     // In a conversation, the message goes to the agent holding it.
     let (agent, conversation) = match req.conversation.as_deref() {
@@ -122,6 +142,13 @@ pub async fn execute(
             return;
         }
     };
+    if let Some(c) = &conversation {
+        announce.push(RunEvent::Conversation {
+            id: c.id.clone(),
+            turn: c.turn,
+            agent: agent.name.clone(),
+        });
+    }
     let run_id = svc.runs().start_run();
     let lineage = Lineage::root(&agent);
     let replay = req.replay.clone();
@@ -141,7 +168,7 @@ pub async fn execute(
         limit,
         deadline: started + limit,
         history: conversation.as_ref().map_or(&[], |c| &c.history),
-        conversation: conversation.as_ref(),
+        announce: &announce,
         replay: replay.as_ref(),
     };
     let terminal = drive_worker(run, req, &mut finishing).await;
@@ -373,8 +400,8 @@ pub struct Run<'a> {
     pub deadline: Instant,
     /// What it is given of its conversation's earlier runs.
     pub history: &'a [ChatMessage],
-    /// The conversation a root run takes part in.
-    pub conversation: Option<&'a conversations::Opened>,
+    /// Events sent right after `Started`: a root run's routing and conversation.
+    pub announce: &'a [RunEvent],
     /// The root's recording when the tree is replayed (children are answered from it).
     pub replay: Option<&'a caxton_ipc::recording::Recording>,
 }
@@ -515,13 +542,8 @@ async fn drive_worker_inner<'a>(
         let _ = child.kill_and_wait().await;
         return failed(ErrorKind::Cancelled, "the client went away".into());
     }
-    if let Some(c) = run.conversation {
-        let joined = RunEvent::Conversation {
-            id: c.id.clone(),
-            turn: c.turn,
-            agent: agent.name.clone(),
-        };
-        if run.sink.send(joined).await.is_err() {
+    for event in run.announce {
+        if run.sink.send(event.clone()).await.is_err() {
             let _ = child.kill_and_wait().await;
             return failed(ErrorKind::Cancelled, "the client went away".into());
         }

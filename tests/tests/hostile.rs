@@ -80,6 +80,8 @@ fn api_samples() -> Vec<Vec<u8>> {
         replay: None,
         hide_children: false,
         conversation: None,
+        capability: None,
+        strategy: None,
     };
     let reqs = vec![
         ApiRequest::Run(run),
