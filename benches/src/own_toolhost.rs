@@ -99,5 +99,6 @@ pub fn grant(tools: &[&str], providers: &[&str]) -> RunGrant {
         max_tokens: None,
         max_cost_usd: None,
         read_only: false,
+        settle_to: None,
     }
 }

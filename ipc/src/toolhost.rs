@@ -286,6 +286,18 @@ pub struct RunGrant {
     /// The run must not change anything (shadow runs, to come); carried, not yet enforced by
     /// tools.
     pub read_only: bool,
+    /// A delegated run: when its grant is revoked, the toolhost replaces what was reserved for
+    /// it in its parent's grant by what it spent by its own count (its children's included).
+    pub settle_to: Option<SettleTo>,
+}
+
+/// Where a delegated run's spending is settled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettleTo {
+    /// The parent run's grant token.
+    pub token: String,
+    /// What `ReserveRun` set aside for this run there.
+    pub reserved: Allowance,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@
 //!    slot, so a tree can never wait on itself (see `admission.rs`).
 //! 6. Budget: the toolhost sets aside, from what the parent's grant has left, an even share
 //!    per admitted child of its tool calls, tokens and cost (`ReserveRun`), counted as spent
-//!    by the parent until the child ends, when it is replaced by what the child's tree used
-//!    (`SettleRun`). The child's limits are the smaller of its own and that share; its turns
+//!    by the parent until the child's grant is revoked, when the toolhost replaces it by what
+//!    that grant spent by its own count (`RunGrant::settle_to`). The child's limits are the smaller of its own and that share; its turns
 //!    the smaller of its own and the parent's turns left; its wall clock ends no later than
 //!    the parent's. A tree therefore never spends more than its root's budget.
 //!
@@ -42,7 +42,9 @@ use caxton_ipc::api::{
     Spent, TreeUsage,
 };
 use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
-use caxton_ipc::toolhost::{Allowance, ChatMessage, ToolSpec, ToolhostRequest, ToolhostResponse};
+use caxton_ipc::toolhost::{
+    Allowance, ChatMessage, SettleTo, ToolSpec, ToolhostRequest, ToolhostResponse,
+};
 use caxton_ipc::worker::{DelegationCall, DelegationResult};
 use tokio::sync::mpsc;
 
@@ -840,32 +842,33 @@ async fn reserve(parent: &Parent<'_>, agent: &AgentSpec, parts: u32) -> Result<A
             me.name, agent.name, me.source
         ))
     };
-    if share.tokens == Some(0) {
-        settle(parent, share, Allowance::default()).await;
-        return spent("tokens");
-    }
-    if share.cost_usd.is_some_and(|c| c <= 0.0) {
-        settle(parent, share, Allowance::default()).await;
-        return spent("cost budget");
+    let nothing_left = if share.tokens == Some(0) {
+        Some("tokens")
+    } else if share.cost_usd.is_some_and(|c| c <= 0.0) {
+        Some("cost budget")
+    } else {
+        None
+    };
+    if let Some(what) = nothing_left {
+        let to = SettleTo {
+            token: parent.toolhost_token.to_string(),
+            reserved: share,
+        };
+        release(parent.run.svc, &to).await;
+        return spent(what);
     }
     Ok(share)
 }
 
-/// Replaces a reservation by what the child's tree used.
-async fn settle(parent: &Parent<'_>, reserved: Allowance, used: Allowance) {
+/// Gives back a reservation no child grant will settle (the child never got one).
+pub async fn release(svc: &Service, to: &SettleTo) {
     let req = ToolhostRequest::SettleRun {
-        token: parent.toolhost_token.to_string(),
-        reserved,
-        used,
+        token: to.token.clone(),
+        reserved: to.reserved,
+        used: Allowance::default(),
     };
-    if let Err(e) = parent
-        .run
-        .svc
-        .toolhost_grants()
-        .request(&req, BUDGET_TIMEOUT)
-        .await
-    {
-        tracing::warn!(run = %parent.run.run_id, error = %e, "settling a child's budget failed (the toolhost restarted?)");
+    if let Err(e) = svc.toolhost_grants().request(&req, BUDGET_TIMEOUT).await {
+        tracing::warn!(error = %e, "giving back a child's budget failed (the toolhost restarted?)");
     }
 }
 
@@ -944,6 +947,12 @@ async fn run_child(
             })
             .await;
     }
+    // The toolhost settles the share with what the child's grant spent, by its own count, when
+    // the child's grant is revoked (a child's worker cannot misreport it).
+    let settle_to = SettleTo {
+        token: parent.toolhost_token.to_string(),
+        reserved: share,
+    };
     let mut req = RunRequest::new(agent.name.clone(), admitted.call.task.clone());
     req.record = parent.record;
     req.replay = parent
@@ -961,6 +970,7 @@ async fn run_child(
         deadline,
         history: &history,
         announce: &[],
+        settle_to: Some(&settle_to),
         replay: parent.run.replay,
     };
     let terminal = crate::runs::drive_child(run, req).await;
@@ -985,17 +995,6 @@ async fn run_child(
             RunUsage::default(),
         ),
     };
-    let total = usage.total();
-    settle(
-        parent,
-        share,
-        Allowance {
-            tool_calls: Some(total.tool_calls),
-            tokens: Some(total.total_tokens()),
-            cost_usd: Some(total.cost_usd),
-        },
-    )
-    .await;
     DelegationResult {
         call_id: admitted.call.call_id.clone(),
         agent: Some(agent.name.clone()),

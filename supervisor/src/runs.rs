@@ -14,7 +14,7 @@ use caxton_ipc::connection::{MemoryProtocol, ToolhostProtocol};
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
-use caxton_ipc::toolhost::{ChatMessage, RunGrant, ToolhostRequest, ToolhostResponse};
+use caxton_ipc::toolhost::{ChatMessage, RunGrant, SettleTo, ToolhostRequest, ToolhostResponse};
 use caxton_ipc::worker::{
     DelegationResult, FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest,
 };
@@ -169,6 +169,7 @@ pub async fn execute(
         deadline: started + limit,
         history: conversation.as_ref().map_or(&[], |c| &c.history),
         announce: &announce,
+        settle_to: None,
         replay: replay.as_ref(),
     };
     let terminal = drive_worker(run, req, &mut finishing).await;
@@ -277,6 +278,7 @@ async fn grant_toolhost(
     svc: &Service,
     agent: &AgentSpec,
     run_id: &str,
+    settle_to: Option<&SettleTo>,
 ) -> Result<GrantGuard, ErrorBody> {
     let token = new_token("toolhost")?;
     let grant = RunGrant {
@@ -291,6 +293,7 @@ async fn grant_toolhost(
         max_tokens: agent.limits.max_tokens,
         max_cost_usd: agent.limits.max_cost_usd,
         read_only: false,
+        settle_to: settle_to.cloned(),
     };
     let link = svc.toolhost_grants().clone();
     let req = ToolhostRequest::RegisterRun {
@@ -402,6 +405,8 @@ pub struct Run<'a> {
     pub history: &'a [ChatMessage],
     /// Events sent right after `Started`: a root run's routing and conversation.
     pub announce: &'a [RunEvent],
+    /// A delegated run: where the toolhost settles its spending when its grant ends.
+    pub settle_to: Option<&'a SettleTo>,
     /// The root's recording when the tree is replayed (children are answered from it).
     pub replay: Option<&'a caxton_ipc::recording::Recording>,
 }
@@ -458,10 +463,21 @@ async fn drive_worker_inner<'a>(
         usage: RunUsage::default(),
     };
     let aborted = |abort: Abort| failed(ErrorKind::ShuttingDown, abort.message(&agent.name));
-    let toolhost = match unless_aborted(svc, grant_toolhost(svc, agent, run_id)).await {
-        Err(abort) => return aborted(abort),
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return failed(e.kind, format!("agent `{}`: {}", agent.name, e.message)),
+    let granted =
+        match unless_aborted(svc, grant_toolhost(svc, agent, run_id, run.settle_to)).await {
+            Ok(granted) => granted
+                .map_err(|e| failed(e.kind, format!("agent `{}`: {}", agent.name, e.message))),
+            Err(abort) => Err(aborted(abort)),
+        };
+    let toolhost = match granted {
+        Ok(t) => t,
+        Err(event) => {
+            // No grant will settle a delegated run's reservation: give it back now.
+            if let Some(to) = run.settle_to {
+                delegation::release(svc, to).await;
+            }
+            return event;
+        }
     };
     let memory = match unless_aborted(svc, grant_memory(svc, agent, run_id)).await {
         Err(abort) => return aborted(abort),

@@ -149,6 +149,7 @@ fn unattached_connections_and_impostors_are_refused() {
                 max_tokens: None,
                 max_cost_usd: None,
                 read_only: false,
+                settle_to: None,
             },
         },
         ToolhostRequest::RevokeRun {

@@ -143,7 +143,22 @@ fn toolhost_samples() -> Vec<Vec<u8>> {
                 max_tokens: Some(10),
                 max_cost_usd: Some(0.5),
                 read_only: true,
+                settle_to: None,
             },
+        },
+        ToolhostRequest::ReserveRun {
+            token: "0".repeat(32),
+            want: caxton_ipc::toolhost::Allowance {
+                tool_calls: Some(3),
+                tokens: Some(100),
+                cost_usd: Some(0.1),
+            },
+            parts: 2,
+        },
+        ToolhostRequest::SettleRun {
+            token: "0".repeat(32),
+            reserved: caxton_ipc::toolhost::Allowance::default(),
+            used: caxton_ipc::toolhost::Allowance::default(),
         },
     ];
     reqs.iter().map(fuzz::payload_of).collect()

@@ -279,8 +279,23 @@ impl Runs {
         self.lock().get(token).cloned()
     }
 
+    /// Ends a run's grant; a delegated run's spending (by the toolhost's own count) replaces
+    /// what its parent's grant reserved for it.
     pub fn revoke(&self, token: &str) {
-        self.lock().remove(token);
+        let (gone, parent) = {
+            let mut runs = self.lock();
+            let gone = runs.remove(token);
+            let parent = gone
+                .as_ref()
+                .and_then(|r| r.grant.settle_to.as_ref())
+                .and_then(|s| runs.get(&s.token).cloned());
+            (gone, parent)
+        };
+        if let (Some(run), Some(parent)) = (gone, parent)
+            && let Some(to) = &run.grant.settle_to
+        {
+            parent.settle(to.reserved, run.spent_now());
+        }
     }
 
     /// The run registered under `token`.
@@ -306,6 +321,7 @@ impl Runs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use caxton_ipc::toolhost::SettleTo;
 
     fn reply(prompt_tokens: u64, completion_tokens: u64, cost_usd: f64) -> ChatReply {
         ChatReply {
@@ -333,6 +349,7 @@ mod tests {
                 max_tokens,
                 max_cost_usd: Some(1.0),
                 read_only: false,
+                settle_to: None,
             },
         )
         .unwrap();
@@ -375,6 +392,38 @@ mod tests {
         // Nothing left: a reservation gets nothing.
         r.spent(&reply(600, 0, 0.0));
         assert_eq!(r.reserve(Allowance::default(), 1).tokens, Some(0));
+    }
+
+    #[test]
+    fn revoking_a_childs_grant_settles_its_parent_by_the_toolhosts_own_count() {
+        let runs = Runs::default();
+        let grant = |run_id: &str, settle_to| RunGrant {
+            agent: "a".into(),
+            run_id: run_id.into(),
+            tools: vec![],
+            providers: vec![],
+            max_tool_calls: 10,
+            max_tokens: Some(1000),
+            max_cost_usd: None,
+            read_only: false,
+            settle_to,
+        };
+        let (parent, child) = ("p".repeat(32), "c".repeat(32));
+        runs.register(parent.clone(), grant("p", None)).unwrap();
+        let p = runs.get(&parent).unwrap();
+        let reserved = p.reserve(Allowance::default(), 1);
+        assert_eq!(reserved.tokens, Some(1000));
+        let settle_to = Some(SettleTo {
+            token: parent.clone(),
+            reserved,
+        });
+        runs.register(child.clone(), grant("c", settle_to)).unwrap();
+        // The child spends 120 tokens (whatever its worker will claim).
+        runs.get(&child).unwrap().spent(&reply(100, 20, 0.0));
+        assert_eq!(p.spent_now().tokens, Some(1000));
+        runs.revoke(&child);
+        assert_eq!(p.spent_now().tokens, Some(120));
+        assert!(runs.get(&child).is_none());
     }
 
     #[test]

@@ -87,6 +87,7 @@ fn main() {
                 max_tokens: None,
                 max_cost_usd: None,
                 read_only: false,
+                settle_to: None,
             },
         },
     );
