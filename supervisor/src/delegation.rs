@@ -19,9 +19,10 @@
 //! 6. Budget: the toolhost sets aside, from what the parent's grant has left, an even share
 //!    per admitted child of its tool calls, tokens and cost (`ReserveRun`), counted as spent
 //!    by the parent until the child's grant is revoked, when the toolhost replaces it by what
-//!    that grant spent by its own count (`RunGrant::settle_to`). The child's limits are the smaller of its own and that share; its turns
-//!    the smaller of its own and the parent's turns left; its wall clock ends no later than
-//!    the parent's. A tree therefore never spends more than its root's budget.
+//!    that grant spent by its own count (`RunGrant::settle_to`). The child's limits are the
+//!    smaller of its own and that share; its turns the smaller of its own and the parent's
+//!    turns left; its wall clock ends no later than the parent's. A tree therefore never
+//!    spends more than its root's budget.
 //!
 //! The children of a turn run in parallel. The parent's stream carries their events tagged
 //! with their place in the tree (`RunEvent::Child`) unless the request hides them; every

@@ -240,6 +240,12 @@ fn a_crashed_or_hung_child_is_a_tool_error_and_the_parent_goes_on() {
     );
     let pid = started(&out.events)[0].3;
     wait_gone(&[pid]);
+    // The killed child is counted in the tree's usage.
+    let Some(RunEvent::Finished { usage, .. }) = out.events.last() else {
+        panic!()
+    };
+    let tree = usage.tree.as_ref().expect("a tree");
+    assert_eq!((tree.descendants, tree.by_agent["hanger"].runs), (1, 1));
     // A child that runs into its own budget: a limit_exceeded tool error, and the parent,
     // which has budget left, answers.
     let out = d.run("boss", "overspend").unwrap();
