@@ -252,6 +252,45 @@ impl Spent {
     pub fn total_tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
+
+    /// What one event of a run spends (its start is one run), with the model
+    /// (`provider/model`) for an LLM reply.
+    pub fn of_event(event: &RunEvent) -> Option<(Option<String>, Spent)> {
+        match event {
+            RunEvent::Started { .. } => Some((
+                None,
+                Spent {
+                    runs: 1,
+                    ..Spent::default()
+                },
+            )),
+            RunEvent::LlmReply {
+                provider,
+                model,
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+                ..
+            } => Some((
+                Some(format!("{provider}/{model}")),
+                Spent {
+                    llm_calls: 1,
+                    prompt_tokens: *prompt_tokens,
+                    completion_tokens: *completion_tokens,
+                    cost_usd: *cost_usd,
+                    ..Spent::default()
+                },
+            )),
+            RunEvent::ToolCall { .. } => Some((
+                None,
+                Spent {
+                    tool_calls: 1,
+                    ..Spent::default()
+                },
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A run's usage together with all its descendants' (killed ones included).

@@ -142,6 +142,20 @@ pub struct Conversation {
     pub truncated: bool,
 }
 
+/// An entry's text within [`MAX_ENTRY_BYTES`], mark included: longer text is cut at a character
+/// boundary and says so.
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ENTRY_BYTES {
+        return text.into();
+    }
+    let mark = format!("… [cut at {MAX_ENTRY_BYTES} bytes]");
+    let mut end = MAX_ENTRY_BYTES - mark.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", &text[..end]).into()
+}
+
 /// Checks a conversation id: 1–64 characters of letters, digits, `-` and `_`.
 pub fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty()
@@ -177,4 +191,20 @@ pub enum ConversationOp {
     Delete {
         id: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_text_fits_with_its_mark() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(MAX_ENTRY_BYTES);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_ENTRY_BYTES, "{}", cut.len());
+        assert!(cut.ends_with(&format!("… [cut at {MAX_ENTRY_BYTES} bytes]")));
+        // Already bounded: unchanged, so a second cut (the memory service's) changes nothing.
+        assert_eq!(bounded(&cut), cut);
+    }
 }

@@ -4,24 +4,12 @@
 
 use caxton_ipc::conversation::{
     self, Conversation, ConversationInfo, ConversationState, Entry, EntryKind, MAX_APPEND_ENTRIES,
-    MAX_ENTRY_BYTES, MAX_LOAD_ENTRIES,
+    MAX_LOAD_ENTRIES,
 };
 use rusqlite::{OptionalExtension, params};
 
 use crate::db::now_ms;
 use crate::graph::{Result, SqlContext, Store, StoreError, write_tx};
-
-/// An entry's text cut to [`MAX_ENTRY_BYTES`] at a character boundary, marked.
-fn bounded(text: &str) -> String {
-    if text.len() <= MAX_ENTRY_BYTES {
-        return text.to_string();
-    }
-    let mut end = MAX_ENTRY_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [cut at {MAX_ENTRY_BYTES} bytes]", &text[..end])
-}
 
 fn info_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationInfo> {
     let state: String = row.get(3)?;
@@ -164,7 +152,7 @@ impl Store {
                         e.version,
                         e.kind.as_str(),
                         e.name,
-                        bounded(&e.content)
+                        conversation::bounded(&e.content)
                     ])
                     .ctx("append to a conversation")?;
             }

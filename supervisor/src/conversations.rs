@@ -29,9 +29,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The service's own uid or root: sees every conversation.
+    fn is_operator(self) -> bool {
+        self.uid == 0 || self.uid == nix::unistd::getuid().as_raw()
+    }
+
     /// May this caller read or continue `info`?
     fn may_use(self, info: &ConversationInfo) -> bool {
-        self.uid == info.owner_uid || self.uid == 0 || self.uid == nix::unistd::getuid().as_raw()
+        self.uid == info.owner_uid || self.is_operator()
     }
 }
 
@@ -196,12 +201,18 @@ pub fn history(entries: &[Entry], budget: u32) -> Vec<ChatMessage> {
                 let name = e.name.as_deref().unwrap_or("?");
                 let line = match e.kind {
                     EntryKind::User | EntryKind::ToolCall => continue,
-                    EntryKind::ToolResult => format!("[{name} gave: {}]", cut(&e.content)),
-                    EntryKind::ToolError => format!("[{name} failed: {}]", cut(&e.content)),
+                    EntryKind::ToolResult => {
+                        format!("[{name} gave: {}]", cut(&e.content, RESULT_CHARS))
+                    }
+                    EntryKind::ToolError => {
+                        format!("[{name} failed: {}]", cut(&e.content, RESULT_CHARS))
+                    }
                     EntryKind::Handoff => {
                         format!("[handed the conversation to {name}: {}]", e.content)
                     }
-                    EntryKind::Failure => format!("[this request failed: {}]", cut(&e.content)),
+                    EntryKind::Failure => {
+                        format!("[this request failed: {}]", cut(&e.content, RESULT_CHARS))
+                    }
                     EntryKind::Answer => e.content.clone(),
                 };
                 if !said.is_empty() {
@@ -239,8 +250,9 @@ pub fn history(entries: &[Entry], budget: u32) -> Vec<ChatMessage> {
     turns.into_iter().flatten().collect()
 }
 
-fn cut(text: &str) -> String {
-    match text.char_indices().nth(RESULT_CHARS) {
+/// `text` cut to its first `chars` characters, marked with `…` when cut.
+pub fn cut(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_string(),
     }
@@ -284,15 +296,7 @@ impl Log {
         {
             return;
         }
-        let content = if content.len() > conversation::MAX_ENTRY_BYTES {
-            let mut end = conversation::MAX_ENTRY_BYTES;
-            while !content.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}… [cut]", &content[..end])
-        } else {
-            content
-        };
+        let content = conversation::bounded(&content).into_owned();
         entries.push(Entry {
             at_ms: crate::runs::now_ms(),
             run_id: self.run_id.clone(),
@@ -377,9 +381,8 @@ pub async fn api(svc: &Service, caller: Caller, op: ConversationOp) -> ApiRespon
     let done = async {
         Ok(match op {
             ConversationOp::List { limit } => {
-                let operator = caller.uid == 0 || caller.uid == nix::unistd::getuid().as_raw();
                 let req = MemoryRequest::ConversationList {
-                    owner_uid: (!operator).then_some(caller.uid),
+                    owner_uid: (!caller.is_operator()).then_some(caller.uid),
                     limit,
                 };
                 match request(svc, &req).await? {

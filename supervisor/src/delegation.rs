@@ -12,7 +12,7 @@
 //!    says which and why). An agent already in the chain is a cycle, refused unless the
 //!    parent's `allow_recursion`.
 //! 3. Depth: the child's depth (root = 0) may not pass the smallest `max_depth` along its
-//!    chain (at most [`MAX_DEPTH_CAP`]).
+//!    chain (at most `caxton_ipc::agent::MAX_DEPTH_CAP`).
 //! 4. Descendants: the whole tree may have at most the root agent's `max_descendants`.
 //! 5. A child place (`[workers] max_delegated`), now or never: children never wait for a
 //!    slot, so a tree can never wait on itself (see `admission.rs`).
@@ -52,8 +52,6 @@ use tokio::sync::mpsc;
 use crate::runs::Run;
 use crate::service::Service;
 
-pub use caxton_ipc::agent::MAX_DEPTH_CAP;
-
 /// Where a run sits in its delegation tree.
 #[derive(Debug, Clone)]
 pub struct Lineage {
@@ -64,8 +62,6 @@ pub struct Lineage {
     pub path: String,
     /// Agents from the root to this run.
     pub chain: Vec<String>,
-    /// 0 for the root.
-    pub depth: u32,
     /// The smallest `max_depth` along the chain.
     pub max_depth: u32,
     pub tree: Arc<Tree>,
@@ -86,7 +82,6 @@ impl Lineage {
             parent_run_id: None,
             path: String::new(),
             chain: vec![agent.name.clone()],
-            depth: 0,
             max_depth: agent.delegation.max_depth,
             tree: Arc::new(Tree {
                 descendants: AtomicU32::new(0),
@@ -107,10 +102,14 @@ impl Lineage {
             parent_run_id: Some(parent_run_id.to_string()),
             path,
             chain,
-            depth: self.depth + 1,
             max_depth: self.max_depth.min(agent.delegation.max_depth),
             tree: self.tree.clone(),
         }
+    }
+
+    /// 0 for the root, 1 for its children, …
+    pub fn depth(&self) -> u32 {
+        (self.chain.len() - 1) as u32
     }
 
     /// `a → b → c`, with `next` appended.
@@ -209,49 +208,17 @@ impl Sink {
 
 /// Counts one event of a descendant run of `agent` into `tree`.
 fn count(tree: &mut TreeUsage, agent: &str, event: &RunEvent) {
-    let mut add = |model: Option<String>, s: Spent| {
-        tree.total.add(&s);
-        tree.by_agent.entry(agent.to_string()).or_default().add(&s);
-        if let Some(m) = model {
-            tree.by_model.entry(m).or_default().add(&s);
-        }
+    let Some((model, spent)) = Spent::of_event(event) else {
+        return;
     };
-    match event {
-        RunEvent::Started { .. } => {
-            tree.descendants += 1;
-            add(
-                None,
-                Spent {
-                    runs: 1,
-                    ..Spent::default()
-                },
-            );
-        }
-        RunEvent::LlmReply {
-            provider,
-            model,
-            prompt_tokens,
-            completion_tokens,
-            cost_usd,
-            ..
-        } => add(
-            Some(format!("{provider}/{model}")),
-            Spent {
-                llm_calls: 1,
-                prompt_tokens: *prompt_tokens,
-                completion_tokens: *completion_tokens,
-                cost_usd: *cost_usd,
-                ..Spent::default()
-            },
-        ),
-        RunEvent::ToolCall { .. } => add(
-            None,
-            Spent {
-                tool_calls: 1,
-                ..Spent::default()
-            },
-        ),
-        _ => {}
+    tree.descendants += spent.runs;
+    tree.total.add(&spent);
+    tree.by_agent
+        .entry(agent.to_string())
+        .or_default()
+        .add(&spent);
+    if let Some(m) = model {
+        tree.by_model.entry(m).or_default().add(&spent);
     }
 }
 
@@ -274,28 +241,15 @@ impl TreeAccount {
             .clone()
     }
 
-    /// Counts one of the run's own events.
+    /// Counts one of the run's own events (its LLM replies, per model).
     pub fn own_event(&self, event: &RunEvent) {
-        if let RunEvent::LlmReply {
-            provider,
-            model,
-            prompt_tokens,
-            completion_tokens,
-            cost_usd,
-            ..
-        } = event
-        {
-            let mut by_model = self.own_by_model.lock().unwrap_or_else(|p| p.into_inner());
-            by_model
-                .entry(format!("{provider}/{model}"))
+        if let Some((Some(model), spent)) = Spent::of_event(event) {
+            self.own_by_model
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(model)
                 .or_default()
-                .add(&Spent {
-                    llm_calls: 1,
-                    prompt_tokens: *prompt_tokens,
-                    completion_tokens: *completion_tokens,
-                    cost_usd: *cost_usd,
-                    ..Spent::default()
-                });
+                .add(&spent);
         }
     }
 
@@ -484,6 +438,9 @@ async fn embed(svc: &Service, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Strin
 
 /// The delegation targets of `agent` as tools for its LLM, described from the registry.
 pub fn tools_for(svc: &Service, agent: &AgentSpec) -> Vec<ToolSpec> {
+    if agent.delegation.is_empty() {
+        return Vec::new();
+    }
     let registry = svc.registry();
     // No description on `task`: small models copy a description into the value.
     let schema = r#"{"type":"object","properties":{"task":{"type":"string"}},"required":["task"]}"#;
@@ -753,14 +710,14 @@ fn checked(
             ),
         ));
     }
-    if lineage.depth + 1 > lineage.max_depth {
+    if lineage.depth() + 1 > lineage.max_depth {
         return Err(no(
             &call,
             Some(&agent.name),
             format!(
                 "depth limit: {} would be {} deep, and max_depth along this chain is {}",
                 lineage.path_to(&agent.name),
-                lineage.depth + 1,
+                lineage.depth() + 1,
                 lineage.max_depth
             ),
         ));
@@ -897,7 +854,8 @@ fn narrowed(agent: &AgentSpec, share: Allowance, parent: &Parent<'_>) -> AgentSp
     a
 }
 
-/// Runs one admitted child in a fresh worker and settles its budget with the parent's.
+/// Runs one admitted child in a fresh worker; the toolhost settles its share of the parent's
+/// budget when the child's grant is revoked.
 async fn run_child(
     parent: &Parent<'_>,
     mut admitted: Admitted,
@@ -924,7 +882,7 @@ async fn run_child(
             parent_run_id: parent.run.run_id.to_string(),
             call_id: admitted.call.call_id.clone(),
             agent: agent.name.clone(),
-            depth: admitted.lineage.depth,
+            depth: admitted.lineage.depth(),
         })),
         forward: parent.run.sink.forward,
         ancestors,
@@ -1008,10 +966,7 @@ async fn run_child(
 /// The `summary` history policy: the last three earlier exchanges, each message cut to 300
 /// characters.
 fn summary(history: &[ChatMessage]) -> Vec<ChatMessage> {
-    let cut = |t: &str| match t.char_indices().nth(300) {
-        Some((i, _)) => format!("{}…", &t[..i]),
-        None => t.to_string(),
-    };
+    let cut = |t: &str| crate::conversations::cut(t, 300);
     let start = history.len().saturating_sub(6);
     history[start..]
         .iter()

@@ -264,7 +264,7 @@ const GRANT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A fresh random token for a run's grant.
 fn new_token(what: &str) -> Result<String, ErrorBody> {
-    random_token().map_err(|e| {
+    random_hex().map_err(|e| {
         ErrorBody::new(
             ErrorKind::Internal,
             format!("no randomness for a {what} token: {e}"),
@@ -341,11 +341,6 @@ async fn grant_memory(
         })),
         Err(e) => Err(ErrorBody::new(ErrorKind::Memory, e.to_string())),
     }
-}
-
-/// 128 random bits, hex.
-fn random_token() -> std::io::Result<String> {
-    random_hex()
 }
 
 /// 128 random bits, hex (run tokens, conversation ids).
