@@ -293,3 +293,38 @@ fn a_child_sees_the_conversation_only_when_its_parent_says_so() {
         }
     }
 }
+
+#[test]
+fn the_memory_services_conversation_requests_are_not_reachable_from_the_api_socket() {
+    use caxton_ipc::api::{ApiRequest, ApiResponse};
+    use caxton_ipc::memory::MemoryRequest;
+    let d = daemon("");
+    let first = in_conversation(&d, "adder", "2 + 3", "new");
+    let (id, ..) = joined(&first);
+    // Only the supervisor may send these to the memory service; relayed through the API socket
+    // they would skip the owner check.
+    for forged in [
+        MemoryRequest::ConversationLoad {
+            id: id.clone(),
+            max_entries: 10,
+        },
+        MemoryRequest::ConversationList {
+            owner_uid: None,
+            limit: 10,
+        },
+        MemoryRequest::ConversationDelete { id: id.clone() },
+    ] {
+        match d
+            .connect()
+            .unwrap()
+            .call(&ApiRequest::Memory(forged))
+            .unwrap()
+        {
+            ApiResponse::Error(e) => assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e:?}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // The conversation is untouched and the service serves on.
+    let again = in_conversation(&d, "adder", "1 + 1", &id);
+    assert_eq!(joined(&again).1, 2);
+}
