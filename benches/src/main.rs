@@ -24,7 +24,7 @@ use caxton_ipc::agent::{AgentSpec, LimitsSpec, LlmSpec, MemorySpec};
 use caxton_ipc::api::{ApiRequest, RunRequest, ServiceState};
 use caxton_ipc::connection::{Client, Duplex, WorkerProtocol};
 use caxton_ipc::handshake::Role;
-use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob};
+use caxton_ipc::worker::{FromWorker, ToWorker, WorkerJob};
 use caxton_tests::{Daemon, Options, bin};
 
 const LATENCY_SAMPLES: usize = 2000;
@@ -102,7 +102,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         vars: Default::default(),
         toolhost_socket: toolhost_socket.into(),
         toolhost_token: "bench-no-token".into(),
-        deadline_ms: 5000,
+        deadline: caxton_ipc::worker::Monotonic::after(Duration::from_secs(5)),
         stream: false,
         record: false,
         replay: None,
@@ -134,12 +134,6 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
             loop {
                 match session.recv() {
                     Ok(FromWorker::Event(e)) if e.is_terminal() => break,
-                    Ok(FromWorker::Request { id, .. }) => session
-                        .send(&ToWorker::Reply {
-                            id,
-                            reply: SupervisorReply::TimeLeft { ms: 5000 },
-                        })
-                        .expect("reply"),
                     Ok(_) => {}
                     Err(_) => break,
                 }

@@ -239,6 +239,10 @@ impl<S: Side, R: Read> BlockingReader<S, R> {
     pub fn recv(&mut self) -> Result<S::In, FrameError> {
         frame::read_sync(&mut self.io, self.max_in)
     }
+
+    pub fn get_ref(&self) -> &R {
+        &self.io
+    }
 }
 
 /// The sending half of a split blocking connection.
@@ -257,8 +261,22 @@ impl<S: Side, W: Write> BlockingWriter<S, W> {
 
 impl<P: Protocol, IO: Read + Write> Client<P, IO> {
     /// Sends our `Hello` as `role` on `io` and reads the server's answer.
-    pub fn connect(mut io: IO, role: Role) -> Result<Self, HandshakeError> {
+    pub fn connect(io: IO, role: Role) -> Result<Self, HandshakeError> {
+        Self::open(io, role, None)
+    }
+
+    /// [`Client::connect`] that sends `first` right behind the `Hello`, without waiting for the
+    /// welcome, so that opening a connection and making its first request take one round trip
+    /// instead of two. A server that rejects the hello never reads `first`.
+    pub fn connect_with(io: IO, role: Role, first: &P::Request) -> Result<Self, HandshakeError> {
+        Self::open(io, role, Some(first))
+    }
+
+    fn open(mut io: IO, role: Role, first: Option<&P::Request>) -> Result<Self, HandshakeError> {
         frame::write_sync(&mut io, &Hello::new(role))?;
+        if let Some(first) = first {
+            frame::write_sync(&mut io, first)?;
+        }
         match frame::read_sync::<HelloReply>(&mut io, MAX_FRAME_LEN)? {
             HelloReply::Welcome(peer) => Ok(Conn {
                 io,
@@ -424,9 +442,31 @@ impl<S: Side, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncConn<S, R, W> {
 
 impl<P: Protocol, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncClient<P, R, W> {
     /// Sends our `Hello` as `role` and reads the server's answer.
-    pub async fn connect(reader: R, mut writer: W, role: Role) -> Result<Self, HandshakeError> {
-        let mut reader = reader;
+    pub async fn connect(reader: R, writer: W, role: Role) -> Result<Self, HandshakeError> {
+        Self::open(reader, writer, role, None).await
+    }
+
+    /// [`AsyncClient::connect`] that sends `first` right behind the `Hello` (see
+    /// [`Client::connect_with`]).
+    pub async fn connect_with(
+        reader: R,
+        writer: W,
+        role: Role,
+        first: &P::Request,
+    ) -> Result<Self, HandshakeError> {
+        Self::open(reader, writer, role, Some(first)).await
+    }
+
+    async fn open(
+        mut reader: R,
+        mut writer: W,
+        role: Role,
+        first: Option<&P::Request>,
+    ) -> Result<Self, HandshakeError> {
         frame::write_async(&mut writer, &Hello::new(role)).await?;
+        if let Some(first) = first {
+            frame::write_async(&mut writer, first).await?;
+        }
         match frame::read_async::<HelloReply>(&mut reader, MAX_FRAME_LEN).await? {
             HelloReply::Welcome(peer) => Ok(AsyncConn::new(reader, writer, peer)),
             HelloReply::Rejected { reason } => Err(HandshakeError::Rejected {

@@ -199,7 +199,8 @@ pub enum MemoryRequest {
     Revoke {
         token: String,
     },
-    /// Worker: bind this connection to the grant registered under `token`.
+    /// Worker: bind this connection to the grant registered under `token`. Answered with
+    /// `Tools`, the memory tools' specs.
     Attach {
         token: String,
     },

@@ -260,7 +260,7 @@ pub enum ToolhostRequest {
         used: Allowance,
     },
     /// Worker: bind this connection to the run registered under `token`. Until then a worker
-    /// may only ping.
+    /// may only ping. Answered with `Tools`: the specs of the tools the run's grant allows.
     Attach {
         token: String,
     },
@@ -314,7 +314,7 @@ pub enum ToolhostResponse {
     Removed,
     Error(ErrorBody),
     Pong,
-    /// A grant was registered or revoked, or the connection attached.
+    /// A grant was registered, revoked or settled.
     Ok,
     /// What `ReserveRun` set aside.
     Reserved(Allowance),

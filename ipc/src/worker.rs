@@ -4,6 +4,7 @@
 //! worker to stop. stdin stays open for the whole run: its end means the supervisor is gone.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +23,8 @@ pub struct WorkerJob {
     /// The token the worker attaches to the toolhost with: its run's grant (tools, providers,
     /// budget, identity), registered by the supervisor for this run only.
     pub toolhost_token: String,
-    /// Milliseconds the worker has left; it stops calling out when they run out.
-    pub deadline_ms: u64,
+    /// When the run's wall-clock limit passes; the worker stops calling out then.
+    pub deadline: Monotonic,
     /// Stream answer text as `Token` events.
     pub stream: bool,
     /// Emit `LlmExchange` events.
@@ -66,12 +67,36 @@ pub enum FromWorker {
     },
 }
 
+/// A point on the machine's monotonic clock (`CLOCK_MONOTONIC`), in milliseconds. The
+/// supervisor and its workers run on one machine and read the same clock, so a deadline the
+/// supervisor sets holds in the worker however long the job took to get there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Monotonic(pub u64);
+
+impl Monotonic {
+    pub fn now() -> Monotonic {
+        // CLOCK_MONOTONIC cannot fail on Linux; 0 would only make every deadline pass.
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+            t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000
+        });
+        Monotonic(now)
+    }
+
+    /// `after` from now.
+    pub fn after(after: Duration) -> Monotonic {
+        Monotonic(Monotonic::now().0.saturating_add(after.as_millis() as u64))
+    }
+
+    /// The time from now until this point (zero once it has passed).
+    pub fn remaining(self) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(Monotonic::now().0))
+    }
+}
+
 /// What a worker may ask the supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerRequest {
-    /// How much of the run's wall-clock limit is left, as the supervisor counts it.
-    TimeLeft,
     /// The delegations of one turn, run in parallel (each a fresh worker process); answered by
     /// [`SupervisorReply::Delegated`] once all have ended. The supervisor decides from the
     /// run's own agent whether each target is allowed, and splits what the run has left of its
@@ -108,15 +133,21 @@ pub struct DelegationResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SupervisorReply {
-    TimeLeft {
-        ms: u64,
-    },
     /// One result per call, in the request's order.
-    Delegated {
-        results: Vec<DelegationResult>,
-    },
+    Delegated { results: Vec<DelegationResult> },
     /// The request was refused, with the reason.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_monotonic_deadline_counts_down_and_stays_at_zero_once_passed() {
+        let deadline = Monotonic::after(Duration::from_secs(60));
+        let left = deadline.remaining();
+        assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(59));
+        assert_eq!(Monotonic(0).remaining(), Duration::ZERO);
+    }
 }

@@ -214,7 +214,8 @@ async fn connection(
                 Ok(grant) => {
                     tracing::debug!(agent = %grant.agent, "worker attached");
                     caller = Caller::Worker(grant);
-                    MemoryResponse::Ok
+                    // Answered with the memory tools' specs, which the worker needs first.
+                    MemoryResponse::Tools(tools::specs())
                 }
                 Err(e) => error_response(&e),
             };

@@ -16,7 +16,7 @@ use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{ChatMessage, RunGrant, SettleTo, ToolhostRequest, ToolhostResponse};
 use caxton_ipc::worker::{
-    DelegationResult, FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest,
+    DelegationResult, FromWorker, Monotonic, SupervisorReply, ToWorker, WorkerJob, WorkerRequest,
 };
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
@@ -498,9 +498,7 @@ async fn drive_worker_inner<'a>(
         input: req.input,
         vars: req.vars,
         toolhost_socket: svc.toolhost().socket().display().to_string(),
-        deadline_ms: deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis() as u64,
+        deadline: Monotonic::after(deadline.saturating_duration_since(Instant::now())),
         stream: req.stream,
         record: req.record,
         replay: req.replay,
@@ -664,8 +662,8 @@ async fn start_worker(
     }
 }
 
-/// Opens the session on the worker's stdin and stdout and hands it the job. stdin stays open
-/// for the run.
+/// Opens the session on the worker's stdin and stdout with the job right behind the hello.
+/// stdin stays open for the run.
 async fn hand_over(
     child: &mut ManagedChild,
     job: &WorkerJob,
@@ -673,9 +671,8 @@ async fn hand_over(
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(HandshakeError::Frame(FrameError::Closed));
     };
-    let mut conn = WorkerConn::connect(stdout, stdin, Role::Supervisor).await?;
-    conn.send(&ToWorker::Job(Box::new(job.clone()))).await?;
-    Ok(conn)
+    let job = ToWorker::Job(Box::new(job.clone()));
+    WorkerConn::connect_with(stdout, stdin, Role::Supervisor, &job).await
 }
 
 /// The delegations of one turn in progress, and the id of the request they answer.
@@ -691,12 +688,7 @@ async fn relay(
     toolhost_token: &str,
     record: bool,
 ) -> Result<RunEvent, Broken> {
-    let Run {
-        svc,
-        run_id,
-        deadline,
-        ..
-    } = run;
+    let Run { svc, run_id, .. } = run;
     let (reader, writer) = (&mut conn.reader, &mut conn.writer);
     // Frames are read by their own future into a channel: a frame read is not cancel-safe,
     // and the loop below also waits for the delegations.
@@ -726,14 +718,6 @@ async fn relay(
                         svc.runs().count_event(run_id, &event);
                         run.account.own_event(&event);
                         run.sink.send(event).await.map_err(|_| Broken::ClientGone)?;
-                    }
-                    FromWorker::Request { id, request: WorkerRequest::TimeLeft } => {
-                        let reply = SupervisorReply::TimeLeft {
-                            ms: deadline
-                                .saturating_duration_since(Instant::now())
-                                .as_millis() as u64,
-                        };
-                        writer.send(&ToWorker::Reply { id, reply }).await.map_err(Broken::Worker)?;
                     }
                     FromWorker::Request { id, request: WorkerRequest::Delegate { calls } } => {
                         if batch.is_some() {

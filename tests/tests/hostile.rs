@@ -359,7 +359,7 @@ fn fuzzed_worker_pipes_end_runs_cleanly() {
         vars: Default::default(),
         toolhost_socket: "/nonexistent".into(),
         toolhost_token: String::new(),
-        deadline_ms: 100,
+        deadline: caxton_ipc::worker::Monotonic::after(std::time::Duration::from_millis(100)),
         stream: false,
         record: false,
         replay: None,

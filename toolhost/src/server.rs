@@ -139,8 +139,11 @@ async fn connection(
             (Caller::Unattached, ToolhostRequest::Attach { token }) => match runs.attach(&token) {
                 Ok(run) => {
                     tracing::debug!(run = %run.grant.run_id, agent = %run.grant.agent, "worker attached");
+                    // The answer carries the specs of the tools the grant allows: the worker
+                    // needs them before its first turn, and this saves it a round trip.
+                    let tools = ToolhostResponse::Tools(host.tools(&run.grant.tools));
                     caller = Caller::Run(run);
-                    ToolhostResponse::Ok
+                    tools
                 }
                 Err(e) => {
                     tracing::warn!(

@@ -1,7 +1,7 @@
 //! The agent loop of one run: render the prompts, then LLM → tool calls → results → LLM … until a
 //! final answer, a limit, or an error. Enforces the agent's tool allowlist and limits.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use caxton_ipc::agent::AgentSpec;
 use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage, Spent};
@@ -93,7 +93,7 @@ fn template_hint(e: &TemplateError) -> String {
 
 /// Runs the job, emitting progress events on `session`; returns the terminal event (not yet
 /// emitted).
-pub fn run<W: std::io::Write>(job: &WorkerJob, session: &mut Session<W>) -> RunEvent {
+pub fn run(job: &WorkerJob, session: &Session) -> RunEvent {
     let started = Instant::now();
     let mut usage = RunUsage::default();
     let outcome = run_inner(job, started, &mut usage, session);
@@ -134,16 +134,16 @@ pub fn render_prompt(
     })
 }
 
-fn run_inner<W: std::io::Write>(
+fn run_inner(
     job: &WorkerJob,
     started: Instant,
     usage: &mut RunUsage,
-    session: &mut Session<W>,
+    session: &Session,
 ) -> Result<String, RunError> {
     let agent = &job.agent;
     let system = render_prompt(job, "system_prompt", &agent.system_prompt)?;
     let user = render_prompt(job, "user_prompt_template", &agent.user_prompt_template)?;
-    let mut deadline = started + Duration::from_millis(job.deadline_ms);
+    let deadline = started + job.deadline.remaining();
     let remaining_ms = |deadline: Instant| {
         deadline
             .saturating_duration_since(Instant::now())
@@ -157,10 +157,12 @@ fn run_inner<W: std::io::Write>(
         };
     }
 
-    let mut toolhost = ToolhostClient::connect(&job.toolhost_socket, &job.toolhost_token)?;
-    let mut memory = job.memory.as_ref().map(MemoryClient::connect).transpose()?;
+    let mut toolhost = ToolhostClient::connect(&job.toolhost_socket, &job.toolhost_token, session)?;
+    let mut memory = (job.memory.as_ref())
+        .map(|access| MemoryClient::connect(access, session))
+        .transpose()?;
     let is_memory_tool = |name: &str| memory::TOOL_NAMES.contains(&name) && job.memory.is_some();
-    let mut tools = tool_specs(agent, &mut toolhost, memory.as_mut(), &is_memory_tool)?;
+    let mut tools = tool_specs(agent, &toolhost, memory.as_ref(), &is_memory_tool);
     tools.extend(job.delegation_tools.iter().cloned());
     // What this run's delegations used (their whole trees): charged to its own budgets.
     let mut delegated = Spent::default();
@@ -189,11 +191,6 @@ fn run_inner<W: std::io::Write>(
     messages.push(ChatMessage::User { content: user });
     let mut replay = job.replay.as_ref().map(|r| r.exchanges.iter());
 
-    // The supervisor's clock is the one that counts (the job may have waited in a pipe); asked
-    // once, since both clocks run at the same rate from here on.
-    if let SupervisorReply::TimeLeft { ms } = session.ask(WorkerRequest::TimeLeft)? {
-        deadline = deadline.min(Instant::now() + Duration::from_millis(ms));
-    }
     for turn in 1..=agent.limits.max_turns {
         usage.turns = turn;
         send!(RunEvent::TurnStarted { turn })?;
@@ -544,27 +541,24 @@ fn replayed(
 /// from the toolhost.
 fn tool_specs(
     agent: &AgentSpec,
-    toolhost: &mut ToolhostClient,
-    memory: Option<&mut MemoryClient>,
+    toolhost: &ToolhostClient,
+    memory: Option<&MemoryClient>,
     is_memory_tool: &dyn Fn(&str) -> bool,
-) -> Result<Vec<ToolSpec>, ServiceError> {
+) -> Vec<ToolSpec> {
     let (from_memory, from_toolhost): (Vec<String>, Vec<String>) =
         agent.tools.iter().cloned().partition(|t| is_memory_tool(t));
-    let mut specs = Vec::new();
-    if !from_toolhost.is_empty() {
-        specs.extend(toolhost.tools(from_toolhost)?);
-    }
-    if let Some(m) = memory
-        && !from_memory.is_empty()
-    {
-        specs.extend(
-            m.tools()?
-                .into_iter()
+    let memory_tools = memory.map_or(&[][..], |m| m.tools());
+    let mut specs: Vec<ToolSpec> = (toolhost.tools().iter())
+        .filter(|t| from_toolhost.contains(&t.name))
+        .chain(
+            memory_tools
+                .iter()
                 .filter(|t| from_memory.contains(&t.name)),
-        );
-    }
+        )
+        .cloned()
+        .collect();
     specs.sort_by_key(|s| agent.tools.iter().position(|t| *t == s.name));
-    Ok(specs)
+    specs
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! attaches again after reopening a connection the service closed while it was idle.
 
 use std::fmt;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ use caxton_ipc::toolhost::{
     ToolhostResponse,
 };
 use interprocess::local_socket::{GenericFilePath, Stream, ToFsName, traits::Stream as _};
+
+use crate::Session;
 
 /// How long to keep trying to connect while a service is (re)starting.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
@@ -117,11 +120,13 @@ pub enum ConnectError {
 }
 
 /// A protocol the worker attaches to with its run's token.
-trait Attachable: Protocol {
+trait Attachable: Protocol<Response: fmt::Debug> {
     const SERVICE: Service;
     fn attach(token: &str) -> Self::Request;
     /// The error in a response, if it is one.
     fn error(resp: Self::Response) -> Result<Self::Response, ErrorBody>;
+    /// The tool specs an attach is answered with.
+    fn attached(resp: Self::Response) -> Result<Vec<ToolSpec>, Self::Response>;
 }
 
 impl Attachable for ToolhostProtocol {
@@ -135,6 +140,12 @@ impl Attachable for ToolhostProtocol {
         match resp {
             ToolhostResponse::Error(e) => Err(e),
             other => Ok(other),
+        }
+    }
+    fn attached(resp: ToolhostResponse) -> Result<Vec<ToolSpec>, ToolhostResponse> {
+        match resp {
+            ToolhostResponse::Tools(tools) => Ok(tools),
+            other => Err(other),
         }
     }
 }
@@ -152,6 +163,12 @@ impl Attachable for MemoryProtocol {
             other => Ok(other),
         }
     }
+    fn attached(resp: MemoryResponse) -> Result<Vec<ToolSpec>, MemoryResponse> {
+        match resp {
+            MemoryResponse::Tools(tools) => Ok(tools),
+            other => Err(other),
+        }
+    }
 }
 
 /// One attached connection; its errors name the service.
@@ -159,12 +176,18 @@ struct Connection<P: Attachable> {
     conn: Client<P, Stream>,
     socket: String,
     token: String,
+    /// Watched while we wait for the service (its `Stop` ends the run).
+    session: Session,
 }
 
 impl<P: Attachable> Connection<P> {
     /// Connects (retrying briefly while the socket is absent or refusing), shakes hands and
-    /// attaches with `token`.
-    fn open(socket: &str, token: &str) -> Result<Self, ServiceError> {
+    /// attaches with `token`; returns the tool specs the attach was answered with.
+    fn open(
+        socket: &str,
+        token: &str,
+        session: &Session,
+    ) -> Result<(Self, Vec<ToolSpec>), ServiceError> {
         let unreachable = |source: ConnectError| ServiceError::Unreachable {
             service: P::SERVICE,
             socket: socket.to_string(),
@@ -189,22 +212,23 @@ impl<P: Attachable> Connection<P> {
                 Err(e) => return Err(unreachable(e.into())),
             }
         };
-        let conn =
-            Client::<P, _>::connect(stream, Role::Worker).map_err(|e| unreachable(e.into()))?;
+        // The attach goes right behind the hello: one round trip for both.
+        let conn = Client::<P, _>::connect_with(stream, Role::Worker, &P::attach(token))
+            .map_err(|e| unreachable(e.into()))?;
         let mut c = Connection {
             conn,
             socket: socket.to_string(),
             token: token.to_string(),
+            session: session.clone(),
         };
-        // Any answer but an error means attached.
-        c.exchange(&P::attach(token))?;
-        Ok(c)
+        let tools = P::attached(c.answer()?)
+            .map_err(|other| unexpected(P::SERVICE, "an attach", &other))?;
+        Ok((c, tools))
     }
 
     /// True when the service has closed this connection while it was idle (its idle timeout, an
     /// eviction, or a restart): the socket reads as end-of-file with nothing sent.
     fn closed_by_peer(&self) -> bool {
-        use std::os::fd::AsFd;
         let Stream::UdSocket(s) = self.conn.io();
         let fd = s.as_fd();
         let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
@@ -232,7 +256,7 @@ impl<P: Attachable> Connection<P> {
                 "caxton-worker: the {} closed an idle connection; reconnecting",
                 P::SERVICE
             );
-            *self = Connection::open(&self.socket, &self.token)?;
+            *self = Connection::open(&self.socket, &self.token, &self.session)?.0;
         }
         Ok(())
     }
@@ -256,7 +280,10 @@ impl<P: Attachable> Connection<P> {
         })
     }
 
+    /// Reads the next message, watching the supervisor while it has not arrived.
     fn recv(&mut self) -> Result<P::Response, ServiceError> {
+        let Stream::UdSocket(socket) = self.conn.io();
+        (self.session.wait_for(socket.as_fd())).map_err(|e| self.lost(FrameError::Io(e.into())))?;
         self.conn.recv().map_err(|e| self.lost(e))
     }
 
@@ -264,6 +291,12 @@ impl<P: Attachable> Connection<P> {
     /// [`ServiceError::Remote`].
     fn exchange(&mut self, req: &P::Request) -> Result<P::Response, ServiceError> {
         self.send(req)?;
+        self.answer()
+    }
+
+    /// Reads the answer to the request sent last; a service-side error comes back as
+    /// [`ServiceError::Remote`].
+    fn answer(&mut self) -> Result<P::Response, ServiceError> {
         P::error(self.recv()?).map_err(|error| ServiceError::Remote {
             service: P::SERVICE,
             error,
@@ -286,26 +319,31 @@ fn unexpected(service: Service, asked: &'static str, got: &impl fmt::Debug) -> S
     }
 }
 
-pub struct ToolhostClient(Connection<ToolhostProtocol>);
+pub struct ToolhostClient {
+    conn: Connection<ToolhostProtocol>,
+    tools: Vec<ToolSpec>,
+}
 
 impl ToolhostClient {
     /// Connects and attaches with the run's toolhost token.
-    pub fn connect(socket: &str, token: &str) -> Result<ToolhostClient, ServiceError> {
-        Connection::open(socket, token).map(ToolhostClient)
+    pub fn connect(
+        socket: &str,
+        token: &str,
+        session: &Session,
+    ) -> Result<ToolhostClient, ServiceError> {
+        let (conn, tools) = Connection::open(socket, token, session)?;
+        Ok(ToolhostClient { conn, tools })
     }
 
-    /// The specs of the tools named `names`.
-    pub fn tools(&mut self, names: Vec<String>) -> Result<Vec<ToolSpec>, ServiceError> {
-        match self.0.request(&ToolhostRequest::Tools { names })? {
-            ToolhostResponse::Tools(tools) => Ok(tools),
-            other => Err(unexpected(Service::Toolhost, "a tools request", &other)),
-        }
+    /// The specs of the tools the run's grant allows (the toolhost's answer to the attach).
+    pub fn tools(&self) -> &[ToolSpec] {
+        &self.tools
     }
 
     /// Calls a tool. A failure the tool reports itself is an `Ok` output with `is_error`; one
     /// the toolhost reports for it is [`ServiceError::Remote`].
     pub fn call_tool(&mut self, req: CallToolRequest) -> Result<ToolOutput, ServiceError> {
-        match self.0.request(&ToolhostRequest::CallTool(req))? {
+        match self.conn.request(&ToolhostRequest::CallTool(req))? {
             ToolhostResponse::ToolOutput(out) => Ok(out),
             other => Err(unexpected(Service::Toolhost, "a tool call", &other)),
         }
@@ -318,10 +356,10 @@ impl ToolhostClient {
         req: ChatRequest,
         mut on_progress: impl FnMut(ChatProgress) -> Result<(), E>,
     ) -> Result<ChatReply, E> {
-        self.0.reopen_if_closed()?;
-        self.0.send(&ToolhostRequest::Chat(req))?;
+        self.conn.reopen_if_closed()?;
+        self.conn.send(&ToolhostRequest::Chat(req))?;
         loop {
-            match self.0.recv()? {
+            match self.conn.recv()? {
                 ToolhostResponse::ChatProgress(p) => on_progress(p)?,
                 ToolhostResponse::Chat(reply) => return Ok(reply),
                 ToolhostResponse::Error(error) => {
@@ -337,21 +375,22 @@ impl ToolhostClient {
     }
 }
 
-pub struct MemoryClient(Connection<MemoryProtocol>);
+pub struct MemoryClient {
+    conn: Connection<MemoryProtocol>,
+    tools: Vec<ToolSpec>,
+}
 
 impl MemoryClient {
     /// Connects and attaches with the run's memory token (the service then applies the run's
     /// grant).
-    pub fn connect(access: &MemoryAccess) -> Result<MemoryClient, ServiceError> {
-        Connection::open(&access.socket, &access.token).map(MemoryClient)
+    pub fn connect(access: &MemoryAccess, session: &Session) -> Result<MemoryClient, ServiceError> {
+        let (conn, tools) = Connection::open(&access.socket, &access.token, session)?;
+        Ok(MemoryClient { conn, tools })
     }
 
-    /// The specs of the memory tools.
-    pub fn tools(&mut self) -> Result<Vec<ToolSpec>, ServiceError> {
-        match self.0.request(&MemoryRequest::Tools)? {
-            MemoryResponse::Tools(tools) => Ok(tools),
-            other => Err(unexpected(Service::Memory, "a tools request", &other)),
-        }
+    /// The specs of the memory tools (the service's answer to the attach).
+    pub fn tools(&self) -> &[ToolSpec] {
+        &self.tools
     }
 
     /// The memories relevant to `query`, as prompt lines, best first.
@@ -366,7 +405,7 @@ impl MemoryClient {
             limit,
             min_similarity,
         };
-        match self.0.request(&req)? {
+        match self.conn.request(&req)? {
             MemoryResponse::Recalled(lines) => Ok(lines),
             other => Err(unexpected(Service::Memory, "a recall", &other)),
         }
@@ -380,7 +419,7 @@ impl MemoryClient {
         answer: &str,
     ) -> Result<(), ServiceError> {
         // Any answer but an error means stored.
-        self.0
+        self.conn
             .request(&MemoryRequest::StoreInteraction {
                 run_id: run_id.to_string(),
                 input: input.to_string(),
@@ -395,7 +434,7 @@ impl MemoryClient {
             name: name.to_string(),
             arguments: arguments.to_string(),
         };
-        match self.0.request(&req)? {
+        match self.conn.request(&req)? {
             MemoryResponse::ToolOutput(content) => Ok(content),
             other => Err(unexpected(Service::Memory, "a tool call", &other)),
         }

@@ -1,21 +1,23 @@
 //! The worker process: one agent run, then exit.
 //!
 //! The session with the supervisor runs over our stdin and stdout (`WorkerProtocol`): the
-//! supervisor's `Hello`, our `Welcome`, then its [`ToWorker::Job`]. We stream events (ending
-//! with exactly one terminal event) and may ask the supervisor things; a thread reads stdin for
-//! the supervisor's replies and for `Stop` (or the end of stdin: the supervisor is gone), on
-//! which it sends a `cancelled` terminal event and ends the process. stdout carries only frames;
-//! diagnostics go to stderr (captured by the supervisor). The worker holds no provider secrets
-//! and keeps no state after it exits.
+//! supervisor's `Hello` and [`ToWorker::Job`], our `Welcome`. We stream events (ending with
+//! exactly one terminal event) and may ask the supervisor things. The worker is one thread: it
+//! reads stdin whenever it waits — for the supervisor's reply, or for a service's answer (see
+//! [`Session::wait_for`]) — so a `Stop`, or the end of stdin (the supervisor is gone), is seen at
+//! once, and answered with a `cancelled` terminal event and the end of the process. stdout
+//! carries only frames; diagnostics go to stderr (captured by the supervisor). The worker holds
+//! no provider secrets and keeps no state after it exits.
 
 pub mod agent_loop;
 pub mod client;
 pub mod confine;
 
-use std::io::{Read, Write};
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ExitCode;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
 
 use caxton_ipc::api::{ErrorBody, ErrorKind, RunEvent, RunUsage};
 use caxton_ipc::connection::{
@@ -24,6 +26,7 @@ use caxton_ipc::connection::{
 use caxton_ipc::error::Chain;
 use caxton_ipc::frame::FrameError;
 use caxton_ipc::worker::{FromWorker, SupervisorReply, ToWorker, WorkerJob, WorkerRequest};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// Exit status when the job could not even be read (the supervisor reports it as a crash).
 pub const EXIT_PROTOCOL: u8 = 2;
@@ -51,60 +54,114 @@ pub enum ServeError {
 pub enum SessionError {
     #[error("the supervisor went away")]
     Send(#[source] FrameError),
-    #[error("the supervisor went away")]
-    NoReply(#[source] mpsc::RecvError),
     #[error("the supervisor answered out of turn: {0}")]
     Unexpected(String),
 }
 
-/// Our side of the session: what the agent loop sends to the supervisor.
-pub struct Session<W: Write> {
-    /// stdout, shared with the stdin thread (which writes the terminal event on `Stop`).
-    out: Arc<Mutex<Outbox<W>>>,
-    replies: mpsc::Receiver<(u64, SupervisorReply)>,
-    next_id: u64,
+/// Our side of the session, shared by the agent loop and the service connections (a clone is
+/// the same session).
+#[derive(Clone)]
+pub struct Session(Rc<Inner>);
+
+struct Inner {
+    out: RefCell<BlockingWriter<AsServer<WorkerProtocol>, File>>,
+    input: RefCell<BlockingReader<AsServer<WorkerProtocol>, File>>,
+    /// The terminal event has gone out.
+    ended: Cell<bool>,
+    next_id: Cell<u64>,
+    run_id: String,
 }
 
-/// The writing half of the session, and whether the terminal event has gone out.
-struct Outbox<W: Write> {
-    conn: BlockingWriter<AsServer<WorkerProtocol>, W>,
-    ended: bool,
-}
-
-impl<W: Write> Outbox<W> {
-    fn send(&mut self, msg: &FromWorker) -> Result<(), FrameError> {
-        self.conn.send(msg)
+impl Session {
+    fn new(conn: Server<WorkerProtocol, Duplex<File, File>>, run_id: String) -> Session {
+        let (input, out) = conn.split();
+        Session(Rc::new(Inner {
+            out: RefCell::new(out),
+            input: RefCell::new(input),
+            ended: Cell::new(false),
+            next_id: Cell::new(0),
+            run_id,
+        }))
     }
-}
 
-impl<W: Write> Session<W> {
     /// Sends one event; the terminal one ends the session's output.
-    pub fn emit(&mut self, event: &RunEvent) -> Result<(), FrameError> {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        if out.ended {
+    pub fn emit(&self, event: &RunEvent) -> Result<(), FrameError> {
+        if self.0.ended.get() {
             return Err(FrameError::Closed);
         }
-        out.ended = event.is_terminal();
-        out.send(&FromWorker::Event(event.clone()))
+        self.0.ended.set(event.is_terminal());
+        self.0
+            .out
+            .borrow_mut()
+            .send(&FromWorker::Event(event.clone()))
     }
 
     /// Asks the supervisor and waits for its answer.
-    pub fn ask(&mut self, request: WorkerRequest) -> Result<SupervisorReply, SessionError> {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.out
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    pub fn ask(&self, request: WorkerRequest) -> Result<SupervisorReply, SessionError> {
+        let id = self.0.next_id.get() + 1;
+        self.0.next_id.set(id);
+        (self.0.out.borrow_mut())
             .send(&FromWorker::Request { id, request })
             .map_err(SessionError::Send)?;
         loop {
-            match self.replies.recv() {
-                Ok((got, reply)) if got == id => return Ok(reply),
-                Ok(_) => continue,
-                Err(e) => return Err(SessionError::NoReply(e)),
+            let (got, reply) = self.next_reply();
+            if got == id {
+                return Ok(reply);
             }
         }
     }
+
+    /// Waits until `fd` (a service's socket) has something to read or is closed, reading what
+    /// the supervisor sends meanwhile: a `Stop` ends the run (see [`Session::next_reply`]).
+    pub fn wait_for(&self, fd: BorrowedFd<'_>) -> nix::Result<()> {
+        loop {
+            let (service, supervisor) = {
+                let input = self.0.input.borrow();
+                let mut fds = [
+                    PollFd::new(fd, PollFlags::POLLIN),
+                    PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN),
+                ];
+                match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            if supervisor {
+                // Nothing was asked, so a reply is out of turn: dropped.
+                self.next_reply();
+            } else if service {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The supervisor's next reply. `Stop`, a second job, or the end of stdin end the run: the
+    /// `cancelled` terminal event goes out (unless one went out already) and the process exits.
+    fn next_reply(&self) -> (u64, SupervisorReply) {
+        let received = self.0.input.borrow_mut().recv();
+        let reason = match received {
+            Ok(ToWorker::Reply { id, reply }) => return (id, reply),
+            Ok(ToWorker::Stop { reason }) => format!("stopped by the supervisor: {reason}"),
+            Ok(ToWorker::Job(_)) => "the supervisor sent a second job".to_string(),
+            Err(e) => format!("the supervisor went away ({e})"),
+        };
+        let _ = self.emit(&RunEvent::Failed {
+            run_id: self.0.run_id.clone(),
+            error: ErrorBody::new(ErrorKind::Cancelled, reason),
+            usage: RunUsage::default(),
+        });
+        std::process::exit(EXIT_STOPPED.into());
+    }
+}
+
+/// stdin or stdout as a plain file. Frames are read and written whole through it: `Stdout` is
+/// line-buffered and would split a frame whose bytes hold a newline into two writes (two
+/// wake-ups of the supervisor), and `Stdin`'s buffer would hide a waiting `Stop` from `poll`.
+fn plain(fd: BorrowedFd<'_>) -> std::io::Result<File> {
+    fd.try_clone_to_owned().map(File::from)
 }
 
 /// Entry point of the binary.
@@ -115,8 +172,16 @@ pub fn main() -> ExitCode {
         eprintln!("caxton-worker: cannot set no_new_privs: {e}");
         return ExitCode::from(EXIT_PROTOCOL);
     }
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
+    let (stdin, stdout) = match (
+        plain(std::io::stdin().as_fd()),
+        plain(std::io::stdout().as_fd()),
+    ) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("caxton-worker: cannot open stdin and stdout: {e}");
+            return ExitCode::from(EXIT_PROTOCOL);
+        }
+    };
     match serve_one(stdin, stdout) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -127,11 +192,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Accepts the supervisor's session on `input`/`output`, runs the job, and streams its events.
-pub fn serve_one<R, W>(input: R, output: W) -> Result<(), ServeError>
-where
-    R: Read + Send + 'static,
-    W: Write + Send + 'static,
-{
+pub fn serve_one(input: File, output: File) -> Result<(), ServeError> {
     let mut conn = Server::<WorkerProtocol, _>::accept(
         Duplex {
             reader: input,
@@ -151,54 +212,9 @@ where
     };
     confine::apply(&job.agent.limits).map_err(ServeError::Confine)?;
     inject_fault(&job.input);
-    let (reader, writer) = conn.split();
-    let out = Arc::new(Mutex::new(Outbox {
-        conn: writer,
-        ended: false,
-    }));
-    let (replies_tx, replies) = mpsc::channel();
-    let run_id = job.run_id.clone();
-    let stop_out = out.clone();
-    std::thread::spawn(move || read_supervisor(reader, replies_tx, &run_id, &stop_out));
-    let mut session = Session {
-        out,
-        replies,
-        next_id: 0,
-    };
-    let terminal = agent_loop::run(&job, &mut session);
+    let session = Session::new(conn, job.run_id.clone());
+    let terminal = agent_loop::run(&job, &session);
     session.emit(&terminal).map_err(ServeError::FinalEvent)
-}
-
-/// The stdin thread: hands replies to the agent loop; on `Stop`, or when stdin ends (the
-/// supervisor is gone), sends the `cancelled` terminal event (unless one went out already) and
-/// ends the process.
-fn read_supervisor<R: Read, W: Write>(
-    mut input: BlockingReader<AsServer<WorkerProtocol>, R>,
-    replies: mpsc::Sender<(u64, SupervisorReply)>,
-    run_id: &str,
-    out: &Mutex<Outbox<W>>,
-) {
-    let reason = loop {
-        match input.recv() {
-            Ok(ToWorker::Reply { id, reply }) => {
-                let _ = replies.send((id, reply));
-            }
-            Ok(ToWorker::Stop { reason }) => break format!("stopped by the supervisor: {reason}"),
-            Ok(ToWorker::Job(_)) => break "the supervisor sent a second job".to_string(),
-            Err(e) => break format!("the supervisor went away ({e})"),
-        }
-    };
-    let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-    if !out.ended {
-        out.ended = true;
-        let _ = out.send(&FromWorker::Event(RunEvent::Failed {
-            run_id: run_id.to_string(),
-            error: ErrorBody::new(ErrorKind::Cancelled, reason),
-            usage: RunUsage::default(),
-        }));
-    }
-    drop(out);
-    std::process::exit(EXIT_STOPPED.into());
 }
 
 /// Test hook: with `CAXTON_WORKER_FAULTS=1` in the environment, an input of `caxton-fault:panic`,
