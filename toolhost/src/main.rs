@@ -68,6 +68,7 @@ fn run() -> anyhow::Result<()> {
             Command::Serve { .. } => host::Purpose::Serve,
         };
         let host = Arc::new(host::Host::load(&config, purpose).await?);
+        release_freed_memory();
         match cmd {
             Command::Catalog => {
                 let catalog = host.catalog();
@@ -80,4 +81,13 @@ fn run() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Gives the memory freed since start back to the system. Compiling the tool packages (cranelift)
+/// allocates tens of MiB that are freed once the modules are built, but glibc keeps freed memory
+/// in its arenas: without this the idle toolhost held ~35 MiB more than it uses.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks and trims glibc's own heaps, under their locks; it has no
+    // preconditions.
+    unsafe { nix::libc::malloc_trim(0) };
 }
