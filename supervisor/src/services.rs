@@ -504,16 +504,23 @@ pub async fn exchange<P: Protocol>(
     Link::<P>::new(socket).request(req, timeout).await
 }
 
-/// A supervisor connection to a service that stays open between requests, for the small
-/// requests every run makes (registering and revoking its grant): a new connection per request
-/// cost each run two connects, two handshakes and two accepted tasks in the service. One
-/// request at a time; a connection the service closed (idle, or it restarted) is replaced and
-/// the request sent again on the new one, which is safe because a closed connection's request
-/// was never read.
+/// Supervisor connections to a service that stay open between requests, for the small requests
+/// every run makes (registering and revoking its grant): a new connection per request cost each
+/// run two connects, two handshakes and two accepted tasks in the service. Up to
+/// [`LINK_CONNECTIONS`] requests are in flight at once, each on its own connection (one queue for
+/// all runs had every run wait for the others' round trips under load). A connection the service
+/// closed (idle, or it restarted) is replaced and the request sent again on the new one, which is
+/// safe because a closed connection's request was never read.
 pub struct Link<P: Protocol> {
     socket: PathBuf,
-    conn: tokio::sync::Mutex<Option<LinkConn<P>>>,
+    /// Connections not in use.
+    idle: std::sync::Mutex<Vec<LinkConn<P>>>,
+    /// One permit per connection in use.
+    in_use: tokio::sync::Semaphore,
 }
+
+/// Connections a [`Link`] uses at most at once.
+const LINK_CONNECTIONS: usize = 4;
 
 type LinkConn<P> =
     connection::AsyncClient<P, tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>;
@@ -522,7 +529,8 @@ impl<P: Protocol> Link<P> {
     pub fn new(socket: impl Into<PathBuf>) -> Link<P> {
         Link {
             socket: socket.into(),
-            conn: tokio::sync::Mutex::new(None),
+            idle: std::sync::Mutex::new(Vec::with_capacity(LINK_CONNECTIONS)),
+            in_use: tokio::sync::Semaphore::new(LINK_CONNECTIONS),
         }
     }
 
@@ -542,13 +550,15 @@ impl<P: Protocol> Link<P> {
             detail,
         };
         let work = async {
-            let mut slot = self.conn.lock().await;
+            let _permit =
+                (self.in_use.acquire().await).map_err(|_| err("the link is closed".to_string()))?;
             // Taken out while in use: a request cut off by the timeout drops its connection
             // with it, so no late answer is ever read as the next request's.
-            if let Some(mut conn) = slot.take()
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(mut conn) = idle
                 && let Ok(resp) = Self::call(&mut conn, req).await
             {
-                *slot = Some(conn);
+                self.put_back(conn);
                 return Ok(resp);
             }
             let mut conn = connection::connect_unix::<P>(&self.socket, Role::Supervisor)
@@ -557,12 +567,19 @@ impl<P: Protocol> Link<P> {
             let resp = Self::call(&mut conn, req)
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            *slot = Some(conn);
+            self.put_back(conn);
             Ok(resp)
         };
         tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| err(format!("no answer within {}s", timeout.as_secs())))?
+    }
+
+    fn put_back(&self, conn: LinkConn<P>) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
     }
 
     /// One request and its answer; the deadline is the caller's, over the whole request.
