@@ -15,9 +15,12 @@ for component in rustfmt clippy; do
 done
 # Debian packages: python3 (the script-client test and examples/run_agent.py, stdlib only), and
 # clang + lld + wasi-libc + the wasm32 compiler-rt builtins for the tool written in C
-# (tools/checksum-c), which the tool-package tests build and install.
+# (tools/checksum-c), which the tool-package tests build and install; systemd for
+# systemd-socket-activate and systemd-analyze (the socket activation and unit file tests).
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
+command -v systemd-socket-activate >/dev/null && command -v systemd-analyze >/dev/null \
+    || missing+=(systemd)
 command -v clang >/dev/null || missing+=(clang)
 command -v wasm-ld >/dev/null || missing+=(lld)
 [ -f /usr/include/wasm32-wasi/stdio.h ] || missing+=(wasi-libc)

@@ -52,6 +52,7 @@ pub fn report() -> anyhow::Result<String> {
         env: vec![],
         local_model: false,
         private_module_cache: true,
+        socket_activated: false,
     })?;
     let single = || RunRequest::new("b-single", "What is 6 * 7?");
     let parent = || RunRequest::new("b-parent", "What is 6 * 7?");

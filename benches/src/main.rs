@@ -238,6 +238,7 @@ fn module_load_times() -> anyhow::Result<((u64, bool), (u64, bool))> {
         local_model: false,
         // Measured as a user runs it: a module cache of its own.
         private_module_cache: true,
+        socket_activated: false,
     })?;
     let cold = logged_load(&d).ok_or_else(|| anyhow::anyhow!("no load line in the log"))?;
     d.signal(nix::sys::signal::Signal::SIGTERM);
@@ -294,6 +295,7 @@ fn main() -> anyhow::Result<()> {
         local_model: false,
         // Measured as a user runs it: a module cache of its own.
         private_module_cache: true,
+        socket_activated: false,
     })?;
     let toolhost_pid = match d.status()?.toolhost {
         ServiceState::Running { pid, .. } => pid,

@@ -510,6 +510,7 @@ pub fn report() -> anyhow::Result<String> {
             env: vec![],
             local_model: false,
             private_module_cache: true,
+            socket_activated: false,
         })?;
         let pid = match d.status()?.memory {
             Some(caxton_ipc::api::ServiceState::Running { pid, .. }) => pid,

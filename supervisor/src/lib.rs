@@ -50,6 +50,8 @@ pub enum ServeError {
         "another caxton serve ({holder}) owns {path}; stop it first, or give this one another runtime_dir"
     )]
     AlreadyRunning { path: PathBuf, holder: String },
+    #[error("socket activation: {0}")]
+    Activation(String),
     #[error("cannot bind the API socket {path}")]
     Bind {
         path: PathBuf,
@@ -93,8 +95,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         .map_err(dir_err)?;
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
     let api_path = config::api_socket_path(&runtime_dir);
-    // We hold the lock, so a socket file left here belongs to a dead instance.
-    remove_if_exists(&api_path).map_err(dir_err)?;
+    // Socket activation: systemd holds the API socket, and connections made while caxton is
+    // down or restarting wait in its backlog. Its file is systemd's, never removed here.
+    let activated = systemd::activated_socket().map_err(ServeError::Activation)?;
+    if activated.is_none() {
+        // We hold the lock, so a socket file left here belongs to a dead instance.
+        remove_if_exists(&api_path).map_err(dir_err)?;
+    }
     let mode = parse_mode(&config.api.socket_mode)?;
     let signals = signals::listen().map_err(ServeError::Signals)?;
 
@@ -153,16 +160,37 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     // The catalog was fetched when the toolhost reported ready.
     svc.load_agents(&svc.toolhost().catalog());
 
-    let listener =
-        tokio::net::UnixListener::bind(&api_path).map_err(|source| ServeError::Bind {
-            path: api_path.clone(),
-            source,
-        })?;
-    std::fs::set_permissions(&api_path, std::fs::Permissions::from_mode(mode)).map_err(dir_err)?;
-    if let Some(group) = &svc.config().api.socket_group {
-        let gid = resolve_group(group)?;
-        nix::unistd::chown(&api_path, None, Some(gid)).map_err(|e| dir_err(e.into()))?;
-    }
+    let from_systemd = activated.is_some();
+    let listener = match activated {
+        Some(inherited) => {
+            let path = inherited
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+            tracing::info!(socket = ?path, "API socket from systemd (socket activation); its owner and mode are caxton.socket's");
+            if path.as_deref() != Some(api_path.as_path()) {
+                tracing::warn!(passed = ?path, expected = %api_path.display(), "the socket systemd passed is not at runtime_dir/api.sock, where clients look for it");
+            }
+            tokio::net::UnixListener::from_std(inherited).map_err(|source| ServeError::Bind {
+                path: api_path.clone(),
+                source,
+            })?
+        }
+        None => {
+            let listener =
+                tokio::net::UnixListener::bind(&api_path).map_err(|source| ServeError::Bind {
+                    path: api_path.clone(),
+                    source,
+                })?;
+            std::fs::set_permissions(&api_path, std::fs::Permissions::from_mode(mode))
+                .map_err(dir_err)?;
+            if let Some(group) = &svc.config().api.socket_group {
+                let gid = resolve_group(group)?;
+                nix::unistd::chown(&api_path, None, Some(gid)).map_err(|e| dir_err(e.into()))?;
+            }
+            listener
+        }
+    };
     let accept = tokio::spawn(server::accept_loop(svc.clone(), listener, stop_rx.clone()));
     tracing::info!(socket = %api_path.display(), pid = std::process::id(), agents = svc.registry().agents.len(), "caxton ready");
 
@@ -178,7 +206,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     // Stop accepting, then drain.
     let _ = stop_tx.send(true);
     let _ = accept.await;
-    let _ = std::fs::remove_file(&api_path);
+    if !from_systemd {
+        let _ = std::fs::remove_file(&api_path);
+    }
     let _ =
         tokio::time::timeout(services::STOP_GRACE + Duration::from_secs(1), toolhost_task).await;
     if let Some(task) = memory_task {

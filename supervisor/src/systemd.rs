@@ -1,8 +1,51 @@
 //! systemd integration through `sd_notify`: READY once the sockets are bound, STOPPING when the drain
 //! starts, and watchdog pings while the runtime and its recovery of the services work. All are no-ops outside systemd
-//! (no `NOTIFY_SOCKET`). Children never inherit `NOTIFY_SOCKET` (see `spawn.rs`).
+//! (no `NOTIFY_SOCKET`). Children never inherit `NOTIFY_SOCKET` (see `spawn.rs`). With socket
+//! activation (`systemd/caxton.socket`) the API socket is the one systemd passes
+//! ([`activated_socket`]); children never inherit it either.
 
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+
+use nix::sys::socket::{AddressFamily, SockType, getsockname, getsockopt, sockopt};
 use sd_notify::NotifyState;
+
+/// The API socket systemd passed to this process (socket activation: `LISTEN_PID` is ours and
+/// `LISTEN_FDS` counts the descriptors from fd 3, see sd_listen_fds(3)), if any. It must be one
+/// listening Unix stream socket; the descriptor is close-on-exec from here on, so no worker or
+/// service inherits it.
+pub fn activated_socket() -> Result<Option<UnixListener>, String> {
+    let fds: Vec<_> = sd_notify::listen_fds()
+        .map_err(|e| format!("bad socket activation variables (LISTEN_FDS, LISTEN_PID): {e}"))?
+        .collect();
+    let fd = match fds.as_slice() {
+        [] => return Ok(None),
+        [fd] => *fd,
+        more => {
+            return Err(format!(
+                "systemd passed {} sockets (LISTEN_FDS); caxton takes one, the API socket",
+                more.len()
+            ));
+        }
+    };
+    // SAFETY: systemd passed this descriptor to this process to own (LISTEN_PID is our pid), and
+    // nothing else in the process knows of it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let unix_stream = getsockname::<nix::sys::socket::UnixAddr>(fd)
+        .is_ok_and(|a| nix::sys::socket::SockaddrLike::family(&a) == Some(AddressFamily::Unix))
+        && getsockopt(&owned, sockopt::SockType) == Ok(SockType::Stream);
+    if !unix_stream || getsockopt(&owned, sockopt::AcceptConn) != Ok(true) {
+        return Err(format!(
+            "the socket systemd passed (fd {fd}) is not a listening Unix stream socket; \
+             caxton.socket needs ListenStream=<path of api.sock>"
+        ));
+    }
+    let listener = UnixListener::from(owned);
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot use the socket systemd passed: {e}"))?;
+    Ok(Some(listener))
+}
 
 /// Tells systemd the service is ready (sockets bound, toolhost up, agents loaded).
 pub fn ready(agents: usize) {

@@ -94,6 +94,10 @@ pub struct Options {
     /// (`state/cache/modules` is a link to it), so the built-in tool servers are compiled once per
     /// build rather than once per daemon: each compile costs seconds of CPU.
     pub private_module_cache: bool,
+    /// Start `caxton serve` the way systemd socket activation does: `systemd-socket-activate`
+    /// binds the API socket and execs the daemon (same pid) on the first connection, passing the
+    /// socket as fd 3 with `LISTEN_FDS=1`.
+    pub socket_activated: bool,
 }
 
 impl Default for Options {
@@ -110,6 +114,7 @@ impl Default for Options {
             env: Vec::new(),
             local_model: false,
             private_module_cache: false,
+            socket_activated: false,
         }
     }
 }
@@ -135,6 +140,8 @@ impl Options {
 /// A running `caxton serve`.
 pub struct Daemon {
     child: Option<Child>,
+    /// Started (and restarted) through `systemd-socket-activate`.
+    socket_activated: bool,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub log: PathBuf,
@@ -185,12 +192,14 @@ impl Daemon {
             std::os::unix::fs::symlink(shared_module_cache()?, cache.join("modules"))?;
         }
         let mut d = Daemon {
+            socket_activated: false,
             child: None,
             socket: dir.path().join("run/api.sock"),
             log: dir.path().join("serve.log"),
             config: config_path,
             dir,
         };
+        d.socket_activated = opts.socket_activated;
         d.spawn(opts.faults, &opts.env)?;
         d.wait_ready()?;
         Ok(d)
@@ -201,7 +210,17 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut cmd = Command::new(bin("caxton"));
+        let mut cmd = if self.socket_activated {
+            std::fs::create_dir_all(self.socket.parent().context("socket directory")?)?;
+            // The activator exited with the daemon it became, and left its socket's file; a
+            // socket unit would have kept the socket open instead.
+            let _ = std::fs::remove_file(&self.socket);
+            let mut c = Command::new("systemd-socket-activate");
+            c.arg("--listen").arg(&self.socket).arg(bin("caxton"));
+            c
+        } else {
+            Command::new(bin("caxton"))
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
