@@ -171,10 +171,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             if path.as_deref() != Some(api_path.as_path()) {
                 tracing::warn!(passed = ?path, expected = %api_path.display(), "the socket systemd passed is not at runtime_dir/api.sock, where clients look for it");
             }
-            tokio::net::UnixListener::from_std(inherited).map_err(|source| ServeError::Bind {
-                path: api_path.clone(),
-                source,
-            })?
+            inherited
         }
         None => {
             let listener =

@@ -5,16 +5,15 @@
 //! ([`activated_socket`]); children never inherit it either.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
 
-use nix::sys::socket::{AddressFamily, SockType, getsockname, getsockopt, sockopt};
+use nix::sys::socket::{SockType, UnixAddr, getsockname, getsockopt, sockopt};
 use sd_notify::NotifyState;
 
 /// The API socket systemd passed to this process (socket activation: `LISTEN_PID` is ours and
 /// `LISTEN_FDS` counts the descriptors from fd 3, see sd_listen_fds(3)), if any. It must be one
 /// listening Unix stream socket; the descriptor is close-on-exec from here on, so no worker or
 /// service inherits it.
-pub fn activated_socket() -> Result<Option<UnixListener>, String> {
+pub fn activated_socket() -> Result<Option<tokio::net::UnixListener>, String> {
     let fds: Vec<_> = sd_notify::listen_fds()
         .map_err(|e| format!("bad socket activation variables (LISTEN_FDS, LISTEN_PID): {e}"))?
         .collect();
@@ -31,8 +30,8 @@ pub fn activated_socket() -> Result<Option<UnixListener>, String> {
     // SAFETY: systemd passed this descriptor to this process to own (LISTEN_PID is our pid), and
     // nothing else in the process knows of it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let unix_stream = getsockname::<nix::sys::socket::UnixAddr>(fd)
-        .is_ok_and(|a| nix::sys::socket::SockaddrLike::family(&a) == Some(AddressFamily::Unix))
+    // A socket of another family has no Unix address: getsockname fails.
+    let unix_stream = getsockname::<UnixAddr>(fd).is_ok()
         && getsockopt(&owned, sockopt::SockType) == Ok(SockType::Stream);
     if !unix_stream || getsockopt(&owned, sockopt::AcceptConn) != Ok(true) {
         return Err(format!(
@@ -40,11 +39,12 @@ pub fn activated_socket() -> Result<Option<UnixListener>, String> {
              caxton.socket needs ListenStream=<path of api.sock>"
         ));
     }
-    let listener = UnixListener::from(owned);
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot use the socket systemd passed: {e}"))?;
-    Ok(Some(listener))
+    let listener = std::os::unix::net::UnixListener::from(owned);
+    let cannot_use = |e: std::io::Error| format!("cannot use the socket systemd passed: {e}");
+    listener.set_nonblocking(true).map_err(cannot_use)?;
+    tokio::net::UnixListener::from_std(listener)
+        .map(Some)
+        .map_err(cannot_use)
 }
 
 /// Tells systemd the service is ready (sockets bound, toolhost up, agents loaded).

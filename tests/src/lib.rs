@@ -192,14 +192,13 @@ impl Daemon {
             std::os::unix::fs::symlink(shared_module_cache()?, cache.join("modules"))?;
         }
         let mut d = Daemon {
-            socket_activated: false,
+            socket_activated: opts.socket_activated,
             child: None,
             socket: dir.path().join("run/api.sock"),
             log: dir.path().join("serve.log"),
             config: config_path,
             dir,
         };
-        d.socket_activated = opts.socket_activated;
         d.spawn(opts.faults, &opts.env)?;
         d.wait_ready()?;
         Ok(d)
