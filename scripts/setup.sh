@@ -16,8 +16,10 @@ done
 # Debian packages: python3 (the script-client test and examples/run_agent.py, stdlib only), and
 # clang + lld + wasi-libc + the wasm32 compiler-rt builtins for the tool written in C
 # (tools/checksum-c), which the tool-package tests build and install; systemd for
-# systemd-socket-activate and systemd-analyze (the socket activation and unit file tests).
+# systemd-socket-activate and systemd-analyze (the socket activation and unit file tests);
+# prometheus for a real Prometheus server scraping a running Caxton, and promtool.
 missing=()
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v python3 >/dev/null || missing+=(python3)
 command -v systemd-socket-activate >/dev/null && command -v systemd-analyze >/dev/null \
     || missing+=(systemd)

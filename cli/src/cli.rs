@@ -89,6 +89,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the whole service's metrics (supervisor, toolhost, memory service) in the
+    /// Prometheus text format, as the HTTP listener's /metrics serves them.
+    Metrics,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +210,7 @@ pub fn main() -> ExitCode {
             command: AuditCommand::Verify { file, config },
         } => audit_verify(file, config.as_deref()),
         Command::Health { json } => health(&socket, json),
+        Command::Metrics => metrics(&socket),
         Command::Tool { command } => crate::tool_cli::tool(command, &socket),
         Command::Memory { command } => crate::memory_cli::memory(command, &socket),
         Command::Conversation { command } => {
@@ -615,6 +619,15 @@ fn health(socket: &Path, json: bool) -> anyhow::Result<u8> {
         );
     }
     Ok(if h.ready { EXIT_OK } else { EXIT_BUSY })
+}
+
+fn metrics(socket: &Path) -> anyhow::Result<u8> {
+    let resp = Client::connect(socket)?.call(&ApiRequest::Metrics)?;
+    let ApiResponse::Metrics(text) = resp else {
+        return unexpected(resp);
+    };
+    print!("{text}");
+    Ok(EXIT_OK)
 }
 
 /// Offline validation: the catalog comes from running `caxton-toolhost catalog` with the config.

@@ -83,6 +83,49 @@ pub struct ServerConfig {
     pub tools: BTreeMap<String, caxton_ipc::tool::ToolGrant>,
     pub memory: MemoryConfig,
     pub health: HealthConfig,
+    pub http: HttpConfig,
+}
+
+/// Default `[http] max_connections`.
+pub const DEFAULT_HTTP_CONNECTIONS: usize = 64;
+
+/// `[http]`: the optional HTTP listener (`/metrics`, `/healthz`, `/readyz`). Off unless
+/// `listen` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `HOST:PORT` to listen on, or a bare port for loopback (`"9464"` = `127.0.0.1:9464`).
+    /// Its endpoints are read-only and hold no secrets, but anyone who can reach the address
+    /// can read them: keep it on loopback unless a firewall decides who reaches it.
+    pub listen: Option<String>,
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            max_connections: DEFAULT_HTTP_CONNECTIONS,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on, `None` when the listener is off.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(text) = self.listen.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if let Ok(port) = text.parse::<u16>() {
+            return Ok(Some((std::net::Ipv4Addr::LOCALHOST, port).into()));
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "[http] listen = \"{text}\" is not HOST:PORT with a numeric host (\"127.0.0.1:9464\", \"[::1]:9464\") or a bare port"
+            )
+        })
+    }
 }
 
 /// Default interval of the supervisor's pings to the toolhost and the memory service.
@@ -494,6 +537,10 @@ impl ServerConfig {
         if self.toolhost.audit_max_bytes == 0 {
             return Err("[toolhost] audit_max_bytes must be at least 1".into());
         }
+        self.http.listen_addr()?;
+        if self.http.max_connections == 0 {
+            return Err("[http] max_connections must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -797,6 +844,27 @@ threads = 2
         assert!(err.contains("api_keyy"), "{err}");
         let err = toml_from_str::<ServerConfig>("[providers.x]\nkind = \"gemini\"\n").unwrap_err();
         assert!(err.contains("gemini"), "{err}");
+    }
+
+    #[test]
+    fn the_http_listener_is_off_by_default_and_a_bare_port_is_loopback() {
+        let http = |listen: &str| HttpConfig {
+            listen: Some(listen.into()),
+            ..HttpConfig::default()
+        };
+        assert_eq!(HttpConfig::default().listen_addr(), Ok(None));
+        assert_eq!(
+            http("9464").listen_addr(),
+            Ok(Some("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert_eq!(
+            http("[::1]:80").listen_addr(),
+            Ok(Some("[::1]:80".parse().unwrap()))
+        );
+        let err = http("localhost:9464").listen_addr().unwrap_err();
+        assert!(err.contains("numeric host"), "{err}");
+        let cfg = toml_from_str::<ServerConfig>("[http]\nlisten = \"0.0.0.0:x\"\n").unwrap();
+        assert!(cfg.check().is_err());
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub enum ApiRequest {
     Memory(crate::memory::MemoryRequest),
     /// `caxton conversation …`.
     Conversation(crate::conversation::ConversationOp),
+    /// The whole service's metrics (supervisor, toolhost, memory service) in the Prometheus
+    /// text exposition format, as `/metrics` serves them.
+    Metrics,
 }
 
 /// A response on the public API socket.
@@ -129,6 +132,8 @@ pub enum ApiResponse {
     /// A conversation was closed or deleted.
     Done,
     Error(ErrorBody),
+    /// Exposition text (Prometheus text format 0.0.4).
+    Metrics(String),
 }
 
 /// What kind of failure an error is; scripts match on this, people read `message`.

@@ -45,6 +45,7 @@ pub enum Request {
     },
     Memory(MemoryOp),
     Conversation(crate::conversation::ConversationOp),
+    Metrics,
 }
 
 /// `{"run": {…}}`.
@@ -116,13 +117,17 @@ pub enum Response {
     Health(api::HealthReport),
     Tools(Vec<crate::tool::ToolPackageInfo>),
     ToolInstalled(Box<crate::tool::InstalledPackage>),
-    ToolRemoved { name: String },
+    ToolRemoved {
+        name: String,
+    },
     ToolOutput(crate::toolhost::ToolOutput),
     Memory(MemoryAnswer),
     Conversation(Box<crate::conversation::Conversation>),
     Conversations(Vec<crate::conversation::ConversationInfo>),
     Done,
     Error(Error),
+    /// Prometheus text exposition format.
+    Metrics(String),
 }
 
 /// `{"error": {"kind": …, "message": …}}`.
@@ -322,6 +327,7 @@ impl From<Request> for ApiRequest {
             }
             Request::Status => ApiRequest::Status,
             Request::Health => ApiRequest::Health,
+            Request::Metrics => ApiRequest::Metrics,
             Request::ListTools => ApiRequest::ListTools,
             Request::RemoveTool { name } => ApiRequest::RemoveTool { name },
             Request::CallTool {
@@ -550,6 +556,7 @@ impl From<ApiResponse> for Response {
             ApiResponse::Conversation(c) => Response::Conversation(c),
             ApiResponse::Conversations(c) => Response::Conversations(c),
             ApiResponse::Done => Response::Done,
+            ApiResponse::Metrics(m) => Response::Metrics(m),
             ApiResponse::Memory(m) => match m {
                 MemoryResponse::Ok => Response::Memory(MemoryAnswer::Ok),
                 MemoryResponse::Search(s) => Response::Memory(MemoryAnswer::Search(s)),
@@ -567,7 +574,8 @@ impl From<ApiResponse> for Response {
                 | MemoryResponse::ToolOutput(_)
                 | MemoryResponse::Recalled(_)
                 | MemoryResponse::Conversation(_)
-                | MemoryResponse::Conversations(_)) => Response::Error(Error {
+                | MemoryResponse::Conversations(_)
+                | MemoryResponse::Metrics(_)) => Response::Error(Error {
                     kind: ErrorKind::Internal,
                     message: format!("unexpected memory answer on the API socket: {other:?}"),
                 }),
@@ -617,6 +625,7 @@ mod tests {
             ),
             (r#""status""#, ApiRequest::Status),
             (r#""health""#, ApiRequest::Health),
+            (r#""metrics""#, ApiRequest::Metrics),
             (r#""list_tools""#, ApiRequest::ListTools),
             (
                 r#"{"call_tool":{"tool":"calculate","arguments":"{}"}}"#,
@@ -811,6 +820,10 @@ mod tests {
                     "down",
                 ))),
                 r#"{"error":{"kind":"memory","message":"down"}}"#,
+            ),
+            (
+                ApiResponse::Metrics("caxton_agents_loaded 2\n".into()),
+                r#"{"metrics":"caxton_agents_loaded 2\n"}"#,
             ),
         ];
         for (resp, want) in cases {

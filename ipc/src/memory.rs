@@ -283,6 +283,8 @@ pub enum MemoryRequest {
     ConversationDelete {
         id: String,
     },
+    /// Supervisor only: the memory service's metrics in the Prometheus text format.
+    Metrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -306,6 +308,8 @@ pub enum MemoryResponse {
     Conversation(Box<crate::conversation::Conversation>),
     Conversations(Vec<crate::conversation::ConversationInfo>),
     Error(ErrorBody),
+    /// The answer to `Metrics`: exposition text of the memory service's own families.
+    Metrics(String),
 }
 
 /// The export file: `{"format": "caxton-memory", "version": 1, "entities": […], "relations": […]}`.

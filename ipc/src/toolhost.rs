@@ -264,6 +264,8 @@ pub enum ToolhostRequest {
     Attach {
         token: String,
     },
+    /// Supervisor only: the toolhost's metrics in the Prometheus text format (`Metrics`).
+    Metrics,
 }
 
 /// What one run may do in the toolhost, registered by the supervisor under a random token that
@@ -318,6 +320,8 @@ pub enum ToolhostResponse {
     Ok,
     /// What `ReserveRun` set aside.
     Reserved(Allowance),
+    /// The answer to `Metrics`: exposition text of the toolhost's own families.
+    Metrics(String),
 }
 
 /// Amounts of a run's budgets; `None` = not limited.

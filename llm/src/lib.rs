@@ -342,8 +342,10 @@ impl Providers {
                 .await
             {
                 Ok(c) => {
+                    let cost = entry.policy.cost(c.prompt_tokens, c.completion_tokens);
+                    record_usage(name, model, c.prompt_tokens, c.completion_tokens, cost);
                     return Ok(ChatReply {
-                        cost_usd: entry.policy.cost(c.prompt_tokens, c.completion_tokens),
+                        cost_usd: cost,
                         content: c.content,
                         tool_calls: c.tool_calls,
                         provider: (*name).clone(),
@@ -357,6 +359,8 @@ impl Providers {
                         && Instant::now() < overall
                     {
                         tracing::warn!(run_id = %req.run_id, agent = %req.agent, from = %name, to = %next, %error, "LLM provider failed; falling back");
+                        metrics::counter!(LLM_FALLBACKS, "provider" => (*name).clone())
+                            .increment(1);
                         progress.send(ChatProgress::Fallback {
                             from: (*name).clone(),
                             to: (*next).clone(),
@@ -416,6 +420,15 @@ impl Providers {
                         started.elapsed().as_millis()
                     ))),
                 };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(AttemptError::Fatal(_)) => "error",
+                Err(AttemptError::Retryable { .. }) => "retryable_error",
+            };
+            metrics::counter!(LLM_REQUESTS, "provider" => name.to_string(), "model" => model.to_string(), "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!(LLM_REQUEST_DURATION, "provider" => name.to_string(), "model" => model.to_string())
+                .record(started.elapsed().as_secs_f64());
             let error = match result {
                 Ok(c) => return Ok(c),
                 Err(AttemptError::Fatal(m)) => return Err(m),
@@ -442,6 +455,7 @@ impl Providers {
                 ));
             }
             tracing::warn!(run_id = %req.run_id, agent = %req.agent, provider = %name, attempt, wait_ms = wait.as_millis() as u64, error = %message, "LLM call failed; retrying");
+            metrics::counter!(LLM_RETRIES, "provider" => name.to_string()).increment(1);
             progress.send(ChatProgress::Retry {
                 provider: name.to_string(),
                 attempt,
@@ -460,6 +474,51 @@ impl Providers {
             Provider::Local(p) => p.complete(a).await,
         }
     }
+}
+
+const LLM_REQUESTS: &str = "caxton_llm_requests_total";
+const LLM_REQUEST_DURATION: &str = "caxton_llm_request_duration_seconds";
+const LLM_RETRIES: &str = "caxton_llm_retries_total";
+const LLM_FALLBACKS: &str = "caxton_llm_fallbacks_total";
+const LLM_TOKENS: &str = "caxton_llm_tokens_total";
+const LLM_COST: &str = "caxton_llm_call_cost_usd";
+
+/// Describes the `caxton_llm_*` families (recorded through the `metrics` facade; the process
+/// serving the providers installs the recorder). `model` is the configured or agent-named
+/// model, never what a provider's answer claims, so its values stay bounded.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        LLM_REQUESTS,
+        "LLM requests (each attempt), by provider, model and outcome (ok, retryable_error, error)."
+    );
+    describe_histogram!(
+        LLM_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time of one LLM request attempt, by provider and model."
+    );
+    describe_counter!(LLM_RETRIES, "LLM requests retried, by provider.");
+    describe_counter!(
+        LLM_FALLBACKS,
+        "Chats that fell back from a failed provider to the next, by the failed provider."
+    );
+    describe_counter!(
+        LLM_TOKENS,
+        "Tokens of answered chats, by provider, model and type (input, output)."
+    );
+    describe_histogram!(
+        LLM_COST,
+        "Cost in USD of each answered chat, by provider and model; its _sum is the total spent."
+    );
+}
+
+fn record_usage(provider: &str, model: &str, input: u64, output: u64, cost_usd: f64) {
+    for (kind, n) in [("input", input), ("output", output)] {
+        metrics::counter!(LLM_TOKENS, "provider" => provider.to_string(), "model" => model.to_string(), "type" => kind)
+            .increment(n);
+    }
+    metrics::histogram!(LLM_COST, "provider" => provider.to_string(), "model" => model.to_string())
+        .record(cost_usd);
 }
 
 /// Requests and attempts for the providers' unit tests.

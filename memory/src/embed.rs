@@ -153,6 +153,15 @@ impl Embedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
+        let out = self.embed_sorted(texts);
+        metrics::histogram!(crate::metrics::EMBEDDING_DURATION)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::metrics::EMBEDDED_TEXTS).increment(texts.len() as u64);
+        out
+    }
+
+    fn embed_sorted(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         // Encode without padding first to learn the lengths, then batch similar lengths together.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         let lens: Vec<usize> = texts.iter().map(|t| t.len()).collect();
@@ -301,8 +310,10 @@ impl LazyEmbedder {
             .unwrap_or_else(|p| p.into_inner())
             .get(text)
         {
+            metrics::counter!(crate::metrics::QUERY_CACHE, "result" => "hit").increment(1);
             return Ok(v.clone());
         }
+        metrics::counter!(crate::metrics::QUERY_CACHE, "result" => "miss").increment(1);
         let v = self
             .embed(&[text])?
             .pop()

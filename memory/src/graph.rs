@@ -731,6 +731,7 @@ impl Store {
         offset: u32,
         limit: u32,
     ) -> Result<(Graph, bool)> {
+        let _timer = crate::metrics::time_search("search_nodes");
         let conn = self.conn()?;
         let limit = limit.clamp(1, MAX_PAGE);
         let q = format!(
@@ -792,6 +793,11 @@ impl Store {
 
     /// Semantic, keyword or hybrid search over `scopes` (already narrowed to what the caller may read).
     pub fn search(&self, q: &SearchQuery, scopes: &[String]) -> Result<SearchResults> {
+        let _timer = crate::metrics::time_search(match q.mode {
+            SearchMode::Semantic => "semantic",
+            SearchMode::Keyword => "keyword",
+            SearchMode::Hybrid => "hybrid",
+        });
         let limit = q.limit.clamp(1, MAX_PAGE) as usize;
         let wanted = q.offset as usize + limit;
         // Candidates per list: enough that grouping observations into entities still fills a page.

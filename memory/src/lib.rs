@@ -9,5 +9,6 @@ pub mod db;
 pub mod embed;
 pub mod graph;
 pub mod index;
+pub mod metrics;
 pub mod server;
 pub mod tools;

@@ -65,6 +65,7 @@ fn run() -> anyhow::Result<()> {
         },
         threads,
     )?);
+    caxton_memory::metrics::install();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)

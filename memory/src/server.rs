@@ -272,8 +272,16 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
         }
         (MemoryRequest::Tools, _) => return MemoryResponse::Tools(tools::specs()),
         (MemoryRequest::Ping, _) => return MemoryResponse::Ok,
+        (MemoryRequest::Metrics, Caller::Supervisor) => {
+            return MemoryResponse::Metrics(crate::metrics::render(service.store.path()));
+        }
+        (MemoryRequest::Metrics, _) => {
+            return error_response(&RequestError::NotAllowed { what: "metrics" });
+        }
         _ => {}
     }
+    let name = request_name(&req);
+    let started = std::time::Instant::now();
     let svc = service.clone();
     let caller = caller.clone();
     let timeout = service.config.request_timeout;
@@ -283,6 +291,14 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
         Ok(Err(e)) => Err(RequestError::Task(e)),
         Err(_) => Err(RequestError::Timeout { timeout }),
     };
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.kind().as_str(),
+    };
+    metrics::counter!(crate::metrics::REQUESTS, "request" => name, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(crate::metrics::REQUEST_DURATION, "request" => name)
+        .record(started.elapsed().as_secs_f64());
     result.unwrap_or_else(|e| error_response(&e))
 }
 
@@ -487,6 +503,7 @@ fn request_name(r: &MemoryRequest) -> &'static str {
         MemoryRequest::Prune(_) => "prune",
         MemoryRequest::Embed { .. } => "embed",
         MemoryRequest::Ping => "ping",
+        MemoryRequest::Metrics => "metrics",
         MemoryRequest::ConversationCreate { .. } => "conversation_create",
         MemoryRequest::ConversationLoad { .. } => "conversation_load",
         MemoryRequest::ConversationAppend { .. } => "conversation_append",

@@ -863,7 +863,7 @@ async fn run_child(
 ) -> DelegationResult {
     let svc = parent.run.svc;
     let agent = Arc::new(narrowed(&admitted.agent, share, parent));
-    let run_id = svc.runs().start_run();
+    let run_id = svc.runs().start_run(&agent.name);
     // From here the child is a run of the tree (counted in its events).
     admitted.counted = None;
     let now = Instant::now();
@@ -941,7 +941,7 @@ async fn run_child(
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(agent.name.clone());
     }
-    svc.runs().record_ended(&agent.name, &terminal);
+    svc.runs().record_ended(&agent.name, &terminal, now);
     let _ = sink.send(terminal.clone()).await;
     let (outcome, usage) = match terminal {
         RunEvent::Finished { answer, usage, .. } => (Ok(answer), usage),

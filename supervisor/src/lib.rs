@@ -10,6 +10,8 @@ pub mod agent_file;
 pub mod api;
 pub mod conversations;
 pub mod delegation;
+pub mod http;
+pub mod metrics;
 pub mod registry;
 pub mod run_table;
 pub mod runs;
@@ -58,6 +60,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on [http] listen = {addr}")]
+    HttpBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid [api] socket_mode `{0}`: expected an octal mode such as \"0660\"")]
     SocketMode(String),
     #[error("invalid [api] socket_group `{0}`: no such group")]
@@ -103,6 +111,23 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         remove_if_exists(&api_path).map_err(dir_err)?;
     }
     let mode = parse_mode(&config.api.socket_mode)?;
+    // Bound before any child starts, so a taken port fails the start at once.
+    let http_listener = match config.http.listen_addr() {
+        // The config was checked when it was loaded.
+        Err(_) | Ok(None) => None,
+        Ok(Some(addr)) => {
+            let bound = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::HttpBind { addr, source })?;
+            let local = bound.local_addr().unwrap_or(addr);
+            if local.ip().is_loopback() {
+                tracing::info!(addr = %local, "HTTP listener: /metrics, /healthz, /readyz");
+            } else {
+                tracing::warn!(addr = %local, "HTTP listener on a non-loopback address: anyone who reaches it can read /metrics, /healthz and /readyz (no secrets, but names and figures)");
+            }
+            Some(bound)
+        }
+    };
     let signals = signals::listen().map_err(ServeError::Signals)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -188,6 +213,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             listener
         }
     };
+    let http = http_listener.map(|l| tokio::spawn(http::serve(svc.clone(), l, stop_rx.clone())));
     let accept = tokio::spawn(server::accept_loop(svc.clone(), listener, stop_rx.clone()));
     tracing::info!(socket = %api_path.display(), pid = std::process::id(), agents = svc.registry().agents.len(), "caxton ready");
 
@@ -203,6 +229,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     // Stop accepting, then drain.
     let _ = stop_tx.send(true);
     let _ = accept.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     if !from_systemd {
         let _ = std::fs::remove_file(&api_path);
     }

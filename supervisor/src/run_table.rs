@@ -79,9 +79,10 @@ impl RunTable {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new run id (and the run counted as started).
-    pub fn start_run(&self) -> String {
+    /// A new run id for a run of `agent` (and the run counted as started).
+    pub fn start_run(&self, agent: &str) -> String {
         self.stats.runs_started.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::RUNS_STARTED, "agent" => agent.to_string()).increment(1);
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -124,6 +125,11 @@ impl RunTable {
         }
     }
 
+    /// Runs with a worker right now.
+    pub fn running(&self) -> usize {
+        self.lock_running().len()
+    }
+
     /// Runs of `agent` with a worker right now.
     pub fn running_of(&self, agent: &str) -> usize {
         self.lock_running()
@@ -144,18 +150,29 @@ impl RunTable {
         let c = match what {
             Count::RunTimedOut => &self.stats.runs_timed_out,
             Count::WorkerCrashed => &self.stats.workers_crashed,
-            Count::BusyRejection => &self.stats.busy_rejections,
-            Count::ConnectionRejected => &self.stats.connections_rejected,
+            Count::BusyRejection => {
+                crate::metrics::rejected("busy");
+                &self.stats.busy_rejections
+            }
+            Count::ConnectionRejected => {
+                metrics::counter!(crate::metrics::CONNECTIONS_REJECTED).increment(1);
+                &self.stats.connections_rejected
+            }
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records an ended run: its outcome and usage into the totals, its summary into the recent
-    /// list.
-    pub fn record_ended(&self, agent: &str, terminal: &RunEvent) {
+    /// Records an ended run (its run id was given at `started`): its outcome and usage into the
+    /// totals and the metrics, its summary into the recent list.
+    pub fn record_ended(&self, agent: &str, terminal: &RunEvent, started: Instant) {
+        let took = started.elapsed().as_secs_f64();
         let (run_id, outcome, usage) = match terminal {
             RunEvent::Finished { run_id, usage, .. } => {
                 self.stats.runs_finished.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::RUNS_FINISHED, "agent" => agent.to_string())
+                    .increment(1);
+                metrics::histogram!(crate::metrics::RUN_DURATION, "agent" => agent.to_string(), "outcome" => "finished")
+                    .record(took);
                 (run_id, "finished".to_string(), usage)
             }
             RunEvent::Failed {
@@ -164,7 +181,12 @@ impl RunTable {
                 usage,
             } => {
                 self.stats.runs_failed.fetch_add(1, Ordering::Relaxed);
-                (run_id, error.kind.as_str(), usage)
+                let kind = error.kind.as_str();
+                metrics::counter!(crate::metrics::RUNS_FAILED, "agent" => agent.to_string(), "error_kind" => kind.clone())
+                    .increment(1);
+                metrics::histogram!(crate::metrics::RUN_DURATION, "agent" => agent.to_string(), "outcome" => "failed")
+                    .record(took);
+                (run_id, kind, usage)
             }
             _ => return,
         };
@@ -249,7 +271,7 @@ mod tests {
     #[test]
     fn a_run_is_listed_while_registered_and_summarised_when_it_ends() {
         let t = RunTable::default();
-        let id = t.start_run();
+        let id = t.start_run("calc");
         {
             let _r = t.register(&id, "calc", None, 42);
             t.count_event(
@@ -274,6 +296,7 @@ mod tests {
                     ..RunUsage::default()
                 },
             },
+            Instant::now(),
         );
         let c = t.counters();
         assert_eq!((c.runs_started, c.runs_failed, c.tool_calls), (1, 1, 1));

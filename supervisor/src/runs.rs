@@ -68,6 +68,7 @@ pub async fn execute(
     let _flight = match svc.admission().arrive() {
         Ok(f) => f,
         Err(refused) => {
+            crate::metrics::rejected("shutting_down");
             let error = refused.error(&req.agent, svc.admission());
             let _ = tx.send(ApiResponse::Error(error)).await;
             return;
@@ -130,12 +131,19 @@ pub async fn execute(
     );
     let started = Instant::now();
     let _permit = match svc.admission().admit(limit, tx.closed()).await {
-        Ok(p) => p,
+        Ok(p) => {
+            metrics::histogram!(crate::metrics::QUEUE_WAIT).record(started.elapsed().as_secs_f64());
+            p
+        }
         Err(refused) => {
             match refused {
                 Refusal::Busy => svc.runs().count(Count::BusyRejection),
-                Refusal::Timeout(_) => svc.runs().count(Count::RunTimedOut),
-                Refusal::ClientGone | Refusal::ShuttingDown => {}
+                Refusal::Timeout(_) => {
+                    crate::metrics::rejected("queue_timeout");
+                    svc.runs().count(Count::RunTimedOut)
+                }
+                Refusal::ShuttingDown => crate::metrics::rejected("shutting_down"),
+                Refusal::ClientGone => crate::metrics::rejected("client_gone"),
             }
             let error = refused.error(&agent.name, svc.admission());
             let _ = tx.send(ApiResponse::Error(error)).await;
@@ -149,7 +157,8 @@ pub async fn execute(
             agent: agent.name.clone(),
         });
     }
-    let run_id = svc.runs().start_run();
+    let run_id = svc.runs().start_run(&agent.name);
+    let run_started = Instant::now();
     let lineage = Lineage::root(&agent);
     let replay = req.replay.clone();
     let log = conversation
@@ -178,7 +187,7 @@ pub async fn execute(
         let holder = account.handed_to().unwrap_or_else(|| agent.name.clone());
         log.finish(&svc, &terminal, &holder).await;
     }
-    svc.runs().record_ended(&agent.name, &terminal);
+    svc.runs().record_ended(&agent.name, &terminal, run_started);
     if let RunEvent::Failed { error, .. } = &terminal {
         tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
     }

@@ -52,6 +52,8 @@ pub struct Service {
     runs: RunTable,
     /// Capability routing state.
     router: Router,
+    /// The supervisor's Prometheus recorder (`metrics.rs` renders the whole service's).
+    recorder: caxton_telemetry::Recorder,
     started: Instant,
 }
 
@@ -79,6 +81,7 @@ impl Service {
             }),
             runs: RunTable::default(),
             router: Router::default(),
+            recorder: crate::metrics::install(),
             started: Instant::now(),
         }
     }
@@ -115,6 +118,11 @@ impl Service {
 
     pub fn runs(&self) -> &RunTable {
         &self.runs
+    }
+
+    /// The whole service's metrics in the Prometheus text format.
+    pub async fn metrics(&self) -> String {
+        crate::metrics::scrape(self, &self.recorder).await
     }
 }
 

@@ -47,6 +47,8 @@ impl WarmWorkers {
             let pool = self.clone();
             tokio::spawn(async move { pool.refill() });
         }
+        let source = if ready.is_some() { "ready" } else { "spawned" };
+        metrics::counter!(crate::metrics::WORKERS_TAKEN, "source" => source).increment(1);
         match ready {
             Some(child) => Ok(child),
             None => self.spawn_now(),
@@ -55,13 +57,13 @@ impl WarmWorkers {
 
     /// A newly spawned worker, bypassing the pool.
     pub fn spawn_now(&self) -> Result<ManagedChild, SpawnError> {
-        spawn::spawn(&self.spec)
+        spawn_timed(&self.spec)
     }
 
     /// Spawns workers until `target` are ready.
     pub fn refill(&self) {
         while self.idle() < self.target {
-            match spawn::spawn(&self.spec) {
+            match spawn_timed(&self.spec) {
                 Ok(child) => self.lock().push(child),
                 Err(e) => {
                     tracing::warn!(error = %e, cause = %e.source, "cannot pre-spawn a worker");
@@ -75,4 +77,12 @@ impl WarmWorkers {
     pub fn clear(&self) {
         self.lock().clear();
     }
+}
+
+/// Starts one worker, its start time recorded.
+fn spawn_timed(spec: &ChildSpec) -> Result<ManagedChild, SpawnError> {
+    let started = std::time::Instant::now();
+    let child = spawn::spawn(spec);
+    metrics::histogram!(crate::metrics::WORKER_SPAWN).record(started.elapsed().as_secs_f64());
+    child
 }

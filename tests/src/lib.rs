@@ -728,6 +728,13 @@ impl RunOutcome {
             .collect()
     }
 
+    pub fn run_id(&self) -> Option<&str> {
+        self.events.iter().find_map(|e| match e {
+            RunEvent::Started { run_id, .. } => Some(run_id.as_str()),
+            _ => None,
+        })
+    }
+
     pub fn worker_pid(&self) -> Option<u32> {
         self.events.iter().find_map(|e| match e {
             RunEvent::Started { worker_pid, .. } => Some(*worker_pid),

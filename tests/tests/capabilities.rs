@@ -58,6 +58,7 @@ fn a_worker_holding_its_runs_token_gets_only_its_grant() {
         "chat_not_granted_provider",
         "reserve",
         "settle",
+        "metrics",
     ] {
         assert_eq!(report[probe], "permission_denied", "{probe}: {report}");
     }
@@ -156,6 +157,7 @@ fn unattached_connections_and_impostors_are_refused() {
         ToolhostRequest::RevokeRun {
             token: "a".repeat(32),
         },
+        ToolhostRequest::Metrics,
         ToolhostRequest::Attach {
             token: "0123456789abcdef0123456789abcdef".into(),
         },

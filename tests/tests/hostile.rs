@@ -126,6 +126,7 @@ fn toolhost_samples() -> Vec<Vec<u8>> {
         ToolhostRequest::ListPackages,
         ToolhostRequest::RemovePackage { name: "zz".into() },
         ToolhostRequest::Ping,
+        ToolhostRequest::Metrics,
         ToolhostRequest::Attach {
             token: "0".repeat(32),
         },
@@ -170,6 +171,7 @@ fn memory_samples() -> Vec<Vec<u8>> {
             token: "00ff".into(),
         },
         MemoryRequest::Tools,
+        MemoryRequest::Metrics,
         MemoryRequest::CallTool {
             name: "read_graph".into(),
             arguments: "{}".into(),

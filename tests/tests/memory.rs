@@ -269,6 +269,7 @@ fn an_agent_never_reads_or_writes_another_agents_private_memory() {
             offset: 0,
             limit: 10,
         },
+        MemoryRequest::Metrics,
     ] {
         match request(&req) {
             MemoryResponse::Error(e) => {

@@ -497,7 +497,33 @@ impl Host {
         let started = Instant::now();
         let package = self.index().by_tool.get(&req.tool).cloned();
         let result = self.call_tool_unaudited(package.as_deref(), req).await;
-        let duration_us = started.elapsed().as_micros() as u64;
+        let took = started.elapsed();
+        let duration_us = took.as_micros() as u64;
+        // Only a tool some package offers is a label value; any other name is `unknown`.
+        let tool_label = if package.is_some() {
+            req.tool.clone()
+        } else {
+            "unknown".to_string()
+        };
+        let outcome_label = match &result {
+            Ok(out) if out.is_error => "tool_error",
+            Ok(_) => "ok",
+            Err(e) => crate::metrics::outcome(e),
+        };
+        metrics::counter!(crate::metrics::TOOL_CALLS, "tool" => tool_label.clone(), "outcome" => outcome_label)
+            .increment(1);
+        metrics::histogram!(crate::metrics::TOOL_CALL_DURATION, "tool" => tool_label)
+            .record(took.as_secs_f64());
+        if let (Err(CallError::Guest(e)), Some(p)) = (&result, &package) {
+            let counter = match e {
+                WasmError::Timeout { .. } => Some(crate::metrics::TIMEOUTS),
+                WasmError::Trapped { .. } => Some(crate::metrics::TRAPS),
+                _ => None,
+            };
+            if let Some(c) = counter {
+                metrics::counter!(c, "package" => p.manifest.name.clone()).increment(1);
+            }
+        }
         let failure = result.as_ref().err().map(|e| Chain(e).to_string());
         let (outcome, detail, memory_peak_bytes) = match (&result, &failure) {
             (Ok(out), _) if out.is_error => ("tool_error", out.text.as_str(), out.memory_peak),
@@ -536,6 +562,13 @@ impl Host {
     /// Audits a call refused before it reached a tool (not granted to the run, over its
     /// allowance). A record that cannot be written is logged; the refusal stands either way.
     pub fn audit_refused(&self, req: &CallToolRequest, why: &str) {
+        let tool_label = if self.index().by_tool.contains_key(&req.tool) {
+            req.tool.clone()
+        } else {
+            "unknown".to_string()
+        };
+        metrics::counter!(crate::metrics::TOOL_CALLS, "tool" => tool_label, "outcome" => "refused")
+            .increment(1);
         let _ = self.audit(&AuditEntry {
             run_id: &req.run_id,
             agent: &req.agent,

@@ -10,6 +10,7 @@
 pub mod egress;
 pub mod host;
 pub mod mcp;
+pub mod metrics;
 pub mod module_cache;
 pub mod pipe;
 pub mod policy;

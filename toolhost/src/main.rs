@@ -57,6 +57,9 @@ fn run() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = caxton_config::for_service(config_path.as_deref())?;
     caxton_toolhost::apply_local_threads(&config);
+    if matches!(cmd, Command::Serve { .. }) {
+        caxton_toolhost::metrics::install();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -224,6 +224,9 @@ async fn connection(
                 }
                 ToolhostResponse::Ok
             }
+            (Caller::Supervisor, ToolhostRequest::Metrics) => {
+                ToolhostResponse::Metrics(caxton_telemetry::install().render())
+            }
             (Caller::Supervisor, ToolhostRequest::Catalog) => {
                 ToolhostResponse::Catalog(host.catalog())
             }
@@ -270,6 +273,7 @@ fn request_name(r: &ToolhostRequest) -> &'static str {
         ToolhostRequest::ReserveRun { .. } => "reserve_run",
         ToolhostRequest::SettleRun { .. } => "settle_run",
         ToolhostRequest::Attach { .. } => "attach",
+        ToolhostRequest::Metrics => "metrics",
     }
 }
 

@@ -424,6 +424,8 @@ impl ToolServer {
     }
 
     async fn start_instance(&self) -> Result<GuestInstance, WasmError> {
+        metrics::counter!(crate::metrics::INSTANCE_STARTS, "package" => self.name.clone())
+            .increment(1);
         let mut inst = GuestInstance::spawn(self)?;
         inst.request("initialize", mcp::initialize_params(), STARTUP_DEADLINE)
             .await?;

@@ -143,6 +143,7 @@ fn main() {
             used: Allowance::default(),
         },
     );
+    probe("metrics", ToolhostRequest::Metrics);
     // Delegations the job's agent does not allow, asked over the session as a worker may.
     let (mut input, mut out) = session.split();
     let forged = vec![

@@ -1,0 +1,144 @@
+//! The optional HTTP listener (`[http] listen`, off unless set): `/metrics` (the whole
+//! service's, as `caxton metrics` prints them), `/healthz` (liveness: this process answers) and
+//! `/readyz` (readiness: agents loaded, the toolhost and the memory service running, not
+//! draining), for Prometheus and Kubernetes-style probes.
+//!
+//! **Who may send:** anyone who can reach the address. The endpoints only read, and nothing
+//! they return is a secret or a prompt (the metrics' labels are agent, tool, provider and model
+//! names and outcomes), so the listener has no authentication of its own; it binds loopback
+//! unless told otherwise, and the daemon warns when it is not. **Hostile senders** get little:
+//! only `GET` and `HEAD` (else 405), a request head must arrive within
+//! [`HEAD_TIMEOUT`] and fit [`MAX_HEAD_BYTES`] (else the connection is closed), bodies are never
+//! read, at most `[http] max_connections` connections are served at once (the rest wait in the
+//! kernel's backlog), and a connection lives at most [`CONNECTION_LIFETIME`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::service::Service;
+
+/// Time a request's head has to arrive whole, the first one and each next one on a kept-alive
+/// connection.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head read (hyper's smallest buffer).
+pub const MAX_HEAD_BYTES: usize = 8192;
+/// A connection is closed after this long, however busy (a scraper simply reconnects).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
+
+const HTTP_REQUESTS: &str = "caxton_http_requests_total";
+
+/// Serves `listener` until `stop` turns true; open connections are closed then.
+pub async fn serve(svc: Arc<Service>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    metrics::describe_counter!(
+        HTTP_REQUESTS,
+        "Requests to the HTTP listener, by endpoint and status code."
+    );
+    let slots = Arc::new(Semaphore::new(svc.config().http.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        // A slot first: beyond the cap, connections wait in the backlog, not in memory here.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        // Finished connections are collected as new ones come.
+        while connections.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let svc = svc.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |req| {
+                let svc = svc.clone();
+                async move { Ok::<_, Infallible>(respond(&svc, &req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            // Errors are the client's (a bad request, a timeout, a reset): nothing to log.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+        });
+    }
+    connections.shutdown().await;
+}
+
+async fn respond(svc: &Service, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let endpoint = match path {
+        "/metrics" => "metrics",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        _ => "other",
+    };
+    let head = req.method() == Method::HEAD;
+    let (status, body) = if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served here\n".to_string(),
+        )
+    } else {
+        match endpoint {
+            "metrics" => (StatusCode::OK, svc.metrics().await),
+            "healthz" => (StatusCode::OK, "ok\n".to_string()),
+            "readyz" => {
+                let health = svc.health();
+                let status = if health.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, format!("{}\n", health.detail))
+            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                "not found: this listener serves /metrics, /healthz and /readyz\n".to_string(),
+            ),
+        }
+    };
+    metrics::counter!(HTTP_REQUESTS, "endpoint" => endpoint, "code" => status.as_str().to_string())
+        .increment(1);
+    let content_type = if endpoint == "metrics" && status == StatusCode::OK {
+        caxton_telemetry::CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let length = body.len();
+    let mut resp = Response::new(Full::new(if head {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    }));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if head {
+        headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    resp
+}
