@@ -11,6 +11,7 @@
 mod delegation;
 mod local_llm;
 mod memory;
+mod metrics;
 mod own_toolhost;
 mod providers;
 mod sql;
@@ -267,6 +268,11 @@ fn main() -> anyhow::Result<()> {
     // `caxton-benches delegation` runs only the delegation and conversation section.
     if std::env::args().nth(1).as_deref() == Some("delegation") {
         print!("{}", delegation::report()?);
+        return Ok(());
+    }
+    // `caxton-benches metrics` runs only what metrics and their scrapes cost.
+    if std::env::args().nth(1).as_deref() == Some("metrics") {
+        print!("{}", metrics::report()?);
         return Ok(());
     }
     // `caxton-benches sql` runs only the sql tool section.

@@ -12,6 +12,10 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// The prefix of Caxton's fields in the journal: a span or event field `run_id` is the journal
+/// field `CAXTON_RUN_ID`.
+pub const FIELD_PREFIX: &str = "CAXTON";
+
 /// Where and how log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -53,7 +57,13 @@ pub fn init(identifier: &str) -> Format {
             Ok(layer) => {
                 tracing_subscriber::registry()
                     .with(filter())
-                    .with(layer.with_syslog_identifier(identifier.to_string()))
+                    .with(
+                        layer
+                            .with_syslog_identifier(identifier.to_string())
+                            // Fields become CAXTON_RUN_ID, CAXTON_AGENT…: `journalctl
+                            // CAXTON_AGENT=calculator` finds an agent's lines.
+                            .with_field_prefix(Some(FIELD_PREFIX.into())),
+                    )
                     .init();
                 return format;
             }

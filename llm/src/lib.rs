@@ -358,7 +358,7 @@ impl Providers {
                     if let Some(next) = chain.get(i + 1)
                         && Instant::now() < overall
                     {
-                        tracing::warn!(run_id = %req.run_id, agent = %req.agent, from = %name, to = %next, %error, "LLM provider failed; falling back");
+                        tracing::warn!(from = %name, to = %next, %error, "LLM provider failed; falling back");
                         metrics::counter!(LLM_FALLBACKS, "provider" => (*name).clone())
                             .increment(1);
                         progress.send(ChatProgress::Fallback {
@@ -454,7 +454,7 @@ impl Providers {
                     "{message} (no time left in the run's deadline to retry)"
                 ));
             }
-            tracing::warn!(run_id = %req.run_id, agent = %req.agent, provider = %name, attempt, wait_ms = wait.as_millis() as u64, error = %message, "LLM call failed; retrying");
+            tracing::warn!(provider = %name, attempt, wait_ms = wait.as_millis() as u64, error = %message, "LLM call failed; retrying");
             metrics::counter!(LLM_RETRIES, "provider" => name.to_string()).increment(1);
             progress.send(ChatProgress::Retry {
                 provider: name.to_string(),
@@ -571,7 +571,7 @@ fn within_budget<'r>(
     }
     let prompt = estimate_prompt_tokens(req);
     let exceeded = |what: String| {
-        tracing::warn!(run_id = %req.run_id, agent = %req.agent, provider, "{what}");
+        tracing::warn!(provider, "{what}");
         ChatError::Budget(what)
     };
     let mut cap = req.max_tokens.map_or(u64::MAX, u64::from);

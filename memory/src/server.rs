@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use caxton_config::MemoryConfig;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
@@ -212,7 +213,7 @@ async fn connection(
         if let MemoryRequest::Attach { token } = &req {
             let resp = match attach(&service, &caller, token) {
                 Ok(grant) => {
-                    tracing::debug!(agent = %grant.agent, "worker attached");
+                    tracing::debug!(run_id = %grant.run_id, agent = %grant.agent, "worker attached");
                     caller = Caller::Worker(grant);
                     // Answered with the memory tools' specs, which the worker needs first.
                     MemoryResponse::Tools(tools::specs())
@@ -222,7 +223,12 @@ async fn connection(
             conn.send(&resp).await?;
             continue;
         }
-        let resp = handle(&service, &caller, req).await;
+        // A run's requests are served in a span naming the run (every log line carries it).
+        let span = match &caller {
+            Caller::Worker(g) => tracing::info_span!("run", run_id = %g.run_id, agent = %g.agent),
+            _ => tracing::Span::none(),
+        };
+        let resp = handle(&service, &caller, req).instrument(span).await;
         conn.send(&resp).await?;
     }
 }

@@ -41,7 +41,7 @@ pub async fn handle(svc: &Arc<Service>, caller: Caller, req: ApiRequest) -> Repl
         ApiRequest::ValidateAgent { file_name, source } => svc.validate(&file_name, &source),
         ApiRequest::Status => ApiResponse::Status(svc.status()),
         ApiRequest::Health => ApiResponse::Health(svc.health()),
-        ApiRequest::Metrics => ApiResponse::Metrics(svc.metrics().await),
+        ApiRequest::Metrics => ApiResponse::Metrics(svc.metrics()),
         ApiRequest::ListTools
         | ApiRequest::InstallTool(_)
         | ApiRequest::RemoveTool { .. }

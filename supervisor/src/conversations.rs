@@ -371,7 +371,7 @@ impl Log {
             holder: holder.to_string(),
         };
         if let Err(e) = request(svc, &req).await {
-            tracing::warn!(conversation = %self.id, run = %self.run_id, error = %e.message, "cannot record the run in its conversation");
+            tracing::warn!(conversation = %self.id, error = %e.message, "cannot record the run in its conversation");
         }
     }
 }

@@ -932,7 +932,8 @@ async fn run_child(
         settle_to: Some(&settle_to),
         replay: parent.run.replay,
     };
-    let terminal = crate::runs::drive_child(run, req).await;
+    let span = tracing::info_span!("run", run_id = %run_id, agent = %agent.name, parent_run_id = %parent.run.run_id);
+    let terminal = tracing::Instrument::instrument(crate::runs::drive_child(run, req), span).await;
     if admitted.call.handoff.is_some() && matches!(terminal, RunEvent::Finished { .. }) {
         *parent
             .run

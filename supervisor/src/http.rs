@@ -37,8 +37,32 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
 
 const HTTP_REQUESTS: &str = "caxton_http_requests_total";
 
+/// Serves `listener` on a thread of its own (with its own single-threaded runtime) until
+/// `stop` turns true: a scrape or a probe is answered even while every thread of the main
+/// runtime is busy relaying runs.
+pub fn spawn(
+    svc: Arc<Service>,
+    listener: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("caxton-http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(svc, listener, stop).await,
+                    Err(e) => tracing::error!(error = %e, "the HTTP listener cannot serve"),
+                }
+            });
+        })
+}
+
 /// Serves `listener` until `stop` turns true; open connections are closed then.
-pub async fn serve(svc: Arc<Service>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn serve(svc: Arc<Service>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     metrics::describe_counter!(
         HTTP_REQUESTS,
         "Requests to the HTTP listener, by endpoint and status code."
@@ -101,7 +125,7 @@ async fn respond(svc: &Service, req: &Request<Incoming>) -> Response<Full<Bytes>
         )
     } else {
         match endpoint {
-            "metrics" => (StatusCode::OK, svc.metrics().await),
+            "metrics" => (StatusCode::OK, svc.metrics()),
             "healthz" => (StatusCode::OK, "ok\n".to_string()),
             "readyz" => {
                 let health = svc.health();

@@ -116,8 +116,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         // The config was checked when it was loaded.
         Err(_) | Ok(None) => None,
         Ok(Some(addr)) => {
-            let bound = tokio::net::TcpListener::bind(addr)
-                .await
+            let bound = std::net::TcpListener::bind(addr)
                 .map_err(|source| ServeError::HttpBind { addr, source })?;
             let local = bound.local_addr().unwrap_or(addr);
             if local.ip().is_loopback() {
@@ -125,7 +124,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             } else {
                 tracing::warn!(addr = %local, "HTTP listener on a non-loopback address: anyone who reaches it can read /metrics, /healthz and /readyz (no secrets, but names and figures)");
             }
-            Some(bound)
+            Some((local, bound))
         }
     };
     let signals = signals::listen().map_err(ServeError::Signals)?;
@@ -213,7 +212,14 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             listener
         }
     };
-    let http = http_listener.map(|l| tokio::spawn(http::serve(svc.clone(), l, stop_rx.clone())));
+    let http = match http_listener {
+        Some((addr, listener)) => {
+            let thread = http::spawn(svc.clone(), listener, stop_rx.clone())
+                .map_err(|source| ServeError::HttpBind { addr, source })?;
+            Some(thread)
+        }
+        None => None,
+    };
     let accept = tokio::spawn(server::accept_loop(svc.clone(), listener, stop_rx.clone()));
     tracing::info!(socket = %api_path.display(), pid = std::process::id(), agents = svc.registry().agents.len(), "caxton ready");
 
@@ -230,7 +236,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let _ = stop_tx.send(true);
     let _ = accept.await;
     if let Some(http) = http {
-        let _ = http.await;
+        let _ = tokio::task::spawn_blocking(move || http.join()).await;
     }
     if !from_systemd {
         let _ = std::fs::remove_file(&api_path);

@@ -2,24 +2,23 @@
 //! happen (admission, the run table, the worker pool) through the `metrics` facade; a scrape
 //! ([`scrape`]) sets the gauges that are read rather than counted (queue depth, workers, each
 //! process's memory and descriptors), renders them, and appends the toolhost's and the memory
-//! service's own renderings, asked for over their private sockets. A service that does not
-//! answer is left out and shows as `caxton_service_up{service="…"} 0`.
+//! service's own renderings as each reported them at its last health check (`services.rs`: the
+//! check asks for them, every `[health] ping_interval`). So a scrape never waits for a busy
+//! service, and the services' part is at most a ping interval old. A service that is not running
+//! or has not reported is left out and shows as `caxton_service_up{service="…"} 0`.
 //!
 //! Families and labels are documented in the README ("Metrics"); `caxton_telemetry` says why
 //! the label values stay bounded.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use caxton_ipc::api::ServiceState;
-use caxton_ipc::memory::{MemoryRequest, MemoryResponse};
-use caxton_ipc::toolhost::{ToolhostRequest, ToolhostResponse};
 use caxton_telemetry::Recorder;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 
 use crate::service::Service;
-
-/// Time a service has to answer a scrape before its part is left out.
-const SERVICE_SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::services::ServiceProcess;
 
 pub const RUNS_STARTED: &str = "caxton_runs_started_total";
 pub const RUNS_FINISHED: &str = "caxton_runs_finished_total";
@@ -88,7 +87,7 @@ pub fn install() -> Recorder {
     );
     describe_gauge!(
         "caxton_service_up",
-        "1 when the service process answered this scrape, else 0, by service."
+        "1 when the service process runs and answered its last health check (its metrics are in this scrape), else 0, by service."
     );
     describe_counter!(
         "caxton_service_restarts_total",
@@ -112,37 +111,10 @@ pub fn rejected(reason: &'static str) {
     counter!(RUNS_REJECTED, "reason" => reason).increment(1);
 }
 
-/// The whole service's metrics: the supervisor's, then the toolhost's and the memory service's.
-pub async fn scrape(svc: &Service, recorder: &Recorder) -> String {
+/// The whole service's metrics: the supervisor's, then the toolhost's and the memory
+/// service's as each reported them at its last health check.
+pub fn scrape(svc: &Service, recorder: &Recorder) -> String {
     let started = Instant::now();
-    let toolhost = async {
-        let resp = svc
-            .toolhost_grants()
-            .request(&ToolhostRequest::Metrics, SERVICE_SCRAPE_TIMEOUT)
-            .await;
-        match resp {
-            Ok(ToolhostResponse::Metrics(text)) => Some(text),
-            other => {
-                tracing::debug!(answer = ?other.map(|_| ()), "the toolhost gave no metrics");
-                None
-            }
-        }
-    };
-    let memory = async {
-        let link = svc.memory_grants().ok()?;
-        match link
-            .request(&MemoryRequest::Metrics, SERVICE_SCRAPE_TIMEOUT)
-            .await
-        {
-            Ok(MemoryResponse::Metrics(text)) => Some(text),
-            other => {
-                tracing::debug!(answer = ?other.map(|_| ()), "the memory service gave no metrics");
-                None
-            }
-        }
-    };
-    let (toolhost, memory) = tokio::join!(toolhost, memory);
-
     let status = svc.admission();
     gauge!("caxton_agents_loaded").set(svc.registry().agents.len() as f64);
     gauge!("caxton_queue_depth").set(status.queue_depth() as f64);
@@ -151,20 +123,16 @@ pub async fn scrape(svc: &Service, recorder: &Recorder) -> String {
     gauge!("caxton_workers_max").set(f64::from(status.max_concurrent()));
     gauge!("caxton_workers_ready").set(svc.warm().idle() as f64);
     process_gauges("supervisor", Some(std::process::id()));
-    let toolhost_state = svc.toolhost().state();
-    service_gauges(
-        "toolhost",
-        &toolhost_state,
-        toolhost.is_some(),
-        svc.toolhost().restarts(),
-    );
-    if let Ok(m) = svc.memory_service() {
-        service_gauges("memory", &m.state(), memory.is_some(), m.restarts());
-    } else if svc.config().memory.enabled {
-        gauge!("caxton_service_up", "service" => "memory").set(0.0);
-        process_gauges("memory", None);
-    }
-
+    let toolhost = service_part("toolhost", svc.toolhost());
+    let memory = match svc.memory_service() {
+        Ok(m) => service_part("memory", m),
+        Err(_) if svc.config().memory.enabled => {
+            gauge!("caxton_service_up", "service" => "memory").set(0.0);
+            process_gauges("memory", None);
+            None
+        }
+        Err(_) => None,
+    };
     let mut text = recorder.render();
     for part in [toolhost, memory].into_iter().flatten() {
         text.push_str(&part);
@@ -177,14 +145,17 @@ pub async fn scrape(svc: &Service, recorder: &Recorder) -> String {
     text
 }
 
-fn service_gauges(name: &'static str, state: &ServiceState, answered: bool, restarts: u64) {
-    gauge!("caxton_service_up", "service" => name).set(if answered { 1.0 } else { 0.0 });
-    counter!("caxton_service_restarts_total", "service" => name).absolute(restarts);
-    let pid = match state {
-        ServiceState::Running { pid, .. } | ServiceState::Unresponsive { pid, .. } => Some(*pid),
+/// A service's gauges, and its last report if it is running and has reported.
+fn service_part(name: &'static str, service: &ServiceProcess) -> Option<Arc<str>> {
+    let report = service.metrics_report();
+    gauge!("caxton_service_up", "service" => name).set(if report.is_some() { 1.0 } else { 0.0 });
+    counter!("caxton_service_restarts_total", "service" => name).absolute(service.restarts());
+    let pid = match service.state() {
+        ServiceState::Running { pid, .. } | ServiceState::Unresponsive { pid, .. } => Some(pid),
         _ => None,
     };
     process_gauges(name, pid);
+    report
 }
 
 /// A process's memory and descriptors; a process that is not running reads 0.

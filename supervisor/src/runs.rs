@@ -20,6 +20,7 @@ use caxton_ipc::worker::{
 };
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::admission::{Abort, Refusal};
 use crate::conversations::{self, Caller};
@@ -181,23 +182,29 @@ pub async fn execute(
         settle_to: None,
         replay: replay.as_ref(),
     };
-    let terminal = drive_worker(run, req, &mut finishing).await;
-    // The conversation has the run before the client has its answer: the next message sees it.
-    if let Some(log) = &log {
-        let holder = account.handed_to().unwrap_or_else(|| agent.name.clone());
-        log.finish(&svc, &terminal, &holder).await;
+    // Every log line of the run, here and in what it calls, carries its run id and agent.
+    let span = tracing::info_span!("run", run_id = %run_id, agent = %agent.name);
+    async {
+        let terminal = drive_worker(run, req, &mut finishing).await;
+        // The conversation has the run before the client has its answer: the next message sees it.
+        if let Some(log) = &log {
+            let holder = account.handed_to().unwrap_or_else(|| agent.name.clone());
+            log.finish(&svc, &terminal, &holder).await;
+        }
+        svc.runs().record_ended(&agent.name, &terminal, run_started);
+        if let RunEvent::Failed { error, .. } = &terminal {
+            tracing::warn!(kind = %error.kind.as_str(), "run failed: {}", error.message);
+        }
+        // A client that stopped reading must not hold the slot: the relay gives up on it after
+        // CLIENT_WRITE_TIMEOUT and drops the receiver, which ends this send too.
+        let _ = tx.send(ApiResponse::Event(terminal)).await;
+        // The client has its answer; now the worker exits and is reaped (its slot is held until then).
+        if let Some(worker) = finishing {
+            worker.reap().await;
+        }
     }
-    svc.runs().record_ended(&agent.name, &terminal, run_started);
-    if let RunEvent::Failed { error, .. } = &terminal {
-        tracing::warn!(run = %run_id, agent = %agent.name, kind = ?error.kind, "run failed: {}", error.message);
-    }
-    // A client that stopped reading must not hold the slot: the relay gives up on it after
-    // CLIENT_WRITE_TIMEOUT and drops the receiver, which ends this send too.
-    let _ = tx.send(ApiResponse::Event(terminal)).await;
-    // The client has its answer; now the worker exits and is reaped (its slot is held until then).
-    if let Some(worker) = finishing {
-        worker.reap().await;
-    }
+    .instrument(span)
+    .await;
 }
 
 /// A worker that sent its terminal event and still has to exit.
@@ -260,11 +267,14 @@ impl GrantLink {
 impl Drop for GrantGuard {
     fn drop(&mut self) {
         let revoke = self.link.clone().revoke(std::mem::take(&mut self.token));
-        tokio::spawn(async move {
-            if let Err(e) = revoke.await {
-                tracing::debug!(error = %e, "revoking a run's grant failed (the service restarted?)");
+        tokio::spawn(
+            async move {
+                if let Err(e) = revoke.await {
+                    tracing::debug!(error = %e, "revoking a run's grant failed (the service restarted?)");
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
     }
 }
 
@@ -550,7 +560,7 @@ async fn drive_worker_inner<'a>(
         run.lineage.parent_run_id.as_deref(),
         child.pid,
     );
-    tracing::debug!(run = %run_id, agent = %agent.name, pid = child.pid, "worker took the job");
+    tracing::debug!(pid = child.pid, "worker took the job");
     let started = RunEvent::Started {
         run_id: run_id.to_string(),
         agent: agent.name.clone(),
@@ -582,7 +592,7 @@ async fn drive_worker_inner<'a>(
         }
         Ok(Err(Broken::ClientGone)) => {
             let stopped = stop_worker(&mut conn, &mut child, "the client went away").await;
-            tracing::info!(run = %run_id, agent = %agent.name, worker = %stopped.how(), "client went away; run stopped");
+            tracing::info!(worker = %stopped.how(), "client went away; run stopped");
             with_usage(
                 failed(
                     ErrorKind::Cancelled,

@@ -121,8 +121,8 @@ impl Service {
     }
 
     /// The whole service's metrics in the Prometheus text format.
-    pub async fn metrics(&self) -> String {
-        crate::metrics::scrape(self, &self.recorder).await
+    pub fn metrics(&self) -> String {
+        crate::metrics::scrape(self, &self.recorder)
     }
 }
 

@@ -104,6 +104,9 @@ pub struct ServiceProcess {
     started: Instant,
     /// When the health watcher last finished a round (milliseconds since `started`).
     last_round_ms: std::sync::atomic::AtomicU64,
+    /// The service's metrics as its last health check returned them, with the pid that
+    /// answered (a restarted process's are never shown as the new one's).
+    report: Mutex<Option<(u32, Arc<str>)>>,
 }
 
 impl ServiceProcess {
@@ -129,6 +132,20 @@ impl ServiceProcess {
 
     pub fn restarts(&self) -> u64 {
         self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The metrics the running process reported at its last health check (at most
+    /// `[health] ping_interval` old); `None` while it is not running or has not reported yet.
+    pub fn metrics_report(&self) -> Option<Arc<str>> {
+        let pid = match self.state() {
+            ServiceState::Running { pid, .. } => pid,
+            _ => return None,
+        };
+        let report = self.report.lock().unwrap_or_else(|p| p.into_inner());
+        report
+            .as_ref()
+            .filter(|(from, _)| *from == pid)
+            .map(|(_, text)| text.clone())
     }
 
     fn set_state(&self, s: ServiceState) {
@@ -166,6 +183,7 @@ impl ServiceProcess {
             restarts: Default::default(),
             started: Instant::now(),
             last_round_ms: Default::default(),
+            report: Mutex::new(None),
         });
         let child = match host.launch().await {
             Ok(c) => Some(c),
@@ -362,7 +380,7 @@ impl ServiceProcess {
                     continue;
                 }
             };
-            let answered = self.ping(health.ping_timeout).await;
+            let answered = self.ping(pid, health.ping_timeout).await;
             self.note_round();
             if answered {
                 if silent.take().is_some() {
@@ -412,18 +430,30 @@ impl ServiceProcess {
         }
     }
 
-    /// One health check: a ping on a new connection, answered within `timeout`.
-    async fn ping(&self, timeout: Duration) -> bool {
-        match self.kind {
-            Kind::Toolhost => matches!(
-                exchange::<ToolhostProtocol>(&self.socket, &ToolhostRequest::Ping, timeout).await,
-                Ok(ToolhostResponse::Pong)
-            ),
-            Kind::Memory => matches!(
-                exchange::<MemoryProtocol>(&self.socket, &MemoryRequest::Ping, timeout).await,
-                Ok(MemoryResponse::Ok)
-            ),
-        }
+    /// One health check of process `pid`, on a new connection, answered within `timeout`. It
+    /// asks for the service's metrics: the answer shows it serves, and is kept for scrapes, so
+    /// a scrape never waits for a busy service.
+    async fn ping(&self, pid: u32, timeout: Duration) -> bool {
+        let report = match self.kind {
+            Kind::Toolhost => {
+                match exchange::<ToolhostProtocol>(&self.socket, &ToolhostRequest::Metrics, timeout)
+                    .await
+                {
+                    Ok(ToolhostResponse::Metrics(text)) => text,
+                    _ => return false,
+                }
+            }
+            Kind::Memory => {
+                match exchange::<MemoryProtocol>(&self.socket, &MemoryRequest::Metrics, timeout)
+                    .await
+                {
+                    Ok(MemoryResponse::Metrics(text)) => text,
+                    _ => return false,
+                }
+            }
+        };
+        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, report.into()));
+        true
     }
 
     /// Sets `state` only if the current state is still about process `pid` (running or

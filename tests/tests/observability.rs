@@ -213,6 +213,14 @@ fn prometheus_scrapes_the_whole_service_and_counts_its_runs() {
     assert!(out.answer().is_some(), "{out:?}");
     let (_, tool, ok, _) = out.tool_results()[0];
     assert_eq!((tool, ok), ("calculate", false), "{out:?}");
+    // The toolhost's log line about it names the run and its agent (in the text log too).
+    let tagged = format!("run{{run_id={} agent=calculator}}", out.run_id().unwrap());
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("tool call answered with an error") && l.contains(&tagged)),
+        "no line with {tagged}:\n{log}"
+    );
     // A run whose LLM call does not answer before the run's deadline (which of the two
     // reports it first, the run or the chat, decides the kind).
     let slow = d
@@ -234,8 +242,40 @@ fn prometheus_scrapes_the_whole_service_and_counts_its_runs() {
     d.cli_ok(&["memory", "store", "Zoo", "-o", "the zebra sleeps standing"]);
     d.cli_ok(&["memory", "search", "where does the zebra sleep"]);
 
-    // The same exposition over the socket and over HTTP, accepted by promtool.
-    let text = d.cli_ok(&["metrics"]);
+    // The same exposition over the socket and over HTTP, accepted by promtool. The services'
+    // part is what they reported at their last health check (every ping_interval).
+    let expected = [
+        // The supervisor's, the toolhost's (tools and LLM) and the memory service's.
+        "caxton_runs_finished_total{agent=\"calculator\"} 4",
+        "caxton_tool_calls_total{tool=\"calculate\",outcome=\"ok\"} 3",
+        "caxton_tool_calls_total{tool=\"calculate\",outcome=\"tool_error\"} 1",
+        "caxton_llm_requests_total{provider=\"local\",model=\"scripted-rules\",outcome=\"ok\"} 8",
+        "caxton_memory_database_size_bytes",
+        "caxton_process_resident_memory_bytes{process=\"toolhost\"}",
+        "caxton_process_open_fds{process=\"memory\"}",
+        "caxton_service_up{service=\"toolhost\"} 1",
+        &failed,
+        "caxton_memory_requests_total{request=\"store\",outcome=\"ok\"} 1",
+        "caxton_memory_search_duration_seconds_count{mode=\"hybrid\"} 1",
+        "caxton_memory_embedding_duration_seconds_count",
+        "caxton_worker_spawn_seconds_count",
+        "caxton_tool_instance_starts_total{package=\"calc\"}",
+        "caxton_queue_wait_seconds_count 5",
+        "caxton_run_duration_seconds_bucket{agent=\"calculator\",outcome=\"finished\",le=\"+Inf\"} 4",
+    ];
+    let started = Instant::now();
+    let text = loop {
+        let text = d.cli_ok(&["metrics"]);
+        let missing: Vec<_> = expected.iter().filter(|e| !text.contains(*e)).collect();
+        if missing.is_empty() {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "missing {missing:?} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(promtool_check(&text), "", "{text}");
     let (status, head, body) = get(addr, "/metrics");
     assert_eq!(status, 200);
@@ -246,24 +286,7 @@ fn prometheus_scrapes_the_whole_service_and_counts_its_runs() {
     );
     assert_eq!(promtool_check(&body), "");
     for text in [&text, &body] {
-        for family in [
-            // The supervisor's, the toolhost's (tools and LLM) and the memory service's.
-            "caxton_runs_finished_total{agent=\"calculator\"} 4",
-            "caxton_tool_calls_total{tool=\"calculate\",outcome=\"ok\"} 3",
-            "caxton_tool_calls_total{tool=\"calculate\",outcome=\"tool_error\"} 1",
-            "caxton_llm_requests_total{provider=\"local\",model=\"scripted-rules\",outcome=\"ok\"} 8",
-            "caxton_memory_database_size_bytes",
-            "caxton_process_resident_memory_bytes{process=\"toolhost\"}",
-            "caxton_process_open_fds{process=\"memory\"}",
-            "caxton_service_up{service=\"toolhost\"} 1",
-            &failed,
-            "caxton_memory_requests_total{request=\"store\",outcome=\"ok\"} 1",
-            "caxton_memory_search_duration_seconds_count{mode=\"hybrid\"} 1",
-            "caxton_memory_embedding_duration_seconds_count",
-            "caxton_worker_spawn_seconds_count",
-            "caxton_queue_wait_seconds_count 5",
-            "caxton_run_duration_seconds_bucket{agent=\"calculator\",outcome=\"finished\",le=\"+Inf\"} 4",
-        ] {
+        for family in expected {
             assert!(text.contains(family), "no {family} in:\n{text}");
         }
         assert!(!text.contains(KEY), "the provider key is in the metrics");
@@ -452,5 +475,108 @@ fn the_listener_is_off_unless_configured_and_a_taken_port_fails_the_start() {
     assert!(
         stderr.contains("[http] listen = \"localhost:9464\""),
         "{stderr}"
+    );
+}
+
+/// Runs `script` with `sh` in a private mount namespace holding a journald of its own: tmpfs
+/// over its sockets and journal directories, so nothing reaches the machine's journal. The
+/// script's output is returned.
+fn with_private_journald(script: &str) -> String {
+    let wrapped = format!(
+        r#"set -e
+for d in /run/systemd /run/log /var/log/journal; do mkdir -p "$d"; mount -t tmpfs tmpfs "$d"; done
+/lib/systemd/systemd-journald >/dev/null 2>&1 &
+JOURNALD=$!
+trap 'kill $JOURNALD' EXIT
+for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
+{script}"#
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &wrapped])
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_runs_log_lines_carry_its_run_id_and_agent_as_journal_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join("agents");
+    std::fs::create_dir(&agents).unwrap();
+    std::fs::copy(
+        caxton_tests::repo_root().join("agents/calculator.toml"),
+        agents.join("calculator.toml"),
+    )
+    .unwrap();
+    let config = dir.path().join("caxton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtime_dir = \"{0}/run\"\nstate_dir = \"{0}/state\"\nagents_dir = \"{1}\"\n[providers.local]\nkind = \"scripted\"\n",
+            dir.path().display(),
+            agents.display()
+        ),
+    )
+    .unwrap();
+    let caxton = bin("caxton");
+    let socket = dir.path().join("run/api.sock");
+    // One run whose tool answers with an error (logged by the toolhost) and one whose worker
+    // exits (logged by the supervisor), then the journal's lines of the calculator agent.
+    let out = with_private_journald(&format!(
+        r#"CAXTON_LOG_FORMAT=journald CAXTON_WORKER_FAULTS=1 {caxton} serve --config {config} &
+SERVE=$!
+for _ in $(seq 200); do [ -S {socket} ] && break; sleep 0.05; done
+{caxton} --socket {socket} agent run calculator --json --input '1 / 0' > {dir}/tool-error.json
+{caxton} --socket {socket} agent run calculator --json --input 'caxton-fault:exit' > {dir}/crash.json || true
+kill $SERVE; wait $SERVE || true
+journalctl --no-pager -o json CAXTON_AGENT=calculator"#,
+        caxton = caxton.display(),
+        config = config.display(),
+        socket = socket.display(),
+        dir = dir.path().display(),
+    ));
+    let run_id = |file: &str| -> String {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        first["event"]["started"]["run_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no run id in {text}"))
+            .to_string()
+    };
+    let (tool_error, crash) = (run_id("tool-error.json"), run_id("crash.json"));
+    let entries: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |identifier: &str, run: &str, message: &str| {
+        entries.iter().find(|e| {
+            e["SYSLOG_IDENTIFIER"] == identifier
+                && e["CAXTON_RUN_ID"] == run
+                && e["MESSAGE"].as_str().is_some_and(|m| m.contains(message))
+        })
+    };
+    // The toolhost's line about the tool's error, under the run's id and agent.
+    let line = find(
+        "caxton-toolhost",
+        &tool_error,
+        "tool call answered with an error",
+    )
+    .unwrap_or_else(|| panic!("no toolhost line of {tool_error} in {out}"));
+    assert_eq!(line["CAXTON_AGENT"], "calculator");
+    assert_eq!(line["CAXTON_TOOL"], "calculate");
+    // The supervisor's line about the crashed run.
+    let line = find("caxton", &crash, "run failed")
+        .unwrap_or_else(|| panic!("no supervisor line of {crash} in {out}"));
+    assert_eq!(line["CAXTON_KIND"], "worker_crashed");
+    // Nothing of another agent was selected.
+    assert!(
+        entries.iter().all(|e| e["CAXTON_AGENT"] == "calculator"),
+        "{out}"
     );
 }

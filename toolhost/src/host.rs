@@ -543,13 +543,13 @@ impl Host {
         })?;
         match &result {
             Ok(out) if out.is_error => {
-                tracing::info!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, detail = %out.text, "tool call answered with an error")
+                tracing::info!(tool = %req.tool, duration_us, detail = %out.text, "tool call answered with an error")
             }
             Ok(_) => {
-                tracing::debug!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, "tool call")
+                tracing::debug!(tool = %req.tool, duration_us, "tool call")
             }
             Err(_) => {
-                tracing::warn!(run = %req.run_id, agent = %req.agent, tool = %req.tool, duration_us, error = detail, "tool call failed")
+                tracing::warn!(tool = %req.tool, duration_us, error = detail, "tool call failed")
             }
         }
         result.map(|out| ToolOutput {

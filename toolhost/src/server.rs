@@ -24,6 +24,7 @@ use caxton_llm::{ChatError, Progress};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::host::{CallError, Host, InstallError, RemoveError};
 use crate::runs::{GrantError, Run, Runs};
@@ -94,7 +95,9 @@ enum Caller {
     Supervisor,
     /// A worker before `Attach`.
     Unattached,
-    Run(Arc<Run>),
+    /// An attached worker: its run's grant, and the span its requests are served in (every
+    /// log line carries the run's id and agent).
+    Run(Arc<Run>, tracing::Span),
 }
 
 async fn connection(
@@ -128,21 +131,35 @@ async fn connection(
         let Some(req) = service::next_request(&mut conn, &ticket, idle).await? else {
             return Ok(());
         };
-        if let Caller::Run(run) = &caller
+        if let Caller::Run(run, _) = &caller
             && let Err(e) = runs.live(run)
         {
             conn.send(&error_response(e)).await?;
             return Ok(());
         }
-        let resp = match (&caller, req) {
+        // A run's requests, and the supervisor's calls and chats on behalf of one, are served
+        // in a span naming the run.
+        let span = match (&caller, &req) {
+            (Caller::Run(_, span), _) => span.clone(),
+            (Caller::Supervisor, ToolhostRequest::CallTool(c)) => {
+                tracing::info_span!("run", run_id = %c.run_id, agent = %c.agent)
+            }
+            (Caller::Supervisor, ToolhostRequest::Chat(c)) => {
+                tracing::info_span!("run", run_id = %c.run_id, agent = %c.agent)
+            }
+            _ => tracing::Span::none(),
+        };
+        let served = async {
+            Ok::<_, FrameError>(Some(match (&caller, req) {
             (_, ToolhostRequest::Ping) => ToolhostResponse::Pong,
             (Caller::Unattached, ToolhostRequest::Attach { token }) => match runs.attach(&token) {
                 Ok(run) => {
-                    tracing::debug!(run = %run.grant.run_id, agent = %run.grant.agent, "worker attached");
                     // The answer carries the specs of the tools the grant allows: the worker
                     // needs them before its first turn, and this saves it a round trip.
                     let tools = ToolhostResponse::Tools(host.tools(&run.grant.tools));
-                    caller = Caller::Run(run);
+                    let span = tracing::info_span!("run", run_id = %run.grant.run_id, agent = %run.grant.agent);
+                    span.in_scope(|| tracing::debug!(peer_pid, "worker attached"));
+                    caller = Caller::Run(run, span);
                     tools
                 }
                 Err(e) => {
@@ -157,14 +174,14 @@ async fn connection(
             (_, ToolhostRequest::Attach { .. }) => error_response(RequestError::AlreadyBound),
 
             // A run: only what its grant allows, under its identity.
-            (Caller::Run(run), ToolhostRequest::Tools { names }) => {
+            (Caller::Run(run, _), ToolhostRequest::Tools { names }) => {
                 let granted: Vec<String> = names
                     .into_iter()
                     .filter(|n| run.grant.tools.contains(n))
                     .collect();
                 ToolhostResponse::Tools(host.tools(&granted))
             }
-            (Caller::Run(run), ToolhostRequest::CallTool(mut call)) => {
+            (Caller::Run(run, _), ToolhostRequest::CallTool(mut call)) => {
                 call.agent = run.grant.agent.clone();
                 call.run_id = run.grant.run_id.clone();
                 match run.take_tool_call(&call.tool) {
@@ -178,7 +195,7 @@ async fn connection(
                     }
                 }
             }
-            (Caller::Run(run), ToolhostRequest::Chat(mut chat)) => {
+            (Caller::Run(run, _), ToolhostRequest::Chat(mut chat)) => {
                 match run.admit_chat(&mut chat) {
                     Err(e) => error_response(e),
                     Ok(()) => match chat_streaming(&host, &mut conn, &chat).await? {
@@ -188,11 +205,11 @@ async fn connection(
                             }
                             into_response(reply, ToolhostResponse::Chat)
                         }
-                        None => return Ok(()),
+                        None => return Ok(None),
                     },
                 }
             }
-            (Caller::Run(_), other) => error_response(RequestError::NotAllowed {
+            (Caller::Run(..), other) => error_response(RequestError::NotAllowed {
                 what: request_name(&other),
             }),
 
@@ -239,7 +256,7 @@ async fn connection(
             (Caller::Supervisor, ToolhostRequest::Chat(chat)) => {
                 match chat_streaming(&host, &mut conn, &chat).await? {
                     Some(reply) => into_response(reply, ToolhostResponse::Chat),
-                    None => return Ok(()),
+                    None => return Ok(None),
                 }
             }
             (Caller::Supervisor, ToolhostRequest::ListPackages) => {
@@ -253,6 +270,12 @@ async fn connection(
             (Caller::Supervisor, ToolhostRequest::RemovePackage { name }) => {
                 into_response(host.remove(&name).await, |()| ToolhostResponse::Removed)
             }
+        }))
+        }
+        .instrument(span)
+        .await?;
+        let Some(resp) = served else {
+            return Ok(());
         };
         conn.send(&resp).await?;
     }
@@ -299,7 +322,7 @@ async fn chat_streaming(
             }
             r = &mut reply => break r,
             _ = conn.reader.get_mut().read(&mut probe) => {
-                tracing::info!(run_id = %chat.run_id, agent = %chat.agent, provider = %chat.provider, "chat cancelled: the worker went away");
+                tracing::info!(provider = %chat.provider, "chat cancelled: the worker went away");
                 return Ok(None);
             }
         }
