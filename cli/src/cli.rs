@@ -92,6 +92,16 @@ enum Command {
     /// Print the whole service's metrics (supervisor, toolhost, memory service) in the
     /// Prometheus text format, as the HTTP listener's /metrics serves them.
     Metrics,
+    /// A live view: runs/s, failures, p50/p95, tokens and cost per minute, per agent, and the
+    /// runs in progress as trees. Redrawn on a terminal; plain text otherwise.
+    Top {
+        /// Time between views.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this many views (default: until interrupted).
+        #[arg(long, short = 'n')]
+        iterations: Option<u32>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +221,16 @@ pub fn main() -> ExitCode {
         } => audit_verify(file, config.as_deref()),
         Command::Health { json } => health(&socket, json),
         Command::Metrics => metrics(&socket),
+        Command::Top {
+            interval,
+            iterations,
+        } => crate::top::top(
+            &socket,
+            crate::top::TopOptions {
+                interval,
+                iterations,
+            },
+        ),
         Command::Tool { command } => crate::tool_cli::tool(command, &socket),
         Command::Memory { command } => crate::memory_cli::memory(command, &socket),
         Command::Conversation { command } => {

@@ -9,3 +9,4 @@ pub mod conversation_cli;
 pub mod memory_cli;
 pub mod run_cli;
 pub mod tool_cli;
+pub mod top;

@@ -641,7 +641,28 @@ pub struct StatusReport {
     /// What is wrong in the agents directory: files skipped or failing, names defined twice.
     #[serde(default)]
     pub agent_problems: Vec<Diagnostic>,
+    /// Totals per agent since the service started (`caxton top` shows their rates).
+    #[serde(default)]
+    pub by_agent: Vec<AgentTotals>,
 }
+
+/// One agent's runs since the service started, delegated ones included.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentTotals {
+    pub agent: String,
+    pub runs_started: u64,
+    pub runs_finished: u64,
+    pub runs_failed: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+    /// Wall times in milliseconds of its last ended runs (at most [`RECENT_DURATIONS`]),
+    /// oldest first.
+    pub recent_ms: Vec<u64>,
+}
+
+/// Run durations kept per agent for [`AgentTotals::recent_ms`].
+pub const RECENT_DURATIONS: usize = 128;
 
 /// `caxton health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

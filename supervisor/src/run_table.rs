@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use caxton_ipc::api::{Counters, RunEvent, RunSummary, RunUsage, WorkerInfo};
+use caxton_ipc::api::{
+    AgentTotals, Counters, RECENT_DURATIONS, RunEvent, RunSummary, RunUsage, WorkerInfo,
+};
 
 /// Ended runs kept for `caxton status`.
 pub const RECENT_RUNS: usize = 20;
@@ -57,6 +59,8 @@ pub struct RunTable {
     /// The last [`RECENT_RUNS`] ended runs, newest first.
     recent: Mutex<VecDeque<RunSummary>>,
     stats: Stats,
+    /// Totals per agent (names of loaded agents only, so the map stays bounded).
+    by_agent: Mutex<BTreeMap<String, AgentTotals>>,
     /// Numbers the run ids of this process.
     seq: AtomicU64,
 }
@@ -79,10 +83,29 @@ impl RunTable {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn agent_totals(&self, agent: &str, change: impl FnOnce(&mut AgentTotals)) {
+        let mut all = self.by_agent.lock().unwrap_or_else(|p| p.into_inner());
+        let totals = match all.get_mut(agent) {
+            Some(t) => t,
+            None => all.entry(agent.to_string()).or_insert_with(|| AgentTotals {
+                agent: agent.to_string(),
+                ..AgentTotals::default()
+            }),
+        };
+        change(totals);
+    }
+
+    /// Each agent's totals, for `caxton status` and `caxton top`.
+    pub fn by_agent(&self) -> Vec<AgentTotals> {
+        let all = self.by_agent.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().cloned().collect()
+    }
+
     /// A new run id for a run of `agent` (and the run counted as started).
     pub fn start_run(&self, agent: &str) -> String {
         self.stats.runs_started.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::metrics::RUNS_STARTED, "agent" => agent.to_string()).increment(1);
+        self.agent_totals(agent, |t| t.runs_started += 1);
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -190,6 +213,21 @@ impl RunTable {
             }
             _ => return,
         };
+        let finished = matches!(terminal, RunEvent::Finished { .. });
+        self.agent_totals(agent, |t| {
+            if finished {
+                t.runs_finished += 1;
+            } else {
+                t.runs_failed += 1;
+            }
+            t.prompt_tokens += usage.prompt_tokens;
+            t.completion_tokens += usage.completion_tokens;
+            t.cost_usd += usage.cost_usd;
+            if t.recent_ms.len() == RECENT_DURATIONS {
+                t.recent_ms.remove(0);
+            }
+            t.recent_ms.push((took * 1000.0).round() as u64);
+        });
         let s = &self.stats;
         let add = |c: &AtomicU64, v: u64| c.fetch_add(v, Ordering::Relaxed);
         add(&s.llm_calls, usage.llm_calls.into());

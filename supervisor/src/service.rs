@@ -378,6 +378,7 @@ impl Service {
             },
             recent_runs: self.runs.recent(),
             agent_problems: self.registry().problems.clone(),
+            by_agent: self.runs.by_agent(),
         }
     }
 

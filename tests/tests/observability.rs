@@ -580,3 +580,53 @@ journalctl --no-pager -o json CAXTON_AGENT=calculator"#,
         "{out}"
     );
 }
+
+#[test]
+fn caxton_top_shows_rates_per_agent_and_the_runs_in_progress() {
+    let d = Daemon::start(Options::default()).unwrap();
+    // A run in progress while top looks (the slow agent's LLM takes 3 s).
+    let mut slow = d.connect().unwrap();
+    slow.start_run("slow", "take your time").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(d.run("calculator", "6 * 7").unwrap().answer().is_some());
+            }
+        });
+        let out = d.cli_ok(&["top", "--interval", "700ms", "-n", "2"]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    });
+    // Not a terminal: plain views, one after the other, no escape codes.
+    assert!(!out.contains('\x1b'), "{out}");
+    assert_eq!(out.matches("all agents:").count(), 2, "{out}");
+    let calculator: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("calculator "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(calculator.len(), 2, "{out}");
+    for row in &calculator {
+        let runs_per_s: f64 = row[1].parse().unwrap();
+        assert!(runs_per_s > 0.0, "{out}");
+        assert_eq!(row[2], "0.0%", "{out}");
+        // p50 and p95 of its last runs, in ms.
+        assert!(
+            row[3].parse::<u64>().is_ok() && row[4].parse::<u64>().is_ok(),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("RUNNING") && out.contains("▶ slow  run-"),
+        "{out}"
+    );
+    let done = slow.collect_run().unwrap();
+    assert!(done.answer().is_some(), "{done:?}");
+    // A daemon that is not there: the usual exit 3 with its hint.
+    let err = Command::new(bin("caxton"))
+        .args(["--socket", "/nonexistent/api.sock", "top", "-n", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(err.status.code(), Some(3));
+}
