@@ -3,7 +3,8 @@
 //! tokens and cost per minute, for the service and per agent, with each agent's p50 and p95 over
 //! its last ended runs, and the runs in progress as trees (a delegated run under its parent). On
 //! a terminal the screen is redrawn; otherwise each view is printed as plain text after the
-//! last.
+//! last. A daemon that goes away (a restart) is said so, and watched again when it is back; its
+//! counters start again, which the rates take into account.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,22 +24,51 @@ pub struct TopOptions {
     pub iterations: Option<u32>,
 }
 
+/// A status connection that is opened again when the daemon went away (a restart in the
+/// middle of watching it is shown, not fatal).
+struct Watch<'a> {
+    socket: &'a Path,
+    client: Option<Client>,
+}
+
+impl Watch<'_> {
+    fn status(&mut self) -> anyhow::Result<StatusReport> {
+        let client = match &mut self.client {
+            Some(c) => c,
+            None => self.client.insert(Client::connect(self.socket)?),
+        };
+        match client.call(&ApiRequest::Status) {
+            Ok(ApiResponse::Status(s)) => Ok(s),
+            Ok(other) => anyhow::bail!("unexpected answer to a status request: {other:?}"),
+            Err(e) => {
+                self.client = None;
+                Err(e.into())
+            }
+        }
+    }
+}
+
 pub fn top(socket: &Path, options: TopOptions) -> anyhow::Result<u8> {
     let terminal = std::io::stdout().is_terminal();
-    let mut client = Client::connect(socket)?;
-    let mut status = || -> anyhow::Result<StatusReport> {
-        match client.call(&ApiRequest::Status)? {
-            ApiResponse::Status(s) => Ok(s),
-            other => anyhow::bail!("unexpected answer to a status request: {other:?}"),
-        }
+    let mut watch = Watch {
+        socket,
+        client: None,
     };
-    let mut before = status()?;
+    // The first answer must come: a wrong socket is an error, as for every command.
+    let mut before = watch.status()?;
     let mut shown = 0;
     while options.iterations.is_none_or(|n| shown < n) {
         std::thread::sleep(options.interval);
-        let now = status()?;
-        let view = render(&before, &now);
         let mut out = std::io::stdout().lock();
+        let now = match watch.status() {
+            Ok(now) => now,
+            Err(e) => {
+                writeln!(out, "(no answer from the daemon: {e:#}; trying again)")?;
+                out.flush()?;
+                continue;
+            }
+        };
+        let view = render(&before, &now);
         if terminal {
             // Home and clear, then the view.
             write!(out, "\x1b[H\x1b[2J{view}")?;

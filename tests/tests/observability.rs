@@ -428,6 +428,17 @@ fn listening_ports(pid: u32) -> Vec<u16> {
     ports
 }
 
+/// Runs `caxton serve --config CONFIG`, which must fail; its stderr.
+fn serve_fails(config: &Path) -> String {
+    let out = Command::new(bin("caxton"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn the_listener_is_off_unless_configured_and_a_taken_port_fails_the_start() {
     let d = Daemon::start(Options::default()).unwrap();
@@ -450,13 +461,7 @@ fn the_listener_is_off_unless_configured_and_a_taken_port_fails_the_start() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin("caxton"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_fails(&config);
     assert!(
         stderr.contains(&format!(
             "cannot listen on [http] listen = 127.0.0.1:{port}"
@@ -465,13 +470,7 @@ fn the_listener_is_off_unless_configured_and_a_taken_port_fails_the_start() {
     );
     // A listen address that is not one is refused with the config's name for it.
     std::fs::write(&config, "[http]\nlisten = \"localhost:9464\"\n").unwrap();
-    let out = Command::new(bin("caxton"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_fails(&config);
     assert!(
         stderr.contains("[http] listen = \"localhost:9464\""),
         "{stderr}"
@@ -623,6 +622,22 @@ fn caxton_top_shows_rates_per_agent_and_the_runs_in_progress() {
     );
     let done = slow.collect_run().unwrap();
     assert!(done.answer().is_some(), "{done:?}");
+    // A restart in the middle of watching: said so, then watched again.
+    let mut d = d;
+    let top = Command::new(bin("caxton"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["top", "--interval", "300ms", "-n", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    d.stop_and_restart();
+    let out = top.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.matches("all agents:").count(), 3, "{out}");
+    assert!(out.contains("no answer from the daemon"), "{out}");
     // A daemon that is not there: the usual exit 3 with its hint.
     let err = Command::new(bin("caxton"))
         .args(["--socket", "/nonexistent/api.sock", "top", "-n", "1"])
