@@ -100,5 +100,6 @@ pub fn grant(tools: &[&str], providers: &[&str]) -> RunGrant {
         max_cost_usd: None,
         read_only: false,
         settle_to: None,
+        model: None,
     }
 }

@@ -98,7 +98,7 @@ enum Command {
         /// Time between views.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         interval: Duration,
-        /// Stop after this many views (default: until interrupted).
+        /// Stop after this many views, "no answer" notices included (default: until interrupted).
         #[arg(long, short = 'n')]
         iterations: Option<u32>,
     },

@@ -20,7 +20,8 @@ use crate::client::Client;
 #[derive(Debug, Clone, Copy)]
 pub struct TopOptions {
     pub interval: Duration,
-    /// Views to show before exiting; `None` = until interrupted.
+    /// Views to show before exiting (a "no answer" notice counts as one); `None` = until
+    /// interrupted.
     pub iterations: Option<u32>,
 }
 
@@ -63,8 +64,10 @@ pub fn top(socket: &Path, options: TopOptions) -> anyhow::Result<u8> {
         let now = match watch.status() {
             Ok(now) => now,
             Err(e) => {
+                // Counted as a view, so `-n` ends even while the daemon stays away.
                 writeln!(out, "(no answer from the daemon: {e:#}; trying again)")?;
                 out.flush()?;
+                shown += 1;
                 continue;
             }
         };

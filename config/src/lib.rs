@@ -88,6 +88,8 @@ pub struct ServerConfig {
 
 /// Default `[http] max_connections`.
 pub const DEFAULT_HTTP_CONNECTIONS: usize = 64;
+/// Most `[http] max_connections` accepted.
+pub const MAX_HTTP_CONNECTIONS: usize = 4096;
 
 /// `[http]`: the optional HTTP listener (`/metrics`, `/healthz`, `/readyz`). Off unless
 /// `listen` is set.
@@ -538,8 +540,10 @@ impl ServerConfig {
             return Err("[toolhost] audit_max_bytes must be at least 1".into());
         }
         self.http.listen_addr()?;
-        if self.http.max_connections == 0 {
-            return Err("[http] max_connections must be at least 1".into());
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.http.max_connections) {
+            return Err(format!(
+                "[http] max_connections must be between 1 and {MAX_HTTP_CONNECTIONS}"
+            ));
         }
         Ok(())
     }

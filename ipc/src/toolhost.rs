@@ -291,6 +291,9 @@ pub struct RunGrant {
     /// A delegated run: when its grant is revoked, the toolhost replaces what was reserved for
     /// it in its parent's grant by what it spent by its own count (its children's included).
     pub settle_to: Option<SettleTo>,
+    /// The agent's model for its own provider (`None`: the provider's default). Every chat of
+    /// the run asks this one, whatever the worker's request says.
+    pub model: Option<String>,
 }
 
 /// Where a delegated run's spending is settled.

@@ -412,6 +412,12 @@ impl Providers {
                 progress,
             };
             let started = Instant::now();
+            let mut counted = CountedAttempt {
+                provider: name,
+                model,
+                started,
+                outcome: "cancelled",
+            };
             let result =
                 match tokio::time::timeout_at(deadline.into(), self.attempt(entry, &a)).await {
                     Ok(r) => r,
@@ -420,15 +426,12 @@ impl Providers {
                         started.elapsed().as_millis()
                     ))),
                 };
-            let outcome = match &result {
+            counted.outcome = match &result {
                 Ok(_) => "ok",
                 Err(AttemptError::Fatal(_)) => "error",
                 Err(AttemptError::Retryable { .. }) => "retryable_error",
             };
-            metrics::counter!(LLM_REQUESTS, "provider" => name.to_string(), "model" => model.to_string(), "outcome" => outcome)
-                .increment(1);
-            metrics::histogram!(LLM_REQUEST_DURATION, "provider" => name.to_string(), "model" => model.to_string())
-                .record(started.elapsed().as_secs_f64());
+            drop(counted);
             let error = match result {
                 Ok(c) => return Ok(c),
                 Err(AttemptError::Fatal(m)) => return Err(m),
@@ -490,7 +493,7 @@ pub fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_histogram};
     describe_counter!(
         LLM_REQUESTS,
-        "LLM requests (each attempt), by provider, model and outcome (ok, retryable_error, error)."
+        "LLM requests (each attempt), by provider, model and outcome (ok, retryable_error, error, cancelled: the worker went away)."
     );
     describe_histogram!(
         LLM_REQUEST_DURATION,
@@ -510,6 +513,25 @@ pub fn describe_metrics() {
         LLM_COST,
         "Cost in USD of each answered chat, by provider and model; its _sum is the total spent."
     );
+}
+
+/// One attempt in the metrics, counted when dropped: with its outcome, or `cancelled` when the
+/// chat was dropped in the middle of it (the worker went away).
+struct CountedAttempt<'a> {
+    provider: &'a str,
+    model: &'a str,
+    started: Instant,
+    outcome: &'static str,
+}
+
+impl Drop for CountedAttempt<'_> {
+    fn drop(&mut self) {
+        let (provider, model) = (self.provider.to_string(), self.model.to_string());
+        metrics::counter!(LLM_REQUESTS, "provider" => provider.clone(), "model" => model.clone(), "outcome" => self.outcome)
+            .increment(1);
+        metrics::histogram!(LLM_REQUEST_DURATION, "provider" => provider, "model" => model)
+            .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 fn record_usage(provider: &str, model: &str, input: u64, output: u64, cost_usd: f64) {

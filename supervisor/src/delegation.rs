@@ -856,6 +856,34 @@ fn narrowed(agent: &AgentSpec, share: Allowance, parent: &Parent<'_>) -> AgentSp
 
 /// Runs one admitted child in a fresh worker; the toolhost settles its share of the parent's
 /// budget when the child's grant is revoked.
+///
+/// A delegated run whose future is dropped before it ends (its parent's worker died, the
+/// client left, the drain aborted): recorded as cancelled when dropped, so every started run
+/// ends in the counts.
+struct Unended<'a> {
+    svc: &'a Service,
+    agent: &'a str,
+    run_id: &'a str,
+    started: Instant,
+    ended: bool,
+}
+
+impl Drop for Unended<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let cut = RunEvent::Failed {
+                run_id: self.run_id.to_string(),
+                error: ErrorBody::new(
+                    ErrorKind::Cancelled,
+                    "the delegated run was cut off with its parent",
+                ),
+                usage: Default::default(),
+            };
+            self.svc.runs().record_ended(self.agent, &cut, self.started);
+        }
+    }
+}
+
 async fn run_child(
     parent: &Parent<'_>,
     mut admitted: Admitted,
@@ -867,6 +895,14 @@ async fn run_child(
     // From here the child is a run of the tree (counted in its events).
     admitted.counted = None;
     let now = Instant::now();
+    // A child cut off with its parent (its future dropped) still ends in the counts.
+    let mut unended = Unended {
+        svc,
+        agent: &agent.name,
+        run_id: &run_id,
+        started: now,
+        ended: false,
+    };
     let deadline = parent
         .run
         .deadline
@@ -932,7 +968,8 @@ async fn run_child(
         settle_to: Some(&settle_to),
         replay: parent.run.replay,
     };
-    let span = tracing::info_span!("run", run_id = %run_id, agent = %agent.name, parent_run_id = %parent.run.run_id);
+    // Not inside the parent's span: a line has one run id and one agent (the parent's is named).
+    let span = tracing::info_span!(parent: None, "run", run_id = %run_id, agent = %agent.name, parent_run_id = %parent.run.run_id);
     let terminal = tracing::Instrument::instrument(crate::runs::drive_child(run, req), span).await;
     if admitted.call.handoff.is_some() && matches!(terminal, RunEvent::Finished { .. }) {
         *parent
@@ -942,6 +979,7 @@ async fn run_child(
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(agent.name.clone());
     }
+    unended.ended = true;
     svc.runs().record_ended(&agent.name, &terminal, now);
     let _ = sink.send(terminal.clone()).await;
     let (outcome, usage) = match terminal {
@@ -958,7 +996,7 @@ async fn run_child(
     DelegationResult {
         call_id: admitted.call.call_id.clone(),
         agent: Some(agent.name.clone()),
-        run_id: Some(run_id),
+        run_id: Some(run_id.clone()),
         outcome,
         usage,
     }

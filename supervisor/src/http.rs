@@ -1,7 +1,9 @@
 //! The optional HTTP listener (`[http] listen`, off unless set): `/metrics` (the whole
 //! service's, as `caxton metrics` prints them), `/healthz` (liveness: this process answers) and
 //! `/readyz` (readiness: agents loaded, the toolhost and the memory service running, not
-//! draining), for Prometheus and Kubernetes-style probes.
+//! draining), for Prometheus and Kubernetes-style probes. The listener has a thread of its own,
+//! so `/healthz` is answered from a heartbeat of the main runtime: a wedged supervisor is not
+//! live even though this thread answers.
 //!
 //! **Who may send:** anyone who can reach the address. The endpoints only read, and nothing
 //! they return is a secret or a prompt (the metrics' labels are agent, tool, provider and model
@@ -109,6 +111,47 @@ async fn serve(svc: Arc<Service>, listener: TcpListener, mut stop: watch::Receiv
     connections.shutdown().await;
 }
 
+/// Why the daemon is not live: its main runtime has not beaten for too long (wedged), though
+/// this thread still answers.
+fn stalled(svc: &Service) -> Option<String> {
+    let since = svc.since_heartbeat();
+    (since > crate::service::HEARTBEAT_STALE).then(|| {
+        format!(
+            "not live: the supervisor's runtime has not answered for {:.1}s",
+            since.as_secs_f64()
+        )
+    })
+}
+
+/// `/readyz`: 200 when live and `Service::health` is ready. The reasons name only states, never
+/// a service's exit message (which may quote its stderr): this endpoint has no authentication.
+fn readiness(svc: &Service) -> (StatusCode, String) {
+    if let Some(why) = stalled(svc) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    }
+    let health = svc.health();
+    let state = |s: &caxton_ipc::api::ServiceState| match s {
+        caxton_ipc::api::ServiceState::Starting => "starting",
+        caxton_ipc::api::ServiceState::Running { .. } => "running",
+        caxton_ipc::api::ServiceState::Unresponsive { .. } => "unresponsive",
+        caxton_ipc::api::ServiceState::Restarting { .. } => "restarting",
+        caxton_ipc::api::ServiceState::Stopped => "stopped",
+    };
+    let mut parts = vec![format!("toolhost {}", state(&health.toolhost))];
+    if let Some(m) = &health.memory {
+        parts.push(format!("memory {}", state(m)));
+    }
+    if svc.admission().is_draining() {
+        parts.push("draining for shutdown".into());
+    }
+    let (status, word) = if health.ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    (status, format!("{word}: {}\n", parts.join("; ")))
+}
+
 async fn respond(svc: &Service, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let endpoint = match path {
@@ -126,16 +169,11 @@ async fn respond(svc: &Service, req: &Request<Incoming>) -> Response<Full<Bytes>
     } else {
         match endpoint {
             "metrics" => (StatusCode::OK, svc.metrics()),
-            "healthz" => (StatusCode::OK, "ok\n".to_string()),
-            "readyz" => {
-                let health = svc.health();
-                let status = if health.ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                (status, format!("{}\n", health.detail))
-            }
+            "healthz" => match stalled(svc) {
+                None => (StatusCode::OK, "ok\n".to_string()),
+                Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            },
+            "readyz" => readiness(svc),
             _ => (
                 StatusCode::NOT_FOUND,
                 "not found: this listener serves /metrics, /healthz and /readyz\n".to_string(),

@@ -212,6 +212,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             listener
         }
     };
+    tokio::spawn(svc.clone().beat());
     let http = match http_listener {
         Some((addr, listener)) => {
             let thread = http::spawn(svc.clone(), listener, stop_rx.clone())

@@ -51,7 +51,7 @@ pub fn install() -> Recorder {
     );
     describe_counter!(
         RUNS_REJECTED,
-        "Run requests refused before they started, by reason (busy, queue_timeout, shutting_down)."
+        "Run requests that ended before they started, by reason (busy, queue_timeout, shutting_down, client_gone)."
     );
     describe_histogram!(
         QUEUE_WAIT,
@@ -91,7 +91,7 @@ pub fn install() -> Recorder {
     );
     describe_counter!(
         "caxton_service_restarts_total",
-        "Times the supervisor restarted a service process, by service."
+        "Times the supervisor started a service process again after it died or hung (attempts), by service."
     );
     describe_gauge!(
         "caxton_process_resident_memory_bytes",

@@ -313,6 +313,7 @@ async fn grant_toolhost(
         max_cost_usd: agent.limits.max_cost_usd,
         read_only: false,
         settle_to: settle_to.cloned(),
+        model: agent.llm.model.clone(),
     };
     let link = svc.toolhost_grants().clone();
     let req = ToolhostRequest::RegisterRun {

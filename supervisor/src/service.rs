@@ -54,8 +54,15 @@ pub struct Service {
     router: Router,
     /// The supervisor's Prometheus recorder (`metrics.rs` renders the whole service's).
     recorder: caxton_telemetry::Recorder,
+    /// When a task of the main runtime last beat (milliseconds since `started`): the HTTP
+    /// listener's thread answers `/healthz` from it.
+    heartbeat_ms: std::sync::atomic::AtomicU64,
     started: Instant,
 }
+
+/// How often the main runtime beats, and how old its last beat may be for `/healthz`.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
 
 impl Service {
     pub fn new(
@@ -82,6 +89,7 @@ impl Service {
             runs: RunTable::default(),
             router: Router::default(),
             recorder: crate::metrics::install(),
+            heartbeat_ms: Default::default(),
             started: Instant::now(),
         }
     }
@@ -118,6 +126,26 @@ impl Service {
 
     pub fn runs(&self) -> &RunTable {
         &self.runs
+    }
+
+    /// Beats every [`HEARTBEAT_EVERY`] on the main runtime until the process ends.
+    pub async fn beat(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tick.tick().await;
+            self.heartbeat_ms.store(
+                self.started.elapsed().as_millis() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// How long ago the main runtime last beat.
+    pub fn since_heartbeat(&self) -> Duration {
+        let last = self.heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
     }
 
     /// The whole service's metrics in the Prometheus text format.

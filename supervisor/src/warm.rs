@@ -47,12 +47,12 @@ impl WarmWorkers {
             let pool = self.clone();
             tokio::spawn(async move { pool.refill() });
         }
-        let source = if ready.is_some() { "ready" } else { "spawned" };
+        let (source, child) = match ready {
+            Some(child) => ("ready", child),
+            None => ("spawned", self.spawn_now()?),
+        };
         metrics::counter!(crate::metrics::WORKERS_TAKEN, "source" => source).increment(1);
-        match ready {
-            Some(child) => Ok(child),
-            None => self.spawn_now(),
-        }
+        Ok(child)
     }
 
     /// A newly spawned worker, bypassing the pool.
@@ -82,7 +82,7 @@ impl WarmWorkers {
 /// Starts one worker, its start time recorded.
 fn spawn_timed(spec: &ChildSpec) -> Result<ManagedChild, SpawnError> {
     let started = std::time::Instant::now();
-    let child = spawn::spawn(spec);
+    let child = spawn::spawn(spec)?;
     metrics::histogram!(crate::metrics::WORKER_SPAWN).record(started.elapsed().as_secs_f64());
-    child
+    Ok(child)
 }

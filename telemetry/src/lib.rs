@@ -17,13 +17,19 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Upper bounds, in seconds, of the buckets of every duration histogram: from half a
 /// millisecond (a tool call, a cached search) to five minutes (a long run).
 pub const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0,
+];
+
+/// Upper bounds, in USD, of the buckets of every cost histogram (`…_usd`): from a
+/// hundredth of a cent to ten dollars a call.
+pub const COST_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0,
 ];
 
 /// How often the recorder drains its histograms' samples into their buckets when nobody
@@ -47,12 +53,11 @@ impl std::fmt::Debug for Recorder {
 pub fn install() -> Recorder {
     static INSTALLED: OnceLock<PrometheusHandle> = OnceLock::new();
     let handle = INSTALLED.get_or_init(|| {
-        let builder = PrometheusBuilder::new();
-        // Only an empty bucket list is refused.
-        let builder = match builder.set_buckets(DURATION_BUCKETS) {
-            Ok(b) => b,
-            Err(_) => PrometheusBuilder::new(),
-        };
+        // Only an empty bucket list is refused, and neither list is empty.
+        let builder = PrometheusBuilder::new()
+            .set_buckets(DURATION_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_usd".into()), COST_BUCKETS))
+            .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder is installed; then this one renders nothing, which
@@ -129,6 +134,7 @@ mod tests {
         let recorder = install();
         metrics::histogram!("caxton_test_duration_seconds", "what" => "x").record(0.003);
         metrics::counter!("caxton_test_events_total").increment(2);
+        metrics::histogram!("caxton_test_call_cost_usd").record(0.0003);
         let text = recorder.render();
         assert!(
             text.contains(r#"caxton_test_duration_seconds_bucket{what="x",le="0.005"} 1"#),
@@ -139,6 +145,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("caxton_test_events_total 2"), "{text}");
+        // Costs have buckets of their own.
+        assert!(
+            text.contains(r#"caxton_test_call_cost_usd_bucket{le="0.0005"} 1"#)
+                && text.contains(r#"caxton_test_call_cost_usd_bucket{le="0.0001"} 0"#),
+            "{text}"
+        );
         // A second install is the same recorder.
         assert!(install().render().contains("caxton_test_events_total 2"));
     }

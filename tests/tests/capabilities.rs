@@ -97,6 +97,19 @@ fn a_worker_holding_its_runs_token_gets_only_its_grant() {
             .any(|r| r.agent == "someone-else" || r.run_id == "run-forged")
     );
 
+    // The model the worker named reached neither a provider nor the metrics: its chat is
+    // counted under the agent's model (the toolhost's part of the metrics is its report at the
+    // next health check).
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let m = d.cli_ok(&["metrics"]);
+        if m.contains("caxton_llm_requests_total{provider=\"local\"") {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!metrics.contains("forged-model"), "{metrics}");
     // The run is over: its token is revoked.
     let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
     d.wait_status("the run ended", |s| s.workers.is_empty())
@@ -152,6 +165,7 @@ fn unattached_connections_and_impostors_are_refused() {
                 max_cost_usd: None,
                 read_only: false,
                 settle_to: None,
+                model: None,
             },
         },
         ToolhostRequest::RevokeRun {

@@ -355,6 +355,19 @@ fn cancelling_the_root_kills_the_whole_tree() {
         .wait_status("no run left", |s| s.workers.is_empty())
         .unwrap();
     assert!(s.workers.is_empty());
+    // Every run of the tree ended in the counts, the children cut off with their parent too.
+    let s = d
+        .wait_status("every started run ended", |s| {
+            let c = &s.counters;
+            c.runs_started == 3 && c.runs_finished + c.runs_failed == 3
+        })
+        .unwrap();
+    let napper = s.by_agent.iter().find(|a| a.agent == "napper").unwrap();
+    assert_eq!(
+        (napper.runs_started, napper.runs_failed),
+        (1, 1),
+        "{napper:?}"
+    );
 }
 
 #[test]

@@ -145,6 +145,7 @@ fn toolhost_samples() -> Vec<Vec<u8>> {
                 max_cost_usd: Some(0.5),
                 read_only: true,
                 settle_to: None,
+                model: None,
             },
         },
         ToolhostRequest::ReserveRun {

@@ -102,6 +102,9 @@ impl Run {
     pub fn admit_chat(&self, req: &mut ChatRequest) -> Result<(), GrantError> {
         req.agent = self.grant.agent.clone();
         req.run_id = self.grant.run_id.clone();
+        // The model is the agent's too: a worker cannot pick another one to spend on (nor name
+        // one, which would become a metrics label).
+        req.model = self.grant.model.clone();
         if let Some(p) = std::iter::once(&req.provider)
             .chain(&req.fallback)
             .find(|p| !self.grant.providers.contains(p))
@@ -350,6 +353,7 @@ mod tests {
                 max_cost_usd: Some(1.0),
                 read_only: false,
                 settle_to: None,
+                model: None,
             },
         )
         .unwrap();
@@ -407,6 +411,7 @@ mod tests {
             max_cost_usd: None,
             read_only: false,
             settle_to,
+            model: None,
         };
         let (parent, child) = ("p".repeat(32), "c".repeat(32));
         runs.register(parent.clone(), grant("p", None)).unwrap();

@@ -88,6 +88,7 @@ fn main() {
                 max_cost_usd: None,
                 read_only: false,
                 settle_to: None,
+                model: None,
             },
         },
     );
@@ -118,6 +119,18 @@ fn main() {
             run_id: "run-forged".into(),
             agent: "someone-else".into(),
             provider: "scripted".into(),
+            messages: vec![],
+            timeout_ms: 1000,
+            ..Default::default()
+        }),
+    );
+    // The granted provider with a model of the worker's choosing: the toolhost asks the
+    // agent's model instead (and never makes the worker's string a metrics label).
+    probe(
+        "chat_forged_model",
+        ToolhostRequest::Chat(ChatRequest {
+            provider: "local".into(),
+            model: Some("forged-model-by-the-worker".into()),
             messages: vec![],
             timeout_ms: 1000,
             ..Default::default()
