@@ -124,15 +124,7 @@ pub fn scrape(svc: &Service, recorder: &Recorder) -> String {
     gauge!("caxton_workers_ready").set(svc.warm().idle() as f64);
     process_gauges("supervisor", Some(std::process::id()));
     let toolhost = service_part("toolhost", svc.toolhost());
-    let memory = match svc.memory_service() {
-        Ok(m) => service_part("memory", m),
-        Err(_) if svc.config().memory.enabled => {
-            gauge!("caxton_service_up", "service" => "memory").set(0.0);
-            process_gauges("memory", None);
-            None
-        }
-        Err(_) => None,
-    };
+    let memory = svc.memory_process().and_then(|m| service_part("memory", m));
     let mut text = recorder.render();
     for part in [toolhost, memory].into_iter().flatten() {
         text.push_str(&part);

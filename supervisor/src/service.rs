@@ -292,6 +292,11 @@ impl Service {
         self.memory().map(|m| &m.process)
     }
 
+    /// The supervised memory process whatever its state; `None` when it is disabled.
+    pub fn memory_process(&self) -> Option<&Arc<ServiceProcess>> {
+        self.memory.as_ref().map(|m| &m.process)
+    }
+
     fn memory(&self) -> Result<&Memory, ErrorBody> {
         let Some(memory) = &self.memory else {
             return Err(ErrorBody::new(

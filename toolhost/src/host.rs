@@ -499,12 +499,7 @@ impl Host {
         let result = self.call_tool_unaudited(package.as_deref(), req).await;
         let took = started.elapsed();
         let duration_us = took.as_micros() as u64;
-        // Only a tool some package offers is a label value; any other name is `unknown`.
-        let tool_label = if package.is_some() {
-            req.tool.clone()
-        } else {
-            "unknown".to_string()
-        };
+        let tool_label = crate::metrics::tool_label(&req.tool, package.is_some());
         let outcome_label = match &result {
             Ok(out) if out.is_error => "tool_error",
             Ok(_) => "ok",
@@ -562,11 +557,8 @@ impl Host {
     /// Audits a call refused before it reached a tool (not granted to the run, over its
     /// allowance). A record that cannot be written is logged; the refusal stands either way.
     pub fn audit_refused(&self, req: &CallToolRequest, why: &str) {
-        let tool_label = if self.index().by_tool.contains_key(&req.tool) {
-            req.tool.clone()
-        } else {
-            "unknown".to_string()
-        };
+        let tool_label =
+            crate::metrics::tool_label(&req.tool, self.index().by_tool.contains_key(&req.tool));
         metrics::counter!(crate::metrics::TOOL_CALLS, "tool" => tool_label, "outcome" => "refused")
             .increment(1);
         let _ = self.audit(&AuditEntry {

@@ -37,6 +37,16 @@ pub fn install() -> caxton_telemetry::Recorder {
     recorder
 }
 
+/// The `tool` label of a call: the tool's name when some package offers it, else `unknown`
+/// (a request may name anything).
+pub fn tool_label(tool: &str, offered: bool) -> String {
+    if offered {
+        tool.to_string()
+    } else {
+        "unknown".to_string()
+    }
+}
+
 /// The `outcome` label of a failed call.
 pub fn outcome(e: &CallError) -> &'static str {
     match e {
