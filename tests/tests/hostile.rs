@@ -93,6 +93,7 @@ fn api_samples() -> Vec<Vec<u8>> {
         },
         ApiRequest::Status,
         ApiRequest::Health,
+        ApiRequest::Metrics,
         ApiRequest::ListTools,
         ApiRequest::RemoveTool { name: "zz".into() },
         ApiRequest::CallTool {
@@ -279,6 +280,7 @@ fn fuzzed_json_lines_get_errors_and_the_socket_keeps_serving() {
     let samples: Vec<String> = [
         r#"{"run":{"agent":"zz-none","input":"hi","vars":{"a":"b"},"timeout_ms":5}}"#,
         r#""status""#,
+        r#""metrics""#,
         r#"{"show_agent":{"name":"calculator"}}"#,
         r#"{"memory":{"stats":{"integrity_check":false}}}"#,
         r#"{"hello":{"role":"script","protocol":1,"software":"x","pid":1}}"#,
