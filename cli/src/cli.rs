@@ -118,6 +118,8 @@ enum AuditCommand {
     },
 }
 
+// Parsed once per invocation: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum AgentCommand {
     /// Run an agent once and print its answer (tokens as they arrive on a terminal; progress
@@ -132,6 +134,10 @@ enum AgentCommand {
         /// How --capability picks: round_robin (default), least_loaded or best_match.
         #[arg(long, requires = "capability")]
         strategy: Option<String>,
+        /// Run inside this W3C trace context (`00-<trace id>-<span id>-<flags>`), as a span of
+        /// the caller's trace, when the daemon exports traces ([telemetry] in caxton.toml).
+        #[arg(long, env = "TRACEPARENT", value_parser = parse_traceparent)]
+        traceparent: Option<String>,
         /// The request; fills {{request}} in the agent's prompt template. `-` reads it from
         /// stdin. With --replay it defaults to the recorded input.
         #[arg(long, required_unless_present_any = ["replay", "input_file"])]
@@ -257,7 +263,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<u8> {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),
     };
-    let format = caxton_ipc::logging::init("caxton");
+    let format = caxton_telemetry::init_logging("caxton", Some(&config.telemetry));
     // The children log the same way (see caxton_ipc::logging).
     // SAFETY: no other thread exists yet (the runtime starts below), so nothing reads the
     // environment concurrently.
@@ -267,12 +273,24 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    if let Err(e) = rt.block_on(caxton_supervisor::serve(config)) {
+    let served = rt.block_on(caxton_supervisor::serve(config));
+    drop(rt);
+    caxton_telemetry::traces::shutdown();
+    if let Err(e) = served {
         let chain = Chain(&e).to_string();
         tracing::error!(error = %chain, "caxton serve failed");
         anyhow::bail!("{chain}");
     }
     Ok(EXIT_OK)
+}
+
+/// A `--traceparent` value, checked here so a typo is an error rather than a silent new trace.
+fn parse_traceparent(text: &str) -> Result<String, String> {
+    caxton_ipc::trace::TraceParent::parse(text)
+        .map(|_| text.trim().to_string())
+        .ok_or_else(|| {
+            "not a W3C traceparent: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>".into()
+        })
 }
 
 /// A run's input from `file`, or from stdin with `None`, checked against the largest input a
@@ -319,6 +337,7 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
             conversation,
             capability,
             strategy,
+            traceparent,
         } => {
             let replay = replay
                 .as_deref()
@@ -347,6 +366,7 @@ fn agent(command: AgentCommand, socket: &Path) -> anyhow::Result<u8> {
                 conversation,
                 capability,
                 strategy,
+                traceparent,
             };
             let display = crate::run_cli::RunDisplay {
                 json,

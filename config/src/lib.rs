@@ -84,6 +84,68 @@ pub struct ServerConfig {
     pub memory: MemoryConfig,
     pub health: HealthConfig,
     pub http: HttpConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP/HTTP (protobuf) by the supervisor,
+/// the toolhost and the memory service (workers relay theirs through the supervisor). Off
+/// unless `otlp_endpoint` is set. Headers for the collector (an API key) come from the
+/// standard environment variable `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,key2=value2`), never
+/// from this file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP address, `http://HOST:PORT` (spans go to its `/v1/traces`)
+    /// or a full URL ending in the path to post to. Plain HTTP: keep the collector on the
+    /// machine or its private network.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of every span.
+    pub service_name: String,
+    /// Share of new traces recorded, 0.0 to 1.0. A caller's sampled `traceparent` is always
+    /// followed; its unsampled one never.
+    pub sampling_ratio: f64,
+    /// Put prompts, answers, tool arguments and tool results on the spans
+    /// (`gen_ai.input.messages`, `gen_ai.output.messages`, `gen_ai.tool.call.arguments`,
+    /// `gen_ai.tool.call.result`). Off: spans carry names, sizes, tokens and outcomes only.
+    pub capture_content: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: "caxton".into(),
+            sampling_ratio: 1.0,
+            capture_content: false,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The URL spans are posted to, `None` when tracing is off.
+    pub fn traces_url(&self) -> Result<Option<String>, String> {
+        let Some(text) = self.otlp_endpoint.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let bad = |why: &str| {
+            format!(
+                "[telemetry] otlp_endpoint = \"{text}\" {why}; write it as \"http://127.0.0.1:4318\""
+            )
+        };
+        let mut url = url::Url::parse(text).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+        if url.scheme() != "http" {
+            return Err(bad(
+                "is not plain http (export to a collector on this machine or its private network, which forwards over TLS)",
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("has no host"));
+        }
+        if url.path() == "/" || url.path().is_empty() {
+            url.set_path("/v1/traces");
+        }
+        Ok(Some(url.to_string()))
+    }
 }
 
 /// Default `[http] max_connections`.
@@ -540,6 +602,13 @@ impl ServerConfig {
             return Err("[toolhost] audit_max_bytes must be at least 1".into());
         }
         self.http.listen_addr()?;
+        self.telemetry.traces_url()?;
+        if !(0.0..=1.0).contains(&self.telemetry.sampling_ratio) {
+            return Err("[telemetry] sampling_ratio must be between 0.0 and 1.0".into());
+        }
+        if self.telemetry.service_name.trim().is_empty() {
+            return Err("[telemetry] service_name must not be empty".into());
+        }
         if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.http.max_connections) {
             return Err(format!(
                 "[http] max_connections must be between 1 and {MAX_HTTP_CONNECTIONS}"
@@ -869,6 +938,30 @@ threads = 2
         assert!(err.contains("numeric host"), "{err}");
         let cfg = toml_from_str::<ServerConfig>("[http]\nlisten = \"0.0.0.0:x\"\n").unwrap();
         assert!(cfg.check().is_err());
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_its_endpoint_must_be_plain_http() {
+        let telemetry = |text: &str| toml_from_str::<ServerConfig>(text).unwrap();
+        assert_eq!(TelemetryConfig::default().traces_url(), Ok(None));
+        let on = telemetry("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n");
+        assert_eq!(
+            on.telemetry.traces_url(),
+            Ok(Some("http://127.0.0.1:4318/v1/traces".into()))
+        );
+        // A full path is posted to as written.
+        let full = telemetry("[telemetry]\notlp_endpoint = \"http://c:4318/otlp/v1/traces\"\n");
+        assert_eq!(
+            full.telemetry.traces_url(),
+            Ok(Some("http://c:4318/otlp/v1/traces".into()))
+        );
+        for bad in ["https://c:4318", "127.0.0.1:4318", "http://"] {
+            let cfg = telemetry(&format!("[telemetry]\notlp_endpoint = \"{bad}\"\n"));
+            let err = cfg.check().unwrap_err();
+            assert!(err.contains("[telemetry] otlp_endpoint"), "{bad}: {err}");
+        }
+        let ratio = telemetry("[telemetry]\nsampling_ratio = 1.5\n");
+        assert!(ratio.check().unwrap_err().contains("sampling_ratio"));
     }
 
     #[test]

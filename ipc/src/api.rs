@@ -47,6 +47,10 @@ pub struct RunRequest {
     /// `round_robin` (default), `least_loaded` or `best_match`.
     #[serde(default)]
     pub strategy: Option<String>,
+    /// A W3C `traceparent` (`00-<trace id>-<span id>-<flags>`): the run's spans join the
+    /// caller's trace under that span. Ignored when tracing is off or the value is malformed.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// `RunRequest::conversation` that starts a new conversation.
@@ -67,6 +71,7 @@ impl RunRequest {
             conversation: None,
             capability: None,
             strategy: None,
+            traceparent: None,
         }
     }
 }

@@ -262,20 +262,35 @@ impl<S: Side, W: Write> BlockingWriter<S, W> {
 impl<P: Protocol, IO: Read + Write> Client<P, IO> {
     /// Sends our `Hello` as `role` on `io` and reads the server's answer.
     pub fn connect(io: IO, role: Role) -> Result<Self, HandshakeError> {
-        Self::open(io, role, None)
+        Self::open(io, role, None, None)
     }
 
     /// [`Client::connect`] that sends `first` right behind the `Hello`, without waiting for the
     /// welcome, so that opening a connection and making its first request take one round trip
     /// instead of two. A server that rejects the hello never reads `first`.
     pub fn connect_with(io: IO, role: Role, first: &P::Request) -> Result<Self, HandshakeError> {
-        Self::open(io, role, Some(first))
+        Self::open(io, role, Some(first), None)
     }
 
-    fn open(mut io: IO, role: Role, first: Option<&P::Request>) -> Result<Self, HandshakeError> {
+    /// [`Client::connect_with`], the first request's frame carrying `trace`.
+    pub fn connect_with_traced(
+        io: IO,
+        role: Role,
+        first: &P::Request,
+        trace: Option<&TraceContext>,
+    ) -> Result<Self, HandshakeError> {
+        Self::open(io, role, Some(first), trace)
+    }
+
+    fn open(
+        mut io: IO,
+        role: Role,
+        first: Option<&P::Request>,
+        trace: Option<&TraceContext>,
+    ) -> Result<Self, HandshakeError> {
         frame::write_sync(&mut io, &Hello::new(role))?;
         if let Some(first) = first {
-            frame::write_sync(&mut io, first)?;
+            frame::write_traced_sync(&mut io, first, trace)?;
         }
         match frame::read_sync::<HelloReply>(&mut io, MAX_FRAME_LEN)? {
             HelloReply::Welcome(peer) => Ok(Conn {

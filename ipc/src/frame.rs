@@ -460,6 +460,7 @@ mod tests {
             conversation: None,
             capability: None,
             strategy: None,
+            traceparent: None,
         });
         let bytes = encode(&req).unwrap();
         assert_eq!(

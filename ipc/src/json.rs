@@ -85,6 +85,7 @@ mod tests {
                 conversation: None,
                 capability: None,
                 strategy: None,
+                traceparent: None,
             })
         );
         let r: ApiRequest = serde_json::from_str(r#""status""#).unwrap();

@@ -75,6 +75,9 @@ pub struct RunRequest {
     pub capability: Option<String>,
     #[serde(default)]
     pub strategy: Option<String>,
+    /// A W3C `traceparent`: the run joins the caller's trace under that span.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// `{"memory": {…}}`: what an operator may ask the memory service.
@@ -319,6 +322,7 @@ impl From<Request> for ApiRequest {
                 conversation: r.conversation,
                 capability: r.capability,
                 strategy: r.strategy,
+                traceparent: r.traceparent,
             }),
             Request::ListAgents => ApiRequest::ListAgents,
             Request::ShowAgent { name } => ApiRequest::ShowAgent { name },
@@ -594,7 +598,7 @@ mod tests {
     fn golden_requests() {
         let cases: &[(&str, ApiRequest)] = &[
             (
-                r#"{"run":{"agent":"calculator","input":"What is 6 * 7?","vars":{"context":"x"},"timeout_ms":30000,"stream":true}}"#,
+                r#"{"run":{"agent":"calculator","input":"What is 6 * 7?","vars":{"context":"x"},"timeout_ms":30000,"stream":true,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}"#,
                 ApiRequest::Run(api::RunRequest {
                     agent: "calculator".into(),
                     input: "What is 6 * 7?".into(),
@@ -607,6 +611,9 @@ mod tests {
                     conversation: None,
                     capability: None,
                     strategy: None,
+                    traceparent: Some(
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                    ),
                 }),
             ),
             (r#""list_agents""#, ApiRequest::ListAgents),

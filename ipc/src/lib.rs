@@ -22,6 +22,7 @@ pub mod service;
 pub mod template;
 pub mod tool;
 pub mod toolhost;
+pub mod trace;
 pub mod worker;
 
 pub use frame::{FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};

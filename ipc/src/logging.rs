@@ -8,9 +8,10 @@
 
 use std::io::{IsTerminal, Write};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// The prefix of Caxton's fields in the journal: a span or event field `run_id` is the journal
 /// field `CAXTON_RUN_ID`.
@@ -46,26 +47,44 @@ impl Format {
     }
 }
 
+/// True for a span meant for traces: it names itself with an `otel.name` field (see
+/// `caxton_telemetry::traces`). The log output leaves these out.
+pub fn is_trace_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.fields().field("otel.name").is_some()
+}
+
+/// A layer added beside the log output (the OpenTelemetry layer, when tracing is on).
+pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
 /// Sets up logging for this process under `identifier` (`caxton`, `caxton-toolhost`…) and
 /// returns the format in effect (journald falls back to JSON when the journal is unreachable).
 pub fn init(identifier: &str) -> Format {
-    let filter =
-        || EnvFilter::try_from_env("CAXTON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(identifier, None)
+}
+
+/// [`init`], with `extra` beside the log output. `CAXTON_LOG` filters the log output only, so
+/// `extra` sees what its own filter selects whatever the log level.
+pub fn init_with(identifier: &str, extra: Option<ExtraLayer>) -> Format {
+    // Trace spans (see `is_trace_span`) are for the exporter: log lines carry the plain spans.
+    let filter = || {
+        EnvFilter::try_from_env("CAXTON_LOG")
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .and(filter_fn(|meta| !is_trace_span(meta)))
+    };
     let mut format = Format::from_env();
+    let mut output: Option<ExtraLayer> = None;
     if format == Format::Journald {
         match tracing_journald::layer() {
             Ok(layer) => {
-                tracing_subscriber::registry()
-                    .with(filter())
-                    .with(
-                        layer
-                            .with_syslog_identifier(identifier.to_string())
-                            // Fields become CAXTON_RUN_ID, CAXTON_AGENT…: `journalctl
-                            // CAXTON_AGENT=calculator` finds an agent's lines.
-                            .with_field_prefix(Some(FIELD_PREFIX.into())),
-                    )
-                    .init();
-                return format;
+                output = Some(
+                    layer
+                        .with_syslog_identifier(identifier.to_string())
+                        // Fields become CAXTON_RUN_ID, CAXTON_AGENT…: `journalctl
+                        // CAXTON_AGENT=calculator` finds an agent's lines.
+                        .with_field_prefix(Some(FIELD_PREFIX.into()))
+                        .with_filter(filter())
+                        .boxed(),
+                );
             }
             Err(e) => {
                 eprintln!("{identifier}: journald is not reachable ({e}); logging JSON to stderr");
@@ -73,13 +92,18 @@ pub fn init(identifier: &str) -> Format {
             }
         }
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_writer(std::io::stderr);
-    match format {
-        Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        _ => builder.json().init(),
-    }
+    let output = output.unwrap_or_else(|| {
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        match format {
+            Format::Text => fmt
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(filter())
+                .boxed(),
+            _ => fmt.json().with_filter(filter()).boxed(),
+        }
+    });
+    let layers: Vec<ExtraLayer> = std::iter::once(output).chain(extra).collect();
+    tracing_subscriber::registry().with(layers).init();
     format
 }
 

@@ -39,6 +39,8 @@ pub struct WorkerJob {
     /// Earlier runs of its conversation (or what its parent passes down), as chat messages
     /// placed between the system prompt and the request.
     pub history: Vec<crate::toolhost::ChatMessage>,
+    /// Where the worker's spans go in the run's trace; `None` when the run is not traced.
+    pub trace: Option<crate::trace::JobTrace>,
 }
 
 /// Supervisor → worker.
@@ -65,6 +67,9 @@ pub enum FromWorker {
         id: u64,
         request: WorkerRequest,
     },
+    /// Finished spans of the run (sent once, before the terminal event, when the job has a
+    /// trace); the supervisor exports them in the run's trace.
+    Spans(Vec<crate::trace::RelayedSpan>),
 }
 
 /// A point on the machine's monotonic clock (`CLOCK_MONOTONIC`), in milliseconds. The
@@ -114,6 +119,9 @@ pub struct DelegationCall {
     /// A handoff: the child answers the user in the parent's place (and holds the
     /// conversation from then on); `reason` says why.
     pub handoff: Option<String>,
+    /// The worker's span for this call (`execute_tool`), which the child's run span hangs
+    /// from; ignored unless it is in the parent run's trace.
+    pub span_id: Option<[u8; 8]>,
 }
 
 /// How one delegation ended.

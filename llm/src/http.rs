@@ -188,6 +188,7 @@ impl<W: Wire> HttpProvider<W> {
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream, application/json")
+            .headers(trace_headers())
             .body(body)
             .send()
             .await
@@ -325,6 +326,17 @@ fn resolve_key(cfg: &HttpProviderConfig) -> Result<Option<String>, String> {
         },
     };
     Ok(Some(key))
+}
+
+/// The W3C `traceparent` of the attempt's span, when tracing is on.
+fn trace_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = caxton_telemetry::traces::current()
+        .and_then(|cx| HeaderValue::from_str(&cx.to_string()).ok())
+    {
+        headers.insert(HeaderName::from_static("traceparent"), value);
+    }
+    headers
 }
 
 /// The headers of every request: the key (marked sensitive), the API's fixed ones, then the

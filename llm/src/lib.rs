@@ -216,6 +216,19 @@ struct Entry {
     default_model: String,
 }
 
+impl Entry {
+    /// The provider's kind: `openai`, `anthropic`, `local` or `scripted` (for the OpenAI and
+    /// Anthropic kinds, the GenAI conventions' `gen_ai.provider.name` values).
+    fn kind(&self) -> &'static str {
+        match self.provider {
+            Provider::Scripted(_) => "scripted",
+            Provider::Openai(_) => "openai",
+            Provider::Anthropic(_) => "anthropic",
+            Provider::Local(_) => "local",
+        }
+    }
+}
+
 /// Every configured provider.
 pub struct Providers {
     by_name: BTreeMap<String, Entry>,
@@ -300,13 +313,7 @@ impl Providers {
             .iter()
             .map(|(name, e)| ProviderInfo {
                 name: name.clone(),
-                kind: match e.provider {
-                    Provider::Scripted(_) => "scripted",
-                    Provider::Openai(_) => "openai",
-                    Provider::Anthropic(_) => "anthropic",
-                    Provider::Local(_) => "local",
-                }
-                .into(),
+                kind: e.kind().into(),
                 default_model: e.default_model.clone(),
             })
             .collect()
@@ -418,14 +425,52 @@ impl Providers {
                 started,
                 outcome: "cancelled",
             };
-            let result =
-                match tokio::time::timeout_at(deadline.into(), self.attempt(entry, &a)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(AttemptError::retryable(format!(
-                        "no complete answer within {} ms",
-                        started.elapsed().as_millis()
-                    ))),
-                };
+            // Each attempt is a span of the trace: the HTTP providers send its `traceparent`.
+            let span = tracing::info_span!(
+                "llm attempt",
+                otel.name = %format_args!("chat {model}"),
+                otel.kind = "client",
+                gen_ai.operation.name = "chat",
+                gen_ai.provider.name = entry.kind(),
+                gen_ai.request.model = model,
+                caxton.provider = name,
+                caxton.attempt = attempt,
+                gen_ai.response.model = tracing::field::Empty,
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+            );
+            let result = match tokio::time::timeout_at(
+                deadline.into(),
+                tracing::Instrument::instrument(self.attempt(entry, &a), span.clone()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(AttemptError::retryable(format!(
+                    "no complete answer within {} ms",
+                    started.elapsed().as_millis()
+                ))),
+            };
+            match &result {
+                Ok(c) => {
+                    span.record("gen_ai.response.model", c.model.as_str())
+                        .record("gen_ai.usage.input_tokens", c.prompt_tokens)
+                        .record("gen_ai.usage.output_tokens", c.completion_tokens);
+                }
+                Err(e) => {
+                    let (kind, message) = match e {
+                        AttemptError::Fatal(m) => ("error", m),
+                        AttemptError::Retryable { message, .. } => ("retryable_error", message),
+                    };
+                    span.record("error.type", kind)
+                        .record("otel.status_code", "ERROR")
+                        .record("otel.status_description", message.as_str());
+                }
+            }
+            drop(span);
             counted.outcome = match &result {
                 Ok(_) => "ok",
                 Err(AttemptError::Fatal(_)) => "error",

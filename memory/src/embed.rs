@@ -153,6 +153,8 @@ impl Embedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let _span =
+            tracing::info_span!("embed", otel.name = "embed", caxton.texts = texts.len()).entered();
         let started = std::time::Instant::now();
         let out = self.embed_sorted(texts);
         metrics::histogram!(crate::metrics::EMBEDDING_DURATION)

@@ -13,8 +13,9 @@ use caxton_ipc::error::Chain;
 use caxton_memory::{embed, graph, server};
 
 fn main() -> ExitCode {
-    caxton_ipc::logging::init("caxton-memory");
-    match run() {
+    let result = run();
+    caxton_telemetry::traces::shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let chain = Chain(e.as_ref());
@@ -40,6 +41,9 @@ fn run() -> anyhow::Result<()> {
     let (socket, config_path) = parse_args()?;
     caxton_ipc::service::private_umask();
     let config = caxton_config::for_service(config_path.as_deref())?;
+    // Logging starts once the config is read (an error before goes to stderr only), and before
+    // the runtime (the trace exporter's HTTP client makes its own).
+    caxton_telemetry::init_logging("caxton-memory", Some(&config.telemetry));
     let threads = config
         .memory
         .threads

@@ -62,17 +62,21 @@ pub fn render(database: &Path) -> String {
     caxton_telemetry::install().render()
 }
 
-/// Records a search's time in [`SEARCH_DURATION`] when dropped, however the search ends.
+/// Records a search's time in [`SEARCH_DURATION`] when dropped, however the search ends, and
+/// spans it in the trace.
 #[must_use]
 pub struct SearchTimer {
     mode: &'static str,
     started: std::time::Instant,
+    /// The search's span in the trace of the request, if traced.
+    _span: tracing::span::EnteredSpan,
 }
 
 pub fn time_search(mode: &'static str) -> SearchTimer {
     SearchTimer {
         mode,
         started: std::time::Instant::now(),
+        _span: tracing::info_span!("search", otel.name = "search", caxton.mode = mode).entered(),
     }
 }
 

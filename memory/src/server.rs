@@ -228,7 +228,10 @@ async fn connection(
             Caller::Worker(g) => tracing::info_span!("run", run_id = %g.run_id, agent = %g.agent),
             _ => tracing::Span::none(),
         };
-        let resp = handle(&service, &caller, req).instrument(span).await;
+        let frame_trace = conn.reader.last_trace().map(|t| t.as_str().to_string());
+        let resp = handle(&service, &caller, req, frame_trace.as_deref())
+            .instrument(span)
+            .await;
         conn.send(&resp).await?;
     }
 }
@@ -247,7 +250,14 @@ fn attach(service: &Service, caller: &Caller, token: &str) -> Result<MemoryGrant
 }
 
 /// Runs one request on a blocking thread under the request deadline.
-async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> MemoryResponse {
+/// Answers one request; `trace` is the caller's span (from the frame), which the request's
+/// span hangs from.
+async fn handle(
+    service: &Arc<Service>,
+    caller: &Caller,
+    req: MemoryRequest,
+    trace: Option<&str>,
+) -> MemoryResponse {
     // Grants are bookkeeping, answered here.
     match (&req, caller) {
         (MemoryRequest::Register { token, grant }, Caller::Supervisor) => {
@@ -291,7 +301,26 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
     let svc = service.clone();
     let caller = caller.clone();
     let timeout = service.config.request_timeout;
-    let work = tokio::task::spawn_blocking(move || execute(&svc, &caller, req));
+    let span = tracing::info_span!(
+        "memory request",
+        otel.name = %format_args!("memory {name}"),
+        otel.kind = "server",
+        caxton.request = name,
+        gen_ai.tool.name = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    caxton_telemetry::traces::set_parent_text(&span, trace);
+    if let MemoryRequest::CallTool { name, .. } = &req {
+        span.record("gen_ai.tool.name", name.as_str());
+    }
+    // The blocking thread works inside the request's spans (log and trace).
+    let inner = tracing::Span::current();
+    let in_span = span.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        inner.in_scope(|| in_span.in_scope(|| execute(&svc, &caller, req)))
+    });
     let result = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(RequestError::Task(e)),
@@ -301,6 +330,14 @@ async fn handle(service: &Arc<Service>, caller: &Caller, req: MemoryRequest) -> 
         Ok(_) => "ok".to_string(),
         Err(e) => e.kind().as_str(),
     };
+    if let Err(e) = &result {
+        span.record("error.type", outcome.as_str())
+            .record("otel.status_code", "ERROR");
+        // The error may quote what was asked: only with content capture.
+        if caxton_telemetry::traces::capture_content() {
+            span.record("otel.status_description", Chain(e).to_string());
+        }
+    }
     metrics::counter!(crate::metrics::REQUESTS, "request" => name, "outcome" => outcome)
         .increment(1);
     metrics::histogram!(crate::metrics::REQUEST_DURATION, "request" => name)

@@ -49,6 +49,7 @@ use caxton_ipc::toolhost::{
 use caxton_ipc::worker::{DelegationCall, DelegationResult};
 use tokio::sync::mpsc;
 
+use crate::run_span::RunSpan;
 use crate::runs::Run;
 use crate::service::Service;
 
@@ -954,6 +955,16 @@ async fn run_child(
         .run
         .replay
         .map(|r| r.for_child(&admitted.lineage.path, &agent.name, &admitted.call.task));
+    // Not inside the parent's span: a line has one run id and one agent (the parent's is named).
+    let span = tracing::info_span!(parent: None, "run", run_id = %run_id, agent = %agent.name, parent_run_id = %parent.run.run_id, trace_id = tracing::field::Empty);
+    // In the trace, a child hangs from the parent worker's span for the call.
+    let run_span = RunSpan::start(
+        &agent,
+        &run_id,
+        None,
+        parent.run.span.child_parent(admitted.call.span_id).as_ref(),
+        &span,
+    );
     let run = Run {
         svc,
         agent: &agent,
@@ -967,10 +978,10 @@ async fn run_child(
         announce: &[],
         settle_to: Some(&settle_to),
         replay: parent.run.replay,
+        span: &run_span,
     };
-    // Not inside the parent's span: a line has one run id and one agent (the parent's is named).
-    let span = tracing::info_span!(parent: None, "run", run_id = %run_id, agent = %agent.name, parent_run_id = %parent.run.run_id);
     let terminal = tracing::Instrument::instrument(crate::runs::drive_child(run, req), span).await;
+    run_span.end(&terminal);
     if admitted.call.handoff.is_some() && matches!(terminal, RunEvent::Finished { .. }) {
         *parent
             .run
@@ -1067,6 +1078,7 @@ async fn contract_net(
             target: DelegateTarget::Agent(agent.name.clone()),
             task: call_for_proposals(capability, &call.task),
             handoff: None,
+            span_id: call.span_id,
         };
         // The award's run keeps a share too: n bids and the task share what is left.
         match checked(parent, bid_call, agent.clone()) {

@@ -15,6 +15,7 @@ use caxton_ipc::frame::FrameError;
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{ChatMessage, RunGrant, SettleTo, ToolhostRequest, ToolhostResponse};
+use caxton_ipc::trace::TraceParent;
 use caxton_ipc::worker::{
     DelegationResult, FromWorker, Monotonic, SupervisorReply, ToWorker, WorkerJob, WorkerRequest,
 };
@@ -25,6 +26,7 @@ use tracing::Instrument;
 use crate::admission::{Abort, Refusal};
 use crate::conversations::{self, Caller};
 use crate::delegation::{self, Lineage, Parent, Sink, TreeAccount};
+use crate::run_span::RunSpan;
 use crate::run_table::{Count, Registered};
 use crate::service::Service;
 use crate::services::{Link, ServiceError};
@@ -168,6 +170,16 @@ pub async fn execute(
     let sink = Sink::root(tx.clone(), req.hide_children, log.clone());
     let account = TreeAccount::default();
     let mut finishing = None;
+    // Every log line of the run, here and in what it calls, carries its run id and agent.
+    let span = tracing::info_span!("run", run_id = %run_id, agent = %agent.name, trace_id = tracing::field::Empty);
+    let caller_trace = req.traceparent.as_deref().and_then(TraceParent::parse);
+    let run_span = RunSpan::start(
+        &agent,
+        &run_id,
+        conversation.as_ref().map(|c| c.id.as_str()),
+        caller_trace.as_ref(),
+        &span,
+    );
     let run = Run {
         svc: &svc,
         agent: &agent,
@@ -181,11 +193,11 @@ pub async fn execute(
         announce: &announce,
         settle_to: None,
         replay: replay.as_ref(),
+        span: &run_span,
     };
-    // Every log line of the run, here and in what it calls, carries its run id and agent.
-    let span = tracing::info_span!("run", run_id = %run_id, agent = %agent.name);
     async {
         let terminal = drive_worker(run, req, &mut finishing).await;
+        run_span.end(&terminal);
         // The conversation has the run before the client has its answer: the next message sees it.
         if let Some(log) = &log {
             let holder = account.handed_to().unwrap_or_else(|| agent.name.clone());
@@ -424,6 +436,8 @@ pub struct Run<'a> {
     pub settle_to: Option<&'a SettleTo>,
     /// The root's recording when the tree is replayed (children are answered from it).
     pub replay: Option<&'a caxton_ipc::recording::Recording>,
+    /// Its span in the run's trace (the worker's spans are relayed into it).
+    pub span: &'a crate::run_span::RunSpan,
 }
 
 /// A run's future as a `dyn` one: a run's future contains its children's, so its type would
@@ -524,6 +538,7 @@ async fn drive_worker_inner<'a>(
         replay: req.replay,
         delegation_tools: crate::delegation::tools_for(svc, agent),
         history: run.history.to_vec(),
+        trace: run.span.job_trace(),
     };
     let start = unless_aborted(
         svc,
@@ -739,6 +754,7 @@ async fn relay(
                         run.account.own_event(&event);
                         run.sink.send(event).await.map_err(|_| Broken::ClientGone)?;
                     }
+                    FromWorker::Spans(spans) => run.span.relay(spans),
                     FromWorker::Request { id, request: WorkerRequest::Delegate { calls } } => {
                         if batch.is_some() {
                             let reply = SupervisorReply::Refused {

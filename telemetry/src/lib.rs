@@ -13,6 +13,8 @@
 //! config and agent files, never from a request as given (an unknown name is counted as
 //! `unknown`), and never a run id.
 
+pub mod traces;
+
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -115,6 +117,23 @@ pub fn process_usage(pid: u32) -> Option<ProcessUsage> {
 
 /// The exposition text's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Sets up this process's logging (see `caxton_ipc::logging`), and trace export when
+/// `telemetry` is given and on. A broken exporter leaves traces off and says why in the log.
+pub fn init_logging(
+    identifier: &str,
+    telemetry: Option<&caxton_config::TelemetryConfig>,
+) -> caxton_ipc::logging::Format {
+    let layer = telemetry.map_or(Ok(None), |t| traces::layer(t, identifier));
+    match layer {
+        Ok(layer) => caxton_ipc::logging::init_with(identifier, layer),
+        Err(e) => {
+            let format = caxton_ipc::logging::init(identifier);
+            tracing::error!(error = %e, "traces are off");
+            format
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -82,6 +82,7 @@ fn api_samples() -> Vec<Vec<u8>> {
         conversation: None,
         capability: None,
         strategy: None,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     };
     let reqs = vec![
         ApiRequest::Run(run),
@@ -371,6 +372,14 @@ fn fuzzed_worker_pipes_end_runs_cleanly() {
         memory: None,
         delegation_tools: vec![],
         history: vec![],
+        trace: Some(caxton_ipc::trace::JobTrace {
+            parent: caxton_ipc::trace::TraceParent {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                sampled: true,
+            },
+            capture_content: false,
+        }),
     });
     for i in 0..150 {
         let mut input = frame::encode(&Hello::new(Role::Supervisor)).unwrap();

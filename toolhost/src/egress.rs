@@ -21,7 +21,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use caxton_ipc::trace::TraceParent;
 use serde_json::{Value, json};
+use tracing::Instrument;
 use wasmtime::{Caller, Extern, Linker};
 
 use caxton_ipc::error::Chain;
@@ -182,9 +184,11 @@ impl Egress {
     }
 
     /// Runs one guest request; the answer is the response JSON (or `{"error": ...}`).
-    pub async fn fetch(&self, request: &[u8]) -> Value {
+    /// `trace` is the tool call's span: each request is a span under it and carries its
+    /// `traceparent`.
+    pub async fn fetch(&self, request: &[u8], trace: Option<TraceParent>) -> Value {
         // The whole chain of redirects and the body share one deadline.
-        let fetched = tokio::time::timeout(REQUEST_TIMEOUT, self.try_fetch(request))
+        let fetched = tokio::time::timeout(REQUEST_TIMEOUT, self.try_fetch(request, trace))
             .await
             .unwrap_or(Err(FetchError::Deadline));
         match fetched {
@@ -197,7 +201,11 @@ impl Egress {
         }
     }
 
-    async fn try_fetch(&self, request: &[u8]) -> Result<Value, FetchError> {
+    async fn try_fetch(
+        &self,
+        request: &[u8],
+        trace: Option<TraceParent>,
+    ) -> Result<Value, FetchError> {
         let req: Value = serde_json::from_slice(request).map_err(FetchError::NotJson)?;
         let url = req
             .get("url")
@@ -240,7 +248,7 @@ impl Egress {
             headers,
             body,
         };
-        let mut resp = self.send(hop).await?;
+        let mut resp = self.send(hop, trace).await?;
         let status = resp.status().as_u16();
         let final_url = resp.url().to_string();
         let headers: serde_json::Map<String, Value> = resp
@@ -280,7 +288,11 @@ struct Hop {
 impl Egress {
     /// Sends `hop` and follows redirects (at most [`MAX_REDIRECTS`]), checking each hop's origin
     /// against the grants and sending it through the client of that exact origin.
-    async fn send(&self, mut hop: Hop) -> Result<reqwest::Response, FetchError> {
+    async fn send(
+        &self,
+        mut hop: Hop,
+        trace: Option<TraceParent>,
+    ) -> Result<reqwest::Response, FetchError> {
         let mut redirects = 0;
         loop {
             let origin = check_url(&self.server, &self.origins, &hop.url).map_err(|e| {
@@ -301,7 +313,39 @@ impl Egress {
             if let Some(body) = &hop.body {
                 builder = builder.body(body.clone());
             }
-            let resp = builder.send().await?;
+            // Each hop is a client span under the tool call, and tells the server so.
+            let span = tracing::info_span!(
+                "egress request",
+                otel.name = %hop.method,
+                otel.kind = "client",
+                http.request.method = %hop.method,
+                server.address = hop.url.host_str().unwrap_or_default(),
+                url.scheme = hop.url.scheme(),
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            caxton_telemetry::traces::set_parent(&span, trace.as_ref());
+            if let Some(cx) = caxton_telemetry::traces::context_of(&span)
+                && let Ok(value) = reqwest::header::HeaderValue::from_str(&cx.to_string())
+            {
+                builder = builder.header("traceparent", value);
+            }
+            let resp = builder.send().instrument(span.clone()).await;
+            match &resp {
+                Ok(r) => {
+                    span.record("http.response.status_code", r.status().as_u16());
+                    if r.status().is_server_error() {
+                        span.record("error.type", r.status().as_str())
+                            .record("otel.status_code", "ERROR");
+                    }
+                }
+                Err(_) => {
+                    span.record("error.type", "request_failed")
+                        .record("otel.status_code", "ERROR");
+                }
+            }
+            let resp = resp?;
             let Some(next) = redirect(&hop, &resp) else {
                 return Ok(resp);
             };
@@ -458,7 +502,7 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
                     json!({"error": "denied: http requests are served only during a tool call"})
                 } else {
                     match caller.data().egress.clone() {
-                    Some(egress) => egress.fetch(&request).await,
+                    Some(egress) => egress.fetch(&request, caller.data().call_trace()).await,
                     None => {
                         let server = caller.data().server.clone();
                         tracing::warn!(%server, "http request refused: no http grant");
@@ -557,7 +601,7 @@ mod tests {
 
     async fn fetch(egress: &Egress, url: &str) -> Value {
         egress
-            .fetch(json!({ "url": url }).to_string().as_bytes())
+            .fetch(json!({ "url": url }).to_string().as_bytes(), None)
             .await
     }
 

@@ -38,8 +38,9 @@ fn parse_args() -> anyhow::Result<(Command, Option<PathBuf>)> {
 }
 
 fn main() -> ExitCode {
-    caxton_ipc::logging::init("caxton-toolhost");
-    match run() {
+    let result = run();
+    caxton_telemetry::traces::shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let error = Chain(e.as_ref()).to_string();
@@ -56,6 +57,10 @@ fn run() -> anyhow::Result<()> {
     // TLS for guests' HTTP requests (and providers) uses ring; install it once, process-wide.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = caxton_config::for_service(config_path.as_deref())?;
+    // Logging starts once the config is read (an error before goes to stderr only), and before
+    // the runtime (the trace exporter's HTTP client makes its own).
+    let serving = matches!(cmd, Command::Serve { .. });
+    caxton_telemetry::init_logging("caxton-toolhost", serving.then_some(&config.telemetry));
     caxton_toolhost::apply_local_threads(&config);
     if matches!(cmd, Command::Serve { .. }) {
         caxton_toolhost::metrics::install();

@@ -20,11 +20,13 @@ use caxton_ipc::handshake::Role;
 use caxton_ipc::peers::{PeerTable, Ticket};
 use caxton_ipc::service::{self, BindError, PrivateConn};
 use caxton_ipc::toolhost::{ChatReply, ChatRequest, ToolhostRequest, ToolhostResponse};
+use caxton_ipc::trace::TraceParent;
 use caxton_llm::{ChatError, Progress};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::host::{CallError, Host, InstallError, RemoveError};
 use crate::runs::{GrantError, Run, Runs};
@@ -137,6 +139,9 @@ async fn connection(
             conn.send(&error_response(e)).await?;
             return Ok(());
         }
+        // The trace context the request came with: its spans hang from the caller's.
+        let frame_trace = conn.reader.last_trace().map(|t| t.as_str().to_string());
+        let frame_trace = frame_trace.as_deref();
         // A run's requests, and the supervisor's calls and chats on behalf of one, are served
         // in a span naming the run.
         let span = match (&caller, &req) {
@@ -157,7 +162,10 @@ async fn connection(
                     // The answer carries the specs of the tools the grant allows: the worker
                     // needs them before its first turn, and this saves it a round trip.
                     let tools = ToolhostResponse::Tools(host.tools(&run.grant.tools));
-                    let span = tracing::info_span!("run", run_id = %run.grant.run_id, agent = %run.grant.agent);
+                    let span = tracing::info_span!("run", run_id = %run.grant.run_id, agent = %run.grant.agent, trace_id = tracing::field::Empty);
+                    if let Some(tp) = frame_trace.and_then(TraceParent::parse) {
+                        span.record("trace_id", tp.trace_hex());
+                    }
                     span.in_scope(|| tracing::debug!(peer_pid, "worker attached"));
                     caller = Caller::Run(run, span);
                     tools
@@ -186,7 +194,9 @@ async fn connection(
                 call.run_id = run.grant.run_id.clone();
                 match run.take_tool_call(&call.tool) {
                     Ok(()) => {
-                        into_response(host.call_tool(&call).await, ToolhostResponse::ToolOutput)
+                        let span = call_span(&call.tool, frame_trace);
+                        let out = host.call_tool(&call).instrument(span).await;
+                        into_response(out, ToolhostResponse::ToolOutput)
                     }
                     Err(e) => {
                         // Refused calls are audited too: the attempt is a fact worth keeping.
@@ -198,7 +208,7 @@ async fn connection(
             (Caller::Run(run, _), ToolhostRequest::Chat(mut chat)) => {
                 match run.admit_chat(&mut chat) {
                     Err(e) => error_response(e),
-                    Ok(()) => match chat_streaming(&host, &mut conn, &chat).await? {
+                    Ok(()) => match traced_chat(&host, &mut conn, &chat, frame_trace).await? {
                         Some(reply) => {
                             if let Ok(r) = &reply {
                                 run.spent(r);
@@ -251,10 +261,12 @@ async fn connection(
                 ToolhostResponse::Tools(host.tools(&names))
             }
             (Caller::Supervisor, ToolhostRequest::CallTool(call)) => {
-                into_response(host.call_tool(&call).await, ToolhostResponse::ToolOutput)
+                let span = call_span(&call.tool, frame_trace);
+                let out = host.call_tool(&call).instrument(span).await;
+                into_response(out, ToolhostResponse::ToolOutput)
             }
             (Caller::Supervisor, ToolhostRequest::Chat(chat)) => {
-                match chat_streaming(&host, &mut conn, &chat).await? {
+                match traced_chat(&host, &mut conn, &chat, frame_trace).await? {
                     Some(reply) => into_response(reply, ToolhostResponse::Chat),
                     None => return Ok(None),
                 }
@@ -304,6 +316,54 @@ fn request_name(r: &ToolhostRequest) -> &'static str {
 /// chat runs, so anything readable (normally EOF: the worker exited or was killed) cancels it:
 /// dropping the chat future drops the provider's HTTP request or stops the local generation.
 /// `None` = cancelled.
+/// The toolhost's span for a tool call (`call_tool {tool}`), under the caller's span; the call
+/// records its outcome on it.
+fn call_span(tool: &str, parent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "call_tool",
+        otel.name = %format_args!("call_tool {tool}"),
+        otel.kind = "server",
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = tool,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    );
+    caxton_telemetry::traces::set_parent_text(&span, parent);
+    span
+}
+
+/// [`chat_streaming`] in the toolhost's span for a chat, under the caller's span; each provider
+/// attempt is a span inside it (see `caxton_llm`).
+async fn traced_chat(
+    host: &Host,
+    conn: &mut PrivateConn<ToolhostProtocol>,
+    chat: &ChatRequest,
+    parent: Option<&str>,
+) -> Result<Option<Result<ChatReply, ChatError>>, FrameError> {
+    let span = tracing::info_span!(
+        "chat",
+        otel.name = "toolhost chat",
+        otel.kind = "server",
+        gen_ai.operation.name = "chat",
+        caxton.provider = %chat.provider,
+        caxton.fallbacks = chat.fallback.len(),
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    );
+    caxton_telemetry::traces::set_parent_text(&span, parent);
+    let served = chat_streaming(host, conn, chat)
+        .instrument(span.clone())
+        .await;
+    if let Ok(Some(Err(e))) = &served {
+        span.record("error.type", "llm")
+            .record("otel.status_code", "ERROR")
+            .record("otel.status_description", Chain(e).to_string());
+    }
+    served
+}
+
 async fn chat_streaming(
     host: &Host,
     conn: &mut PrivateConn<ToolhostProtocol>,

@@ -198,6 +198,16 @@ impl GuestState {
     pub fn in_call(&self) -> bool {
         self.limiter.flags.in_call.load(Ordering::Acquire)
     }
+
+    /// The trace span of the call in progress (`None` when tracing is off).
+    pub fn call_trace(&self) -> Option<caxton_ipc::trace::TraceParent> {
+        *self
+            .limiter
+            .flags
+            .trace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What the toolhost and a running guest share: whether a call is in progress, and the peak
@@ -205,6 +215,8 @@ impl GuestState {
 #[derive(Default)]
 struct GuestFlags {
     in_call: AtomicBool,
+    /// The trace span of the call in progress, for the `traceparent` of its HTTP requests.
+    trace: Mutex<Option<caxton_ipc::trace::TraceParent>>,
     idle_ticks: AtomicU32,
     memory_peak: AtomicUsize,
 }
@@ -489,6 +501,8 @@ impl ToolServer {
                     stderr: String::new(),
                 })??,
         };
+        *inst.flags.trace.lock().unwrap_or_else(|p| p.into_inner()) =
+            caxton_telemetry::traces::current();
         let params = json!({"name": tool, "arguments": arguments});
         let left = ends.saturating_duration_since(Instant::now());
         let result = match inst.request("tools/call", params, left).await {

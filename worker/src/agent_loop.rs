@@ -16,7 +16,10 @@ use caxton_ipc::worker::WorkerJob;
 
 use caxton_ipc::worker::{DelegationCall, DelegationResult, SupervisorReply, WorkerRequest};
 
+use caxton_ipc::trace::SpanKind;
+
 use crate::client::{MemoryClient, ServiceError, ToolhostClient};
+use crate::spans::Span;
 use crate::{Session, SessionError};
 
 /// Why a run ended without an answer. It leaves the worker as the terminal event's
@@ -157,6 +160,7 @@ fn run_inner(
         };
     }
 
+    let spans = session.spans();
     let mut toolhost = ToolhostClient::connect(&job.toolhost_socket, &job.toolhost_token, session)?;
     let mut memory = (job.memory.as_ref())
         .map(|access| MemoryClient::connect(access, session))
@@ -174,6 +178,7 @@ fn run_inner(
             &job.input,
             agent.memory.search_limit,
             agent.memory.min_similarity,
+            spans.run_context().as_ref(),
         )?;
         if !recalled.is_empty() {
             system.push_str("\n\nRelevant memories from earlier runs:\n");
@@ -193,6 +198,8 @@ fn run_inner(
 
     for turn in 1..=agent.limits.max_turns {
         usage.turns = turn;
+        let mut turn_span = spans.start(format!("turn {turn}"), SpanKind::Internal, None);
+        turn_span.set("caxton.turn", turn);
         send!(RunEvent::TurnStarted { turn })?;
         check_budget(agent, usage, &delegated, "LLM call")?;
         send!(RunEvent::LlmCall {
@@ -224,10 +231,29 @@ fn run_inner(
                 usd_left: agent.limits.max_cost_usd.map(|max| max - usage.cost_usd),
             },
         };
+        let mut chat_span = chat_span(spans, agent, &turn_span, &chat);
         let reply = match replay.as_mut() {
-            Some(recorded) => replayed(recorded.next(), &chat, usage.llm_calls + 1)?,
-            None => toolhost.chat(chat.clone(), |p| send!(progress_event(p)))?,
+            Some(recorded) => replayed(recorded.next(), &chat, usage.llm_calls + 1),
+            None => toolhost.chat::<RunError>(chat.clone(), chat_span.context().as_ref(), |p| {
+                send!(progress_event(p))
+            }),
         };
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                chat_span.fail(&e.kind().as_str(), Chain(&e).to_string());
+                return Err(e);
+            }
+        };
+        chat_span
+            .set("gen_ai.response.model", reply.model.as_str())
+            .set("gen_ai.usage.input_tokens", reply.prompt_tokens)
+            .set("gen_ai.usage.output_tokens", reply.completion_tokens)
+            .set("caxton.cost_usd", reply.cost_usd)
+            .set_content("gen_ai.output.messages", || {
+                json_text(&(&reply.content, &reply.tool_calls))
+            });
+        drop(chat_span);
         usage.llm_calls += 1;
         usage.prompt_tokens += reply.prompt_tokens;
         usage.completion_tokens += reply.completion_tokens;
@@ -252,7 +278,12 @@ fn run_inner(
             if let Some(m) = memory.as_mut()
                 && agent.memory.auto_store
             {
-                let stored = m.store_interaction(&job.run_id, &job.input, &answer);
+                let stored = m.store_interaction(
+                    &job.run_id,
+                    &job.input,
+                    &answer,
+                    turn_span.context().as_ref(),
+                );
                 send!(RunEvent::MemoryStored {
                     entity: format!("interaction {}", job.run_id),
                     error: stored.err().map(|e| Chain(&e).to_string()),
@@ -271,6 +302,8 @@ fn run_inner(
             .filter_map(|c| Some((c, agent.delegation.target_of_tool(&c.name)?)))
             .collect();
         let mut delegated_results = std::collections::HashMap::new();
+        // Each delegation's span, ended with its result (the child's run hangs from it).
+        let mut delegation_spans = std::collections::HashMap::new();
         let batch_started = Instant::now();
         if !delegations.is_empty() {
             let mut calls = Vec::new();
@@ -282,6 +315,9 @@ fn run_inner(
                     tool: call.name.clone(),
                     arguments: call.arguments.clone(),
                 })?;
+                let tool_span = tool_span(spans, &turn_span, &call.name, &call.id, &call.arguments);
+                let span_id = tool_span.id();
+                delegation_spans.insert(call.id.clone(), tool_span);
                 let parsed = if handoff {
                     handoffs.push(call.id.clone());
                     reason_of(&call.arguments).map(|reason| (job.input.clone(), Some(reason)))
@@ -294,6 +330,7 @@ fn run_inner(
                         target,
                         task,
                         handoff,
+                        span_id,
                     }),
                     Err(e) => {
                         delegated_results.insert(call.id.clone(), (e, true));
@@ -326,6 +363,7 @@ fn run_inner(
         }
         for call in reply.tool_calls {
             let mut call_started = Instant::now();
+            let mut span = delegation_spans.remove(&call.id);
             let (content, is_error) = if let Some(done) = delegated_results.remove(&call.id) {
                 // The turn's delegations ran together: each took as long as the batch.
                 call_started = batch_started;
@@ -337,6 +375,13 @@ fn run_inner(
                     tool: call.name.clone(),
                     arguments: call.arguments.clone(),
                 })?;
+                let tool_span = span.insert(tool_span(
+                    spans,
+                    &turn_span,
+                    &call.name,
+                    &call.id,
+                    &call.arguments,
+                ));
                 if !agent.tools.contains(&call.name) {
                     (
                         format!(
@@ -359,12 +404,13 @@ fn run_inner(
                         arguments: call.arguments.clone(),
                         timeout_ms: agent.limits.tool_timeout_ms.min(remaining_ms(deadline)),
                     };
+                    let trace = tool_span.context();
                     let routed = match memory.as_mut() {
                         Some(m) if is_memory_tool(&call.name) => m
-                            .call_tool(&call.name, &call.arguments)
+                            .call_tool(&call.name, &call.arguments, trace.as_ref())
                             .map(|content| (content, false)),
                         _ => toolhost
-                            .call_tool(req)
+                            .call_tool(req, trace.as_ref())
                             .map(|out| (out.content, out.is_error)),
                     };
                     match routed {
@@ -375,6 +421,7 @@ fn run_inner(
                             if matches!(e.kind(), ErrorKind::Memory | ErrorKind::Toolhost)
                                 || matches!(e, ServiceError::Unexpected { .. }) =>
                         {
+                            tool_span.fail(&e.kind().as_str(), Chain(&e).to_string());
                             return Err(e.into());
                         }
                         // The tool failed: the LLM sees the failure and may recover.
@@ -382,6 +429,19 @@ fn run_inner(
                     }
                 }
             };
+            if let Some(span) = &mut span {
+                span.set_content("gen_ai.tool.call.result", || content.clone());
+                if is_error {
+                    // The tool's own words may hold data: only with content capture.
+                    let message = if spans.capture_content() {
+                        content.clone()
+                    } else {
+                        "the tool call failed".to_string()
+                    };
+                    span.fail("tool_error", message);
+                }
+            }
+            drop(span);
             send!(RunEvent::ToolResult {
                 call_id: call.id.clone(),
                 tool: call.name.clone(),
@@ -402,6 +462,59 @@ fn run_inner(
         max: agent.limits.max_turns,
         file: agent.source.clone(),
     })
+}
+
+/// The span of one LLM call (`chat {model}`), under its turn.
+fn chat_span<'a>(
+    spans: &'a crate::spans::Spans,
+    agent: &AgentSpec,
+    turn: &Span<'_>,
+    chat: &ChatRequest,
+) -> Span<'a> {
+    let name = match &agent.llm.model {
+        Some(model) => format!("chat {model}"),
+        None => "chat".to_string(),
+    };
+    let mut span = spans.start(name, SpanKind::Client, Some(turn));
+    span.set("gen_ai.operation.name", "chat")
+        .set("gen_ai.provider.name", agent.llm.provider.as_str())
+        .set_content("gen_ai.input.messages", || json_text(&chat.messages));
+    if let Some(model) = &agent.llm.model {
+        span.set("gen_ai.request.model", model.as_str());
+    }
+    if let Some(t) = chat.temperature {
+        span.set("gen_ai.request.temperature", f64::from(t));
+    }
+    if let Some(m) = chat.max_tokens {
+        span.set("gen_ai.request.max_tokens", m);
+    }
+    span
+}
+
+/// The span of one tool call or delegation (`execute_tool {tool}`), under its turn.
+fn tool_span<'a>(
+    spans: &'a crate::spans::Spans,
+    turn: &Span<'_>,
+    tool: &str,
+    call_id: &str,
+    arguments: &str,
+) -> Span<'a> {
+    let mut span = spans.start(
+        format!("execute_tool {tool}"),
+        SpanKind::Internal,
+        Some(turn),
+    );
+    span.set("gen_ai.operation.name", "execute_tool")
+        .set("gen_ai.tool.name", tool)
+        .set("gen_ai.tool.call.id", call_id)
+        .set("gen_ai.tool.type", "function")
+        .set_content("gen_ai.tool.call.arguments", || arguments.to_string());
+    span
+}
+
+/// JSON text of a value for a span attribute.
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Counts one tool call (a delegation is one), unless the run has made all it may: its own

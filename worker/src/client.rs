@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::connection::{Client, HandshakeError, MemoryProtocol, Protocol, ToolhostProtocol};
-use caxton_ipc::frame::FrameError;
+use caxton_ipc::frame::{FrameError, TraceContext};
 use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryAccess, MemoryRequest, MemoryResponse};
 use caxton_ipc::toolhost::{
@@ -180,6 +180,9 @@ struct Connection<P: Attachable> {
     session: Session,
 }
 
+/// The trace context a request is sent with (the worker span it is made under).
+pub type Trace<'a> = Option<&'a TraceContext>;
+
 impl<P: Attachable> Connection<P> {
     /// Connects (retrying briefly while the socket is absent or refusing), shakes hands and
     /// attaches with `token`; returns the tool specs the attach was answered with.
@@ -212,9 +215,16 @@ impl<P: Attachable> Connection<P> {
                 Err(e) => return Err(unreachable(e.into())),
             }
         };
-        // The attach goes right behind the hello: one round trip for both.
-        let conn = Client::<P, _>::connect_with(stream, Role::Worker, &P::attach(token))
-            .map_err(|e| unreachable(e.into()))?;
+        // The attach goes right behind the hello: one round trip for both. It carries the run's
+        // trace context, so the service's log lines for the run name its trace.
+        let attach_trace = session.spans().run_context();
+        let conn = Client::<P, _>::connect_with_traced(
+            stream,
+            Role::Worker,
+            &P::attach(token),
+            attach_trace.as_ref(),
+        )
+        .map_err(|e| unreachable(e.into()))?;
         let mut c = Connection {
             conn,
             socket: socket.to_string(),
@@ -269,8 +279,8 @@ impl<P: Attachable> Connection<P> {
         }
     }
 
-    fn send(&mut self, msg: &P::Request) -> Result<(), ServiceError> {
-        self.conn.send(msg).map_err(|e| match e {
+    fn send(&mut self, msg: &P::Request, trace: Trace<'_>) -> Result<(), ServiceError> {
+        self.conn.send_traced(msg, trace).map_err(|e| match e {
             FrameError::MessageTooLarge { len, max } => ServiceError::TooLarge {
                 service: P::SERVICE,
                 len,
@@ -289,8 +299,12 @@ impl<P: Attachable> Connection<P> {
 
     /// Sends one request and reads its response; a service-side error comes back as
     /// [`ServiceError::Remote`].
-    fn exchange(&mut self, req: &P::Request) -> Result<P::Response, ServiceError> {
-        self.send(req)?;
+    fn exchange(
+        &mut self,
+        req: &P::Request,
+        trace: Trace<'_>,
+    ) -> Result<P::Response, ServiceError> {
+        self.send(req, trace)?;
         self.answer()
     }
 
@@ -304,9 +318,9 @@ impl<P: Attachable> Connection<P> {
     }
 
     /// [`Connection::exchange`] on a connection reopened first if the service closed it.
-    fn request(&mut self, req: &P::Request) -> Result<P::Response, ServiceError> {
+    fn request(&mut self, req: &P::Request, trace: Trace<'_>) -> Result<P::Response, ServiceError> {
         self.reopen_if_closed()?;
-        self.exchange(req)
+        self.exchange(req, trace)
     }
 }
 
@@ -342,8 +356,12 @@ impl ToolhostClient {
 
     /// Calls a tool. A failure the tool reports itself is an `Ok` output with `is_error`; one
     /// the toolhost reports for it is [`ServiceError::Remote`].
-    pub fn call_tool(&mut self, req: CallToolRequest) -> Result<ToolOutput, ServiceError> {
-        match self.conn.request(&ToolhostRequest::CallTool(req))? {
+    pub fn call_tool(
+        &mut self,
+        req: CallToolRequest,
+        trace: Trace<'_>,
+    ) -> Result<ToolOutput, ServiceError> {
+        match self.conn.request(&ToolhostRequest::CallTool(req), trace)? {
             ToolhostResponse::ToolOutput(out) => Ok(out),
             other => Err(unexpected(Service::Toolhost, "a tool call", &other)),
         }
@@ -354,10 +372,11 @@ impl ToolhostClient {
     pub fn chat<E: From<ServiceError>>(
         &mut self,
         req: ChatRequest,
+        trace: Trace<'_>,
         mut on_progress: impl FnMut(ChatProgress) -> Result<(), E>,
     ) -> Result<ChatReply, E> {
         self.conn.reopen_if_closed()?;
-        self.conn.send(&ToolhostRequest::Chat(req))?;
+        self.conn.send(&ToolhostRequest::Chat(req), trace)?;
         loop {
             match self.conn.recv()? {
                 ToolhostResponse::ChatProgress(p) => on_progress(p)?,
@@ -399,13 +418,14 @@ impl MemoryClient {
         query: &str,
         limit: u32,
         min_similarity: f32,
+        trace: Trace<'_>,
     ) -> Result<Vec<String>, ServiceError> {
         let req = MemoryRequest::Recall {
             query: query.to_string(),
             limit,
             min_similarity,
         };
-        match self.conn.request(&req)? {
+        match self.conn.request(&req, trace)? {
             MemoryResponse::Recalled(lines) => Ok(lines),
             other => Err(unexpected(Service::Memory, "a recall", &other)),
         }
@@ -417,24 +437,33 @@ impl MemoryClient {
         run_id: &str,
         input: &str,
         answer: &str,
+        trace: Trace<'_>,
     ) -> Result<(), ServiceError> {
         // Any answer but an error means stored.
         self.conn
-            .request(&MemoryRequest::StoreInteraction {
-                run_id: run_id.to_string(),
-                input: input.to_string(),
-                answer: answer.to_string(),
-            })
+            .request(
+                &MemoryRequest::StoreInteraction {
+                    run_id: run_id.to_string(),
+                    input: input.to_string(),
+                    answer: answer.to_string(),
+                },
+                trace,
+            )
             .map(drop)
     }
 
     /// Calls a memory tool; its failure is [`ServiceError::Remote`].
-    pub fn call_tool(&mut self, name: &str, arguments: &str) -> Result<String, ServiceError> {
+    pub fn call_tool(
+        &mut self,
+        name: &str,
+        arguments: &str,
+        trace: Trace<'_>,
+    ) -> Result<String, ServiceError> {
         let req = MemoryRequest::CallTool {
             name: name.to_string(),
             arguments: arguments.to_string(),
         };
-        match self.conn.request(&req)? {
+        match self.conn.request(&req, trace)? {
             MemoryResponse::ToolOutput(content) => Ok(content),
             other => Err(unexpected(Service::Memory, "a tool call", &other)),
         }

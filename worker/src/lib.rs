@@ -12,6 +12,7 @@
 pub mod agent_loop;
 pub mod client;
 pub mod confine;
+pub mod spans;
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -70,10 +71,15 @@ struct Inner {
     ended: Cell<bool>,
     next_id: Cell<u64>,
     run_id: String,
+    spans: spans::Spans,
 }
 
 impl Session {
-    fn new(conn: Server<WorkerProtocol, Duplex<File, File>>, run_id: String) -> Session {
+    fn new(
+        conn: Server<WorkerProtocol, Duplex<File, File>>,
+        run_id: String,
+        trace: Option<caxton_ipc::trace::JobTrace>,
+    ) -> Session {
         let (input, out) = conn.split();
         Session(Rc::new(Inner {
             out: RefCell::new(out),
@@ -81,13 +87,25 @@ impl Session {
             ended: Cell::new(false),
             next_id: Cell::new(0),
             run_id,
+            spans: spans::Spans::new(trace),
         }))
     }
 
-    /// Sends one event; the terminal one ends the session's output.
+    /// The run's spans (relayed to the supervisor before the terminal event).
+    pub fn spans(&self) -> &spans::Spans {
+        &self.0.spans
+    }
+
+    /// Sends one event; the terminal one ends the session's output, after the run's spans.
     pub fn emit(&self, event: &RunEvent) -> Result<(), FrameError> {
         if self.0.ended.get() {
             return Err(FrameError::Closed);
+        }
+        if event.is_terminal() {
+            let spans = self.0.spans.take();
+            if !spans.is_empty() {
+                self.0.out.borrow_mut().send(&FromWorker::Spans(spans))?;
+            }
         }
         self.0.ended.set(event.is_terminal());
         self.0
@@ -212,7 +230,7 @@ pub fn serve_one(input: File, output: File) -> Result<(), ServeError> {
     };
     confine::apply(&job.agent.limits).map_err(ServeError::Confine)?;
     inject_fault(&job.input);
-    let session = Session::new(conn, job.run_id.clone());
+    let session = Session::new(conn, job.run_id.clone(), job.trace);
     let terminal = agent_loop::run(&job, &session);
     session.emit(&terminal).map_err(ServeError::FinalEvent)
 }

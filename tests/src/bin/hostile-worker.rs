@@ -15,6 +15,7 @@ use caxton_ipc::toolhost::{
     Allowance, CallToolRequest, ChatRequest, InstallToolRequest, RunGrant, ToolhostRequest,
     ToolhostResponse,
 };
+use caxton_ipc::trace::{AttrValue, RelayedSpan, SpanKind};
 use caxton_ipc::worker::{DelegationCall, FromWorker, SupervisorReply, ToWorker, WorkerRequest};
 
 fn outcome(r: Result<ToolhostResponse, caxton_ipc::frame::FrameError>) -> String {
@@ -165,18 +166,21 @@ fn main() {
             target: DelegateTarget::Agent("greeter".into()),
             task: "hi".into(),
             handoff: None,
+            span_id: None,
         },
         DelegationCall {
             call_id: "c2".into(),
             target: DelegateTarget::Capability("math".into()),
             task: "1+1".into(),
             handoff: None,
+            span_id: None,
         },
         DelegationCall {
             call_id: "c3".into(),
             target: DelegateTarget::Agent("greeter".into()),
             task: "hi".into(),
             handoff: Some("take over".into()),
+            span_id: None,
         },
     ];
     out.send(&FromWorker::Request {
@@ -199,6 +203,37 @@ fn main() {
         other => format!("unexpected: {other:?}"),
     };
     report.insert("delegate_forged".into(), delegated.into());
+    // A traced run: more spans than a run may relay, with parents from nowhere, too many
+    // attributes and overlong values.
+    let mut spans_sent = 0;
+    if job.trace.is_some() {
+        for batch in 0..3u8 {
+            let spans: Vec<RelayedSpan> = (0..400u16)
+                .map(|i| {
+                    let [hi, lo] = i.to_be_bytes();
+                    let mut attributes: Vec<(String, AttrValue)> = (0..40)
+                        .map(|k| (format!("k{k}"), AttrValue::Int(k)))
+                        .collect();
+                    if i < 10 {
+                        attributes.push(("big".into(), AttrValue::Str("x".repeat(20_000))));
+                    }
+                    RelayedSpan {
+                        span_id: [batch + 1, hi, lo, 1, 1, 1, 1, 1],
+                        parent_span_id: [9; 8],
+                        name: "forged".into(),
+                        kind: SpanKind::Internal,
+                        start_unix_nanos: 1,
+                        end_unix_nanos: 0,
+                        attributes,
+                        error: None,
+                    }
+                })
+                .collect();
+            spans_sent += spans.len();
+            out.send(&FromWorker::Spans(spans)).expect("send");
+        }
+    }
+    report.insert("spans_sent".into(), spans_sent.into());
     let answer = serde_json::Value::Object(report).to_string();
     let done = FromWorker::Event(RunEvent::Finished {
         run_id: job.run_id.clone(),
