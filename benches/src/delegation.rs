@@ -53,6 +53,7 @@ pub fn report() -> anyhow::Result<String> {
         local_model: false,
         private_module_cache: true,
         socket_activated: false,
+        bin_dir: None,
     })?;
     let single = || RunRequest::new("b-single", "What is 6 * 7?");
     let parent = || RunRequest::new("b-parent", "What is 6 * 7?");

@@ -241,6 +241,7 @@ fn module_load_times() -> anyhow::Result<((u64, bool), (u64, bool))> {
         // Measured as a user runs it: a module cache of its own.
         private_module_cache: true,
         socket_activated: false,
+        bin_dir: None,
     })?;
     let cold = logged_load(&d).ok_or_else(|| anyhow::anyhow!("no load line in the log"))?;
     d.signal(nix::sys::signal::Signal::SIGTERM);
@@ -303,6 +304,7 @@ fn main() -> anyhow::Result<()> {
         // Measured as a user runs it: a module cache of its own.
         private_module_cache: true,
         socket_activated: false,
+        bin_dir: None,
     })?;
     let toolhost_pid = match d.status()?.toolhost {
         ServiceState::Running { pid, .. } => pid,

@@ -511,6 +511,7 @@ pub fn report() -> anyhow::Result<String> {
             local_model: false,
             private_module_cache: true,
             socket_activated: false,
+            bin_dir: None,
         })?;
         let pid = match d.status()?.memory {
             Some(caxton_ipc::api::ServiceState::Running { pid, .. }) => pid,

@@ -1,13 +1,15 @@
-//! `caxton-benches metrics`: what being watched costs. On one daemon with the HTTP listener,
-//! side by side in alternating blocks: end-to-end run latency and throughput at concurrency 64
-//! with nobody scraping, with a scrape every second (Prometheus's usual is 15 s), and every
-//! 100 ms; and the time of one scrape of the whole service (three processes) idle and while 64
-//! clients keep it busy.
+//! `caxton-benches metrics`: what being watched costs. Side by side in alternating blocks:
+//! end-to-end run latency and throughput at concurrency 64 with tracing off and nobody scraping,
+//! with every span exported to a loopback OTLP sink, with a scrape every second (Prometheus's
+//! usual is 15 s) and every 100 ms, and (with `BENCH_REFERENCE_BINS=DIR`) on a build from
+//! before traces; then the time of one scrape of the whole service (three processes) idle and
+//! while 64 clients keep it busy.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use caxton_tests::{Daemon, Options};
@@ -66,47 +68,160 @@ fn with_scraper<T>(addr: SocketAddr, every: Option<Duration>, f: impl FnOnce() -
     })
 }
 
-pub fn report() -> anyhow::Result<String> {
+/// A loopback OTLP/HTTP sink: answers every export with an empty 200 (what a collector on the
+/// machine costs the daemon, without decoding work of its own on these 2 cores); counts the
+/// export requests and their bytes.
+struct Sink {
+    port: u16,
+    requests: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Sink {
+    fn start() -> anyhow::Result<Sink> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let (requests, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (r, b) = (requests.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (r, b) = (r.clone(), b.clone());
+                std::thread::spawn(move || serve_exports(stream, &r, &b));
+            }
+        });
+        Ok(Sink {
+            port,
+            requests,
+            bytes,
+        })
+    }
+}
+
+/// Keep-alive HTTP/1.1: reads each request's head and `Content-Length` body, answers 200.
+fn serve_exports(stream: TcpStream, requests: &AtomicU64, bytes: &AtomicU64) {
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut writer = stream;
+    loop {
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        requests.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(length as u64, Ordering::Relaxed);
+        let reply =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// One daemon of the comparison.
+fn daemon(extra: &str, bin_dir: Option<std::path::PathBuf>) -> anyhow::Result<Daemon> {
     let d = Daemon::start(Options {
         agents: vec!["agents/calculator.toml".into()],
         rules: None,
         faults: false,
         extra_config: format!(
-            "[workers]\nmax_concurrent = 64\nqueue_capacity = 256\n[http]\nlisten = \"127.0.0.1:0\"\n{SCRIPTED_LOCAL}"
+            "[workers]\nmax_concurrent = 64\nqueue_capacity = 256\n[http]\nlisten = \"127.0.0.1:0\"\n{SCRIPTED_LOCAL}{extra}"
         ),
         env: std::env::var("BENCH_CAXTON_LOG")
             .map(|l| vec![("CAXTON_LOG".to_string(), l)])
             .unwrap_or_default(),
+        bin_dir,
         ..Options::default()
     })?;
-    let addr = http_addr(&d)?;
     for _ in 0..200 {
         run_once(&d)?;
     }
-    let modes = [
-        ("nobody scrapes", None),
-        ("scraped every 1 s", Some(Duration::from_secs(1))),
-        ("scraped every 100 ms", Some(Duration::from_millis(100))),
+    Ok(d)
+}
+
+pub fn report() -> anyhow::Result<String> {
+    let sink = Sink::start()?;
+    let d = daemon("", None)?;
+    let traced = daemon(
+        &format!(
+            "\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\n",
+            sink.port
+        ),
+        None,
+    )?;
+    // The build before traces, when given: what having them, switched off, costs.
+    let reference = match std::env::var_os("BENCH_REFERENCE_BINS") {
+        Some(dir) => Some((
+            std::path::PathBuf::from(&dir).display().to_string(),
+            daemon("", Some(dir.into()))?,
+        )),
+        None => None,
+    };
+    let addr = http_addr(&d)?;
+    let mut modes: Vec<(String, &Daemon, Option<Duration>)> = vec![
+        ("tracing off, nobody scrapes".into(), &d, None),
+        (
+            "tracing on, exported to a loopback collector".into(),
+            &traced,
+            None,
+        ),
+        (
+            "tracing off, scraped every 1 s".into(),
+            &d,
+            Some(Duration::from_secs(1)),
+        ),
+        (
+            "tracing off, scraped every 100 ms".into(),
+            &d,
+            Some(Duration::from_millis(100)),
+        ),
     ];
+    if let Some((dir, r)) = &reference {
+        modes.push((format!("build without traces ({dir})"), r, None));
+    }
     let mut latency: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for _ in 0..BLOCKS {
-        for (i, (_, every)) in modes.iter().enumerate() {
-            let block = with_scraper(addr, *every, || {
+        for (i, (_, daemon, every)) in modes.iter().enumerate() {
+            let block = with_scraper(http_addr(daemon)?, *every, || {
                 (0..RUNS_PER_BLOCK)
-                    .map(|_| run_once(&d))
+                    .map(|_| run_once(daemon))
                     .collect::<anyhow::Result<Vec<_>>>()
             })?;
             latency[i].extend(block);
         }
     }
     for _ in 0..2 {
-        for (i, (_, every)) in modes.iter().enumerate() {
-            let (rate, _, errors) = with_scraper(addr, *every, || throughput(&d, 64));
+        for (i, (_, daemon, every)) in modes.iter().enumerate() {
+            let (rate, _, errors) =
+                with_scraper(http_addr(daemon)?, *every, || throughput(daemon, 64));
             anyhow::ensure!(errors == 0, "{errors} failed runs");
             rates[i].push(rate);
         }
     }
+    // The traced daemon's spans have all been sent (its batch delay is 5 s).
+    std::thread::sleep(Duration::from_secs(6));
+    let exported = (
+        sink.requests.load(Ordering::Relaxed),
+        sink.bytes.load(Ordering::Relaxed),
+    );
     let idle: Vec<_> = (0..SCRAPES)
         .map(|_| scrape(addr))
         .collect::<anyhow::Result<_>>()?;
@@ -138,15 +253,22 @@ pub fn report() -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "\n## Metrics: what being watched costs\n\nOne daemon (`[http] listen`, calculator agent, scripted LLM, 1 WASM tool call per run); the modes alternate, {BLOCKS} blocks of {RUNS_PER_BLOCK} sequential runs each, then 2 throughput windows each.\n"
+        "\n## Metrics and traces: what being watched costs\n\nDaemons side by side (`[http] listen`, calculator agent, scripted LLM, 1 WASM tool call per run): one without `[telemetry]`, one exporting every span over OTLP/HTTP to a loopback sink{}; the modes alternate, {BLOCKS} blocks of {RUNS_PER_BLOCK} sequential runs each, then 2 throughput windows each. The traced daemon made {} export requests, {} KB of spans.\n",
+        if reference.is_some() {
+            ", and one of the build given in BENCH_REFERENCE_BINS"
+        } else {
+            ""
+        },
+        exported.0,
+        exported.1 / 1024
     )?;
     writeln!(
         out,
-        "| mode | runs | e2e p50 ms | e2e p99 ms | p50 vs nobody | runs/s at c64 (2 windows) |"
+        "| mode | runs | e2e p50 ms | e2e p99 ms | p50 vs the first | runs/s at c64 (2 windows) |"
     )?;
     writeln!(out, "|---|---|---|---|---|---|")?;
     let base = summary(latency[0].clone()).0;
-    for (i, (name, _)) in modes.iter().enumerate() {
+    for (i, (name, _, _)) in modes.iter().enumerate() {
         let (p50, p99, _) = summary(latency[i].clone());
         writeln!(
             out,

@@ -467,9 +467,10 @@ mod tests {
             &bytes[HEADER_LEN..],
             // variant 0 (Run), "a", "hi", map len 1, "k", "v", Some, 300 as varint (251 + u16 LE),
             // stream false, record false, replay None, hide_children false, conversation None,
-            // capability None, strategy None
+            // capability None, strategy None, traceparent None
             &[
-                0, 1, b'a', 2, b'h', b'i', 1, 1, b'k', 1, b'v', 1, 251, 44, 1, 0, 0, 0, 0, 0, 0, 0
+                0, 1, b'a', 2, b'h', b'i', 1, 1, b'k', 1, b'v', 1, 251, 44, 1, 0, 0, 0, 0, 0, 0, 0,
+                0
             ]
         );
     }

@@ -98,6 +98,9 @@ pub struct Options {
     /// binds the API socket and execs the daemon (same pid) on the first connection, passing the
     /// socket as fd 3 with `LISTEN_FDS=1`.
     pub socket_activated: bool,
+    /// Start `caxton` (and so its children) from this directory instead of [`bin_dir`]: the
+    /// benchmarks run an older build beside this one.
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -115,6 +118,7 @@ impl Default for Options {
             local_model: false,
             private_module_cache: false,
             socket_activated: false,
+            bin_dir: None,
         }
     }
 }
@@ -140,6 +144,8 @@ impl Options {
 /// A running `caxton serve`.
 pub struct Daemon {
     child: Option<Child>,
+    /// The `caxton` binary it runs.
+    caxton: PathBuf,
     /// Started (and restarted) through `systemd-socket-activate`.
     socket_activated: bool,
     pub dir: tempfile::TempDir,
@@ -192,6 +198,10 @@ impl Daemon {
             std::os::unix::fs::symlink(shared_module_cache()?, cache.join("modules"))?;
         }
         let mut d = Daemon {
+            caxton: opts
+                .bin_dir
+                .as_ref()
+                .map_or_else(|| bin("caxton"), |d| d.join("caxton")),
             socket_activated: opts.socket_activated,
             child: None,
             socket: dir.path().join("run/api.sock"),
@@ -215,10 +225,10 @@ impl Daemon {
             // socket unit would have kept the socket open instead.
             let _ = std::fs::remove_file(&self.socket);
             let mut c = Command::new("systemd-socket-activate");
-            c.arg("--listen").arg(&self.socket).arg(bin("caxton"));
+            c.arg("--listen").arg(&self.socket).arg(&self.caxton);
             c
         } else {
-            Command::new(bin("caxton"))
+            Command::new(&self.caxton)
         };
         cmd.arg("serve")
             .arg("--config")

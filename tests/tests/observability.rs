@@ -545,7 +545,11 @@ fn a_runs_log_lines_carry_its_run_id_and_agent_as_journal_fields() {
     let out = with_private_journald(&format!(
         r#"CAXTON_LOG_FORMAT=journald CAXTON_WORKER_FAULTS=1 {caxton} serve --config {config} &
 SERVE=$!
-for _ in $(seq 200); do [ -S {socket} ] && break; sleep 0.05; done
+# The daemon must not outlive the script (it holds the output pipe the test reads to its end).
+trap 'kill $SERVE 2>/dev/null || true; kill $JOURNALD' EXIT
+# A cold start compiles every built-in tool package (no shared module cache here): up to a
+# minute in a debug build on a loaded machine.
+for _ in $(seq 1200); do [ -S {socket} ] && break; sleep 0.05; done
 {caxton} --socket {socket} agent run calculator --json --input '1 / 0' > {dir}/tool-error.json
 {caxton} --socket {socket} agent run calculator --json --input 'caxton-fault:exit' > {dir}/crash.json || true
 kill $SERVE; wait $SERVE || true

@@ -110,6 +110,7 @@ fn a_socket_activated_daemon_serves_the_socket_systemd_passed_and_leaves_it_to_s
     // (same pid) on the first connection, the harness's health check, with the socket as fd 3.
     let mut d = Daemon::start(Options {
         socket_activated: true,
+        bin_dir: None,
         ..Options::default()
     })
     .unwrap();

@@ -400,7 +400,15 @@ fn a_run_is_one_trace_across_every_process_under_the_callers_context() {
 #[test]
 fn content_capture_puts_prompts_and_tool_payloads_on_spans_only_when_switched_on() {
     let receiver = Receiver::start();
-    let d = traced(&receiver, Options::default(), "capture_content = true");
+    // The collector's key comes from the standard variable, never from caxton.toml.
+    let opts = Options {
+        env: vec![(
+            "OTEL_EXPORTER_OTLP_HEADERS".into(),
+            "authorization=Bearer%20collector-key".into(),
+        )],
+        ..Options::default()
+    };
+    let d = traced(&receiver, opts, "capture_content = true");
     let out = d.run("calculator", "What is (2 + 3) * 7?").unwrap();
     assert!(out.answer().is_some(), "{out:?}");
     let trace = trace_of(&receiver, "calculator", &HashSet::new());
@@ -428,6 +436,10 @@ fn content_capture_puts_prompts_and_tool_payloads_on_spans_only_when_switched_on
             .contains("(2 + 3) * 7")
     );
     assert_eq!(attr(tool, "gen_ai.tool.call.result"), "35");
+    // Every process sent the header.
+    for s in &spans {
+        assert_eq!(s["headers"]["authorization"], "Bearer collector-key", "{s}");
+    }
 }
 
 #[test]
