@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use caxton_tests::{Daemon, Options};
 
-use crate::{SCRIPTED_LOCAL, ms, run_once, summary, throughput};
+use crate::{SCRIPTED_LOCAL, THROUGHPUT_WINDOW, ms, summary};
 
 const BLOCKS: usize = 4;
 const RUNS_PER_BLOCK: usize = 400;
@@ -135,6 +135,48 @@ fn serve_exports(stream: TcpStream, requests: &AtomicU64, bytes: &AtomicU64) {
     }
 }
 
+/// One run over the JSON API (which an older build speaks too: the frame protocol gained a
+/// field with traces), timed from connect to the terminal event.
+fn run_once(d: &Daemon) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let mut stream = std::os::unix::net::UnixStream::connect(&d.socket)?;
+    stream.write_all(b"{\"run\":{\"agent\":\"calculator\",\"input\":\"What is 6 * 7?\"}}\n")?;
+    let mut lines = BufReader::new(stream).lines();
+    loop {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the daemon closed before the run ended"))??;
+        if line.contains("\"finished\"") {
+            let elapsed = t.elapsed();
+            anyhow::ensure!(line.contains("The result is 42."), "bad run: {line}");
+            return Ok(elapsed);
+        }
+        anyhow::ensure!(!line.contains("\"failed\"") && !line.contains("\"error\""), "bad run: {line}");
+    }
+}
+
+/// Runs per second with `concurrency` clients looping for the throughput window.
+fn throughput(d: &Daemon, concurrency: usize) -> (f64, u64, u64) {
+    let done = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..concurrency {
+            s.spawn(|| {
+                while started.elapsed() < THROUGHPUT_WINDOW {
+                    match run_once(d) {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    (n as f64 / secs, n, errors.load(Ordering::Relaxed))
+}
+
 /// One daemon of the comparison.
 fn daemon(extra: &str, bin_dir: Option<std::path::PathBuf>) -> anyhow::Result<Daemon> {
     let d = Daemon::start(Options {
@@ -253,7 +295,7 @@ pub fn report() -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "\n## Metrics and traces: what being watched costs\n\nDaemons side by side (`[http] listen`, calculator agent, scripted LLM, 1 WASM tool call per run): one without `[telemetry]`, one exporting every span over OTLP/HTTP to a loopback sink{}; the modes alternate, {BLOCKS} blocks of {RUNS_PER_BLOCK} sequential runs each, then 2 throughput windows each. The traced daemon made {} export requests, {} KB of spans.\n",
+        "\n## Metrics and traces: what being watched costs\n\nRuns over the JSON API. Daemons side by side (`[http] listen`, calculator agent, scripted LLM, 1 WASM tool call per run): one without `[telemetry]`, one exporting every span over OTLP/HTTP to a loopback sink{}; the modes alternate, {BLOCKS} blocks of {RUNS_PER_BLOCK} sequential runs each, then 2 throughput windows each. The traced daemon made {} export requests, {} KB of spans.\n",
         if reference.is_some() {
             ", and one of the build given in BENCH_REFERENCE_BINS"
         } else {
