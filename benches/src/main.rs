@@ -164,6 +164,15 @@ fn run_once(d: &Daemon) -> anyhow::Result<Duration> {
 }
 
 fn throughput(d: &Daemon, concurrency: usize) -> (f64, u64, u64) {
+    throughput_of(concurrency, || run_once(d))
+}
+
+/// Runs per second, runs done and runs failed with `concurrency` clients calling `run` in a loop
+/// for [`THROUGHPUT_WINDOW`].
+fn throughput_of(
+    concurrency: usize,
+    run: impl Fn() -> anyhow::Result<Duration> + Sync,
+) -> (f64, u64, u64) {
     let done = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
     let started = Instant::now();
@@ -171,7 +180,7 @@ fn throughput(d: &Daemon, concurrency: usize) -> (f64, u64, u64) {
         for _ in 0..concurrency {
             s.spawn(|| {
                 while started.elapsed() < THROUGHPUT_WINDOW {
-                    match run_once(d) {
+                    match run() {
                         Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                         Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                     };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use caxton_tests::{Daemon, Options};
 
-use crate::{SCRIPTED_LOCAL, THROUGHPUT_WINDOW, ms, summary};
+use crate::{SCRIPTED_LOCAL, ms, summary};
 
 const BLOCKS: usize = 4;
 const RUNS_PER_BLOCK: usize = 400;
@@ -151,30 +151,16 @@ fn run_once(d: &Daemon) -> anyhow::Result<Duration> {
             anyhow::ensure!(line.contains("The result is 42."), "bad run: {line}");
             return Ok(elapsed);
         }
-        anyhow::ensure!(!line.contains("\"failed\"") && !line.contains("\"error\""), "bad run: {line}");
+        anyhow::ensure!(
+            !line.contains("\"failed\"") && !line.contains("\"error\""),
+            "bad run: {line}"
+        );
     }
 }
 
 /// Runs per second with `concurrency` clients looping for the throughput window.
 fn throughput(d: &Daemon, concurrency: usize) -> (f64, u64, u64) {
-    let done = AtomicU64::new(0);
-    let errors = AtomicU64::new(0);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..concurrency {
-            s.spawn(|| {
-                while started.elapsed() < THROUGHPUT_WINDOW {
-                    match run_once(d) {
-                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            });
-        }
-    });
-    let secs = started.elapsed().as_secs_f64();
-    let n = done.load(Ordering::Relaxed);
-    (n as f64 / secs, n, errors.load(Ordering::Relaxed))
+    crate::throughput_of(concurrency, || run_once(d))
 }
 
 /// One daemon of the comparison.

@@ -94,7 +94,8 @@ fn to_hex(bytes: &[u8]) -> String {
 
 /// What a worker's spans hang from: the supervisor's run span (`invoke_agent`), and whether the
 /// spans may carry prompts and tool payloads (`[telemetry] capture_content`). Sent in the job
-/// only when the run is sampled.
+/// whenever the run is traced; for an unsampled run the worker records nothing and only passes
+/// the context on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTrace {
     pub parent: TraceParent,

@@ -63,9 +63,10 @@ impl RunSpan {
         self.context
     }
 
-    /// What the worker needs for its own spans: only for a sampled run.
+    /// What the worker needs for its spans. An unsampled run's context goes too: the worker
+    /// records nothing, but passes it on so the services do not start traces of their own.
     pub fn job_trace(&self) -> Option<JobTrace> {
-        self.context.filter(|c| c.sampled).map(|parent| JobTrace {
+        self.context.map(|parent| JobTrace {
             parent,
             capture_content: traces::capture_content(),
         })

@@ -388,10 +388,30 @@ fn a_run_is_one_trace_across_every_process_under_the_callers_context() {
     let trace = trace_of(&receiver, "llm-calc", &seen);
     let spans = receiver.trace(&trace, |s| has(s, "invoke_agent llm-calc", 1));
     assert_eq!(one(&spans, "invoke_agent llm-calc")["parent_span_id"], "");
+    seen.insert(trace);
+
+    // 6. A caller's unsampled context is followed: nothing of that trace is exported, in any
+    // process, and the run works.
+    llm.push([openai::text("Quietly.")]);
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let mut req = RunRequest::new("llm-calc", "hello");
+    req.traceparent = Some(format!("00-{unsampled}-b7ad6b7169203331-00"));
+    assert_eq!(d.run_req(req).unwrap().answer(), Some("Quietly."));
+    assert!(
+        llm.requests()
+            .last()
+            .and_then(|r| r.header("traceparent"))
+            .is_none_or(|t| t.ends_with("-00")),
+        "an unsampled run's provider request does not claim to be sampled"
+    );
 
     // Nothing secret or prompted anywhere: capture is off by default.
     std::thread::sleep(Duration::from_millis(300));
     let everything = std::fs::read_to_string(&receiver.file).unwrap();
+    assert!(
+        !everything.contains(unsampled),
+        "an unsampled run was exported"
+    );
     for secret in [KEY, question, "When do we ship?", "6 * 7", "It is 42."] {
         assert!(!everything.contains(secret), "`{secret}` reached a span");
     }

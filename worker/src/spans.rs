@@ -6,7 +6,7 @@
 //! made under it, so the toolhost's and the memory service's spans hang from it. Written by
 //! hand rather than with the OpenTelemetry SDK: a worker needs ids, times and attributes in a
 //! form it can send, not a tracer, a processor and an exporter it would have to bridge.
-//! Without a trace in the job nothing is recorded.
+//! Without a trace in the job, or with an unsampled one, nothing is recorded.
 
 use std::cell::RefCell;
 use std::time::SystemTime;
@@ -40,7 +40,8 @@ impl Spans {
         kind: SpanKind,
         parent: Option<&Span<'_>>,
     ) -> Span<'_> {
-        let Some(trace) = self.trace else {
+        // An unsampled run records nothing, but its context still goes out (see `context`).
+        let Some(trace) = self.trace.filter(|t| t.parent.sampled) else {
             return Span {
                 spans: self,
                 open: None,
@@ -125,10 +126,15 @@ impl Span<'_> {
         self.open.as_ref().map(|o| o.id)
     }
 
-    /// The frame-header context of requests made under this span.
+    /// The frame-header context of requests made under this span. For an unsampled run it is
+    /// the run's own (unsampled) context, so the services drop their spans too instead of
+    /// starting traces of their own.
     pub fn context(&self) -> Option<TraceContext> {
         let trace = self.spans.trace?;
-        frame_context(trace.parent.with_span(self.id()?))
+        match self.id() {
+            Some(id) => frame_context(trace.parent.with_span(id)),
+            None => frame_context(trace.parent),
+        }
     }
 }
 
@@ -209,6 +215,19 @@ mod tests {
                 .contains(&("error.type".into(), "llm".into()))
         );
         assert!(chat.end_unix_nanos >= chat.start_unix_nanos);
+        assert!(spans.take().is_empty());
+    }
+
+    #[test]
+    fn an_unsampled_run_records_nothing_but_passes_its_context_on() {
+        let mut unsampled = trace(false);
+        unsampled.parent.sampled = false;
+        let spans = Spans::new(Some(unsampled));
+        let span = spans.start("turn 1", SpanKind::Internal, None);
+        assert_eq!(span.id(), None);
+        let ctx = span.context().unwrap();
+        assert_eq!(TraceParent::parse(ctx.as_str()), Some(unsampled.parent));
+        drop(span);
         assert!(spans.take().is_empty());
     }
 
