@@ -16,8 +16,10 @@ use caxton_tests::{Daemon, Options};
 
 use crate::{SCRIPTED_LOCAL, ms, summary};
 
+/// Blocks per mode (`BENCH_BLOCKS` overrides: more, shorter blocks average out the machine's
+/// drift between them); 1,600 sequential runs per mode in all.
 const BLOCKS: usize = 4;
-const RUNS_PER_BLOCK: usize = 400;
+const RUNS_PER_MODE: usize = 1600;
 const SCRAPES: usize = 200;
 
 /// One `GET /metrics`: its time and the body's size.
@@ -185,6 +187,12 @@ fn daemon(extra: &str, bin_dir: Option<std::path::PathBuf>) -> anyhow::Result<Da
 }
 
 pub fn report() -> anyhow::Result<String> {
+    let blocks: usize = std::env::var("BENCH_BLOCKS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .filter(|b| (1..=RUNS_PER_MODE).contains(b))
+        .unwrap_or(BLOCKS);
+    let runs_per_block = RUNS_PER_MODE / blocks;
     let sink = Sink::start()?;
     let d = daemon("", None)?;
     let traced = daemon(
@@ -226,10 +234,10 @@ pub fn report() -> anyhow::Result<String> {
     }
     let mut latency: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-    for _ in 0..BLOCKS {
+    for _ in 0..blocks {
         for (i, (_, daemon, every)) in modes.iter().enumerate() {
             let block = with_scraper(http_addr(daemon)?, *every, || {
-                (0..RUNS_PER_BLOCK)
+                (0..runs_per_block)
                     .map(|_| run_once(daemon))
                     .collect::<anyhow::Result<Vec<_>>>()
             })?;
@@ -281,7 +289,7 @@ pub fn report() -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "\n## Metrics and traces: what being watched costs\n\nRuns over the JSON API. Daemons side by side (`[http] listen`, calculator agent, scripted LLM, 1 WASM tool call per run): one without `[telemetry]`, one exporting every span over OTLP/HTTP to a loopback sink{}; the modes alternate, {BLOCKS} blocks of {RUNS_PER_BLOCK} sequential runs each, then 2 throughput windows each. The traced daemon made {} export requests, {} KB of spans.\n",
+        "\n## Metrics and traces: what being watched costs\n\nRuns over the JSON API. Daemons side by side (`[http] listen`, calculator agent, scripted LLM, 1 WASM tool call per run): one without `[telemetry]`, one exporting every span over OTLP/HTTP to a loopback sink{}; the modes alternate, {blocks} blocks of {runs_per_block} sequential runs each, then 2 throughput windows each. The traced daemon made {} export requests, {} KB of spans.\n",
         if reference.is_some() {
             ", and one of the build given in BENCH_REFERENCE_BINS"
         } else {
