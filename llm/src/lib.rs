@@ -465,9 +465,7 @@ impl Providers {
                         AttemptError::Fatal(m) => ("error", m),
                         AttemptError::Retryable { message, .. } => ("retryable_error", message),
                     };
-                    span.record("error.type", kind)
-                        .record("otel.status_code", "ERROR")
-                        .record("otel.status_description", message.as_str());
+                    caxton_telemetry::traces::fail(&span, kind, Some(message.as_str()));
                 }
             }
             drop(span);

@@ -23,6 +23,7 @@ use caxton_ipc::handshake::Role;
 use caxton_ipc::memory::{MemoryGrant, MemoryRequest, MemoryResponse, check_scope};
 use caxton_ipc::peers::{PeerTable, Ticket};
 use caxton_ipc::service::BindError;
+use caxton_ipc::trace::TraceParent;
 use tokio::net::UnixStream;
 
 use crate::embed::EmbedError;
@@ -228,8 +229,8 @@ async fn connection(
             Caller::Worker(g) => tracing::info_span!("run", run_id = %g.run_id, agent = %g.agent),
             _ => tracing::Span::none(),
         };
-        let frame_trace = conn.reader.last_trace().map(|t| t.as_str().to_string());
-        let resp = handle(&service, &caller, req, frame_trace.as_deref())
+        let frame_trace = (conn.reader.last_trace()).and_then(|t| TraceParent::parse(t.as_str()));
+        let resp = handle(&service, &caller, req, frame_trace)
             .instrument(span)
             .await;
         conn.send(&resp).await?;
@@ -256,7 +257,7 @@ async fn handle(
     service: &Arc<Service>,
     caller: &Caller,
     req: MemoryRequest,
-    trace: Option<&str>,
+    trace: Option<TraceParent>,
 ) -> MemoryResponse {
     // Grants are bookkeeping, answered here.
     match (&req, caller) {
@@ -311,7 +312,7 @@ async fn handle(
         otel.status_code = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,
     );
-    caxton_telemetry::traces::set_parent_text(&span, trace);
+    caxton_telemetry::traces::set_parent(&span, trace.as_ref());
     if let MemoryRequest::CallTool { name, .. } = &req {
         span.record("gen_ai.tool.name", name.as_str());
     }
@@ -331,12 +332,9 @@ async fn handle(
         Err(e) => e.kind().as_str(),
     };
     if let Err(e) = &result {
-        span.record("error.type", outcome.as_str())
-            .record("otel.status_code", "ERROR");
         // The error may quote what was asked: only with content capture.
-        if caxton_telemetry::traces::capture_content() {
-            span.record("otel.status_description", Chain(e).to_string());
-        }
+        let description = caxton_telemetry::traces::capture_content().then(|| Chain(e).to_string());
+        caxton_telemetry::traces::fail(&span, &outcome, description.as_deref());
     }
     metrics::counter!(crate::metrics::REQUESTS, "request" => name, "outcome" => outcome)
         .increment(1);

@@ -112,10 +112,11 @@ impl RunSpan {
             _ => {}
         }
         if let RunEvent::Failed { error, .. } = terminal {
-            self.span
-                .record("error.type", error.kind.as_str())
-                .record("otel.status_code", "ERROR")
-                .record("otel.status_description", error.message.as_str());
+            traces::fail(
+                &self.span,
+                &error.kind.as_str(),
+                Some(error.message.as_str()),
+            );
         }
     }
 }

@@ -175,10 +175,14 @@ pub fn set_parent(span: &tracing::Span, parent: Option<&TraceParent>) {
     let _ = span.set_parent(Context::new().with_remote_span_context(remote));
 }
 
-/// [`set_parent`] from a frame's trace context text.
-pub fn set_parent_text(span: &tracing::Span, parent: Option<&str>) {
-    if enabled() {
-        set_parent(span, parent.and_then(TraceParent::parse).as_ref());
+/// Marks `span` failed: `error.type` is `kind` and the status is `ERROR`, with `description`
+/// when given. The span must declare `error.type`, `otel.status_code` and (for a description)
+/// `otel.status_description` as empty fields; a disabled span ignores it.
+pub fn fail(span: &tracing::Span, kind: &str, description: Option<&str>) {
+    span.record("error.type", kind)
+        .record("otel.status_code", "ERROR");
+    if let Some(d) = description {
+        span.record("otel.status_description", d);
     }
 }
 

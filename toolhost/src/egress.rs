@@ -336,14 +336,10 @@ impl Egress {
                 Ok(r) => {
                     span.record("http.response.status_code", r.status().as_u16());
                     if r.status().is_server_error() {
-                        span.record("error.type", r.status().as_str())
-                            .record("otel.status_code", "ERROR");
+                        caxton_telemetry::traces::fail(&span, r.status().as_str(), None);
                     }
                 }
-                Err(_) => {
-                    span.record("error.type", "request_failed")
-                        .record("otel.status_code", "ERROR");
-                }
+                Err(_) => caxton_telemetry::traces::fail(&span, "request_failed", None),
             }
             let resp = resp?;
             let Some(next) = redirect(&hop, &resp) else {

@@ -522,19 +522,15 @@ impl Host {
         let failure = result.as_ref().err().map(|e| Chain(e).to_string());
         // The caller's trace span for this call (see the server), if any.
         if outcome_label != "ok" {
-            let span = tracing::Span::current();
-            span.record("error.type", outcome_label)
-                .record("otel.status_code", "ERROR");
-            match (&failure, &result) {
-                (Some(f), _) => {
-                    span.record("otel.status_description", f.as_str());
-                }
+            let description = match (&failure, &result) {
+                (Some(f), _) => Some(f.as_str()),
                 // A tool's own error text may hold data: only with content capture.
                 (None, Ok(out)) if caxton_telemetry::traces::capture_content() => {
-                    span.record("otel.status_description", out.text.as_str());
+                    Some(out.text.as_str())
                 }
-                _ => {}
-            }
+                _ => None,
+            };
+            caxton_telemetry::traces::fail(&tracing::Span::current(), outcome_label, description);
         }
         let (outcome, detail, memory_peak_bytes) = match (&result, &failure) {
             (Ok(out), _) if out.is_error => ("tool_error", out.text.as_str(), out.memory_peak),

@@ -140,8 +140,7 @@ async fn connection(
             return Ok(());
         }
         // The trace context the request came with: its spans hang from the caller's.
-        let frame_trace = conn.reader.last_trace().map(|t| t.as_str().to_string());
-        let frame_trace = frame_trace.as_deref();
+        let frame_trace = (conn.reader.last_trace()).and_then(|t| TraceParent::parse(t.as_str()));
         // A run's requests, and the supervisor's calls and chats on behalf of one, are served
         // in a span naming the run.
         let span = match (&caller, &req) {
@@ -163,7 +162,7 @@ async fn connection(
                     // needs them before its first turn, and this saves it a round trip.
                     let tools = ToolhostResponse::Tools(host.tools(&run.grant.tools));
                     let span = tracing::info_span!("run", run_id = %run.grant.run_id, agent = %run.grant.agent, trace_id = tracing::field::Empty);
-                    if let Some(tp) = frame_trace.and_then(TraceParent::parse) {
+                    if let Some(tp) = &frame_trace {
                         span.record("trace_id", tp.trace_hex());
                     }
                     span.in_scope(|| tracing::debug!(peer_pid, "worker attached"));
@@ -318,7 +317,7 @@ fn request_name(r: &ToolhostRequest) -> &'static str {
 /// `None` = cancelled.
 /// The toolhost's span for a tool call (`call_tool {tool}`), under the caller's span; the call
 /// records its outcome on it.
-fn call_span(tool: &str, parent: Option<&str>) -> tracing::Span {
+fn call_span(tool: &str, parent: Option<TraceParent>) -> tracing::Span {
     let span = tracing::info_span!(
         "call_tool",
         otel.name = %format_args!("call_tool {tool}"),
@@ -329,7 +328,7 @@ fn call_span(tool: &str, parent: Option<&str>) -> tracing::Span {
         otel.status_code = Empty,
         otel.status_description = Empty,
     );
-    caxton_telemetry::traces::set_parent_text(&span, parent);
+    caxton_telemetry::traces::set_parent(&span, parent.as_ref());
     span
 }
 
@@ -339,7 +338,7 @@ async fn traced_chat(
     host: &Host,
     conn: &mut PrivateConn<ToolhostProtocol>,
     chat: &ChatRequest,
-    parent: Option<&str>,
+    parent: Option<TraceParent>,
 ) -> Result<Option<Result<ChatReply, ChatError>>, FrameError> {
     let span = tracing::info_span!(
         "chat",
@@ -352,14 +351,12 @@ async fn traced_chat(
         otel.status_code = Empty,
         otel.status_description = Empty,
     );
-    caxton_telemetry::traces::set_parent_text(&span, parent);
+    caxton_telemetry::traces::set_parent(&span, parent.as_ref());
     let served = chat_streaming(host, conn, chat)
         .instrument(span.clone())
         .await;
     if let Ok(Some(Err(e))) = &served {
-        span.record("error.type", "llm")
-            .record("otel.status_code", "ERROR")
-            .record("otel.status_description", Chain(e).to_string());
+        caxton_telemetry::traces::fail(&span, "llm", Some(&Chain(e).to_string()));
     }
     served
 }
