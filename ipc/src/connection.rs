@@ -267,13 +267,9 @@ impl<P: Protocol, IO: Read + Write> Client<P, IO> {
 
     /// [`Client::connect`] that sends `first` right behind the `Hello`, without waiting for the
     /// welcome, so that opening a connection and making its first request take one round trip
-    /// instead of two. A server that rejects the hello never reads `first`.
-    pub fn connect_with(io: IO, role: Role, first: &P::Request) -> Result<Self, HandshakeError> {
-        Self::open(io, role, Some(first), None)
-    }
-
-    /// [`Client::connect_with`], the first request's frame carrying `trace`.
-    pub fn connect_with_traced(
+    /// instead of two; `first`'s frame carries `trace`. A server that rejects the hello never
+    /// reads `first`.
+    pub fn connect_with(
         io: IO,
         role: Role,
         first: &P::Request,

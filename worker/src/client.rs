@@ -218,7 +218,7 @@ impl<P: Attachable> Connection<P> {
         // The attach goes right behind the hello: one round trip for both. It carries the run's
         // trace context, so the service's log lines for the run name its trace.
         let attach_trace = session.spans().run_context();
-        let conn = Client::<P, _>::connect_with_traced(
+        let conn = Client::<P, _>::connect_with(
             stream,
             Role::Worker,
             &P::attach(token),
