@@ -92,6 +92,11 @@ enum Command {
     /// Print the whole service's metrics (supervisor, toolhost, memory service) in the
     /// Prometheus text format, as the HTTP listener's /metrics serves them.
     Metrics,
+    /// Make bearer tokens for the HTTP API ([[http.tokens]] in caxton.toml).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// A live view: runs/s, failures, p50/p95, tokens and cost per minute, per agent, and the
     /// runs in progress as trees. Redrawn on a terminal; plain text otherwise.
     Top {
@@ -102,6 +107,30 @@ enum Command {
         #[arg(long, short = 'n')]
         iterations: Option<u32>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a new random token: prints the token (first line; shown only this once) and the
+    /// [[http.tokens]] table to add to caxton.toml, which holds only its SHA-256.
+    New {
+        /// The token's name: in logs and metrics in its place, and the owner of what it starts.
+        name: String,
+        /// An agent it may run (repeat the flag; "*" for every agent).
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+        /// It may read status, health and every agent's definition.
+        #[arg(long)]
+        read: bool,
+        /// It may search memory.
+        #[arg(long)]
+        memory: bool,
+        /// It may do everything, and see every token's runs and conversations.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Print the SHA-256 of a token read from standard input, as [[http.tokens]] sha256 holds it.
+    Hash,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +240,67 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// `caxton token …`.
+fn token(command: TokenCommand) -> anyhow::Result<u8> {
+    use caxton_supervisor::http::auth::hash_hex;
+    match command {
+        TokenCommand::New {
+            name,
+            agents,
+            read,
+            memory,
+            admin,
+        } => {
+            use std::io::Read;
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+                .context("cannot read /dev/urandom for a token")?;
+            let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let token = format!("caxton_{text}");
+            let table = caxton_config::TokenConfig {
+                name,
+                sha256: hash_hex(&token),
+                agents,
+                read,
+                memory,
+                admin,
+                max_concurrent_runs: caxton_config::DEFAULT_TOKEN_RUNS,
+            };
+            table.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+            #[derive(serde::Serialize)]
+            struct Http<'a> {
+                tokens: &'a [caxton_config::TokenConfig],
+            }
+            #[derive(serde::Serialize)]
+            struct Snippet<'a> {
+                http: Http<'a>,
+            }
+            let snippet = toml::to_string(&Snippet {
+                http: Http {
+                    tokens: std::slice::from_ref(&table),
+                },
+            })
+            .context("cannot write the token's table")?;
+            println!("{token}");
+            println!();
+            println!("# The token above is shown only now. Add this to caxton.toml and restart caxton serve:");
+            print!("{snippet}");
+            Ok(0)
+        }
+        TokenCommand::Hash => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_line(&mut text)
+                .context("cannot read the token from standard input")?;
+            let text = text.trim();
+            anyhow::ensure!(!text.is_empty(), "give the token on standard input");
+            println!("{}", hash_hex(text));
+            Ok(0)
+        }
+    }
+}
+
 /// Entry point of the `caxton` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -227,6 +317,7 @@ pub fn main() -> ExitCode {
         } => audit_verify(file, config.as_deref()),
         Command::Health { json } => health(&socket, json),
         Command::Metrics => metrics(&socket),
+        Command::Token { command } => token(command),
         Command::Top {
             interval,
             iterations,

@@ -153,17 +153,35 @@ pub const DEFAULT_HTTP_CONNECTIONS: usize = 64;
 /// Most `[http] max_connections` accepted.
 pub const MAX_HTTP_CONNECTIONS: usize = 4096;
 
-/// `[http]`: the optional HTTP listener (`/metrics`, `/healthz`, `/readyz`). Off unless
-/// `listen` is set.
+/// Default `[http] max_body_bytes`: a run's largest input, JSON-escaped, with room to spare.
+pub const DEFAULT_HTTP_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default `[http] run_retention`.
+pub const DEFAULT_RUN_RETENTION: Duration = Duration::from_secs(3600);
+/// Default `[http] max_retained_runs`.
+pub const DEFAULT_RETAINED_RUNS: usize = 1000;
+/// Default `max_concurrent_runs` of a token.
+pub const DEFAULT_TOKEN_RUNS: usize = 8;
+
+/// `[http]`: the optional HTTP listener. Off unless `listen` is set. `/metrics`, `/healthz`
+/// and `/readyz` are open to whoever reaches it; the API under `/v1` needs a bearer token from
+/// `tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `HOST:PORT` to listen on, or a bare port for loopback (`"9464"` = `127.0.0.1:9464`).
-    /// Its endpoints are read-only and hold no secrets, but anyone who can reach the address
-    /// can read them: keep it on loopback unless a firewall decides who reaches it.
+    /// There is no TLS: keep it on loopback, or put a TLS-terminating reverse proxy in front.
     pub listen: Option<String>,
     /// Connections open at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Largest request body of the API.
+    pub max_body_bytes: usize,
+    /// How long a finished run started over HTTP stays readable (`GET /v1/runs/{id}`).
+    #[serde(with = "humantime_serde")]
+    pub run_retention: Duration,
+    /// Most finished runs kept for reading; the oldest go first.
+    pub max_retained_runs: usize,
+    /// The API's bearer tokens (`[[http.tokens]]`); with none, the API answers 401 to all.
+    pub tokens: Vec<TokenConfig>,
 }
 
 impl Default for HttpConfig {
@@ -171,7 +189,86 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: None,
             max_connections: DEFAULT_HTTP_CONNECTIONS,
+            max_body_bytes: DEFAULT_HTTP_BODY_BYTES,
+            run_retention: DEFAULT_RUN_RETENTION,
+            max_retained_runs: DEFAULT_RETAINED_RUNS,
+            tokens: Vec::new(),
         }
+    }
+}
+
+/// One `[[http.tokens]]`: a bearer token of the HTTP API, stored as the SHA-256 of its text
+/// (`caxton token new NAME` makes one and prints this table). What it may do is the union of
+/// its rights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it: in logs, audit and metrics instead of the token, and the owner of the runs
+    /// and conversations it starts.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token's text.
+    pub sha256: String,
+    /// Agents it may run (and read); `["*"]` for all, which capability routing needs.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// May read the service: status, the agents list and every agent's definition.
+    #[serde(default)]
+    pub read: bool,
+    /// May search and read memory.
+    #[serde(default)]
+    pub memory: bool,
+    /// May do everything, and see and cancel every token's runs and conversations.
+    #[serde(default)]
+    pub admin: bool,
+    /// Runs it may have going at once (streams and waits included); more are refused (429).
+    #[serde(default = "default_token_runs")]
+    pub max_concurrent_runs: usize,
+}
+
+fn default_token_runs() -> usize {
+    DEFAULT_TOKEN_RUNS
+}
+
+impl TokenConfig {
+    /// May this token run (and read) `agent`?
+    pub fn may_run(&self, agent: &str) -> bool {
+        self.admin || self.agents.iter().any(|a| a == "*" || a == agent)
+    }
+
+    /// May it run any agent (capability routing picks the agent)?
+    pub fn may_run_any(&self) -> bool {
+        self.admin || self.agents.iter().any(|a| a == "*")
+    }
+
+    /// Its name, hash and limit are well-formed.
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "[[http.tokens]] name = \"{name}\": a name is 1 to 64 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if self.sha256.len() != 64
+            || !self
+                .sha256
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
+            return Err(format!(
+                "[[http.tokens]] `{name}`: sha256 must be 64 lowercase hex digits, the SHA-256 of the token (`caxton token new {name}` makes a token and prints its table)"
+            ));
+        }
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.max_concurrent_runs) {
+            return Err(format!(
+                "[[http.tokens]] `{name}`: max_concurrent_runs must be between 1 and {MAX_HTTP_CONNECTIONS}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -613,6 +710,29 @@ impl ServerConfig {
             return Err(format!(
                 "[http] max_connections must be between 1 and {MAX_HTTP_CONNECTIONS}"
             ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err("[http] max_body_bytes must be at least 1024".into());
+        }
+        if self.http.max_retained_runs == 0 {
+            return Err("[http] max_retained_runs must be at least 1".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut hashes = std::collections::BTreeSet::new();
+        for token in &self.http.tokens {
+            token.check()?;
+            if !names.insert(&token.name) {
+                return Err(format!(
+                    "[[http.tokens]] name `{}` is given twice",
+                    token.name
+                ));
+            }
+            if !hashes.insert(&token.sha256) {
+                return Err(format!(
+                    "[[http.tokens]] `{}` has the same sha256 as another token: make each its own",
+                    token.name
+                ));
+            }
         }
         Ok(())
     }

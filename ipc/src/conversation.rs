@@ -125,6 +125,10 @@ pub struct ConversationInfo {
     /// The uid of the client that started it: only it (and the service's own uid, and root)
     /// may read or continue it.
     pub owner_uid: u32,
+    /// Set when an HTTP client started it: the name of its bearer token. Only that token (and
+    /// an admin token, and the local operator) may read or continue it.
+    #[serde(default)]
+    pub owner_token: Option<String>,
     /// The agent the next message goes to (changed by handoffs).
     pub holder: String,
     /// Runs so far.

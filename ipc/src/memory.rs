@@ -270,9 +270,12 @@ pub enum MemoryRequest {
         state: crate::conversation::ConversationState,
         holder: String,
     },
-    /// Supervisor: conversations, newest first (only `owner_uid`'s when set).
+    /// Supervisor: conversations, newest first (only `owner_uid`'s and `owner_token`'s when
+    /// set).
     ConversationList {
         owner_uid: Option<u32>,
+        #[serde(default)]
+        owner_token: Option<String>,
         limit: u32,
     },
     /// Supervisor: mark a conversation completed (it can be read, not continued).

@@ -16,6 +16,7 @@ fn info_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationInfo> {
     Ok(ConversationInfo {
         id: row.get(0)?,
         owner_uid: row.get(1)?,
+        owner_token: row.get(7)?,
         holder: row.get(2)?,
         state: ConversationState::parse(&state).unwrap_or(ConversationState::Failed),
         turns: row.get(4)?,
@@ -24,7 +25,8 @@ fn info_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationInfo> {
     })
 }
 
-const INFO_COLUMNS: &str = "id, owner_uid, holder, state, turns, created_ms, updated_ms";
+const INFO_COLUMNS: &str =
+    "id, owner_uid, holder, state, turns, created_ms, updated_ms, owner_token";
 
 impl Store {
     pub fn conversation_create(&self, info: &ConversationInfo) -> Result<()> {
@@ -33,8 +35,8 @@ impl Store {
         let tx = write_tx(&mut conn)?;
         let inserted = tx
             .execute(
-                "INSERT OR IGNORE INTO conversations (id, owner_uid, holder, state, turns, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
-                params![info.id, info.owner_uid, info.holder, info.state.as_str(), info.created_ms as i64],
+                "INSERT OR IGNORE INTO conversations (id, owner_uid, holder, state, turns, created_ms, updated_ms, owner_token) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5, ?6)",
+                params![info.id, info.owner_uid, info.holder, info.state.as_str(), info.created_ms as i64, info.owner_token],
             )
             .ctx("create a conversation")?;
         if inserted == 0 {
@@ -168,16 +170,20 @@ impl Store {
     pub fn conversation_list(
         &self,
         owner_uid: Option<u32>,
+        owner_token: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ConversationInfo>> {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {INFO_COLUMNS} FROM conversations WHERE ?1 IS NULL OR owner_uid = ?1 ORDER BY updated_ms DESC LIMIT ?2"
+                "SELECT {INFO_COLUMNS} FROM conversations WHERE (?1 IS NULL OR owner_uid = ?1) AND (?3 IS NULL OR owner_token = ?3) ORDER BY updated_ms DESC LIMIT ?2"
             ))
             .ctx("list conversations")?;
         let rows = stmt
-            .query_map(params![owner_uid, limit.min(MAX_LOAD_ENTRIES)], info_of)
+            .query_map(
+                params![owner_uid, limit.min(MAX_LOAD_ENTRIES), owner_token],
+                info_of,
+            )
             .ctx("list conversations")?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .ctx("list conversations")

@@ -92,6 +92,10 @@ CREATE TABLE conversation_entries (
     PRIMARY KEY (conversation, seq)
 ) WITHOUT ROWID;
 "#,
+    // Conversations started over HTTP belong to a bearer token (by name).
+    r#"
+ALTER TABLE conversations ADD COLUMN owner_token TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

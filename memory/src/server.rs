@@ -492,9 +492,18 @@ fn execute(
             store.conversation_append(&id, &entries, state, &holder)?;
             MemoryResponse::Ok
         }
-        (Caller::Supervisor, MemoryRequest::ConversationList { owner_uid, limit }) => {
-            MemoryResponse::Conversations(store.conversation_list(owner_uid, limit)?)
-        }
+        (
+            Caller::Supervisor,
+            MemoryRequest::ConversationList {
+                owner_uid,
+                owner_token,
+                limit,
+            },
+        ) => MemoryResponse::Conversations(store.conversation_list(
+            owner_uid,
+            owner_token.as_deref(),
+            limit,
+        )?),
         (Caller::Supervisor, MemoryRequest::ConversationClose { id }) => {
             store.conversation_close(&id)?;
             MemoryResponse::Ok

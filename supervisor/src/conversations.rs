@@ -22,21 +22,41 @@ use caxton_ipc::toolhost::ChatMessage;
 
 use crate::service::Service;
 
-/// Who sent a request: the peer's uid from SO_PEERCRED, never from the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub uid: u32,
+/// Who sent a request, as the transport proved it, never as the request claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A client of the API socket: the peer's uid from SO_PEERCRED.
+    Local { uid: u32 },
+    /// An HTTP client: the name of the bearer token it presented, and whether that token is an
+    /// admin.
+    Token { name: Arc<str>, admin: bool },
 }
 
 impl Caller {
-    /// The service's own uid or root: sees every conversation.
-    fn is_operator(self) -> bool {
-        self.uid == 0 || self.uid == nix::unistd::getuid().as_raw()
+    /// The service's own uid, root, or an admin token: sees every conversation.
+    fn is_operator(&self) -> bool {
+        match self {
+            Caller::Local { uid } => *uid == 0 || *uid == nix::unistd::getuid().as_raw(),
+            Caller::Token { admin, .. } => *admin,
+        }
     }
 
     /// May this caller read or continue `info`?
-    fn may_use(self, info: &ConversationInfo) -> bool {
-        self.uid == info.owner_uid || self.is_operator()
+    fn may_use(&self, info: &ConversationInfo) -> bool {
+        self.is_operator()
+            || match self {
+                Caller::Local { uid } => *uid == info.owner_uid && info.owner_token.is_none(),
+                Caller::Token { name, .. } => info.owner_token.as_deref() == Some(&**name),
+            }
+    }
+
+    /// Who a conversation this caller starts belongs to: a uid, and a token's name for an HTTP
+    /// client (whose uid is the service's own).
+    fn owner(&self) -> (u32, Option<String>) {
+        match self {
+            Caller::Local { uid } => (*uid, None),
+            Caller::Token { name, .. } => (nix::unistd::getuid().as_raw(), Some(name.to_string())),
+        }
     }
 }
 
@@ -86,7 +106,7 @@ async fn request(svc: &Service, req: &MemoryRequest) -> Result<MemoryResponse, E
 /// Loads conversation `id` for `caller`, refusing one that is not theirs.
 async fn load(
     svc: &Service,
-    caller: Caller,
+    caller: &Caller,
     id: &str,
     max: u32,
 ) -> Result<Conversation, ErrorBody> {
@@ -118,7 +138,7 @@ async fn load(
 /// Starts (`"new"`) or continues conversation `which` for a run that named `agent`.
 pub async fn open(
     svc: &Service,
-    caller: Caller,
+    caller: &Caller,
     agent: Arc<AgentSpec>,
     which: &str,
 ) -> Result<Opened, ErrorBody> {
@@ -131,10 +151,12 @@ pub async fn open(
             ))?
         );
         let now = crate::runs::now_ms();
+        let (owner_uid, owner_token) = caller.owner();
         let info = ConversationInfo {
             id: id.clone(),
             state: ConversationState::Active,
-            owner_uid: caller.uid,
+            owner_uid,
+            owner_token,
             holder: agent.name.clone(),
             turns: 0,
             created_ms: now,
@@ -378,11 +400,18 @@ impl Log {
 
 /// `caxton conversation …`: only on the caller's own conversations (all for the operator).
 pub async fn api(svc: &Service, caller: Caller, op: ConversationOp) -> ApiResponse {
+    let caller = &caller;
     let done = async {
         Ok(match op {
             ConversationOp::List { limit } => {
+                let (owner_uid, owner_token) = match caller {
+                    _ if caller.is_operator() => (None, None),
+                    Caller::Local { uid } => (Some(*uid), None),
+                    Caller::Token { name, .. } => (None, Some(name.to_string())),
+                };
                 let req = MemoryRequest::ConversationList {
-                    owner_uid: (!caller.is_operator()).then_some(caller.uid),
+                    owner_uid,
+                    owner_token,
                     limit,
                 };
                 match request(svc, &req).await? {

@@ -13,6 +13,7 @@ pub mod delegation;
 pub mod http;
 pub mod metrics;
 pub mod registry;
+pub mod run_records;
 pub mod run_span;
 pub mod run_table;
 pub mod runs;

@@ -120,7 +120,7 @@ pub async fn execute(
     // In a conversation, the message goes to the agent holding it.
     let (agent, conversation) = match req.conversation.as_deref() {
         None => (agent, None),
-        Some(which) => match conversations::open(&svc, caller, agent, which).await {
+        Some(which) => match conversations::open(&svc, &caller, agent, which).await {
             Ok(opened) => (opened.agent.clone(), Some(opened)),
             Err(e) => {
                 let _ = tx.send(ApiResponse::Error(e)).await;

@@ -335,7 +335,7 @@ impl Front {
 async fn connection(svc: Arc<Service>, stream: UnixStream, ticket: Ticket) {
     let cred = stream.peer_cred();
     // A peer whose credentials cannot be read is refused below; `u32::MAX` is never used.
-    let caller = Caller {
+    let caller = Caller::Local {
         uid: cred.as_ref().map_or(u32::MAX, |c| c.uid()),
     };
     let first_message = tokio::time::Instant::now() + HELLO_TIMEOUT;
@@ -428,7 +428,7 @@ async fn connection(svc: Arc<Service>, stream: UnixStream, ticket: Ticket) {
                 continue;
             }
         };
-        let delivered = match api::handle(&svc, caller, req).await {
+        let delivered = match api::handle(&svc, caller.clone(), req).await {
             Reply::One(resp) => front.send(&resp).await,
             Reply::Run(rx) => relay_run(&mut front, rx).await,
         };

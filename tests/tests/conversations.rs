@@ -310,6 +310,7 @@ fn the_memory_services_conversation_requests_are_not_reachable_from_the_api_sock
         },
         MemoryRequest::ConversationList {
             owner_uid: None,
+            owner_token: None,
             limit: 10,
         },
         MemoryRequest::ConversationDelete { id: id.clone() },

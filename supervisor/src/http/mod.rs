@@ -1,24 +1,29 @@
-//! The optional HTTP listener (`[http] listen`, off unless set): `/metrics` (the whole
-//! service's, as `caxton metrics` prints them), `/healthz` (liveness: this process answers) and
-//! `/readyz` (readiness: agents loaded, the toolhost and the memory service running, not
-//! draining), for Prometheus and Kubernetes-style probes. The listener has a thread of its own,
-//! so `/healthz` is answered from a heartbeat of the main runtime: a wedged supervisor is not
-//! live even though this thread answers.
+//! The optional HTTP listener (`[http] listen`, off unless set): the API under `/v1` (`v1.rs`,
+//! bearer tokens, `auth.rs`), and the probes `/metrics` (the whole service's, as `caxton
+//! metrics` prints them), `/healthz` (liveness: this process answers) and `/readyz`
+//! (readiness: agents loaded, the toolhost and the memory service running, not draining), for
+//! Prometheus and Kubernetes-style probes. The listener has a thread of its own, so
+//! `/healthz` is answered from a heartbeat of the main runtime: a wedged supervisor is not
+//! live even though this thread answers. The API's work runs on the main runtime.
 //!
-//! **Who may send:** anyone who can reach the address. The endpoints only read, and nothing
-//! they return is a secret or a prompt (the metrics' labels are agent, tool, provider and model
-//! names and outcomes), so the listener has no authentication of its own; it binds loopback
-//! unless told otherwise, and the daemon warns when it is not. **Hostile senders** get little:
-//! only `GET` and `HEAD` (else 405), a request head must arrive within
-//! [`HEAD_TIMEOUT`] and fit [`MAX_HEAD_BYTES`] (else the connection is closed), bodies are never
-//! read, at most `[http] max_connections` connections are served at once (the rest wait in the
-//! kernel's backlog), and a connection lives at most [`CONNECTION_LIFETIME`].
+//! **Who may send:** to the probes, anyone who can reach the address. They only read, and
+//! nothing they return is a secret or a prompt (the metrics' labels are agent, tool, provider
+//! and model names and outcomes); the listener binds loopback unless told otherwise, and the
+//! daemon warns when it is not. To the API, a token holder (`v1.rs`). There is no TLS: a
+//! reverse proxy terminates it (README). **Hostile senders** get little: the probes take only
+//! `GET` and `HEAD` (else 405) and never read a body; a request head must arrive within
+//! [`HEAD_TIMEOUT`] (also the idle time of a kept-alive connection) and fit
+//! [`MAX_HEAD_BYTES`] (else 431 or the connection is closed); at most `[http]
+//! max_connections` connections are served at once (the rest wait in the kernel's backlog).
+
+pub mod auth;
+pub mod v1;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,26 +33,26 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::service::Service;
+use v1::{Body, Face};
 
 /// Time a request's head has to arrive whole, the first one and each next one on a kept-alive
 /// connection.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read (hyper's smallest buffer).
 pub const MAX_HEAD_BYTES: usize = 8192;
-/// A connection is closed after this long, however busy (a scraper simply reconnects).
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
 
 const HTTP_REQUESTS: &str = "caxton_http_requests_total";
 
 /// Serves `listener` on a thread of its own (with its own single-threaded runtime) until
 /// `stop` turns true: a scrape or a probe is answered even while every thread of the main
-/// runtime is busy relaying runs.
+/// runtime is busy relaying runs. Called on the main runtime, where the API's work is done.
 pub fn spawn(
     svc: Arc<Service>,
     listener: std::net::TcpListener,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
+    let face = Arc::new(Face::new(svc, tokio::runtime::Handle::current()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -56,7 +61,7 @@ pub fn spawn(
         .spawn(move || {
             rt.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(svc, listener, stop).await,
+                    Ok(listener) => serve(face, listener, stop).await,
                     Err(e) => tracing::error!(error = %e, "the HTTP listener cannot serve"),
                 }
             });
@@ -64,12 +69,12 @@ pub fn spawn(
 }
 
 /// Serves `listener` until `stop` turns true; open connections are closed then.
-async fn serve(svc: Arc<Service>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn serve(face: Arc<Face>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     metrics::describe_counter!(
         HTTP_REQUESTS,
         "Requests to the HTTP listener, by endpoint and status code."
     );
-    let slots = Arc::new(Semaphore::new(svc.config().http.max_connections));
+    let slots = Arc::new(Semaphore::new(face.svc.config().http.max_connections));
     let mut connections = JoinSet::new();
     loop {
         // A slot first: beyond the cap, connections wait in the backlog, not in memory here.
@@ -92,12 +97,12 @@ async fn serve(svc: Arc<Service>, listener: TcpListener, mut stop: watch::Receiv
                 continue;
             }
         };
-        let svc = svc.clone();
+        let face = face.clone();
         connections.spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
-                let svc = svc.clone();
-                async move { Ok::<_, Infallible>(respond(&svc, &req).await) }
+                let face = face.clone();
+                async move { Ok::<_, Infallible>(respond(&face, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -105,7 +110,7 @@ async fn serve(svc: Arc<Service>, listener: TcpListener, mut stop: watch::Receiv
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
             // Errors are the client's (a bad request, a timeout, a reset): nothing to log.
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            let _ = conn.await;
         });
     }
     connections.shutdown().await;
@@ -152,7 +157,20 @@ fn readiness(svc: &Service) -> (StatusCode, String) {
     (status, format!("{word}: {}\n", parts.join("; ")))
 }
 
-async fn respond(svc: &Service, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one request: the API under `/v1/`, else a probe.
+async fn respond(face: &Face, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if path.starts_with("/v1/") || path == "/v1" {
+        let (route, resp) = v1::respond(face, req).await;
+        let endpoint = route.map_or("v1_other", v1::Route::label);
+        metrics::counter!(HTTP_REQUESTS, "endpoint" => endpoint, "code" => resp.status().as_str().to_string())
+            .increment(1);
+        return resp;
+    }
+    probe(&face.svc, &req).map(BodyExt::boxed_unsync)
+}
+
+fn probe(svc: &Service, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let endpoint = match path {
         "/metrics" => "metrics",
@@ -176,7 +194,7 @@ async fn respond(svc: &Service, req: &Request<Incoming>) -> Response<Full<Bytes>
             "readyz" => readiness(svc),
             _ => (
                 StatusCode::NOT_FOUND,
-                "not found: this listener serves /metrics, /healthz and /readyz\n".to_string(),
+                "not found: this listener serves /metrics, /healthz, /readyz and the API under /v1 (/v1/openapi.json describes it)\n".to_string(),
             ),
         }
     };
