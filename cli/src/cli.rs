@@ -284,7 +284,9 @@ fn token(command: TokenCommand) -> anyhow::Result<u8> {
             .context("cannot write the token's table")?;
             println!("{token}");
             println!();
-            println!("# The token above is shown only now. Add this to caxton.toml and restart caxton serve:");
+            println!(
+                "# The token above is shown only now. Add this to caxton.toml and restart caxton serve:"
+            );
             print!("{snippet}");
             Ok(0)
         }

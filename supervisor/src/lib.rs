@@ -121,10 +121,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             let bound = std::net::TcpListener::bind(addr)
                 .map_err(|source| ServeError::HttpBind { addr, source })?;
             let local = bound.local_addr().unwrap_or(addr);
+            let tokens = config.http.tokens.len();
             if local.ip().is_loopback() {
-                tracing::info!(addr = %local, "HTTP listener: /metrics, /healthz, /readyz");
+                tracing::info!(addr = %local, tokens, "HTTP listener: the API under /v1, /metrics, /healthz, /readyz");
             } else {
-                tracing::warn!(addr = %local, "HTTP listener on a non-loopback address: anyone who reaches it can read /metrics, /healthz and /readyz (no secrets, but names and figures)");
+                tracing::warn!(addr = %local, tokens, "HTTP listener on a non-loopback address without TLS: anyone who reaches it can read /metrics, /healthz and /readyz (no secrets, but names and figures), and API tokens cross the network in clear; put a TLS-terminating proxy in front (README)");
             }
             Some((local, bound))
         }

@@ -177,14 +177,15 @@ impl Record {
     }
 
     /// Ends a run whose responses stopped without a terminal event (it was cancelled here, or
-    /// the API core went away).
-    fn end_without_terminal(&self, kind: ErrorKind, message: String) {
-        let run_id = self.run_id.clone();
-        self.push(&RunEvent::Failed {
-            run_id,
+    /// the API core went away), and returns the terminal event it was given.
+    fn end_without_terminal(&self, kind: ErrorKind, message: String) -> ApiResponse {
+        let terminal = RunEvent::Failed {
+            run_id: self.run_id.clone(),
             error: ErrorBody::new(kind, message),
             usage: Default::default(),
-        });
+        };
+        self.push(&terminal);
+        ApiResponse::Event(terminal)
     }
 }
 
@@ -359,9 +360,13 @@ async fn pump(
     loop {
         let next = tokio::select! {
             r = rx.recv() => r,
-            _ = cancel.wait_for(|c| *c) => {
+            () = async { let _ = cancel.wait_for(|c| *c).await; } => {
                 drop(rx);
-                record.end_without_terminal(ErrorKind::Cancelled, "the run was cancelled".into());
+                let terminal = record.end_without_terminal(ErrorKind::Cancelled, "the run was cancelled".into());
+                // A streaming client still gets its stream's end.
+                if let Some(tx) = &live {
+                    let _ = tokio::time::timeout(CLIENT_TAKE_TIMEOUT, tx.send(terminal)).await;
+                }
                 break;
             }
             () = client_gone(&live) => {

@@ -404,6 +404,21 @@ impl Daemon {
         Conn::connect(&self.socket)
     }
 
+    /// Where the daemon's HTTP listener is (`[http] listen = "127.0.0.1:0"` takes any free
+    /// port), from its log.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("HTTP listener"))
+            .unwrap_or_else(|| panic!("no HTTP listener in the log:\n{log}"));
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("no addr= in {line}"));
+        addr.parse().unwrap()
+    }
+
     /// Runs an agent and collects its whole response stream.
     pub fn run(&self, agent: &str, input: &str) -> anyhow::Result<RunOutcome> {
         self.run_req(RunRequest::new(agent, input))

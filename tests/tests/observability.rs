@@ -16,20 +16,6 @@ use caxton_tests::{Daemon, Options, Service, bin, signal_pid};
 /// The listener on an ephemeral loopback port (the daemon logs which).
 const HTTP: &str = "\n[http]\nlisten = \"127.0.0.1:0\"\n";
 
-/// Where the daemon's HTTP listener is, from its log.
-fn http_addr(d: &Daemon) -> SocketAddr {
-    let log = d.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("HTTP listener"))
-        .unwrap_or_else(|| panic!("no HTTP listener in the log:\n{log}"));
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr= in {line}"));
-    addr.parse().unwrap()
-}
-
 /// One HTTP/1.0 exchange (the server closes after it): the status, the head and the body.
 fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -212,7 +198,7 @@ fn prometheus_scrapes_the_whole_service_and_counts_its_runs() {
         ..Options::default()
     })
     .unwrap();
-    let addr = http_addr(&d);
+    let addr = d.http_addr();
     let mut run_ids = Vec::new();
     for input in ["6 * 7", "1 + 1", "2 * 21"] {
         let out = d.run("calculator", input).unwrap();
@@ -325,7 +311,7 @@ fn prometheus_scrapes_the_whole_service_and_counts_its_runs() {
 #[test]
 fn readiness_flips_when_the_toolhost_dies_and_returns_when_it_is_back() {
     let d = Daemon::start(Options::with_config(HTTP)).unwrap();
-    let addr = http_addr(&d);
+    let addr = d.http_addr();
     let (status, _, body) = get(addr, "/readyz");
     assert_eq!(
         (status, body.as_str()),
@@ -370,7 +356,7 @@ fn readiness_flips_when_the_toolhost_dies_and_returns_when_it_is_back() {
 #[test]
 fn the_http_listener_gives_hostile_senders_nothing() {
     let d = Daemon::start(Options::with_config(format!("{HTTP}max_connections = 2\n"))).unwrap();
-    let addr = http_addr(&d);
+    let addr = d.http_addr();
     // Only GET and HEAD, only its three paths.
     let (status, head, _) = http(
         addr,

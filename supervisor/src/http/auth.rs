@@ -165,7 +165,10 @@ mod tests {
             "b"
         );
         assert_eq!(
-            &*tokens.authenticate(&with("bearer  secret-a ")).unwrap().name,
+            &*tokens
+                .authenticate(&with("bearer  secret-a "))
+                .unwrap()
+                .name,
             "a"
         );
         for (header, why) in [

@@ -201,10 +201,8 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -315,7 +313,8 @@ async fn body_json<T: serde::de::DeserializeOwned>(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), max).collect());
+    let collected =
+        tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), max).collect());
     let bytes = match collected.await {
         Err(_) => {
             return Err(error(
@@ -379,11 +378,10 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
         return (Some(route), resp);
     }
     if route == Route::OpenApi {
-        let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())).boxed_unsync());
-        resp.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut resp =
+            Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())).boxed_unsync());
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return (Some(route), resp);
     }
     let token = match face.tokens.authenticate(req.headers()) {
@@ -405,7 +403,9 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
         Route::Agents => agents(face, token).await,
         Route::Agent => {
             if token.config.read || token.config.may_run(&param) {
-                face.core(token, ApiRequest::ShowAgent { name: param }).await.pipe(answer)
+                face.core(token, ApiRequest::ShowAgent { name: param })
+                    .await
+                    .pipe(answer)
             } else {
                 forbidden(&format!("read agent `{param}`"), token)
             }
@@ -426,7 +426,10 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
         Route::Run => match own_record(face, token, &param) {
             Ok(record) => {
                 let events = query(&req).get("events").is_none_or(|v| *v != "false");
-                json(StatusCode::OK, &serde_json::json!({ "run": record.view(events) }))
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "run": record.view(events) }),
+                )
             }
             Err(resp) => resp,
         },
@@ -439,7 +442,9 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
                 let op = ConversationOp::List {
                     limit: limit as u32,
                 };
-                face.core(token, ApiRequest::Conversation(op)).await.pipe(answer)
+                face.core(token, ApiRequest::Conversation(op))
+                    .await
+                    .pipe(answer)
             }
             Err(resp) => resp,
         },
@@ -449,17 +454,24 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
             } else {
                 ConversationOp::Show { id: param }
             };
-            face.core(token, ApiRequest::Conversation(op)).await.pipe(conversation_answer)
+            face.core(token, ApiRequest::Conversation(op))
+                .await
+                .pipe(conversation_answer)
         }
         Route::ConversationClose => {
             let op = ConversationOp::Close { id: param };
-            face.core(token, ApiRequest::Conversation(op)).await.pipe(conversation_answer)
+            face.core(token, ApiRequest::Conversation(op))
+                .await
+                .pipe(conversation_answer)
         }
         Route::MemorySearch => {
             if token.config.memory || token.config.admin {
                 match body_json::<SearchBody>(face, req).await {
                     Ok(body) => face
-                        .core(token, ApiRequest::Memory(MemoryRequest::Search(body.into())))
+                        .core(
+                            token,
+                            ApiRequest::Memory(MemoryRequest::Search(body.into())),
+                        )
                         .await
                         .pipe(answer),
                     Err(resp) => resp,
@@ -553,7 +565,10 @@ async fn cancel(record: &Record) -> Response<Body> {
     }
     // The pump ends the record at once; this only waits for it to see the request.
     let _ = tokio::time::timeout(Duration::from_secs(5), record.ended()).await;
-    json(StatusCode::OK, &serde_json::json!({ "run": record.view(false) }))
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "run": record.view(false) }),
+    )
 }
 
 /// The body of `POST /v1/memory/search`: the socket's search query with defaults.
@@ -685,7 +700,10 @@ async fn start_run(face: &Face, token: &Token, req: Request<Incoming>) -> Respon
             }
             let guard = CancelOnDrop(record);
             guard.0.ended().await;
-            json(StatusCode::OK, &serde_json::json!({ "run": guard.0.view(false) }))
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "run": guard.0.view(false) }),
+            )
         }
     }
 }
@@ -755,8 +773,18 @@ mod tests {
                 .replace("{id}", "x");
             assert_eq!(Route::of(&concrete).map(|r| r.0), Some(route), "{path}");
         }
-        assert_eq!(paths.len(), Route::ALL.len(), "openapi.json has paths no route serves");
-        for bad in ["/v1/", "/v1/runs/", "/v1/runs/x/y", "/v1/agents//", "/v2/agents"] {
+        assert_eq!(
+            paths.len(),
+            Route::ALL.len(),
+            "openapi.json has paths no route serves"
+        );
+        for bad in [
+            "/v1/",
+            "/v1/runs/",
+            "/v1/runs/x/y",
+            "/v1/agents//",
+            "/v2/agents",
+        ] {
             assert!(Route::of(bad).is_none(), "{bad}");
         }
     }
