@@ -496,7 +496,7 @@ fn a_client_that_goes_away_cancels_its_run() {
         .unwrap()
         .clone();
     let run = wait_state(addr, waited["run_id"].as_str().unwrap(), "cancelled");
-    assert_eq!(run["ended_ms"].is_u64(), true);
+    assert!(run["ended_ms"].is_u64(), "{run}");
     wait_no_workers(&d);
 }
 

@@ -278,6 +278,8 @@ fn query(req: &Request<Incoming>) -> BTreeMap<&str, &str> {
         .collect()
 }
 
+// The error is the response itself, made at most once per request.
+#[allow(clippy::result_large_err)]
 fn limit_of(q: &BTreeMap<&str, &str>) -> Result<usize, Response<Body>> {
     match q.get("limit") {
         None => Ok(DEFAULT_LIST),
@@ -536,6 +538,7 @@ async fn agents(face: &Face, token: &Token) -> Response<Body> {
 }
 
 /// The record of a run this token may see, or 404.
+#[allow(clippy::result_large_err)]
 fn own_record(face: &Face, token: &Token, run_id: &str) -> Result<Arc<Record>, Response<Body>> {
     face.records
         .get(run_id)
