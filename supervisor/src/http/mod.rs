@@ -16,6 +16,7 @@
 //! [`MAX_HEAD_BYTES`] (else 431 or the connection is closed); at most `[http]
 //! max_connections` connections are served at once (the rest wait in the kernel's backlog).
 
+pub mod a2a;
 pub mod auth;
 pub mod v1;
 
@@ -164,6 +165,12 @@ async fn respond(face: &Face, req: Request<Incoming>) -> Response<Body> {
         let (route, resp) = v1::respond(face, req).await;
         let endpoint = route.map_or("v1_other", v1::Route::label);
         metrics::counter!(HTTP_REQUESTS, "endpoint" => endpoint, "code" => resp.status().as_str().to_string())
+            .increment(1);
+        return resp;
+    }
+    if path.starts_with("/a2a/") {
+        let resp = a2a::respond(face, req).await;
+        metrics::counter!(HTTP_REQUESTS, "endpoint" => "a2a", "code" => resp.status().as_str().to_string())
             .increment(1);
         return resp;
     }

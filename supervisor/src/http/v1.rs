@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use super::auth::{Token, Tokens};
 use crate::api::{self, Reply};
-use crate::run_records::{Record, RunRecords, RunView, Start};
+use crate::run_records::{Origin, Record, RunRecords, RunView, Start};
 use crate::service::Service;
 
 /// A response body: whole, or a stream of server-sent events.
@@ -45,7 +45,7 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// An event stream with nothing to say sends a comment this often, so a dead client is noticed.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events buffered between a run and its SSE client.
-const EVENT_BUFFER: usize = 256;
+pub const EVENT_BUFFER: usize = 256;
 /// Default and most runs or conversations one list returns.
 const DEFAULT_LIST: usize = 50;
 const MAX_LIST: usize = 1000;
@@ -197,7 +197,7 @@ impl Route {
 }
 
 /// A JSON response.
-fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *resp.status_mut() = status;
@@ -295,10 +295,23 @@ fn limit_of(q: &BTreeMap<&str, &str>) -> Result<usize, Response<Body>> {
 }
 
 /// Reads a JSON body within the size and time limits.
-async fn body_json<T: serde::de::DeserializeOwned>(
+pub async fn body_json<T: serde::de::DeserializeOwned>(
     face: &Face,
     req: Request<Incoming>,
 ) -> Result<T, Response<Body>> {
+    let bytes = body_bytes(face, req).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
+            format!("the request body is not the JSON this endpoint takes: {e}"),
+        )
+    })
+}
+
+/// Reads a request body within `[http] max_body_bytes` (413) and [`BODY_TIMEOUT`] (408).
+#[allow(clippy::result_large_err)]
+pub async fn body_bytes(face: &Face, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let max = face.svc.config().http.max_body_bytes;
     let too_large = || {
         error(
@@ -338,13 +351,7 @@ async fn body_json<T: serde::de::DeserializeOwned>(
         }
         Ok(Ok(b)) => b.to_bytes(),
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            ErrorKind::BadRequest,
-            format!("the request body is not the JSON this endpoint takes: {e}"),
-        )
-    })
+    Ok(bytes)
 }
 
 /// Answers one request under `/v1/`; returns its route for the metrics (`None`: unknown path).
@@ -623,60 +630,65 @@ fn wants_events(req: &Request<Incoming>) -> bool {
         .any(|v| v.contains("text/event-stream"))
 }
 
-/// `POST /v1/runs`: starts a run; streams its events (`Accept: text/event-stream`) or waits
-/// for its end and answers with the run.
-async fn start_run(face: &Face, token: &Token, req: Request<Incoming>) -> Response<Body> {
-    let stream = wants_events(&req);
-    // W3C trace context: the header, unless the body names a parent itself.
-    let traceparent = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut run: json_api::RunRequest = match body_json(face, req).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    if run.traceparent.is_none() {
-        run.traceparent = traceparent;
+/// Why a run was not launched.
+pub enum NotLaunched {
+    /// The token may not run it (403).
+    Forbidden(String),
+    /// The token has `max_concurrent_runs` going (429).
+    TooMany(String),
+    /// The core refused it before it started (unknown agent, busy, draining, …).
+    Refused(ErrorBody),
+}
+
+impl NotLaunched {
+    fn response(self, token: &Token) -> Response<Body> {
+        match self {
+            NotLaunched::Forbidden(what) => forbidden(&what, token),
+            NotLaunched::TooMany(m) => error(StatusCode::TOO_MANY_REQUESTS, ErrorKind::Busy, m),
+            NotLaunched::Refused(e) => error(status_of(e.kind), e.kind, e.message),
+        }
     }
+}
+
+/// Starts a run for `token` (checking its right and taking one of its run slots) and records
+/// it; `live` gets its responses as they come. Shared by the API and A2A.
+pub async fn launch(
+    face: &Face,
+    token: &Token,
+    run: json_api::RunRequest,
+    origin_tag: Option<String>,
+    live: Option<mpsc::Sender<ApiResponse>>,
+) -> Result<Arc<Record>, NotLaunched> {
     let allowed = match &run.capability {
         Some(_) => token.config.may_run_any(),
         None => token.config.may_run(&run.agent),
     };
     if !allowed {
-        let what = match &run.capability {
+        return Err(NotLaunched::Forbidden(match &run.capability {
             Some(c) => format!("run by capability (`{c}`): that needs agents = [\"*\"]"),
             None => format!("run agent `{}`", run.agent),
-        };
-        return forbidden(&what, token);
+        }));
     }
     let Some(permit) = token.run_slot() else {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Busy,
-            format!(
-                "token `{}` has {} runs going, its max_concurrent_runs; retry when one ends",
-                token.name, token.config.max_concurrent_runs
-            ),
-        );
+        return Err(NotLaunched::TooMany(format!(
+            "token `{}` has {} runs going, its max_concurrent_runs; retry when one ends",
+            token.name, token.config.max_concurrent_runs
+        )));
     };
-    tracing::info!(token = %token.name, agent = %run.agent, stream, "HTTP run requested");
-    let (live, events) = if stream {
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
+    tracing::info!(token = %token.name, agent = %run.agent, stream = live.is_some(), "HTTP run requested");
     let svc = face.svc.clone();
     let records = face.records.clone();
     let caller = token.caller();
-    let owner = token.name.clone();
+    let origin = Origin {
+        owner: token.name.clone(),
+        input: run.input.clone(),
+        tag: origin_tag,
+    };
     let request = ApiRequest::from(json_api::Request::Run(run));
     let started = face
         .on_main(async move {
             match api::handle(&svc, caller, request).await {
-                Reply::Run(rx) => records.start(rx, owner, live, permit).await,
+                Reply::Run(rx) => records.start(rx, origin, live, permit).await,
                 Reply::One(one) => Start::Refused(match *one {
                     ApiResponse::Error(e) => e,
                     other => ErrorBody::new(
@@ -687,25 +699,68 @@ async fn start_run(face: &Face, token: &Token, req: Request<Incoming>) -> Respon
             }
         })
         .await;
-    let record = match started {
-        Ok(Start::Started(record)) => record,
-        Ok(Start::Refused(e)) | Err(e) => return error(status_of(e.kind), e.kind, e.message),
+    match started {
+        Ok(Start::Started(record)) => Ok(record),
+        Ok(Start::Refused(e)) | Err(e) => Err(NotLaunched::Refused(e)),
+    }
+}
+
+/// Waits for a run to end; a client that goes away meanwhile (this future is dropped) cancels
+/// it, as on the socket.
+pub async fn wait_end(record: Arc<Record>) -> Arc<Record> {
+    struct CancelOnDrop(Option<Arc<Record>>);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            if let Some(r) = &self.0 {
+                r.cancel();
+            }
+        }
+    }
+    let mut guard = CancelOnDrop(Some(record));
+    if let Some(r) = &guard.0 {
+        r.ended().await;
+    }
+    guard.0.take().unwrap_or_else(|| unreachable!("set above"))
+}
+
+/// The `traceparent` header, if any.
+pub fn traceparent(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `POST /v1/runs`: starts a run; streams its events (`Accept: text/event-stream`) or waits
+/// for its end and answers with the run.
+async fn start_run(face: &Face, token: &Token, req: Request<Incoming>) -> Response<Body> {
+    let stream = wants_events(&req);
+    // W3C trace context: the header, unless the body names a parent itself.
+    let traceparent = traceparent(&req);
+    let mut run: json_api::RunRequest = match body_json(face, req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if run.traceparent.is_none() {
+        run.traceparent = traceparent;
+    }
+    let (live, events) = if stream {
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let record = match launch(face, token, run, None, live).await {
+        Ok(r) => r,
+        Err(e) => return e.response(token),
     };
     match events {
         Some(rx) => sse(rx),
         None => {
-            // A client that goes away while waiting cancels its run, as on the socket.
-            struct CancelOnDrop(Arc<Record>);
-            impl Drop for CancelOnDrop {
-                fn drop(&mut self) {
-                    self.0.cancel();
-                }
-            }
-            let guard = CancelOnDrop(record);
-            guard.0.ended().await;
+            let record = wait_end(record).await;
             json(
                 StatusCode::OK,
-                &serde_json::json!({ "run": guard.0.view(false) }),
+                &serde_json::json!({ "run": record.view(false) }),
             )
         }
     }
@@ -736,10 +791,20 @@ pub fn sse_message(resp: ApiResponse) -> Bytes {
 /// A stream of server-sent events from a run's live responses; it ends after the terminal
 /// event. Dropping it (the client went away) closes `rx`, which cancels the run.
 fn sse(rx: mpsc::Receiver<ApiResponse>) -> Response<Body> {
-    let stream = futures_util::stream::unfold(Some(rx), |state| async move {
+    sse_stream(rx, sse_message)
+}
+
+/// An SSE response whose messages are `rx`'s items rendered by `render`, with a keep-alive
+/// comment after [`KEEP_ALIVE`] of silence; it ends when `rx` does. Dropping it (the client went
+/// away) closes `rx`.
+pub fn sse_stream<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+    render: fn(T) -> Bytes,
+) -> Response<Body> {
+    let stream = futures_util::stream::unfold(Some(rx), move |state| async move {
         let mut rx = state?;
         match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
-            Ok(Some(resp)) => Some((Ok(Frame::data(sse_message(resp))), Some(rx))),
+            Ok(Some(item)) => Some((Ok(Frame::data(render(item))), Some(rx))),
             Ok(None) => None,
             Err(_) => Some((
                 Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))),

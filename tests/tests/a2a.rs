@@ -1,0 +1,342 @@
+//! The A2A 1.0 face, end to end: the official A2A Python SDK (PyPI `a2a-sdk`) fetches the
+//! cards and sends, streams, gets, lists, cancels, subscribes and continues a context over both
+//! bindings (JSON-RPC and HTTP+JSON), as `tests/a2a_client.py`; raw requests check the errors a
+//! hostile or broken client gets, that only exposed agents are served, and that a stream whose
+//! client goes away cancels its run.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use caxton_tests::{Daemon, Options, assert_contains, bin, repo_root};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "a2a-token-5e1f";
+const OTHER: &str = "a2a-other-9c2d";
+const NARROW: &str = "a2a-narrow-11aa";
+
+fn hash(token: &str) -> String {
+    let mut child = Command::new(bin("caxton"))
+        .args(["token", "hash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn daemon() -> Daemon {
+    let config = format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+
+[a2a]
+expose = ["adder", "slow"]
+
+[[http.tokens]]
+name = "client"
+sha256 = "{}"
+agents = ["*"]
+
+[[http.tokens]]
+name = "other"
+sha256 = "{}"
+agents = ["adder", "slow"]
+
+[[http.tokens]]
+name = "narrow"
+sha256 = "{}"
+agents = ["slow"]
+"#,
+        hash(TOKEN),
+        hash(OTHER),
+        hash(NARROW)
+    );
+    Daemon::start(Options {
+        extra_config: config,
+        ..Options::with_agents(&[
+            "tests/agents/adder.toml",
+            "tests/agents/slow.toml",
+            "tests/agents/billing.toml",
+        ])
+    })
+    .unwrap()
+}
+
+fn sdk(addr: SocketAddr, binding: &str) {
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/a2a_client.py"))
+        .args([&format!("http://{addr}"), TOKEN, OTHER, binding])
+        .env("PYTHONPATH", repo_root().join("target/python"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "the A2A SDK over {binding}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_official_sdk_speaks_to_caxton_over_json_rpc() {
+    let d = daemon();
+    sdk(d.http_addr(), "JSONRPC");
+}
+
+#[test]
+fn the_official_sdk_speaks_to_caxton_over_http_json() {
+    let d = daemon();
+    sdk(d.http_addr(), "HTTP+JSON");
+}
+
+/// One request with curl: (status, body).
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+        "--max-time",
+        "30",
+    ]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.arg(format!("http://{addr}{path}")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_string())
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn rpc(addr: SocketAddr, token: Option<&str>, body: &str) -> Value {
+    let (status, text) = call(addr, "POST", "/a2a/adder", token, Some(body));
+    assert_eq!(status, 200, "{text}");
+    json_of(&text)
+}
+
+#[test]
+fn broken_and_hostile_requests_get_the_bindings_errors() {
+    let d = daemon();
+    let addr = d.http_addr();
+    // The card is public; only exposed, loaded agents have one.
+    let (status, card) = call(
+        addr,
+        "GET",
+        "/a2a/adder/.well-known/agent-card.json",
+        None,
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        json_of(&card)["supportedInterfaces"][0]["protocolVersion"],
+        "1.0"
+    );
+    for hidden in ["billing", "nobody", ""] {
+        let path = format!("/a2a/{hidden}/.well-known/agent-card.json");
+        assert_eq!(call(addr, "GET", &path, None, None).0, 404, "{path}");
+    }
+    // No token: 401; a token that may not run the agent: 403.
+    let send = r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"2 + 3"}]}}}"#;
+    assert_eq!(call(addr, "POST", "/a2a/adder", None, Some(send)).0, 401);
+    assert_eq!(
+        call(addr, "POST", "/a2a/adder", Some("wrong"), Some(send)).0,
+        401
+    );
+    assert_eq!(
+        call(addr, "POST", "/a2a/adder", Some(NARROW), Some(send)).0,
+        403
+    );
+    let ok = rpc(addr, Some(TOKEN), send);
+    assert_eq!(ok["id"], 1);
+    assert_eq!(
+        ok["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{ok}"
+    );
+
+    let cases: &[(&str, i64)] = &[
+        ("{not json", -32700),
+        ("[]", -32600),
+        (
+            r#"{"jsonrpc":"2.0","method":"GetTask","params":{"id":"x"}}"#,
+            -32600,
+        ),
+        (r#"{"jsonrpc":"1.0","id":2,"method":"GetTask"}"#, -32600),
+        (r#"{"jsonrpc":"2.0","id":3,"method":"DropTables"}"#, -32601),
+        (
+            r#"{"jsonrpc":"2.0","id":4,"method":"GetTask","params":{"id":"run-none"}}"#,
+            -32001,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":5,"method":"GetTask","params":[1]}"#,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":6,"method":"SendMessage","params":{"message":{"parts":[]}}}"#,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"message":{"messageId":"m","parts":[{"url":"file:///etc/passwd"}]}}}"#,
+            -32005,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":8,"method":"SendMessage","params":{"message":{"messageId":"m","contextId":"conv-0000","parts":[{"text":"1"}]}}}"#,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":9,"method":"CreateTaskPushNotificationConfig","params":{}}"#,
+            -32003,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":10,"method":"GetExtendedAgentCard","params":{}}"#,
+            -32007,
+        ),
+    ];
+    for (body, code) in cases {
+        let reply = rpc(addr, Some(TOKEN), body);
+        assert_eq!(reply["error"]["code"], *code, "{body} → {reply}");
+        assert!(reply["error"]["message"].is_string(), "{reply}");
+    }
+    // Another token's task is not found; a version this server does not speak is refused.
+    let task_id = ok["result"]["task"]["id"].as_str().unwrap();
+    let get =
+        format!(r#"{{"jsonrpc":"2.0","id":11,"method":"GetTask","params":{{"id":"{task_id}"}}}}"#);
+    assert_eq!(rpc(addr, Some(OTHER), &get)["error"]["code"], -32001);
+    assert_eq!(rpc(addr, Some(TOKEN), &get)["result"]["id"], task_id);
+    let v2 = Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            "A2A-Version: 2.0",
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+        ])
+        .args(["--data-binary", &get])
+        .arg(format!("http://{addr}/a2a/adder"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        json_of(&String::from_utf8_lossy(&v2.stdout))["error"]["code"],
+        -32009
+    );
+    // HTTP+JSON: errors are google.rpc.Status with the A2A reason.
+    let (status, body) = call(addr, "GET", "/a2a/adder/tasks/run-none", Some(TOKEN), None);
+    assert_eq!(status, 404);
+    assert_eq!(
+        json_of(&body)["error"]["details"][0]["reason"],
+        "TASK_NOT_FOUND"
+    );
+    let (status, body) = call(
+        addr,
+        "POST",
+        "/a2a/adder/message:send",
+        Some(TOKEN),
+        Some("{"),
+    );
+    assert_eq!(
+        (
+            status,
+            json_of(&body)["error"]["details"][0]["reason"].clone()
+        ),
+        (400, json!("PARSE_ERROR"))
+    );
+    assert_eq!(
+        call(addr, "DELETE", "/a2a/adder/tasks", Some(TOKEN), None).0,
+        405
+    );
+    assert_eq!(
+        call(addr, "GET", "/a2a/adder/nowhere", Some(TOKEN), None).0,
+        404
+    );
+    // A task is a run: the HTTP API shows it to the same token.
+    let (status, body) = call(
+        addr,
+        "GET",
+        &format!("/v1/runs/{task_id}"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(
+        (status, json_of(&body)["run"]["answer"].clone()),
+        (200, json!("The result is 5."))
+    );
+    assert_contains(&d.log_text(), &["token=client"]);
+}
+
+#[test]
+fn a_streaming_client_that_goes_away_cancels_its_task() {
+    let d = daemon();
+    let addr = d.http_addr();
+    let body = r#"{"jsonrpc":"2.0","id":"s","method":"SendStreamingMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"take your time"}]}}}"#;
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-N", "-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("http://{addr}/a2a/slow"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(curl.stdout.take().unwrap());
+    let first = loop {
+        let mut line = String::new();
+        assert!(
+            lines.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+        if let Some(data) = line.strip_prefix("data: ") {
+            break json_of(data);
+        }
+    };
+    assert_eq!(first["id"], "s");
+    let task = &first["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_WORKING", "{first}");
+    let id = task["id"].as_str().unwrap().to_string();
+    curl.kill().unwrap();
+    curl.wait().unwrap();
+    let get = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{{"id":"{id}"}}}}"#);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, text) = call(addr, "POST", "/a2a/slow", Some(TOKEN), Some(&get));
+        let state = json_of(&text)["result"]["status"]["state"].clone();
+        if state == "TASK_STATE_CANCELED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task was not cancelled: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while !d.status().unwrap().workers.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker outlived its cancelled task"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
