@@ -220,15 +220,14 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> Response<Body> {
         .headers()
         .get("a2a-version")
         .and_then(|v| v.to_str().ok())
+        && v.split('.').next() != Some("1")
     {
-        if v.split('.').next() != Some("1") {
-            let e = A2aError::version(v);
-            return if tail.is_empty() {
-                rpc_reply(Value::Null, Err(e))
-            } else {
-                e.rest()
-            };
-        }
+        let e = A2aError::version(v);
+        return if tail.is_empty() {
+            rpc_reply(Value::Null, Err(e))
+        } else {
+            e.rest()
+        };
     }
     let token = match face.tokens.authenticate(req.headers()) {
         Ok(t) => t,
@@ -922,10 +921,8 @@ fn task(record: &Record, history: Option<i64>, artifacts: bool) -> Value {
         "history": messages,
         "metadata": {"caxton": {"agent": view.agent, "usage": view.usage, "error": view.error}},
     });
-    if artifacts {
-        if let Some(answer) = &view.answer {
-            task["artifacts"] = json!([answer_artifact(answer)]);
-        }
+    if artifacts && let Some(answer) = &view.answer {
+        task["artifacts"] = json!([answer_artifact(answer)]);
     }
     task
 }
