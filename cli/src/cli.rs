@@ -92,6 +92,13 @@ enum Command {
     /// Print the whole service's metrics (supervisor, toolhost, memory service) in the
     /// Prometheus text format, as the HTTP listener's /metrics serves them.
     Metrics,
+    /// Serve the agents as MCP tools on stdin/stdout, for desktop MCP clients (Claude Desktop,
+    /// Claude Code, Cursor, VS Code) to launch. Each tool call is a run of that agent.
+    Mcp {
+        /// Offer only this agent (repeat the flag; default: every agent you may run).
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+    },
     /// Make bearer tokens for the HTTP API ([[http.tokens]] in caxton.toml).
     Token {
         #[command(subcommand)]
@@ -320,6 +327,7 @@ pub fn main() -> ExitCode {
         Command::Health { json } => health(&socket, json),
         Command::Metrics => metrics(&socket),
         Command::Token { command } => token(command),
+        Command::Mcp { agents } => crate::mcp_cli::mcp(&socket, agents),
         Command::Top {
             interval,
             iterations,

@@ -6,6 +6,7 @@ pub mod agent_test;
 pub mod cli;
 pub mod client;
 pub mod conversation_cli;
+pub mod mcp_cli;
 pub mod memory_cli;
 pub mod run_cli;
 pub mod tool_cli;

@@ -86,6 +86,30 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     pub telemetry: TelemetryConfig,
     pub a2a: A2aConfig,
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`: which agents the HTTP listener serves as MCP tools at `/mcp` (`caxton mcp` on
+/// stdio offers every agent its user may run). None unless listed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Agents offered as tools at `/mcp`; `["*"]` for every loaded agent.
+    pub expose: Vec<String>,
+    /// A token (by name) that requests without one act as, for desktop MCP clients that cannot
+    /// send a bearer token. Only on a loopback listener; then any process on this machine has
+    /// that token's rights at `/mcp` (requests whose `Host` or `Origin` is not this machine are
+    /// refused, so web pages cannot use it).
+    pub anonymous: Option<String>,
+    /// Host names besides localhost, 127.0.0.1 and [::1] that `/mcp` accepts in `Host` and
+    /// `Origin` (the name clients reach a proxy by).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl McpConfig {
+    pub fn exposes(&self, agent: &str) -> bool {
+        self.expose.iter().any(|a| a == "*" || a == agent)
+    }
 }
 
 /// `[a2a]`: which agents the HTTP listener serves over A2A 1.0 (each at `/a2a/{name}`, its
@@ -745,6 +769,22 @@ impl ServerConfig {
                 return Err(format!(
                     "[a2a] public_url = \"{url}\" must be an http(s) URL without a query"
                 ));
+            }
+        }
+        if let Some(anonymous) = &self.mcp.anonymous {
+            if !self.http.tokens.iter().any(|t| &t.name == anonymous) {
+                return Err(format!(
+                    "[mcp] anonymous = \"{anonymous}\" names no [[http.tokens]] token"
+                ));
+            }
+            if self
+                .http
+                .listen_addr()?
+                .is_some_and(|a| !a.ip().is_loopback())
+            {
+                return Err(
+                    "[mcp] anonymous works only when [http] listen is a loopback address".into(),
+                );
             }
         }
         let mut names = std::collections::BTreeSet::new();

@@ -11,6 +11,7 @@ pub mod api;
 pub mod conversations;
 pub mod delegation;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod registry;
 pub mod run_records;

@@ -106,6 +106,11 @@ impl Tokens {
         }
     }
 
+    /// The token named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Token> {
+        self.tokens.iter().find(|t| &*t.name == name)
+    }
+
     /// The token the request's `Authorization` header presents.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<&Token, Unauthenticated> {
         let presented = headers

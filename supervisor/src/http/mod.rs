@@ -18,6 +18,7 @@
 
 pub mod a2a;
 pub mod auth;
+pub mod mcp;
 pub mod v1;
 
 use std::convert::Infallible;
@@ -159,12 +160,18 @@ fn readiness(svc: &Service) -> (StatusCode, String) {
 }
 
 /// Answers one request: the API under `/v1/`, else a probe.
-async fn respond(face: &Face, req: Request<Incoming>) -> Response<Body> {
+async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     if path.starts_with("/v1/") || path == "/v1" {
         let (route, resp) = v1::respond(face, req).await;
         let endpoint = route.map_or("v1_other", v1::Route::label);
         metrics::counter!(HTTP_REQUESTS, "endpoint" => endpoint, "code" => resp.status().as_str().to_string())
+            .increment(1);
+        return resp;
+    }
+    if path == "/mcp" {
+        let resp = mcp::respond(face, req).await;
+        metrics::counter!(HTTP_REQUESTS, "endpoint" => "mcp", "code" => resp.status().as_str().to_string())
             .increment(1);
         return resp;
     }

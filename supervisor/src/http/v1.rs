@@ -60,6 +60,7 @@ pub struct Face {
     pub main: tokio::runtime::Handle,
     pub tokens: Tokens,
     pub records: Arc<RunRecords>,
+    pub mcp_sessions: super::mcp::Sessions,
 }
 
 impl Face {
@@ -68,6 +69,7 @@ impl Face {
         Face {
             tokens: Tokens::new(&http.tokens),
             records: Arc::new(RunRecords::new(http.run_retention, http.max_retained_runs)),
+            mcp_sessions: Default::default(),
             svc,
             main,
         }
@@ -194,6 +196,11 @@ impl Route {
             _ => return None,
         })
     }
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Full::new(Bytes::new()).boxed_unsync()
 }
 
 /// A JSON response.
