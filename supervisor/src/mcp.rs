@@ -21,7 +21,7 @@ pub const LATEST_HANDSHAKE: &str = "2025-11-25";
 /// The stateless revision: no `initialize`, the revision in each request's `_meta`.
 pub const STATELESS: &str = "2026-07-28";
 /// Every revision this server speaks.
-pub const SUPPORTED: [&str; 3] = [STATELESS, LATEST_HANDSHAKE, "2025-06-18"];
+pub const SUPPORTED: [&str; 4] = [STATELESS, LATEST_HANDSHAKE, "2025-06-18", "2025-03-26"];
 /// The `_meta` key of a 2026-07-28 request's revision.
 pub const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
 
@@ -362,29 +362,37 @@ impl<B: Backend> Server<B> {
 }
 
 /// The template variables of an agent other than `{{request}}`, each with its `[parameters]`
-/// default if it has one.
-fn variables(agent: &AgentSpec) -> BTreeMap<String, Option<String>> {
+/// default if it has one, and whether its templates use `{{request}}`.
+fn variables(agent: &AgentSpec) -> (BTreeMap<String, Option<String>>, bool) {
     let mut vars = BTreeMap::new();
+    let mut request = false;
     for text in [&agent.system_prompt, &agent.user_prompt_template] {
         for (name, _) in caxton_ipc::template::placeholders(text).unwrap_or_default() {
-            if name != "request" {
+            if name == "request" {
+                request = true;
+            } else {
                 let default = agent.parameters.get(&name).cloned();
                 vars.insert(name, default);
             }
         }
     }
-    vars
+    (vars, request)
 }
 
-/// An agent as an MCP tool.
+/// An agent as an MCP tool: `request` (when its templates use `{{request}}`) and its other
+/// template variables are the arguments, required unless `[parameters]` gives a default.
 pub fn tool_of(agent: &AgentSpec) -> Value {
     let mut properties = Map::new();
-    properties.insert(
-        "request".into(),
-        json!({"type": "string", "description": "What to ask the agent; fills {{request}}"}),
-    );
-    let mut required = vec![json!("request")];
-    for (name, default) in variables(agent) {
+    let mut required = Vec::new();
+    let (vars, request) = variables(agent);
+    if request {
+        properties.insert(
+            "request".into(),
+            json!({"type": "string", "description": "What to ask the agent; fills {{request}}"}),
+        );
+        required.push(json!("request"));
+    }
+    for (name, default) in vars {
         let mut p = json!({"type": "string", "description": format!("Fills {{{{{name}}}}} in the agent's prompts")});
         match default {
             Some(d) => p["default"] = json!(d),
@@ -417,7 +425,7 @@ fn arguments(
         Some(Value::Object(m)) => m,
         Some(_) => return Err("arguments must be an object".into()),
     };
-    let known = variables(agent);
+    let (known, uses_request) = variables(agent);
     let mut input = None;
     let mut vars = BTreeMap::new();
     for (k, v) in args {
@@ -425,20 +433,30 @@ fn arguments(
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        if k == "request" {
+        if k == "request" && uses_request {
             input = Some(text);
         } else if known.contains_key(k) {
             vars.insert(k.clone(), text);
         } else {
             return Err(format!(
-                "unknown argument `{k}`: {} takes request{}",
+                "unknown argument `{k}`: {} takes {}",
                 agent.name,
-                known.keys().map(|n| format!(", {n}")).collect::<String>()
+                uses_request
+                    .then_some("request")
+                    .into_iter()
+                    .chain(known.keys().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
-    let input =
-        input.ok_or_else(|| format!("`request` is required: what to ask {}", agent.name))?;
+    let input = match input {
+        Some(i) => i,
+        None if uses_request => {
+            return Err(format!("`request` is required: what to ask {}", agent.name));
+        }
+        None => String::new(),
+    };
     for (name, default) in &known {
         if default.is_none() && !vars.contains_key(name) {
             return Err(format!("`{name}` is required (it fills {{{{{name}}}}})"));

@@ -161,3 +161,303 @@ fn caxton_mcp_on_stdio_serves_agents_as_tools() {
     assert_eq!(by_id(&replies, 6)["error"]["code"], -32601);
     assert_eq!(by_id(&replies, 7)["result"], json!({}));
 }
+
+/// Runs the official conformance suite's `scenario` against `url`: (passed, its output).
+fn conformance(url: &str, scenario: &str) -> (bool, String) {
+    let node = repo_root().join("target/node/node_modules/.bin");
+    let out = Command::new(node.join("conformance"))
+        .args(["server", "--url", url, "--scenario", scenario])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                node.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("the conformance suite (scripts/setup.sh installs it into target/node)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_official_conformance_suite_passes_against_slash_mcp() {
+    let d = daemon(true);
+    let url = format!("http://{}/mcp", d.http_addr());
+    let mut failed = Vec::new();
+    for scenario in [
+        "server-initialize",
+        "ping",
+        "logging-set-level",
+        "tools-list",
+        "tools-call-simple-text",
+        "tools-call-error",
+        "tools-call-with-progress",
+        "server-sse-multiple-streams",
+        "dns-rebinding-protection",
+    ] {
+        let (ok, text) = conformance(&url, scenario);
+        if !ok {
+            failed.push(format!("--- {scenario}\n{text}"));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// One POST to `/mcp` with curl: (status, headers, body).
+fn post(addr: SocketAddr, headers: &[String], body: &str) -> (u16, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-i",
+        "--max-time",
+        "30",
+        "-H",
+        "Content-Type: application/json",
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .args(["--data-binary", body])
+        .arg(format!("http://{addr}/mcp"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_lowercase(), body.to_string())
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+/// A session of `token`: its id.
+fn session(addr: SocketAddr, token: &str) -> String {
+    let (status, head, body) = post(addr, &[bearer(token)], INIT);
+    assert_eq!(status, 200, "{body}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .unwrap_or_else(|| panic!("no session id in {head}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn slash_mcp_refuses_what_it_should() {
+    let d = daemon(false);
+    let addr = d.http_addr();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    // No token (and no anonymous access configured): 401.
+    assert_eq!(post(addr, &[], INIT).0, 401);
+    // DNS rebinding: a foreign Host or Origin is refused before anything else.
+    for h in ["Host: evil.example", "Origin: http://evil.example"] {
+        let (status, _, body) = post(addr, &[bearer(TOKEN), h.to_string()], INIT);
+        assert_eq!(status, 403, "{h}: {body}");
+    }
+    let (status, _, _) = post(
+        addr,
+        &[bearer(TOKEN), "Origin: http://localhost:3000".into()],
+        INIT,
+    );
+    assert_eq!(status, 200);
+    // Sessions: needed, checked, per token.
+    assert_eq!(post(addr, &[bearer(TOKEN)], list).0, 400);
+    let sid = session(addr, TOKEN);
+    let with = |token: &str, sid: &str| vec![bearer(token), format!("Mcp-Session-Id: {sid}")];
+    assert_eq!(post(addr, &with(TOKEN, "nope"), list).0, 404);
+    assert_eq!(
+        post(addr, &with(NARROW, &sid), list).0,
+        404,
+        "another token's session"
+    );
+    let (status, _, body) = post(addr, &with(TOKEN, &sid), list);
+    assert_eq!(status, 200);
+    assert!(json_of(&body)["result"]["tools"].as_array().unwrap().len() >= 5);
+    // A narrow token sees only what it may run.
+    let narrow = session(addr, NARROW);
+    let (_, _, body) = post(addr, &with(NARROW, &narrow), list);
+    let names: Vec<Value> = json_of(&body)["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("slow")]);
+    // Versions, JSON, methods, notifications.
+    let mut old = with(TOKEN, &sid);
+    old.push("MCP-Protocol-Version: 1999-01-01".into());
+    assert_eq!(post(addr, &old, list).0, 400);
+    let (status, _, body) = post(addr, &with(TOKEN, &sid), "{oops");
+    assert_eq!(
+        (status, json_of(&body)["error"]["code"].clone()),
+        (400, json!(-32700))
+    );
+    let (status, _, _) = post(
+        addr,
+        &with(TOKEN, &sid),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    assert_eq!(status, 202);
+    let get = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &bearer(TOKEN),
+        ])
+        .arg(format!("http://{addr}/mcp"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "405");
+    // Ending a session.
+    let delete = |token: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-X",
+                "DELETE",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args([
+                "-H",
+                &bearer(token),
+                "-H",
+                &format!("Mcp-Session-Id: {sid}"),
+            ])
+            .arg(format!("http://{addr}/mcp"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(delete(NARROW), "404");
+    assert_eq!(delete(TOKEN), "204");
+    assert_eq!(post(addr, &with(TOKEN, &sid), list).0, 404);
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The state of the newest run of the `desktop` token, as the HTTP API shows it.
+fn newest_run(addr: SocketAddr) -> Value {
+    let out = Command::new("curl")
+        .args(["-sS", "-H", &bearer(TOKEN)])
+        .arg(format!("http://{addr}/v1/runs?limit=1"))
+        .output()
+        .unwrap();
+    json_of(&String::from_utf8_lossy(&out.stdout))["runs"][0].clone()
+}
+
+fn wait_cancelled(d: &Daemon, addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let run = newest_run(addr);
+        if run["state"] == "cancelled" && d.status().unwrap().workers.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call's run was not cancelled: {run}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_cancelled_or_abandoned_call_cancels_its_run() {
+    let d = daemon(false);
+    let addr = d.http_addr();
+    let sid = session(addr, TOKEN);
+    let call = r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"slow","arguments":{"request":"wait"},"_meta":{"progressToken":7}}}"#;
+    // notifications/cancelled from the client, on another request of the session.
+    let mut curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "-H",
+            &bearer(TOKEN),
+            "-H",
+            &format!("Mcp-Session-Id: {sid}"),
+        ])
+        .args(["-H", "Accept: application/json, text/event-stream"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            call,
+        ])
+        .arg(format!("http://{addr}/mcp"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(curl.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("notifications/progress") {
+        line.clear();
+        assert!(
+            lines.read_line(&mut line).unwrap() > 0,
+            "no progress before the end"
+        );
+    }
+    assert_eq!(newest_run(addr)["state"], "running");
+    let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1","reason":"changed my mind"}}"#;
+    let (status, _, _) = post(
+        addr,
+        &[bearer(TOKEN), format!("Mcp-Session-Id: {sid}")],
+        cancel,
+    );
+    assert_eq!(status, 202);
+    wait_cancelled(&d, addr);
+    // The stream ends without a result (a cancelled request gets no answer).
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
+    assert!(!rest.contains("\"result\""), "{rest}");
+    curl.wait().unwrap();
+
+    // A client that closes its connection mid-call.
+    let mut curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "-H",
+            &bearer(TOKEN),
+            "-H",
+            &format!("Mcp-Session-Id: {sid}"),
+        ])
+        .args(["-H", "Accept: application/json, text/event-stream"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            call,
+        ])
+        .arg(format!("http://{addr}/mcp"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(curl.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("notifications/progress") {
+        line.clear();
+        assert!(lines.read_line(&mut line).unwrap() > 0);
+    }
+    curl.kill().unwrap();
+    curl.wait().unwrap();
+    wait_cancelled(&d, addr);
+    assert_contains(&d.log_text(), &["token=desktop"]);
+}
