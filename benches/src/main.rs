@@ -9,6 +9,7 @@
 //! in-process call, instantiation per call, cold compile, and idle memory per loaded tool.
 
 mod delegation;
+mod faces;
 mod local_llm;
 mod memory;
 mod metrics;
@@ -284,6 +285,11 @@ fn main() -> anyhow::Result<()> {
     // `caxton-benches metrics` runs only what metrics and their scrapes cost.
     if std::env::args().nth(1).as_deref() == Some("metrics") {
         print!("{}", metrics::report()?);
+        return Ok(());
+    }
+    // `caxton-benches faces` runs only the same run through each face (socket, HTTP, A2A, MCP).
+    if std::env::args().nth(1).as_deref() == Some("faces") {
+        print!("{}", faces::report()?);
         return Ok(());
     }
     // `caxton-benches sql` runs only the sql tool section.
