@@ -24,6 +24,8 @@ pub const STATELESS: &str = "2026-07-28";
 pub const SUPPORTED: [&str; 4] = [STATELESS, LATEST_HANDSHAKE, "2025-06-18", "2025-03-26"];
 /// The `_meta` key of a 2026-07-28 request's revision.
 pub const VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
+/// The `_meta` key of a 2026-07-28 request's client capabilities (required with the revision).
+pub const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// JSON-RPC error codes.
 pub const PARSE_ERROR: i64 = -32700;
@@ -31,6 +33,23 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
+/// 2026-07-28: the HTTP routing headers disagree with the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+/// 2026-07-28: a revision this server does not speak (`data.supported` lists those it does).
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+
+/// The HTTP status of a JSON-RPC error code on the 2026-07-28 wire (200 for the rest).
+pub fn http_status(code: i64) -> u16 {
+    match code {
+        PARSE_ERROR
+        | INVALID_REQUEST
+        | INVALID_PARAMS
+        | HEADER_MISMATCH
+        | UNSUPPORTED_PROTOCOL_VERSION => 400,
+        METHOD_NOT_FOUND => 404,
+        _ => 200,
+    }
+}
 
 /// What a backend failed with: a message for the client.
 pub type BackendError = String;
@@ -89,6 +108,36 @@ fn result(id: Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
+const INSTRUCTIONS: &str =
+    "Each tool is a Caxton agent: call it with your request; the result is the agent's answer.";
+
+/// Where a request's answers go. On the 2026-07-28 wire every result says it is complete, and
+/// the cacheable ones (`tools/list`, `server/discover`) say not to cache them across clients.
+struct Out<'a> {
+    tx: &'a mpsc::Sender<Value>,
+    stateless: bool,
+    cacheable: bool,
+}
+
+impl Out<'_> {
+    async fn send(&self, mut v: Value) -> Result<(), mpsc::error::SendError<Value>> {
+        if self.stateless
+            && let Some(r) = v.get_mut("result").and_then(Value::as_object_mut)
+        {
+            r.insert("resultType".into(), json!("complete"));
+            if self.cacheable {
+                r.insert("ttlMs".into(), json!(0));
+                r.insert("cacheScope".into(), json!("private"));
+            }
+        }
+        self.tx.send(v).await
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
 /// What kind of message a JSON value is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -120,6 +169,56 @@ pub fn kind(msg: &Value) -> Kind {
 /// The revision a request asks for in its `_meta` (2026-07-28 and later), if it does.
 pub fn meta_version(msg: &Value) -> Option<&str> {
     msg.get("params")?.get("_meta")?.get(VERSION_META)?.as_str()
+}
+
+/// Whether a message is on the 2026-07-28 wire: its `_meta` carries a revision.
+pub fn is_stateless(msg: &Value) -> bool {
+    msg.get("params")
+        .and_then(|p| p.get("_meta"))
+        .is_some_and(|m| m.get(VERSION_META).is_some())
+}
+
+/// The first check of a 2026-07-28 request: `_meta` carries the revision and the client's
+/// capabilities. The error response otherwise.
+pub fn envelope_keys(msg: &Value) -> Result<(), Value> {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let meta = &msg["params"]["_meta"];
+    let missing: Vec<&str> = [VERSION_META, CAPABILITIES_META]
+        .into_iter()
+        .filter(|k| meta.get(k).is_none())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(error(
+            id,
+            INVALID_PARAMS,
+            format!(
+                "params._meta is missing the required envelope key(s): {}",
+                missing.join(", ")
+            ),
+        ))
+    }
+}
+
+/// The whole envelope check of a 2026-07-28 request: its keys, then its revision (one this
+/// server speaks without a handshake). The error response otherwise.
+pub fn check_envelope(msg: &Value) -> Result<(), Value> {
+    envelope_keys(msg)?;
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    match msg["params"]["_meta"].get(VERSION_META) {
+        Some(Value::String(v)) if v == STATELESS => Ok(()),
+        Some(Value::String(v)) => Err(json!({"jsonrpc": "2.0", "id": id, "error": {
+            "code": UNSUPPORTED_PROTOCOL_VERSION,
+            "message": format!("unsupported protocol version {v} on a request without initialize"),
+            "data": {"supported": [STATELESS], "requested": v},
+        }})),
+        _ => Err(error(
+            id,
+            INVALID_PARAMS,
+            format!("{VERSION_META} must be a string"),
+        )),
+    }
 }
 
 /// The MCP server over a backend.
@@ -170,18 +269,17 @@ impl<B: Backend> Server<B> {
                 .await;
             return;
         }
-        if let Some(v) = meta_version(&msg)
-            && !SUPPORTED.contains(&v)
-        {
-            let _ = out
-                .send(json!({"jsonrpc": "2.0", "id": id, "error": {
-                    "code": INVALID_PARAMS,
-                    "message": format!("unsupported protocol version {v}"),
-                    "data": {"supported": SUPPORTED, "requested": v},
-                }}))
-                .await;
+        let stateless = is_stateless(&msg);
+        if stateless && let Err(e) = check_envelope(&msg) {
+            let _ = out.send(e).await;
             return;
         }
+        // On the 2026-07-28 wire every result says it is complete.
+        let out = &Out {
+            tx: out,
+            stateless,
+            cacheable: matches!(method.as_str(), "tools/list" | "server/discover"),
+        };
         let reply = match method.as_str() {
             "initialize" => {
                 let asked = params["protocolVersion"].as_str().unwrap_or_default();
@@ -201,7 +299,7 @@ impl<B: Backend> Server<B> {
                         "protocolVersion": version,
                         "capabilities": Self::capabilities(),
                         "serverInfo": self.info(),
-                        "instructions": "Each tool is a Caxton agent: call it with your request; the result is the agent's answer.",
+                        "instructions": INSTRUCTIONS,
                     }),
                 )
             }
@@ -210,9 +308,12 @@ impl<B: Backend> Server<B> {
                 json!({
                     "supportedVersions": SUPPORTED,
                     "capabilities": Self::capabilities(),
-                    "serverInfo": self.info(),
+                    "instructions": INSTRUCTIONS,
+                    "_meta": {"io.modelcontextprotocol/serverInfo": self.info()},
                 }),
             ),
+            // Removed in 2026-07-28.
+            "ping" if stateless => error(id, METHOD_NOT_FOUND, "ping is not part of 2026-07-28"),
             "ping" => result(id, json!({})),
             "logging/setLevel" => result(id, json!({})),
             "tools/list" => match self.backend.agents().await {
@@ -241,7 +342,7 @@ impl<B: Backend> Server<B> {
         // `notifications/initialized` and the rest need nothing.
     }
 
-    async fn call(&self, session: &Session, id: Value, params: &Value, out: &mpsc::Sender<Value>) {
+    async fn call(&self, session: &Session, id: Value, params: &Value, out: &Out<'_>) {
         let name = params["name"].as_str().unwrap_or_default();
         let agents = match self.backend.agents().await {
             Ok(a) => a,

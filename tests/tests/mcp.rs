@@ -461,3 +461,49 @@ fn a_cancelled_or_abandoned_call_cancels_its_run() {
     wait_cancelled(&d, addr);
     assert_contains(&d.log_text(), &["token=desktop"]);
 }
+
+/// `tests/mcp_client.py` (the official MCP SDK) over `transport` in `mode`.
+fn sdk(d: &Daemon, transport: &str, mode: &str) {
+    let (where_, credential) = match transport {
+        "stdio" => (
+            bin("caxton").display().to_string(),
+            d.socket.display().to_string(),
+        ),
+        _ => (format!("http://{}/mcp", d.http_addr()), TOKEN.to_string()),
+    };
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/mcp_client.py"))
+        .args([transport, &where_, &credential, mode])
+        .env("PYTHONPATH", repo_root().join("target/python"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "the MCP SDK over {transport} ({mode}): {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The cancelled call's run was cancelled, and no worker is left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.status().unwrap().workers.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a worker outlived its cancelled call"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_official_sdk_uses_caxton_mcp_on_stdio_in_both_eras() {
+    let d = daemon(false);
+    sdk(&d, "stdio", "auto");
+    sdk(&d, "stdio", "legacy");
+}
+
+#[test]
+fn the_official_sdk_uses_slash_mcp_in_both_eras() {
+    let d = daemon(false);
+    sdk(&d, "http", "auto");
+    sdk(&d, "http", "legacy");
+}

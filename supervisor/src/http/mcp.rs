@@ -37,6 +37,11 @@ const MAX_SESSIONS: usize = 1024;
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
+/// Revisions with the `initialize` handshake; a request whose `MCP-Protocol-Version` is another
+/// is on the 2026-07-28 path.
+const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// A live session: whose it is and when it was last used.
 struct Held {
@@ -220,6 +225,57 @@ fn trusted_origin(face: &Face, req: &Request<Incoming>) -> bool {
     !loopback || header(HOST).is_some_and(|h| allowed(&host_of(h)))
 }
 
+/// A response on the 2026-07-28 wire: an error's HTTP status follows its code.
+fn rpc_error_response(reply: Value) -> Response<Body> {
+    let code = reply["error"]["code"].as_i64().unwrap_or(0);
+    let status = StatusCode::from_u16(mcp::http_status(code)).unwrap_or(StatusCode::OK);
+    v1::json(status, &reply)
+}
+
+/// A header value as the client encoded it (`=?base64?…?=` for what is not plain ASCII).
+fn decode_header(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        None => Some(value.to_string()),
+        Some(payload) => base64::engine::general_purpose::STANDARD
+            .decode(payload)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+    }
+}
+
+/// 2026-07-28: `MCP-Protocol-Version`, `Mcp-Method` and (for `tools/call`) `Mcp-Name` must say
+/// what the body says (so proxies can route on them).
+fn routing_matches(
+    msg: &Value,
+    version: Option<&str>,
+    (method, name): &(Option<String>, Option<String>),
+) -> Result<(), Value> {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let mismatch = |what: &str| {
+        Err(mcp::error(
+            id.clone(),
+            mcp::HEADER_MISMATCH,
+            what.to_string(),
+        ))
+    };
+    if version != mcp::meta_version(msg) {
+        return mismatch("MCP-Protocol-Version differs from the request's _meta revision");
+    }
+    if method.as_deref() != msg["method"].as_str() {
+        return mismatch("Mcp-Method differs from the request's method");
+    }
+    if msg["method"] == "tools/call"
+        && name.as_deref().and_then(decode_header).as_deref() != msg["params"]["name"].as_str()
+    {
+        return mismatch("Mcp-Name differs from the tool the request names");
+    }
+    Ok(())
+}
+
 /// Answers a request to `/mcp`.
 pub async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body> {
     if !trusted_origin(face, &req) {
@@ -279,7 +335,12 @@ pub async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body>
         };
     }
     let header_version = header(VERSION_HEADER);
+    // The SDKs' rule: a revision header that is not a handshake revision means 2026-07-28.
+    let stateless = header_version
+        .as_deref()
+        .is_some_and(|v| !HANDSHAKE_VERSIONS.contains(&v));
     if let Some(v) = &header_version
+        && !stateless
         && !mcp::SUPPORTED.contains(&v.as_str())
     {
         return plain(
@@ -290,6 +351,22 @@ pub async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body>
             ),
         );
     }
+    if let Some(accept) = header(ACCEPT.as_str())
+        && ![
+            "application/json",
+            "text/event-stream",
+            "*/*",
+            "application/*",
+        ]
+        .iter()
+        .any(|t| accept.contains(t))
+    {
+        return plain(
+            StatusCode::NOT_ACCEPTABLE,
+            "/mcp answers application/json or text/event-stream",
+        );
+    }
+    let routing = (header(METHOD_HEADER), header(NAME_HEADER));
     let streams = header(ACCEPT.as_str()).is_some_and(|a| a.contains("text/event-stream"));
     let bytes = match v1::body_bytes(face, req).await {
         Ok(b) => b,
@@ -311,8 +388,16 @@ pub async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body>
             &mcp::error(Value::Null, mcp::INVALID_REQUEST, why),
         );
     }
-    let stateless = mcp::meta_version(&msg) == Some(mcp::STATELESS)
-        || header_version.as_deref() == Some(mcp::STATELESS);
+    if stateless && kind == Kind::Request {
+        // 2026-07-28's checks, in its order: the envelope's keys, the routing headers against
+        // the body, the revision.
+        let checked = mcp::envelope_keys(&msg)
+            .and_then(|()| routing_matches(&msg, header_version.as_deref(), &routing))
+            .and_then(|()| mcp::check_envelope(&msg));
+        if let Err(e) = checked {
+            return rpc_error_response(e);
+        }
+    }
     let is_initialize = msg["method"] == "initialize";
     let (session, new_id) = if stateless {
         (Arc::new(Session::default()), None)
@@ -376,7 +461,11 @@ pub async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body>
                 break;
             }
         }
-        v1::json(StatusCode::OK, &reply)
+        if stateless {
+            rpc_error_response(reply)
+        } else {
+            v1::json(StatusCode::OK, &reply)
+        }
     };
     if let Some(id) = new_id
         && let Ok(v) = HeaderValue::from_str(&id)
