@@ -875,3 +875,22 @@ impl HttpServer {
         HttpServer { port }
     }
 }
+
+/// The SHA-256 of an HTTP API token as `[[http.tokens]] sha256` holds it, from
+/// `caxton token hash`.
+pub fn token_sha256(token: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(bin("caxton"))
+        .args(["token", "hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("caxton token hash");
+    writeln!(child.stdin.take().expect("piped"), "{token}").expect("write the token");
+    let out = child.wait_with_output().expect("caxton token hash");
+    assert!(out.status.success(), "caxton token hash failed");
+    String::from_utf8(out.stdout)
+        .expect("hex")
+        .trim()
+        .to_string()
+}

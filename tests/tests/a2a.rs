@@ -4,31 +4,17 @@
 //! hostile or broken client gets, that only exposed agents are served, and that a stream whose
 //! client goes away cancels its run.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use caxton_tests::{Daemon, Options, assert_contains, bin, repo_root};
+use caxton_tests::{Daemon, Options, assert_contains, repo_root, token_sha256};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "a2a-token-5e1f";
 const OTHER: &str = "a2a-other-9c2d";
 const NARROW: &str = "a2a-narrow-11aa";
-
-fn hash(token: &str) -> String {
-    let mut child = Command::new(bin("caxton"))
-        .args(["token", "hash"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string()
-}
 
 fn daemon() -> Daemon {
     let config = format!(
@@ -54,9 +40,9 @@ name = "narrow"
 sha256 = "{}"
 agents = ["slow"]
 "#,
-        hash(TOKEN),
-        hash(OTHER),
-        hash(NARROW)
+        token_sha256(TOKEN),
+        token_sha256(OTHER),
+        token_sha256(NARROW)
     );
     Daemon::start(Options {
         extra_config: config,

@@ -1081,3 +1081,107 @@ fn a_conversation_over_the_frame_limit_is_a_clear_limit_error() {
     let out = d.run("bigtalk", &input).unwrap();
     out.expect_failure(ErrorKind::LimitExceeded, &["frame limit", "max_turns"]);
 }
+
+/// One raw HTTP/1.1 request on a fresh connection: the reply's status, or `None` when the
+/// server closed the connection without one (a head it would not parse, or a request cut short
+/// by `hang_up`: shutting down the sending side is going away, and what was asked is dropped).
+fn raw_http(addr: std::net::SocketAddr, request: &[u8], hang_up: bool) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _ = s.write_all(request);
+    if hang_up {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let text = String::from_utf8_lossy(&reply);
+    let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok();
+    assert!(status.is_some(), "not an HTTP answer: {text:?}");
+    status
+}
+
+#[test]
+fn fuzzed_http_requests_get_client_errors_and_every_face_keeps_serving() {
+    const TOKEN: &str = "fuzz-token-6a1c";
+    let d = Daemon::start(Options {
+        extra_config: format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n[a2a]\nexpose = [\"*\"]\n[mcp]\nexpose = [\"*\"]\n[[http.tokens]]\nname = \"fuzz\"\nsha256 = \"{}\"\nagents = [\"*\"]\nread = true\nmemory = true\nmax_concurrent_runs = 64\n",
+            caxton_tests::token_sha256(TOKEN)
+        ),
+        ..Options::default()
+    })
+    .unwrap();
+    let addr = d.http_addr();
+    let mut rng = Rng::from_env("http fuzz");
+    let bodies: [(&str, &str); 6] = [
+        (
+            "/v1/runs",
+            r#"{"agent":"calculator","input":"6 * 7","vars":{"a":"b"},"timeout_ms":5000}"#,
+        ),
+        (
+            "/v1/memory/search",
+            r#"{"query":"ship","mode":"hybrid","limit":3}"#,
+        ),
+        (
+            "/a2a/calculator",
+            r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"1 + 1"}]}}}"#,
+        ),
+        (
+            "/a2a/calculator/message:send",
+            r#"{"message":{"messageId":"m","parts":[{"text":"2 * 2"}]},"configuration":{"historyLength":1}}"#,
+        ),
+        (
+            "/mcp",
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"f","version":"1"}}}"#,
+        ),
+        (
+            "/mcp",
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"calculator","arguments":{"request":"3 + 4"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+        ),
+    ];
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..600 {
+        let mutated_head = i % 10 == 9;
+        let request = if mutated_head {
+            // A mutated head.
+            let head = format!(
+                "POST /v1/runs HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+            );
+            fuzz::mutate(&mut rng, head.as_bytes())
+        } else {
+            let (path, body) = bodies[rng.below(bodies.len())];
+            let body = fuzz::mutate(&mut rng, body.as_bytes());
+            let mut req = format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: calculator\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            req.extend(body);
+            req
+        };
+        if let Some(status) = raw_http(addr, &request, mutated_head) {
+            *statuses.entry(status).or_insert(0u32) += 1;
+            assert!(
+                status < 500 || status == 503,
+                "request {i} got {status}: {}",
+                String::from_utf8_lossy(&request)
+            );
+        }
+    }
+    eprintln!("statuses: {statuses:?}");
+    assert!(
+        statuses.keys().any(|s| (400..500).contains(s)),
+        "{statuses:?}"
+    );
+    // Every face still answers a good request, and so does the socket.
+    for (path, body) in &bodies[..4] {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend(body.as_bytes());
+        assert_eq!(raw_http(addr, &req, false), Some(200), "{path}");
+    }
+    assert_serves(&d);
+}

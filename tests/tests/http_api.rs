@@ -10,27 +10,13 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use caxton_tests::{Daemon, Options, assert_contains, bin, repo_root};
+use caxton_tests::{Daemon, Options, assert_contains, bin, repo_root, token_sha256};
 use serde_json::{Value, json};
 
 const RUNNER: &str = "tok-runner-4f1c9a";
 const READER: &str = "tok-reader-77b0e2";
 const ADMIN: &str = "tok-admin-0c3d58";
 const OTHER: &str = "tok-other-91aa04";
-
-/// `caxton token hash` of a token.
-fn hash(token: &str) -> String {
-    let mut child = Command::new(bin("caxton"))
-        .args(["token", "hash"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn daemon() -> Daemon {
     let tokens = format!(
@@ -60,10 +46,10 @@ name = "other"
 sha256 = "{}"
 agents = ["adder", "slow"]
 "#,
-        hash(RUNNER),
-        hash(READER),
-        hash(ADMIN),
-        hash(OTHER)
+        token_sha256(RUNNER),
+        token_sha256(READER),
+        token_sha256(ADMIN),
+        token_sha256(OTHER)
     );
     Daemon::start(Options {
         extra_config: tokens,

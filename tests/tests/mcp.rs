@@ -9,25 +9,11 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use caxton_tests::{Daemon, Options, assert_contains, bin, repo_root};
+use caxton_tests::{Daemon, Options, assert_contains, bin, repo_root, token_sha256};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "mcp-token-3b7d";
 const NARROW: &str = "mcp-narrow-8e21";
-
-fn hash(token: &str) -> String {
-    let mut child = Command::new(bin("caxton"))
-        .args(["token", "hash"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string()
-}
 
 /// Agents named as the conformance suite's tools, beside the usual ones.
 const AGENTS: &[&str] = &[
@@ -64,8 +50,8 @@ agents = ["slow"]
         } else {
             ""
         },
-        hash(TOKEN),
-        hash(NARROW)
+        token_sha256(TOKEN),
+        token_sha256(NARROW)
     );
     Daemon::start(Options {
         extra_config: config,
