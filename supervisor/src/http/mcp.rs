@@ -31,8 +31,10 @@ use tokio::sync::mpsc;
 use super::v1::{self, Body, Face, NotLaunched};
 use crate::mcp::{self, Backend, BackendError, Kind, RunStream, Server, Session};
 
-/// Sessions held at once; the least recently used goes first.
+/// Sessions held at once; past it, new ones are refused (503) until some expire or end.
 const MAX_SESSIONS: usize = 1024;
+/// Sessions of one token; past it, that token's least recently used one goes.
+const MAX_SESSIONS_PER_TOKEN: usize = 64;
 /// A session unused this long is forgotten.
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -63,24 +65,28 @@ impl Sessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn create(&self, token: Arc<str>) -> (String, Arc<Session>) {
-        let id = crate::runs::random_hex().unwrap_or_else(|_| {
-            format!(
-                "{:x}",
-                crate::runs::now_ms() ^ u64::from(std::process::id())
-            )
-        });
+    /// A new session of `token`, or `None` when the server holds all it may (or has no
+    /// randomness for an id).
+    fn create(&self, token: Arc<str>) -> Option<(String, Arc<Session>)> {
+        let id = crate::runs::random_hex().ok()?;
         let session = Arc::new(Session::default());
         let mut map = self.map();
         map.retain(|_, h| h.used.elapsed() < SESSION_IDLE);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, h)| h.used)
-                .map(|(k, _)| k.clone())
+        // One token cannot crowd the others out: past its share it replaces its own oldest.
+        let oldest_own = map
+            .iter()
+            .filter(|(_, h)| h.token == token)
+            .min_by_key(|(_, h)| h.used)
+            .map(|(k, _)| k.clone());
+        let own = map.values().filter(|h| h.token == token).count();
+        if own >= MAX_SESSIONS_PER_TOKEN
+            && let Some(oldest) = oldest_own
             && let Some(h) = map.remove(&oldest)
         {
             h.session.cancel_all();
+        }
+        if map.len() >= MAX_SESSIONS {
+            return None;
         }
         map.insert(
             id.clone(),
@@ -90,7 +96,7 @@ impl Sessions {
                 used: Instant::now(),
             },
         );
-        (id, session)
+        Some((id, session))
     }
 
     /// The session `id` of `token`.
@@ -402,8 +408,16 @@ pub async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body>
     let (session, new_id) = if stateless {
         (Arc::new(Session::default()), None)
     } else if is_initialize {
-        let (id, s) = face.mcp_sessions.create(token.name.clone());
-        (s, Some(id))
+        match face.mcp_sessions.create(token.name.clone()) {
+            Some((id, s)) => (s, Some(id)),
+            None => {
+                return v1::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorKind::Busy,
+                    "this server holds as many MCP sessions as it may; retry later, or use 2026-07-28 (no session)",
+                );
+            }
+        }
     } else {
         match &session_id {
             None => {
