@@ -8,7 +8,7 @@
 //! a conversation, which is more work, not the face's.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -88,21 +88,7 @@ struct Target<'d> {
 fn run_once(t: &Target<'_>, face: Face) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let reply = match face {
-        Face::Socket => {
-            let mut stream = std::os::unix::net::UnixStream::connect(&t.d.socket)?;
-            stream.write_all(
-                b"{\"run\":{\"agent\":\"calculator\",\"input\":\"What is 6 * 7?\"}}\n",
-            )?;
-            let mut lines = BufReader::new(stream).lines();
-            loop {
-                let line = lines
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("the daemon closed before the run ended"))??;
-                if line.contains("\"finished\"") || line.contains("\"failed\"") {
-                    break line;
-                }
-            }
-        }
+        Face::Socket => return crate::metrics::run_once(t.d),
         Face::HttpWait => http(
             t.addr,
             "/v1/runs",

@@ -139,7 +139,7 @@ fn serve_exports(stream: TcpStream, requests: &AtomicU64, bytes: &AtomicU64) {
 
 /// One run over the JSON API (which an older build speaks too: the frame protocol gained a
 /// field with traces), timed from connect to the terminal event.
-fn run_once(d: &Daemon) -> anyhow::Result<Duration> {
+pub(crate) fn run_once(d: &Daemon) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let mut stream = std::os::unix::net::UnixStream::connect(&d.socket)?;
     stream.write_all(b"{\"run\":{\"agent\":\"calculator\",\"input\":\"What is 6 * 7?\"}}\n")?;

@@ -80,6 +80,26 @@ pub struct RunRequest {
     pub traceparent: Option<String>,
 }
 
+impl RunRequest {
+    /// A plain run of `agent` on `input`.
+    pub fn new(agent: impl Into<String>, input: impl Into<String>) -> RunRequest {
+        RunRequest {
+            agent: agent.into(),
+            input: input.into(),
+            vars: BTreeMap::new(),
+            timeout_ms: None,
+            stream: false,
+            record: false,
+            replay: None,
+            hide_children: false,
+            conversation: None,
+            capability: None,
+            strategy: None,
+            traceparent: None,
+        }
+    }
+}
+
 /// `{"memory": {…}}`: what an operator may ask the memory service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -372,18 +372,8 @@ impl<B: Backend> Server<B> {
         };
         let progress = params["_meta"]["progressToken"].clone();
         let run = json_api::RunRequest {
-            agent: agent.name.clone(),
-            input,
             vars,
-            timeout_ms: None,
-            stream: false,
-            record: false,
-            replay: None,
-            hide_children: false,
-            conversation: None,
-            capability: None,
-            strategy: None,
-            traceparent: None,
+            ..json_api::RunRequest::new(&agent.name, input)
         };
         let mut rx = match self.backend.run(run).await {
             Ok(rx) => rx,

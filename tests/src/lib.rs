@@ -19,6 +19,7 @@ use caxton_ipc::toolhost::ToolOutput;
 
 pub mod fake_llm;
 pub mod fuzz;
+pub mod http;
 
 /// How long a daemon may take to become ready (a cold debug toolhost compiles its modules).
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);

@@ -4,12 +4,12 @@
 //! hostile or broken client gets, that only exposed agents are served, and that a stream whose
 //! client goes away cancels its run.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use caxton_tests::{Daemon, Options, assert_contains, repo_root, token_sha256};
+use caxton_tests::http::{Sse, call, json_of, wait_no_workers};
+use caxton_tests::{Daemon, Options, assert_contains, token_sha256};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "a2a-token-5e1f";
@@ -56,17 +56,9 @@ agents = ["slow"]
 }
 
 fn sdk(addr: SocketAddr, binding: &str) {
-    let out = Command::new("python3")
-        .arg(repo_root().join("tests/a2a_client.py"))
-        .args([&format!("http://{addr}"), TOKEN, OTHER, binding])
-        .env("PYTHONPATH", repo_root().join("target/python"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "the A2A SDK over {binding}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    caxton_tests::http::python_sdk(
+        "tests/a2a_client.py",
+        &[&format!("http://{addr}"), TOKEN, OTHER, binding],
     );
 }
 
@@ -80,40 +72,6 @@ fn the_official_sdk_speaks_to_caxton_over_json_rpc() {
 fn the_official_sdk_speaks_to_caxton_over_http_json() {
     let d = daemon();
     sdk(d.http_addr(), "HTTP+JSON");
-}
-
-/// One request with curl: (status, body).
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-        "--max-time",
-        "30",
-    ]);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd.arg(format!("http://{addr}{path}")).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), body.to_string())
-}
-
-fn json_of(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
 fn rpc(addr: SocketAddr, token: Option<&str>, body: &str) -> Value {
@@ -275,35 +233,18 @@ fn a_streaming_client_that_goes_away_cancels_its_task() {
     let d = daemon();
     let addr = d.http_addr();
     let body = r#"{"jsonrpc":"2.0","id":"s","method":"SendStreamingMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"take your time"}]}}}"#;
-    let mut curl = Command::new("curl")
-        .args(["-sS", "-N", "-H", &format!("Authorization: Bearer {TOKEN}")])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            body,
-        ])
-        .arg(format!("http://{addr}/a2a/slow"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(curl.stdout.take().unwrap());
-    let first = loop {
-        let mut line = String::new();
-        assert!(
-            lines.read_line(&mut line).unwrap() > 0,
-            "the stream ended early"
-        );
-        if let Some(data) = line.strip_prefix("data: ") {
-            break json_of(data);
-        }
-    };
+    let mut stream = Sse::post(
+        addr,
+        "/a2a/slow",
+        &[format!("Authorization: Bearer {TOKEN}")],
+        body,
+    );
+    let (_, first) = stream.next().expect("the stream ended early");
     assert_eq!(first["id"], "s");
     let task = &first["result"]["task"];
     assert_eq!(task["status"]["state"], "TASK_STATE_WORKING", "{first}");
     let id = task["id"].as_str().unwrap().to_string();
-    curl.kill().unwrap();
-    curl.wait().unwrap();
+    drop(stream);
     let get = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{{"id":"{id}"}}}}"#);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -318,11 +259,5 @@ fn a_streaming_client_that_goes_away_cancels_its_task() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    while !d.status().unwrap().workers.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the worker outlived its cancelled task"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_no_workers(&d);
 }

@@ -7,9 +7,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use caxton_tests::http::{Sse, call, json_of, wait_no_workers};
 use caxton_tests::{Daemon, Options, assert_contains, bin, repo_root, token_sha256};
 use serde_json::{Value, json};
 
@@ -58,113 +59,14 @@ agents = ["adder", "slow"]
     .unwrap()
 }
 
-/// One request with curl: (status, body). `body` is sent as JSON when given.
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-        "--max-time",
-        "60",
-    ]);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd.arg(format!("http://{addr}{path}")).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = text
-        .rsplit_once('\n')
-        .unwrap_or_else(|| panic!("curl said {text:?}"));
-    (
-        status
-            .parse()
-            .unwrap_or_else(|_| panic!("no status in {text:?}")),
-        body.to_string(),
+/// A run started with `body` as `token`, its events streamed.
+fn stream(addr: SocketAddr, token: &str, body: &str) -> Sse {
+    Sse::post(
+        addr,
+        "/v1/runs",
+        &[format!("Authorization: Bearer {token}")],
+        body,
     )
-}
-
-fn json_of(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// A run streamed as server-sent events by curl, read as it comes.
-struct Stream {
-    child: Child,
-    lines: BufReader<std::process::ChildStdout>,
-}
-
-impl Stream {
-    fn start(addr: SocketAddr, token: &str, body: &str) -> Stream {
-        let mut child = Command::new("curl")
-            .args([
-                "-sS",
-                "-N",
-                "--max-time",
-                "60",
-                "-H",
-                "Accept: text/event-stream",
-            ])
-            .args(["-H", &format!("Authorization: Bearer {token}")])
-            .args([
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                body,
-            ])
-            .arg(format!("http://{addr}/v1/runs"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap());
-        Stream { child, lines }
-    }
-
-    /// The next message: (event name, data), or `None` at the end of the stream.
-    fn next(&mut self) -> Option<(String, Value)> {
-        let (mut name, mut data) = (None, None);
-        loop {
-            let mut line = String::new();
-            if self.lines.read_line(&mut line).unwrap() == 0 {
-                return None;
-            }
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line.is_empty() {
-                if let (Some(n), Some(d)) = (name.take(), data.take()) {
-                    return Some((n, d));
-                }
-                continue;
-            }
-            if let Some(n) = line.strip_prefix("event: ") {
-                name = Some(n.to_string());
-            } else if let Some(d) = line.strip_prefix("data: ") {
-                data = Some(json_of(d));
-            }
-        }
-    }
-
-    /// Every message to the end.
-    fn rest(&mut self) -> Vec<(String, Value)> {
-        std::iter::from_fn(|| self.next()).collect()
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The run id of a `started` message.
@@ -201,21 +103,6 @@ fn wait_state(addr: SocketAddr, run_id: &str, want: &str) -> Value {
             "the run never became {want}: {run}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn workers(d: &Daemon) -> usize {
-    d.status().unwrap().workers.len()
-}
-
-fn wait_no_workers(d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while workers(d) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "a worker outlived its cancelled run"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -366,7 +253,7 @@ fn server_sent_events_are_the_socket_events_in_the_same_order() {
         }
     }
 
-    let mut stream = Stream::start(addr, RUNNER, request);
+    let mut stream = stream(addr, RUNNER, request);
     let messages = stream.rest();
     assert!(stream.child.wait().unwrap().success());
     let names: Vec<&str> = messages.iter().map(|(n, _)| n.as_str()).collect();
@@ -387,7 +274,7 @@ fn server_sent_events_are_the_socket_events_in_the_same_order() {
 fn runs_are_read_listed_and_cancelled_by_their_owner() {
     let d = daemon();
     let addr = d.http_addr();
-    let mut stream = Stream::start(addr, RUNNER, r#"{"agent":"slow","input":"take your time"}"#);
+    let mut stream = stream(addr, RUNNER, r#"{"agent":"slow","input":"take your time"}"#);
     let id = run_id_of(&stream.next().unwrap());
 
     let run = state_of(addr, RUNNER, &id);
@@ -453,7 +340,7 @@ fn a_client_that_goes_away_cancels_its_run() {
     let d = daemon();
     let addr = d.http_addr();
     // Streaming: curl is killed after the run started.
-    let mut stream = Stream::start(addr, RUNNER, r#"{"agent":"slow","input":"x"}"#);
+    let mut stream = stream(addr, RUNNER, r#"{"agent":"slow","input":"x"}"#);
     let id = run_id_of(&stream.next().unwrap());
     drop(stream);
     let run = wait_state(addr, &id, "cancelled");
@@ -683,8 +570,8 @@ fn hostile_requests_get_the_proper_error_and_the_service_keeps_serving() {
     .unwrap();
 
     // Two runs at once is the runner's limit: the third is 429 until one ends.
-    let mut a = Stream::start(addr, RUNNER, r#"{"agent":"slow","input":"a"}"#);
-    let mut b = Stream::start(addr, RUNNER, r#"{"agent":"slow","input":"b"}"#);
+    let mut a = stream(addr, RUNNER, r#"{"agent":"slow","input":"a"}"#);
+    let mut b = stream(addr, RUNNER, r#"{"agent":"slow","input":"b"}"#);
     run_id_of(&a.next().unwrap());
     run_id_of(&b.next().unwrap());
     let (status, text) = call(

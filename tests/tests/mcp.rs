@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use caxton_tests::http::{Sse, json_of, wait_no_workers};
 use caxton_tests::{Daemon, Options, assert_contains, bin, repo_root, token_sha256};
 use serde_json::{Value, json};
 
@@ -335,10 +336,6 @@ fn slash_mcp_refuses_what_it_should() {
     assert_eq!(post(addr, &with(TOKEN, &sid), list).0, 404);
 }
 
-fn json_of(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
 /// The state of the newest run of the `desktop` token, as the HTTP API shows it.
 fn newest_run(addr: SocketAddr) -> Value {
     let out = Command::new("curl")
@@ -353,7 +350,8 @@ fn wait_cancelled(d: &Daemon, addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let run = newest_run(addr);
-        if run["state"] == "cancelled" && d.status().unwrap().workers.is_empty() {
+        if run["state"] == "cancelled" {
+            wait_no_workers(d);
             return;
         }
         assert!(
@@ -370,80 +368,32 @@ fn a_cancelled_or_abandoned_call_cancels_its_run() {
     let addr = d.http_addr();
     let sid = session(addr, TOKEN);
     let call = r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"slow","arguments":{"request":"wait"},"_meta":{"progressToken":7}}}"#;
+    let headers = [bearer(TOKEN), format!("Mcp-Session-Id: {sid}")];
+    // A call streaming its progress, until its first progress notification.
+    let started = || {
+        let mut stream = Sse::post(addr, "/mcp", &headers, call);
+        loop {
+            let (_, msg) = stream.next().expect("no progress before the end");
+            if msg["method"] == "notifications/progress" {
+                return stream;
+            }
+        }
+    };
     // notifications/cancelled from the client, on another request of the session.
-    let mut curl = Command::new("curl")
-        .args([
-            "-sS",
-            "-N",
-            "-H",
-            &bearer(TOKEN),
-            "-H",
-            &format!("Mcp-Session-Id: {sid}"),
-        ])
-        .args(["-H", "Accept: application/json, text/event-stream"])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            call,
-        ])
-        .arg(format!("http://{addr}/mcp"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(curl.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("notifications/progress") {
-        line.clear();
-        assert!(
-            lines.read_line(&mut line).unwrap() > 0,
-            "no progress before the end"
-        );
-    }
+    let mut stream = started();
     assert_eq!(newest_run(addr)["state"], "running");
     let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1","reason":"changed my mind"}}"#;
-    let (status, _, _) = post(
-        addr,
-        &[bearer(TOKEN), format!("Mcp-Session-Id: {sid}")],
-        cancel,
-    );
-    assert_eq!(status, 202);
+    assert_eq!(post(addr, &headers, cancel).0, 202);
     wait_cancelled(&d, addr);
     // The stream ends without a result (a cancelled request gets no answer).
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
-    assert!(!rest.contains("\"result\""), "{rest}");
-    curl.wait().unwrap();
+    let rest = stream.rest();
+    assert!(
+        rest.iter().all(|(_, m)| m.get("result").is_none()),
+        "{rest:?}"
+    );
 
     // A client that closes its connection mid-call.
-    let mut curl = Command::new("curl")
-        .args([
-            "-sS",
-            "-N",
-            "-H",
-            &bearer(TOKEN),
-            "-H",
-            &format!("Mcp-Session-Id: {sid}"),
-        ])
-        .args(["-H", "Accept: application/json, text/event-stream"])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            call,
-        ])
-        .arg(format!("http://{addr}/mcp"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(curl.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("notifications/progress") {
-        line.clear();
-        assert!(lines.read_line(&mut line).unwrap() > 0);
-    }
-    curl.kill().unwrap();
-    curl.wait().unwrap();
+    drop(started());
     wait_cancelled(&d, addr);
     assert_contains(&d.log_text(), &["token=desktop"]);
 }
@@ -457,27 +407,12 @@ fn sdk(d: &Daemon, transport: &str, mode: &str) {
         ),
         _ => (format!("http://{}/mcp", d.http_addr()), TOKEN.to_string()),
     };
-    let out = Command::new("python3")
-        .arg(repo_root().join("tests/mcp_client.py"))
-        .args([transport, &where_, &credential, mode])
-        .env("PYTHONPATH", repo_root().join("target/python"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "the MCP SDK over {transport} ({mode}): {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    caxton_tests::http::python_sdk(
+        "tests/mcp_client.py",
+        &[transport, &where_, &credential, mode],
     );
     // The cancelled call's run was cancelled, and no worker is left.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.status().unwrap().workers.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "a worker outlived its cancelled call"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_no_workers(d);
 }
 
 #[test]

@@ -710,18 +710,10 @@ async fn send(a: &At<'_>, params: Value, stream: bool) -> Result<Answer, Failure
         None => memory.then(|| caxton_ipc::api::NEW_CONVERSATION.to_string()),
     };
     let run = json_api::RunRequest {
-        agent: a.agent.to_string(),
-        input,
-        vars: Default::default(),
-        timeout_ms: None,
         stream,
-        record: false,
-        replay: None,
-        hide_children: false,
         conversation,
-        capability: None,
-        strategy: None,
         traceparent: a.traceparent.clone(),
+        ..json_api::RunRequest::new(a.agent, input)
     };
     let (live, events) = if stream {
         let (tx, rx) = mpsc::channel(v1::EVENT_BUFFER);
