@@ -261,3 +261,48 @@ fn a_streaming_client_that_goes_away_cancels_its_task() {
     }
     wait_no_workers(&d);
 }
+
+#[test]
+fn a_cards_urls_follow_the_host_or_the_public_url() {
+    let d = daemon();
+    let addr = d.http_addr();
+    let (_, card) = call(
+        addr,
+        "GET",
+        "/a2a/adder/.well-known/agent-card.json",
+        None,
+        None,
+    );
+    let card = json_of(&card);
+    for iface in card["supportedInterfaces"].as_array().unwrap() {
+        assert_eq!(iface["url"], format!("http://{addr}/a2a/adder"), "{card}");
+    }
+    assert_eq!(
+        card["securityRequirements"],
+        json!([{"schemes": {"bearer": {"list": []}}}])
+    );
+    // Behind a proxy, the configured address.
+    let proxied = Daemon::start(Options {
+        extra_config: "[http]\nlisten = \"127.0.0.1:0\"\n[a2a]\nexpose = [\"adder\"]\npublic_url = \"https://agents.example.com/\"\n".into(),
+        ..Options::with_agents(&["tests/agents/adder.toml"])
+    })
+    .unwrap();
+    let (_, card) = call(
+        proxied.http_addr(),
+        "GET",
+        "/a2a/adder/.well-known/agent-card.json",
+        None,
+        None,
+    );
+    assert_eq!(
+        json_of(&card)["supportedInterfaces"][0]["url"],
+        "https://agents.example.com/a2a/adder"
+    );
+    // A public_url that is not one is refused at start, saying what to write.
+    let bad = Daemon::start(Options {
+        extra_config: "[a2a]\npublic_url = \"agents.example.com\"\n".into(),
+        ..Options::default()
+    });
+    let err = format!("{:#}", bad.err().expect("a bad public_url is refused"));
+    assert_contains(&err, &["public_url", "https://agents.example.com"]);
+}
