@@ -141,6 +141,11 @@ pub fn mcp(socket: &Path, only: Vec<String>) -> anyhow::Result<u8> {
 }
 
 async fn serve(socket: PathBuf, only: Vec<String>) -> anyhow::Result<u8> {
+    // Said once on stderr (desktop clients show it in their server log); the daemon may come
+    // up later, and each request tries again.
+    if let Err(e) = Conn::open(&socket).await {
+        eprintln!("caxton mcp: {e}; serving anyway, each request tries again");
+    }
     let server = Arc::new(Server::new(
         Arc::new(SocketBackend { socket, only }),
         "caxton",
