@@ -123,6 +123,23 @@ pub struct A2aConfig {
     /// The address clients reach the listener at (`https://agents.example.com`), for the
     /// cards' interface URLs behind a proxy; default: `http://` and the request's `Host`.
     pub public_url: Option<String>,
+    /// Origins of A2A agents elsewhere that agents may delegate to (`[[delegation.remote]]`):
+    /// nothing else is reached.
+    pub remotes: Vec<RemoteGrant>,
+}
+
+/// One `[[a2a.remotes]]`: an origin the toolhost may send A2A requests to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteGrant {
+    /// `scheme://host[:port]`; the card and the interface it names must both be at it.
+    pub origin: String,
+    /// It may resolve to a loopback or private address (refused otherwise, after DNS).
+    #[serde(default)]
+    pub private: bool,
+    /// The environment variable of the toolhost holding the bearer token it is sent, if any.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 impl A2aConfig {
@@ -768,6 +785,20 @@ impl ServerConfig {
             if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
                 return Err(format!(
                     "[a2a] public_url = \"{url}\" must be an http(s) URL without a query"
+                ));
+            }
+        }
+        for r in &self.a2a.remotes {
+            let parsed = url::Url::parse(&r.origin).map_err(|e| {
+                format!("[[a2a.remotes]] origin = \"{}\" is not a URL ({e}); write it as \"https://agents.example.com\"", r.origin)
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https")
+                || parsed.path() != "/"
+                || parsed.query().is_some()
+            {
+                return Err(format!(
+                    "[[a2a.remotes]] origin = \"{}\" must be scheme://host[:port], http or https, without a path",
+                    r.origin
                 ));
             }
         }

@@ -184,6 +184,21 @@ pub struct DelegationSpec {
     pub handoff: Vec<String>,
     /// What of the conversation a delegated child sees.
     pub history: HistoryPolicy,
+    /// Agents elsewhere, reached over A2A (`[[delegation.remote]]`).
+    #[serde(default)]
+    pub remote: Vec<RemoteAgent>,
+}
+
+/// An A2A agent elsewhere that an agent may delegate to, by its Agent Card's URL. The toolhost
+/// makes the requests, to origins the operator granted (`[a2a] remotes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteAgent {
+    /// Its name here: the tool is `delegate_to_{name}`, and events name it.
+    pub name: String,
+    /// The URL of its Agent Card (`…/.well-known/agent-card.json`).
+    pub card: String,
+    /// What the LLM is told it does.
+    pub description: String,
 }
 
 /// What of its parent's conversation a delegated child is given.
@@ -223,6 +238,7 @@ impl Default for DelegationSpec {
             allow_recursion: false,
             handoff: vec![],
             history: HistoryPolicy::Task,
+            remote: vec![],
         }
     }
 }
@@ -268,10 +284,15 @@ impl DelegationSpec {
         {
             return Some((DelegateTarget::Agent(name.to_string()), true));
         }
+        if let Some(name) = tool.strip_prefix(DELEGATE_AGENT_PREFIX)
+            && self.remote.iter().any(|r| r.name == name)
+        {
+            return Some((DelegateTarget::Remote(name.to_string()), false));
+        }
         None
     }
 
-    /// Every delegation tool of this agent, in order: agents, capabilities, handoffs.
+    /// Every delegation tool of this agent, in order: agents, capabilities, handoffs, remote agents.
     pub fn tool_names(&self) -> Vec<String> {
         self.agents
             .iter()
@@ -282,11 +303,19 @@ impl DelegationSpec {
                     .map(|c| Self::tool_name_for_capability(c)),
             )
             .chain(self.handoff.iter().map(|a| Self::tool_name_for_handoff(a)))
+            .chain(
+                self.remote
+                    .iter()
+                    .map(|r| Self::tool_name_for_agent(&r.name)),
+            )
             .collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.agents.is_empty() && self.capabilities.is_empty() && self.handoff.is_empty()
+        self.agents.is_empty()
+            && self.capabilities.is_empty()
+            && self.handoff.is_empty()
+            && self.remote.is_empty()
     }
 }
 
@@ -296,6 +325,8 @@ impl DelegationSpec {
 pub enum DelegateTarget {
     Agent(String),
     Capability(String),
+    /// An agent of `[[delegation.remote]]`, by its name there.
+    Remote(String),
 }
 
 impl std::fmt::Display for DelegateTarget {
@@ -303,6 +334,7 @@ impl std::fmt::Display for DelegateTarget {
         match self {
             DelegateTarget::Agent(a) => write!(f, "agent `{a}`"),
             DelegateTarget::Capability(c) => write!(f, "capability `{c}`"),
+            DelegateTarget::Remote(r) => write!(f, "remote agent `{r}`"),
         }
     }
 }

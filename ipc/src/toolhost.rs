@@ -266,6 +266,35 @@ pub enum ToolhostRequest {
     },
     /// Supervisor only: the toolhost's metrics in the Prometheus text format (`Metrics`).
     Metrics,
+    /// Supervisor only: send a task to an A2A agent elsewhere (a remote delegation) and wait
+    /// for its answer. Answered by `A2aAnswer` or `Error`.
+    A2aSend(A2aSendRequest),
+}
+
+/// A delegation to a remote A2A agent, as the supervisor asks the toolhost to make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct A2aSendRequest {
+    /// The delegating run and its agent (for the log line).
+    pub run_id: String,
+    pub agent: String,
+    /// The remote agent's name in the agent file, and its card's URL.
+    pub remote: String,
+    pub card: String,
+    /// The task: the message's text.
+    pub task: String,
+    /// The whole exchange's deadline.
+    pub timeout_ms: u64,
+    /// The delegating call's trace context, sent on as `traceparent`.
+    pub traceparent: Option<String>,
+}
+
+/// A remote A2A agent's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct A2aAnswer {
+    /// The task's id there.
+    pub task_id: String,
+    /// Its answer: the text of its artifacts (or its final message).
+    pub text: String,
 }
 
 /// What one run may do in the toolhost, registered by the supervisor under a random token that
@@ -325,6 +354,7 @@ pub enum ToolhostResponse {
     Reserved(Allowance),
     /// The answer to `Metrics`: exposition text of the toolhost's own families.
     Metrics(String),
+    A2aAnswer(A2aAnswer),
 }
 
 /// Amounts of a run's budgets; `None` = not limited.

@@ -87,6 +87,18 @@ struct RawDelegation {
     #[serde(default)]
     handoff: Vec<Spanned<String>>,
     history: Option<Spanned<String>>,
+    #[serde(default)]
+    remote: Vec<Spanned<RawRemote>>,
+}
+
+/// One `[[delegation.remote]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    name: String,
+    card: String,
+    #[serde(default)]
+    description: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -849,7 +861,53 @@ fn check_delegation(
         allow_recursion: d.allow_recursion,
         handoff,
         history,
+        remote: Vec::new(),
     };
+    let mut spec = spec;
+    for (i, r) in d.remote.into_iter().enumerate() {
+        let at = r.span().start;
+        let path = KeyPath::of(&["delegation", "remote"]).index(i);
+        let r = r.into_inner();
+        let tool_name = DelegationSpec::tool_name_for_agent(&r.name);
+        let problem_here = |m: String, hint: &str| (at, path.clone(), m, Some(hint.to_string()));
+        let found = if !valid_agent_name(&r.name) {
+            Some(problem_here(
+                format!("bad name `{}`", r.name),
+                "start with a letter; use letters, digits, `-` and `_`",
+            ))
+        } else if spec.agents.contains(&r.name) || spec.remote.iter().any(|x| x.name == r.name) {
+            Some(problem_here(
+                format!(
+                    "`{}` is named twice among the agents and remote agents",
+                    r.name
+                ),
+                "give the remote agent a name of its own here",
+            ))
+        } else if tools.iter().any(|x| *x.get_ref() == tool_name) {
+            Some(problem_here(
+                format!("its tool `{tool_name}` has the name of one of the agent's `tools`"),
+                "rename the tool or the remote agent",
+            ))
+        } else if !url::Url::parse(&r.card).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            Some(problem_here(
+                format!("card = \"{}\" is not an http(s) URL", r.card),
+                "give the URL of its Agent Card, like \"https://agents.example.com/a2a/forecaster/.well-known/agent-card.json\"",
+            ))
+        } else {
+            None
+        };
+        match found {
+            Some((at, path, m, hint)) => problem(at, path, m, hint),
+            None => {
+                names.push(tool_name);
+                spec.remote.push(caxton_ipc::agent::RemoteAgent {
+                    name: r.name,
+                    card: r.card,
+                    description: r.description,
+                });
+            }
+        }
+    }
     (spec, names)
 }
 
@@ -1182,6 +1240,35 @@ mod tests {
             "`delegation.strategy`: unknown strategy `random`",
             "`delegation.max_depth`: 9 is outside 1–8",
             "`delegation.max_fan_out`: 0 is outside 1–16",
+        ] {
+            assert!(messages.contains(&expected), "{expected}: {messages:#?}");
+        }
+    }
+
+    #[test]
+    fn remote_agents_are_named_once_with_a_card_url() {
+        let a = check(
+            "name = \"boss\"\nsystem_prompt = \"s\"\n[[delegation.remote]]\nname = \"far\"\ncard = \"https://x.example/a2a/far/.well-known/agent-card.json\"\ndescription = \"Far away.\"\n",
+        )
+        .unwrap();
+        assert_eq!(a.delegation.remote[0].name, "far");
+        assert_eq!(a.delegation.tool_names(), ["delegate_to_far"]);
+        assert_eq!(
+            a.delegation.target_of_tool("delegate_to_far"),
+            Some((
+                caxton_ipc::agent::DelegateTarget::Remote("far".into()),
+                false
+            ))
+        );
+        let errors = check(
+            "name = \"boss\"\nsystem_prompt = \"s\"\n[delegation]\nagents = [\"adder\"]\n[[delegation.remote]]\nname = \"adder\"\ncard = \"https://x/c\"\n[[delegation.remote]]\nname = \"9x\"\ncard = \"https://x/c\"\n[[delegation.remote]]\nname = \"far\"\ncard = \"ftp://x/c\"\n",
+        )
+        .unwrap_err();
+        let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
+        for expected in [
+            "`delegation.remote[0]`: `adder` is named twice among the agents and remote agents",
+            "`delegation.remote[1]`: bad name `9x`",
+            "`delegation.remote[2]`: card = \"ftp://x/c\" is not an http(s) URL",
         ] {
             assert!(messages.contains(&expected), "{expected}: {messages:#?}");
         }

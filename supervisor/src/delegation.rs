@@ -481,6 +481,22 @@ pub fn tools_for(svc: &Service, agent: &AgentSpec) -> Vec<ToolSpec> {
             server: "caxton".into(),
         });
     }
+    for remote in &agent.delegation.remote {
+        let what = if remote.description.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", remote.description)
+        };
+        tools.push(ToolSpec {
+            name: DelegationSpec::tool_name_for_agent(&remote.name),
+            description: format!(
+                "Delegate a task to agent `{}`, which runs elsewhere{what} Its answer is this tool's result.",
+                remote.name
+            ),
+            input_schema: schema.to_string(),
+            server: "caxton".into(),
+        });
+    }
     for cap in &agent.delegation.capabilities {
         let who: Vec<String> = registry
             .agents_with_capability(cap)
@@ -547,6 +563,7 @@ pub async fn run_batch(parent: &Parent<'_>, calls: Vec<DelegationCall>) -> Vec<D
     let fan_out = parent.run.agent.delegation.max_fan_out as usize;
     let mut results: Vec<Option<DelegationResult>> = vec![None; calls.len()];
     let mut admitted = Vec::new();
+    let mut remote = Vec::new();
     for (i, call) in calls.into_iter().enumerate() {
         if i >= fan_out {
             results[i] = Some(refused(
@@ -559,6 +576,13 @@ pub async fn run_batch(parent: &Parent<'_>, calls: Vec<DelegationCall>) -> Vec<D
                     parent.run.agent.source
                 ),
             ));
+            continue;
+        }
+        if let DelegateTarget::Remote(name) = &call.target {
+            match admit_remote(parent, call.clone(), name) {
+                Ok(r) => remote.push((i, r)),
+                Err(r) => results[i] = Some(*r),
+            }
             continue;
         }
         match admit(parent, call).await {
@@ -578,7 +602,15 @@ pub async fn run_batch(parent: &Parent<'_>, calls: Vec<DelegationCall>) -> Vec<D
     let children = ready
         .into_iter()
         .map(|(i, a, share)| async move { (i, run_child(parent, a, share).await) });
-    for (i, r) in futures_util::future::join_all(children).await {
+    let remotes = remote
+        .into_iter()
+        .map(|(i, r)| async move { (i, run_remote(parent, r).await) });
+    let (local, far) = futures_util::future::join(
+        futures_util::future::join_all(children),
+        futures_util::future::join_all(remotes),
+    )
+    .await;
+    for (i, r) in local.into_iter().chain(far) {
         results[i] = Some(r);
     }
     results.into_iter().flatten().collect()
@@ -623,6 +655,13 @@ async fn admit(
                     ));
                 }
             }
+        }
+        DelegateTarget::Remote(name) => {
+            return Err(no(
+                &call,
+                Some(name),
+                "a remote delegation reached the local admission".into(),
+            ));
         }
         DelegateTarget::Capability(cap) => {
             if !spec.capabilities.contains(cap) {
@@ -754,6 +793,170 @@ fn checked(
         _place: place,
         counted: Some(tree.clone()),
     })
+}
+
+/// A delegation to a remote A2A agent that passed the checks.
+struct AdmittedRemote {
+    call: DelegationCall,
+    remote: caxton_ipc::agent::RemoteAgent,
+    depth: u32,
+    /// Undoes the descendant count if it never starts.
+    counted: Option<Arc<Tree>>,
+}
+
+impl Drop for AdmittedRemote {
+    fn drop(&mut self) {
+        if let Some(tree) = self.counted.take() {
+            tree.descendants.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Checks a delegation to a remote agent: listed in the parent's `[[delegation.remote]]`, within
+/// the depth and the tree's descendants (it is one run of the tree; what it does over there is
+/// the remote's). It takes no worker and no child place.
+fn admit_remote(
+    parent: &Parent<'_>,
+    call: DelegationCall,
+    name: &str,
+) -> Result<AdmittedRemote, Box<DelegationResult>> {
+    let me = &parent.run.agent;
+    let no = |call: &DelegationCall, m: String| Box::new(refused(call, Some(name), m));
+    let Some(remote) = me
+        .delegation
+        .remote
+        .iter()
+        .find(|r| r.name == name)
+        .cloned()
+    else {
+        return Err(no(
+            &call,
+            format!(
+                "agent `{}` may not delegate to remote agent `{name}` (its [[delegation.remote]] in {} does not name it)",
+                me.name, me.source
+            ),
+        ));
+    };
+    let lineage = &parent.run.lineage;
+    if lineage.depth() + 1 > lineage.max_depth {
+        return Err(no(
+            &call,
+            format!(
+                "depth limit: {} would be {} deep, and max_depth along this chain is {}",
+                lineage.path_to(name),
+                lineage.depth() + 1,
+                lineage.max_depth
+            ),
+        ));
+    }
+    let tree = &lineage.tree;
+    if tree.descendants.fetch_add(1, Ordering::Relaxed) >= tree.max_descendants {
+        tree.descendants.fetch_sub(1, Ordering::Relaxed);
+        return Err(no(
+            &call,
+            format!(
+                "the tree of {} has made its {} delegated runs (max_descendants of its root agent `{}`)",
+                lineage.chain.join(" → "),
+                tree.max_descendants,
+                lineage.chain[0]
+            ),
+        ));
+    }
+    Ok(AdmittedRemote {
+        call,
+        remote,
+        depth: lineage.depth() + 1,
+        counted: Some(tree.clone()),
+    })
+}
+
+/// Runs a delegation to a remote A2A agent: the toolhost sends it (to granted origins only)
+/// within the parent's deadline; its start and end are events of the tree like a local child's.
+async fn run_remote(parent: &Parent<'_>, mut admitted: AdmittedRemote) -> DelegationResult {
+    let svc = parent.run.svc;
+    let name = admitted.remote.name.clone();
+    let run_id = format!("a2a-{:x}-{}", crate::runs::now_ms(), svc.runs().next_seq());
+    admitted.counted = None;
+    let started = Instant::now();
+    let mut ancestors = parent.run.sink.ancestors.clone();
+    ancestors.push(parent.run.account.descendants.clone());
+    let sink = Sink {
+        tx: parent.run.sink.tx.clone(),
+        tag: Some(Arc::new(Tag {
+            run_id: run_id.clone(),
+            parent_run_id: parent.run.run_id.to_string(),
+            call_id: admitted.call.call_id.clone(),
+            agent: name.clone(),
+            depth: admitted.depth,
+        })),
+        forward: parent.run.sink.forward,
+        ancestors,
+        log: None,
+    };
+    let _ = sink
+        .send(RunEvent::Started {
+            run_id: run_id.clone(),
+            agent: name.clone(),
+            worker_pid: 0,
+        })
+        .await;
+    let limit = parent.run.deadline.saturating_duration_since(started);
+    let req = ToolhostRequest::A2aSend(caxton_ipc::toolhost::A2aSendRequest {
+        run_id: parent.run.run_id.to_string(),
+        agent: parent.run.agent.name.clone(),
+        remote: name.clone(),
+        card: admitted.remote.card.clone(),
+        task: admitted.call.task.clone(),
+        timeout_ms: limit.as_millis() as u64,
+        traceparent: parent
+            .run
+            .span
+            .child_parent(admitted.call.span_id)
+            .map(|t| t.to_string()),
+    });
+    // A dedicated connection: a remote task may take as long as the parent may wait.
+    let answered = crate::services::request(
+        svc.toolhost_grants().socket(),
+        &req,
+        limit + Duration::from_secs(1),
+    )
+    .await;
+    let outcome = match answered {
+        Ok(ToolhostResponse::A2aAnswer(a)) => Ok(a.text),
+        Ok(ToolhostResponse::Error(e)) => Err(e),
+        Ok(other) => Err(ErrorBody::new(
+            ErrorKind::Internal,
+            format!("the toolhost answered a remote delegation with {other:?}"),
+        )),
+        Err(e) => Err(ErrorBody::new(
+            ErrorKind::Toolhost,
+            format!("remote agent `{name}`: {e}"),
+        )),
+    };
+    let usage = RunUsage {
+        wall_ms: started.elapsed().as_millis() as u64,
+        ..RunUsage::default()
+    };
+    let terminal = match &outcome {
+        Ok(answer) => RunEvent::Finished {
+            run_id: run_id.clone(),
+            answer: answer.clone(),
+            usage: usage.clone(),
+        },
+        Err(error) => RunEvent::Failed {
+            run_id: run_id.clone(),
+            error: error.clone(),
+            usage: usage.clone(),
+        },
+    };
+    let _ = sink.send(terminal).await;
+    DelegationResult {
+        call_id: admitted.call.call_id.clone(),
+        agent: Some(name),
+        run_id: Some(run_id),
+        outcome,
+        usage,
+    }
 }
 
 /// Sets aside the child's share of the parent's budget (rule 6), `parts` children still to

@@ -306,3 +306,84 @@ fn a_cards_urls_follow_the_host_or_the_public_url() {
     let err = format!("{:#}", bad.err().expect("a bad public_url is refused"));
     assert_contains(&err, &["public_url", "https://agents.example.com"]);
 }
+
+/// A daemon whose agent `far_caller` delegates to the agent at `card` over A2A; `grant` is its
+/// `[[a2a.remotes]]` table (none when empty), `token` the remote's token in its environment.
+fn caller(dir: &std::path::Path, card: &str, grant: &str, token: &str) -> Daemon {
+    let file = dir.join("far_caller.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"far_caller\"\ndescription = \"Asks an adder elsewhere.\"\nsystem_prompt = \"You delegate.\"\n\n[[delegation.remote]]\nname = \"far_adder\"\ncard = \"{card}\"\ndescription = \"Adds numbers.\"\n"
+        ),
+    )
+    .unwrap();
+    Daemon::start(Options {
+        extra_config: grant.to_string(),
+        env: vec![("CAXTON_TEST_A2A_TOKEN".into(), token.into())],
+        ..Options::with_agents(&[file.to_str().unwrap()])
+    })
+    .unwrap()
+}
+
+#[test]
+fn an_agent_delegates_to_an_a2a_agent_elsewhere_through_granted_origins_only() {
+    let remote = daemon();
+    let at = remote.http_addr();
+    let card = format!("http://{at}/a2a/adder/.well-known/agent-card.json");
+    let grant = format!(
+        "[[a2a.remotes]]\norigin = \"http://{at}\"\nprivate = true\ntoken_env = \"CAXTON_TEST_A2A_TOKEN\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = caller(dir.path(), &card, &grant, TOKEN);
+    let out = d.run("far_caller", "add two and three").unwrap();
+    assert_eq!(out.answer(), Some("far: The result is 5."), "{out:?}");
+    // The remote run is a child of the tree, started and finished, named as in the agent file.
+    let child: Vec<&caxton_ipc::api::ChildEvent> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            caxton_ipc::api::RunEvent::Child(c) => Some(&**c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(child.len(), 2, "{child:?}");
+    assert!(child.iter().all(|c| c.agent == "far_adder" && c.depth == 1));
+    assert!(matches!(
+        child[0].event,
+        caxton_ipc::api::RunEvent::Started { .. }
+    ));
+    assert!(matches!(
+        child[1].event,
+        caxton_ipc::api::RunEvent::Finished { .. }
+    ));
+    // Over there it was a task of the token the operator gave, on the task's text.
+    let (_, runs) = call(at, "GET", "/v1/runs", Some(TOKEN), None);
+    let runs = json_of(&runs)["runs"].clone();
+    assert_eq!(runs[0]["agent"], "adder", "{runs}");
+    assert_eq!(runs[0]["answer"], "The result is 5.");
+
+    // An origin the operator did not grant is never reached.
+    let ungranted = caller(dir.path(), &card, "", TOKEN);
+    let out = ungranted.run("far_caller", "add").unwrap();
+    assert_contains(out.answer().unwrap(), &["denied", "[a2a] remotes"]);
+    let (_, runs) = call(at, "GET", "/v1/runs", Some(TOKEN), None);
+    assert_eq!(
+        json_of(&runs)["runs"].as_array().unwrap().len(),
+        1,
+        "it reached the remote"
+    );
+    // A wrong token is the remote's 401, named.
+    let wrong = caller(dir.path(), &card, &grant, "not-the-token");
+    let out = wrong.run("far_caller", "add").unwrap();
+    assert_contains(out.answer().unwrap(), &["HTTP 401", "token_env"]);
+    // A card that is not granted even when its host is (another port): denied after the card.
+    let elsewhere = caller(
+        dir.path(),
+        "http://127.0.0.1:9/a2a/adder/.well-known/agent-card.json",
+        &grant,
+        TOKEN,
+    );
+    let out = elsewhere.run("far_caller", "add").unwrap();
+    assert_contains(out.answer().unwrap(), &["denied"]);
+}

@@ -277,6 +277,48 @@ impl Egress {
     }
 }
 
+impl Egress {
+    /// One request on the host's own behalf (the A2A client): the same origin checks, post-DNS
+    /// address checks and redirect handling as a guest's, the response body up to
+    /// [`MAX_RESPONSE_BYTES`]. The caller sets the deadline.
+    pub async fn exchange(
+        &self,
+        method: &str,
+        url: &url::Url,
+        headers: &[(String, String)],
+        body: Option<String>,
+    ) -> Result<(u16, String), FetchError> {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| FetchError::HeaderName { name: k.clone() })?;
+            let value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|_| FetchError::HeaderValue { name: k.clone() })?;
+            map.append(name, value);
+        }
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| FetchError::NotMethod {
+                method: method.into(),
+            })?;
+        let hop = Hop {
+            method,
+            url: url.clone(),
+            headers: map,
+            body,
+        };
+        let mut resp = self.send(hop, None).await?;
+        let status = resp.status().as_u16();
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if out.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok((status, String::from_utf8_lossy(&out).into_owned()))
+    }
+}
+
 /// One request of a chain of redirects.
 struct Hop {
     method: reqwest::Method,

@@ -258,6 +258,8 @@ pub struct Host {
     tool_timeout: Duration,
     /// `None` only for `caxton-toolhost catalog`, which never calls a tool.
     audit: Option<Mutex<AuditWriter>>,
+    /// The A2A client for remote delegations (`[a2a] remotes`).
+    pub a2a: crate::a2a::Remotes,
 }
 
 /// What the host is loaded for.
@@ -290,6 +292,7 @@ impl Host {
             }
         };
         let host = Host {
+            a2a: crate::a2a::Remotes::from_config(config),
             runtime,
             index: RwLock::new(Arc::new(Index::default())),
             changes: tokio::sync::Mutex::new(()),

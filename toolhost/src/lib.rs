@@ -7,6 +7,7 @@
 //! `caxton-toolhost catalog [--config FILE | --config -]` prints the tools and providers as JSON and exits
 //! (used by `caxton agent validate` offline).
 
+pub mod a2a;
 pub mod egress;
 pub mod host;
 pub mod mcp;

@@ -250,6 +250,10 @@ async fn connection(
                 }
                 ToolhostResponse::Ok
             }
+            (Caller::Supervisor, ToolhostRequest::A2aSend(req)) => match host.a2a.send(&req).await {
+                Ok(answer) => ToolhostResponse::A2aAnswer(answer),
+                Err(e) => ToolhostResponse::Error(e),
+            },
             (Caller::Supervisor, ToolhostRequest::Metrics) => {
                 ToolhostResponse::Metrics(caxton_telemetry::install().render())
             }
@@ -308,6 +312,7 @@ fn request_name(r: &ToolhostRequest) -> &'static str {
         ToolhostRequest::SettleRun { .. } => "settle_run",
         ToolhostRequest::Attach { .. } => "attach",
         ToolhostRequest::Metrics => "metrics",
+        ToolhostRequest::A2aSend(_) => "a2a_send",
     }
 }
 

@@ -400,6 +400,11 @@ pub const DELEGATION_KEYS: &[KeySpec] = &[
     key("allow_recursion", Kind::Bool, "true"),
     key("handoff", Kind::TextList, "[\"billing\"]"),
     key("history", Kind::Text, "\"task\""),
+    key(
+        "remote",
+        Kind::Any,
+        "[{ name = \"forecaster\", card = \"https://…/.well-known/agent-card.json\", description = \"…\" }]",
+    ),
 ];
 
 /// The top level of an agent file.
