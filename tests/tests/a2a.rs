@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use caxton_tests::http::{Sse, call, json_of, wait_no_workers};
-use caxton_tests::{Daemon, Options, assert_contains, token_sha256};
+use caxton_tests::{Daemon, Options, assert_contains, repo_root, token_sha256};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "a2a-token-5e1f";
@@ -386,4 +386,68 @@ fn an_agent_delegates_to_an_a2a_agent_elsewhere_through_granted_origins_only() {
     );
     let out = elsewhere.run("far_caller", "add").unwrap();
     assert_contains(out.answer().unwrap(), &["denied"]);
+}
+
+/// The official SDK's A2A server (`tests/a2a_sdk_server.py`) on a free loopback port, killed
+/// when dropped.
+struct SdkServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SdkServer {
+    fn start(token: &str) -> SdkServer {
+        use std::io::BufRead as _;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new("python3")
+            .arg(repo_root().join("tests/a2a_sdk_server.py"))
+            .args([&port.to_string(), token])
+            .env("PYTHONPATH", repo_root().join("target/python"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening", "the SDK server did not start");
+        SdkServer { child, port }
+    }
+}
+
+impl Drop for SdkServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_agent_delegates_to_an_agent_of_the_official_sdk_and_passes_its_trace_on() {
+    let sdk = SdkServer::start(TOKEN);
+    let card = format!("http://127.0.0.1:{}/.well-known/agent-card.json", sdk.port);
+    // Tracing on (exported nowhere): the delegation carries the run's trace context.
+    let grant = format!(
+        "[[a2a.remotes]]\norigin = \"http://127.0.0.1:{}\"\nprivate = true\ntoken_env = \"CAXTON_TEST_A2A_TOKEN\"\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:9\"\n",
+        sdk.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = caller(dir.path(), &card, &grant, TOKEN);
+    let out = d.run("far_caller", "add").unwrap();
+    let answer = out.answer().unwrap_or_default().to_string();
+    let traceparent = answer
+        .strip_prefix("far: sdk echo: 2 + 3 [traceparent ")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("{answer:?} {out:?}"));
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(
+        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+        [2, 32, 16, 2],
+        "{traceparent}"
+    );
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{traceparent}");
 }
