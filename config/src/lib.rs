@@ -236,6 +236,9 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Largest request body of the API.
     pub max_body_bytes: usize,
+    /// Time a request body has to arrive whole (408 after it).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// How long a finished run started over HTTP stays readable (`GET /v1/runs/{id}`).
     #[serde(with = "humantime_serde")]
     pub run_retention: Duration,
@@ -251,6 +254,7 @@ impl Default for HttpConfig {
             listen: None,
             max_connections: DEFAULT_HTTP_CONNECTIONS,
             max_body_bytes: DEFAULT_HTTP_BODY_BYTES,
+            body_timeout: Duration::from_secs(30),
             run_retention: DEFAULT_RUN_RETENTION,
             max_retained_runs: DEFAULT_RETAINED_RUNS,
             tokens: Vec::new(),
@@ -771,6 +775,9 @@ impl ServerConfig {
             return Err(format!(
                 "[http] max_connections must be between 1 and {MAX_HTTP_CONNECTIONS}"
             ));
+        }
+        if self.http.body_timeout < Duration::from_millis(100) {
+            return Err("[http] body_timeout must be at least 100ms".into());
         }
         if self.http.max_body_bytes < 1024 {
             return Err("[http] max_body_bytes must be at least 1024".into());

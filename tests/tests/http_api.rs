@@ -25,6 +25,7 @@ fn daemon() -> Daemon {
 [http]
 listen = "127.0.0.1:0"
 max_body_bytes = 65536
+body_timeout = "1s"
 
 [[http.tokens]]
 name = "runner"
@@ -561,13 +562,19 @@ fn hostile_requests_get_the_proper_error_and_the_service_keeps_serving() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&head.stdout), "431");
 
-    // A slow client: a body promised and never sent is cut off (408) without holding anything.
+    // A slow client: a body promised and never sent whole is cut off at body_timeout (1 s
+    // here) with 408, and holds nothing.
     let mut slow = std::net::TcpStream::connect(addr).unwrap();
     write!(
         slow,
         "POST /v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {RUNNER}\r\nContent-Length: 100\r\n\r\n{{"
     )
     .unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut slow, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 408");
 
     // Two runs at once is the runner's limit: the third is 429 until one ends.
     let mut a = stream(addr, RUNNER, r#"{"agent":"slow","input":"a"}"#);

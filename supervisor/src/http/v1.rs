@@ -8,7 +8,7 @@
 //! (search memory), `admin` (everything, every token's runs and conversations). No token is
 //! 401, a token without the right 403. A token sees only its own runs and conversations; for
 //! another's it gets 404, as for an unknown one. **Hostile senders:** bodies are capped at
-//! `[http] max_body_bytes` (413) and must arrive within [`BODY_TIMEOUT`] (408); a token has
+//! `[http] max_body_bytes` (413) and must arrive within `[http] body_timeout` (408); a token has
 //! at most `max_concurrent_runs` runs going (429); malformed JSON and unknown fields are 400;
 //! a client that goes away mid-stream or mid-wait has its run cancelled, as on the socket.
 
@@ -40,8 +40,6 @@ use crate::service::Service;
 /// A response body: whole, or a stream of server-sent events.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// Time a request body has to arrive whole.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// An event stream with nothing to say sends a comment this often, so a dead client is noticed.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events buffered between a run and its SSE client.
@@ -316,10 +314,11 @@ pub async fn body_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Reads a request body within `[http] max_body_bytes` (413) and [`BODY_TIMEOUT`] (408).
+/// Reads a request body within `[http] max_body_bytes` (413) and `body_timeout` (408).
 #[allow(clippy::result_large_err)]
 pub async fn body_bytes(face: &Face, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let max = face.svc.config().http.max_body_bytes;
+    let body_timeout = face.svc.config().http.body_timeout;
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -336,7 +335,7 @@ pub async fn body_bytes(face: &Face, req: Request<Incoming>) -> Result<Bytes, Re
         return Err(too_large());
     }
     let collected =
-        tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), max).collect());
+        tokio::time::timeout(body_timeout, Limited::new(req.into_body(), max).collect());
     let bytes = match collected.await {
         Err(_) => {
             return Err(error(
@@ -344,7 +343,7 @@ pub async fn body_bytes(face: &Face, req: Request<Incoming>) -> Result<Bytes, Re
                 ErrorKind::BadRequest,
                 format!(
                     "the request body did not arrive within {}s",
-                    BODY_TIMEOUT.as_secs()
+                    body_timeout.as_secs_f64()
                 ),
             ));
         }
