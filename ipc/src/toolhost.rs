@@ -274,9 +274,10 @@ pub enum ToolhostRequest {
 /// A delegation to a remote A2A agent, as the supervisor asks the toolhost to make it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct A2aSendRequest {
-    /// The delegating run and its agent (for the log line).
+    /// The delegating run and its agent (for the log line), and the call (the message's id).
     pub run_id: String,
     pub agent: String,
+    pub call_id: String,
     /// The remote agent's name in the agent file, and its card's URL.
     pub remote: String,
     pub card: String,

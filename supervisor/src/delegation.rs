@@ -904,6 +904,7 @@ async fn run_remote(parent: &Parent<'_>, mut admitted: AdmittedRemote) -> Delega
     let req = ToolhostRequest::A2aSend(caxton_ipc::toolhost::A2aSendRequest {
         run_id: parent.run.run_id.to_string(),
         agent: parent.run.agent.name.clone(),
+        call_id: admitted.call.call_id.clone(),
         remote: name.clone(),
         card: admitted.remote.card.clone(),
         task: admitted.call.task.clone(),

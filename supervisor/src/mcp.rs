@@ -91,6 +91,11 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// No call in progress.
+    pub fn is_idle(&self) -> bool {
+        self.inflight().is_empty()
+    }
+
     /// Cancels every call in progress (the client went away).
     pub fn cancel_all(&self) {
         for tx in self.inflight().values() {
@@ -343,6 +348,35 @@ impl<B: Backend> Server<B> {
     }
 
     async fn call(&self, session: &Session, id: Value, params: &Value, out: &Out<'_>) {
+        // Registered before anything is awaited, so a cancel that comes while the call starts
+        // (an agent list, a queue wait) is not lost; an id already in flight is refused.
+        let key = id.to_string();
+        let (cancel_tx, mut cancelled) = watch::channel(false);
+        let taken = {
+            let mut inflight = session.inflight();
+            let taken = inflight.contains_key(&key);
+            if !taken {
+                inflight.insert(key.clone(), cancel_tx);
+            }
+            taken
+        };
+        if taken {
+            let _ = out
+                .send(error(
+                    id,
+                    INVALID_REQUEST,
+                    "a request with this id is already in progress",
+                ))
+                .await;
+            return;
+        }
+        struct Done<'s>(&'s Session, String);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.inflight().remove(&self.1);
+            }
+        }
+        let _done = Done(session, key);
         let name = params["name"].as_str().unwrap_or_default();
         let agents = match self.backend.agents().await {
             Ok(a) => a,
@@ -375,28 +409,24 @@ impl<B: Backend> Server<B> {
             vars,
             ..json_api::RunRequest::new(&agent.name, input)
         };
-        let mut rx = match self.backend.run(run).await {
+        let started = tokio::select! {
+            r = self.backend.run(run) => r,
+            // Dropping the start drops the run's stream, which cancels it.
+            Ok(_) = cancelled.wait_for(|c| *c) => return,
+            () = out.closed() => return,
+        };
+        let mut rx = match started {
             Ok(rx) => rx,
             Err(e) => {
                 let _ = out.send(tool_error(e)).await;
                 return;
             }
         };
-        let key = id.to_string();
-        let (cancel_tx, mut cancelled) = watch::channel(false);
-        session.inflight().insert(key.clone(), cancel_tx);
-        struct Done<'s>(&'s Session, String);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.inflight().remove(&self.1);
-            }
-        }
-        let _done = Done(session, key);
         let mut step = 0u64;
         loop {
             let next = tokio::select! {
                 n = rx.recv() => n,
-                _ = cancelled.wait_for(|c| *c) => {
+                Ok(_) = cancelled.wait_for(|c| *c) => {
                     // Dropping the stream cancels the run; a cancelled request gets no answer.
                     return;
                 }

@@ -21,6 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 /// Events kept per record; later ones still stream to the client but are not kept.
 pub const MAX_RECORD_EVENTS: usize = 5000;
+/// Bytes of a run's input a record keeps (for A2A's history).
+pub const MAX_KEPT_INPUT: usize = 64 * 1024;
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,7 +77,9 @@ struct Progress {
 pub struct Origin {
     /// The token's name.
     pub owner: Arc<str>,
-    /// The run's input.
+    /// The agent the request named (the run's agent may be another: a conversation's holder).
+    pub requested: String,
+    /// The run's input (kept up to [`MAX_KEPT_INPUT`]).
     pub input: String,
     /// What the face knows the request by (A2A: the message id).
     pub tag: Option<String>,
@@ -86,6 +90,8 @@ pub struct Origin {
 pub struct Record {
     pub run_id: String,
     pub agent: String,
+    /// The agent the request named.
+    pub requested: String,
     pub owner: Arc<str>,
     pub input: String,
     pub tag: Option<String>,
@@ -191,7 +197,9 @@ impl Record {
             RunEvent::Failed { .. } => Some(RunState::Failed),
             _ => None,
         };
-        if !matches!(event, RunEvent::Token { .. }) {
+        // Token chunks are in the answer; LLM exchanges (whole prompts, when recorded) stream
+        // to the client but are not kept.
+        if !matches!(event, RunEvent::Token { .. } | RunEvent::LlmExchange(_)) {
             if p.events.len() < MAX_RECORD_EVENTS || ended.is_some() {
                 p.events.push(event.clone().into());
             } else {
@@ -219,6 +227,18 @@ impl Record {
         self.push(&terminal);
         ApiResponse::Event(terminal)
     }
+}
+
+/// `input`, cut at [`MAX_KEPT_INPUT`] (on a character boundary).
+fn kept(mut input: String) -> String {
+    if input.len() > MAX_KEPT_INPUT {
+        let mut at = MAX_KEPT_INPUT;
+        while !input.is_char_boundary(at) {
+            at -= 1;
+        }
+        input.truncate(at);
+    }
+    input
 }
 
 #[derive(Debug, Default)]
@@ -296,7 +316,8 @@ impl RunRecords {
             run_id: run_id.clone(),
             agent: agent.clone(),
             owner: origin.owner,
-            input: origin.input,
+            requested: origin.requested,
+            input: kept(origin.input),
             tag: origin.tag,
             created_ms: crate::runs::now_ms(),
             progress: Mutex::new(Progress {

@@ -430,7 +430,10 @@ fn conversations_belong_to_the_token_that_started_them() {
     let (_, body) = call(addr, "GET", "/v1/conversations", Some(OTHER), None);
     assert_eq!(json_of(&body)["conversations"], json!([]));
     let (status, body) = call(addr, "POST", "/v1/runs", Some(OTHER), Some(&next));
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        status, 404,
+        "another token's conversation is not found: {body}"
+    );
     // The admin sees it; the owner closes it, then it cannot be continued.
     let (_, body) = call(addr, "GET", "/v1/conversations", Some(ADMIN), None);
     assert_eq!(json_of(&body)["conversations"][0]["id"], id.as_str());
@@ -508,6 +511,11 @@ fn hostile_requests_get_the_proper_error_and_the_service_keeps_serving() {
         assert_eq!(status, *want, "{method} {path}: {text}");
         assert!(json_of(&text)["error"]["message"].is_string(), "{text}");
     }
+    // A recording decides a run's tool calls: replaying one takes an admin token.
+    let replay = r#"{"agent":"adder","input":"1","replay":{"version":1,"agent":"adder","input":"1","exchanges":[]}}"#;
+    let (status, text) = call(addr, "POST", "/v1/runs", Some(RUNNER), Some(replay));
+    assert_eq!(status, 403, "{text}");
+    assert_contains(&text, &["replay a recording"]);
     // An agent the token may run but that is not loaded: 404 from the core.
     let (status, _) = call(
         addr,

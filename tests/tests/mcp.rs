@@ -428,3 +428,29 @@ fn the_official_sdk_uses_slash_mcp_in_both_eras() {
     sdk(&d, "http", "auto");
     sdk(&d, "http", "legacy");
 }
+
+#[test]
+fn anonymous_access_is_for_this_machine_only() {
+    let d = daemon(true);
+    let addr = d.http_addr();
+    // No token: the anonymous token, from this machine.
+    let (status, head, body) = post(addr, &[], INIT);
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("mcp-session-id"), "{head}");
+    // What a proxy on this machine forwarded is not this machine's: a token is needed.
+    for forwarded in [
+        "X-Forwarded-For: 203.0.113.9",
+        "Forwarded: for=203.0.113.9",
+        "X-Real-IP: 203.0.113.9",
+    ] {
+        let (status, _, body) = post(addr, &[forwarded.to_string()], INIT);
+        assert_eq!(status, 401, "{forwarded}: {body}");
+    }
+    // A token still works through a proxy.
+    let (status, _, _) = post(
+        addr,
+        &[bearer(TOKEN), "X-Forwarded-For: 203.0.113.9".into()],
+        INIT,
+    );
+    assert_eq!(status, 200);
+}

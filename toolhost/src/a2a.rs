@@ -17,6 +17,7 @@ use caxton_config::ServerConfig;
 use caxton_ipc::api::{ErrorBody, ErrorKind};
 use caxton_ipc::error::Chain;
 use caxton_ipc::toolhost::{A2aAnswer, A2aSendRequest};
+use caxton_ipc::trace::TraceParent;
 use serde_json::{Value, json};
 
 use crate::egress::Egress;
@@ -72,7 +73,7 @@ impl Remotes {
     /// Sends one delegation and waits for the remote task's end, within its deadline.
     pub async fn send(&self, req: &A2aSendRequest) -> Result<A2aAnswer, ErrorBody> {
         let deadline = Duration::from_millis(req.timeout_ms);
-        match tokio::time::timeout(deadline, self.exchange(req)).await {
+        match tokio::time::timeout(deadline, self.exchange(req, deadline)).await {
             Ok(r) => r,
             Err(_) => Err(ErrorBody::new(
                 ErrorKind::Timeout,
@@ -84,7 +85,11 @@ impl Remotes {
         }
     }
 
-    async fn exchange(&self, req: &A2aSendRequest) -> Result<A2aAnswer, ErrorBody> {
+    async fn exchange(
+        &self,
+        req: &A2aSendRequest,
+        deadline: Duration,
+    ) -> Result<A2aAnswer, ErrorBody> {
         let Some(egress) = &self.egress else {
             return Err(error(format!(
                 "denied: remote agent `{}` ({}) is at an origin the operator has not granted; add it to [a2a] remotes in caxton.toml",
@@ -93,18 +98,17 @@ impl Remotes {
         };
         let card_url = url::Url::parse(&req.card)
             .map_err(|e| error(format!("the card URL `{}` is not a URL: {e}", req.card)))?;
-        let token = Origin::of(&card_url)
-            .ok()
-            .and_then(|o| self.tokens.get(&o.to_string()).cloned());
+        let card_origin = Origin::of(&card_url)
+            .map_err(|e| error(format!("the card URL `{}`: {}", req.card, Chain(&e))))?;
+        let token = self.tokens.get(&card_origin.to_string()).cloned();
         let mut headers = vec![("accept".to_string(), "application/json".to_string())];
         if let Some(t) = &token {
             headers.push(("authorization".into(), format!("Bearer {t}")));
         }
-        if let Some(tp) = &req.traceparent {
-            headers.push(("traceparent".into(), tp.clone()));
-        }
+        // Each request is a span under the delegating call, and carries its context.
+        let trace = req.traceparent.as_deref().and_then(TraceParent::parse);
         let (status, body) = egress
-            .exchange("GET", &card_url, &headers, None)
+            .exchange("GET", &card_url, &headers, None, deadline, trace)
             .await
             .map_err(|e| error(format!("remote agent `{}`: {}", req.remote, Chain(&e))))?;
         if status != 200 {
@@ -142,7 +146,14 @@ impl Remotes {
                 req.remote
             ))
         })?;
-        let message_id = format!("{}-{}", req.run_id, req.remote);
+        // The card cannot send the token (or the task) to another granted origin.
+        if !Origin::of(&url).is_ok_and(|o| o.same(&card_origin)) {
+            return Err(error(format!(
+                "denied: remote agent `{}`'s card names an interface at {url}, not at its own origin {card_origin}",
+                req.remote
+            )));
+        }
+        let message_id = format!("{}-{}", req.run_id, req.call_id);
         let rpc = json!({
             "jsonrpc": "2.0",
             "id": 1,
@@ -156,7 +167,14 @@ impl Remotes {
         headers.push(("content-type".into(), "application/json".into()));
         headers.push(("a2a-version".into(), "1.0".into()));
         let (status, body) = egress
-            .exchange("POST", &url, &headers, Some(rpc.to_string()))
+            .exchange(
+                "POST",
+                &url,
+                &headers,
+                Some(rpc.to_string()),
+                deadline,
+                trace,
+            )
             .await
             .map_err(|e| error(format!("remote agent `{}`: {}", req.remote, Chain(&e))))?;
         if status != 200 {

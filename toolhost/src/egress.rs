@@ -247,6 +247,7 @@ impl Egress {
             url,
             headers,
             body,
+            timeout: None,
         };
         let mut resp = self.send(hop, trace).await?;
         let status = resp.status().as_u16();
@@ -287,6 +288,8 @@ impl Egress {
         url: &url::Url,
         headers: &[(String, String)],
         body: Option<String>,
+        timeout: Duration,
+        trace: Option<TraceParent>,
     ) -> Result<(u16, String), FetchError> {
         let mut map = reqwest::header::HeaderMap::new();
         for (k, v) in headers {
@@ -305,8 +308,9 @@ impl Egress {
             url: url.clone(),
             headers: map,
             body,
+            timeout: Some(timeout),
         };
-        let mut resp = self.send(hop, None).await?;
+        let mut resp = self.send(hop, trace).await?;
         let status = resp.status().as_u16();
         let mut out = Vec::new();
         while let Some(chunk) = resp.chunk().await? {
@@ -325,6 +329,8 @@ struct Hop {
     url: url::Url,
     headers: reqwest::header::HeaderMap,
     body: Option<String>,
+    /// Replaces the client's [`REQUEST_TIMEOUT`] (the host's own requests set their deadline).
+    timeout: Option<Duration>,
 }
 
 impl Egress {
@@ -354,6 +360,9 @@ impl Egress {
                 .headers(hop.headers.clone());
             if let Some(body) = &hop.body {
                 builder = builder.body(body.clone());
+            }
+            if let Some(t) = hop.timeout {
+                builder = builder.timeout(t);
             }
             // Each hop is a client span under the tool call, and tells the server so.
             let span = tracing::info_span!(
@@ -461,6 +470,7 @@ fn redirect(hop: &Hop, resp: &reqwest::Response) -> Option<Result<Hop, FetchErro
         url,
         headers,
         body,
+        timeout: hop.timeout,
     }))
 }
 

@@ -250,10 +250,21 @@ async fn connection(
                 }
                 ToolhostResponse::Ok
             }
-            (Caller::Supervisor, ToolhostRequest::A2aSend(req)) => match host.a2a.send(&req).await {
-                Ok(answer) => ToolhostResponse::A2aAnswer(answer),
-                Err(e) => ToolhostResponse::Error(e),
-            },
+            (Caller::Supervisor, ToolhostRequest::A2aSend(req)) => {
+                // The supervisor sends nothing more on this connection: anything readable
+                // (its close, when the delegating run ends) drops the outbound request.
+                let mut probe = [0u8; 1];
+                tokio::select! {
+                    r = host.a2a.send(&req) => match r {
+                        Ok(answer) => ToolhostResponse::A2aAnswer(answer),
+                        Err(e) => ToolhostResponse::Error(e),
+                    },
+                    _ = conn.reader.get_mut().read(&mut probe) => {
+                        tracing::info!(remote = %req.remote, "A2A delegation cancelled: the delegating run ended");
+                        return Ok(None);
+                    }
+                }
+            }
             (Caller::Supervisor, ToolhostRequest::Metrics) => {
                 ToolhostResponse::Metrics(caxton_telemetry::install().render())
             }

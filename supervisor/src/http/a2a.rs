@@ -644,7 +644,7 @@ fn own_task(a: &At<'_>, id: Option<&str>) -> Result<std::sync::Arc<Record>, A2aE
     a.face
         .records
         .get(id)
-        .filter(|r| a.token.owns(&r.owner) && r.agent == a.agent)
+        .filter(|r| a.token.owns(&r.owner) && r.requested == a.agent)
         .ok_or_else(|| A2aError::task_not_found(id))
 }
 
@@ -810,7 +810,7 @@ fn list(a: &At<'_>, params: &Value) -> Result<Value, A2aError> {
     let all = a.face.records.list(
         |r| {
             a.token.owns(&r.owner)
-                && r.agent == a.agent
+                && r.requested == a.agent
                 && context.is_none_or(|c| context_of(r) == c)
                 && status.as_deref().is_none_or(|s| state_name(r.state()) == s)
         },

@@ -75,7 +75,7 @@ impl Sessions {
         // One token cannot crowd the others out: past its share it replaces its own oldest.
         let oldest_own = map
             .iter()
-            .filter(|(_, h)| h.token == token)
+            .filter(|(_, h)| h.token == token && h.session.is_idle())
             .min_by_key(|(_, h)| h.used)
             .map(|(k, _)| k.clone());
         let own = map.values().filter(|h| h.token == token).count();
@@ -282,6 +282,26 @@ fn routing_matches(
     Ok(())
 }
 
+/// Whether a request without a token may be the anonymous one: its `Host` names this machine
+/// literally (not an allowed or public name), and no proxy forwarded it (a proxy on this machine
+/// would otherwise make the internet's requests look local).
+fn from_this_machine(req: &Request<Incoming>) -> bool {
+    let forwarded = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-real-ip",
+    ]
+    .iter()
+    .any(|h| req.headers().contains_key(*h));
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(host_of);
+    !forwarded && matches!(host.as_deref(), Some("localhost" | "127.0.0.1" | "::1"))
+}
+
 /// Answers a request to `/mcp`.
 pub async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body> {
     if !trusted_origin(face, &req) {
@@ -304,6 +324,7 @@ pub async fn respond(face: &Arc<Face>, req: Request<Incoming>) -> Response<Body>
         Ok(t) => t,
         Err(why) => {
             let anonymous = if req.headers().get(hyper::header::AUTHORIZATION).is_none()
+                && from_this_machine(&req)
                 && let Some(name) = &face.svc.config().mcp.anonymous
             {
                 face.tokens.by_name(name)

@@ -675,6 +675,13 @@ pub async fn launch(
             None => format!("run agent `{}`", run.agent),
         }));
     }
+    if run.replay.is_some() && !token.config.admin {
+        // A recording decides every LLM reply, and so which tools are called with what.
+        return Err(NotLaunched::Forbidden(
+            "replay a recording (that takes admin: a recording decides the run's tool calls)"
+                .into(),
+        ));
+    }
     let Some(permit) = token.run_slot() else {
         return Err(NotLaunched::TooMany(format!(
             "token `{}` has {} runs going, its max_concurrent_runs; retry when one ends",
@@ -687,6 +694,7 @@ pub async fn launch(
     let caller = token.caller();
     let origin = Origin {
         owner: token.name.clone(),
+        requested: run.agent.clone(),
         input: run.input.clone(),
         tag: origin_tag,
     };
@@ -707,6 +715,13 @@ pub async fn launch(
         .await;
     match started {
         Ok(Start::Started(record)) => Ok(record),
+        // Another token's conversation is one this token does not know of.
+        Ok(Start::Refused(e)) if e.kind == ErrorKind::PermissionDenied => {
+            Err(NotLaunched::Refused(ErrorBody::new(
+                ErrorKind::NotFound,
+                "no such conversation of this token",
+            )))
+        }
         Ok(Start::Refused(e)) | Err(e) => Err(NotLaunched::Refused(e)),
     }
 }
