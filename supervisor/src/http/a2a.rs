@@ -631,8 +631,23 @@ async fn run_op(a: &At<'_>, op: &Op, params: Value) -> Result<Answer, Failure> {
                 ))
                 .into());
             }
+            // A subscription holds one of the token's run slots while it streams, so one token
+            // cannot hold every connection with them.
+            let Some(permit) = a.token.run_slot() else {
+                return Err(Failure::Http(v1::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorKind::Busy,
+                    format!(
+                        "token `{}` has {} runs and subscriptions going, its max_concurrent_runs",
+                        a.token.name, a.token.config.max_concurrent_runs
+                    ),
+                )));
+            };
             let (tx, rx) = mpsc::channel(v1::EVENT_BUFFER);
-            tokio::spawn(subscription(record, tx));
+            tokio::spawn(async move {
+                let _permit = permit;
+                subscription(record, tx).await;
+            });
             Ok(Answer::Stream(rx))
         }
     }
