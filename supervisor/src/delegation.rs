@@ -795,6 +795,28 @@ fn checked(
     })
 }
 
+impl Sink {
+    /// The sink of a child run of `parent`: its events tagged with its place in the tree, and
+    /// counted into every ancestor's descendants.
+    fn child(parent: &Parent<'_>, run_id: &str, call_id: &str, agent: &str, depth: u32) -> Sink {
+        let mut ancestors = parent.run.sink.ancestors.clone();
+        ancestors.push(parent.run.account.descendants.clone());
+        Sink {
+            tx: parent.run.sink.tx.clone(),
+            tag: Some(Arc::new(Tag {
+                run_id: run_id.to_string(),
+                parent_run_id: parent.run.run_id.to_string(),
+                call_id: call_id.to_string(),
+                agent: agent.to_string(),
+                depth,
+            })),
+            forward: parent.run.sink.forward,
+            ancestors,
+            log: None,
+        }
+    }
+}
+
 /// A delegation to a remote A2A agent that passed the checks.
 struct AdmittedRemote {
     call: DelegationCall,
@@ -878,21 +900,13 @@ async fn run_remote(parent: &Parent<'_>, mut admitted: AdmittedRemote) -> Delega
     let run_id = format!("a2a-{:x}-{}", crate::runs::now_ms(), svc.runs().next_seq());
     admitted.counted = None;
     let started = Instant::now();
-    let mut ancestors = parent.run.sink.ancestors.clone();
-    ancestors.push(parent.run.account.descendants.clone());
-    let sink = Sink {
-        tx: parent.run.sink.tx.clone(),
-        tag: Some(Arc::new(Tag {
-            run_id: run_id.clone(),
-            parent_run_id: parent.run.run_id.to_string(),
-            call_id: admitted.call.call_id.clone(),
-            agent: name.clone(),
-            depth: admitted.depth,
-        })),
-        forward: parent.run.sink.forward,
-        ancestors,
-        log: None,
-    };
+    let sink = Sink::child(
+        parent,
+        &run_id,
+        &admitted.call.call_id,
+        &name,
+        admitted.depth,
+    );
     let _ = sink
         .send(RunEvent::Started {
             run_id: run_id.clone(),
@@ -1114,21 +1128,13 @@ async fn run_child(
         .min(now + Duration::from_millis(agent.limits.timeout_ms));
     let limit = deadline.saturating_duration_since(now);
     let account = TreeAccount::default();
-    let mut ancestors = parent.run.sink.ancestors.clone();
-    ancestors.push(parent.run.account.descendants.clone());
-    let sink = Sink {
-        tx: parent.run.sink.tx.clone(),
-        tag: Some(Arc::new(Tag {
-            run_id: run_id.clone(),
-            parent_run_id: parent.run.run_id.to_string(),
-            call_id: admitted.call.call_id.clone(),
-            agent: agent.name.clone(),
-            depth: admitted.lineage.depth(),
-        })),
-        forward: parent.run.sink.forward,
-        ancestors,
-        log: None,
-    };
+    let sink = Sink::child(
+        parent,
+        &run_id,
+        &admitted.call.call_id,
+        &agent.name,
+        admitted.lineage.depth(),
+    );
     let history = match (&admitted.call.handoff, parent.run.agent.delegation.history) {
         // The agent taking over answers the user: it gets the whole conversation.
         (Some(_), _) | (None, HistoryPolicy::Full) => parent.run.history.to_vec(),
