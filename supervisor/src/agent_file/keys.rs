@@ -403,7 +403,7 @@ pub const DELEGATION_KEYS: &[KeySpec] = &[
     key(
         "remote",
         Kind::Any,
-        "[{ name = \"forecaster\", card = \"https://…/.well-known/agent-card.json\", description = \"…\" }]",
+        "[{ name = \"forecaster\", card = \"https://agents.example.com/a2a/forecaster/.well-known/agent-card.json\", description = \"Forecasts\" }]",
     ),
 ];
 
