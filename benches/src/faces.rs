@@ -125,11 +125,7 @@ fn run_once(t: &Target<'_>, face: Face) -> anyhow::Result<Duration> {
 }
 
 pub fn report() -> anyhow::Result<String> {
-    let blocks: usize = std::env::var("BENCH_BLOCKS")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .filter(|b| (1..=RUNS_PER_MODE).contains(b))
-        .unwrap_or(BLOCKS);
+    let blocks = crate::bench_blocks(BLOCKS, RUNS_PER_MODE);
     let runs_per_block = RUNS_PER_MODE / blocks;
     let d = Daemon::start(Options {
         agents: vec!["agents/calculator.toml".into()],

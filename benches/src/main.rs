@@ -38,6 +38,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// Alternating blocks per mode: `BENCH_BLOCKS` (1 to `runs`) or `default` (more, shorter
+/// blocks average out the machine's drift between them).
+fn bench_blocks(default: usize, runs: usize) -> usize {
+    std::env::var("BENCH_BLOCKS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .filter(|b| (1..=runs).contains(b))
+        .unwrap_or(default)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }

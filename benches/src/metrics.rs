@@ -187,11 +187,7 @@ fn daemon(extra: &str, bin_dir: Option<std::path::PathBuf>) -> anyhow::Result<Da
 }
 
 pub fn report() -> anyhow::Result<String> {
-    let blocks: usize = std::env::var("BENCH_BLOCKS")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .filter(|b| (1..=RUNS_PER_MODE).contains(b))
-        .unwrap_or(BLOCKS);
+    let blocks = crate::bench_blocks(BLOCKS, RUNS_PER_MODE);
     let runs_per_block = RUNS_PER_MODE / blocks;
     let sink = Sink::start()?;
     let d = daemon("", None)?;

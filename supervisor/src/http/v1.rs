@@ -418,9 +418,10 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
         Route::Agents => agents(face, token).await,
         Route::Agent => {
             if token.config.read || token.config.may_run(&param) {
-                face.core(token, ApiRequest::ShowAgent { name: param })
-                    .await
-                    .pipe(answer)
+                answer(
+                    face.core(token, ApiRequest::ShowAgent { name: param })
+                        .await,
+                )
             } else {
                 forbidden(&format!("read agent `{param}`"), token)
             }
@@ -457,9 +458,7 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
                 let op = ConversationOp::List {
                     limit: limit as u32,
                 };
-                face.core(token, ApiRequest::Conversation(op))
-                    .await
-                    .pipe(answer)
+                answer(face.core(token, ApiRequest::Conversation(op)).await)
             }
             Err(resp) => resp,
         },
@@ -469,26 +468,22 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
             } else {
                 ConversationOp::Show { id: param }
             };
-            face.core(token, ApiRequest::Conversation(op))
-                .await
-                .pipe(conversation_answer)
+            conversation_answer(face.core(token, ApiRequest::Conversation(op)).await)
         }
         Route::ConversationClose => {
             let op = ConversationOp::Close { id: param };
-            face.core(token, ApiRequest::Conversation(op))
-                .await
-                .pipe(conversation_answer)
+            conversation_answer(face.core(token, ApiRequest::Conversation(op)).await)
         }
         Route::MemorySearch => {
             if token.config.memory || token.config.admin {
                 match body_json::<SearchBody>(face, req).await {
-                    Ok(body) => face
-                        .core(
+                    Ok(body) => answer(
+                        face.core(
                             token,
                             ApiRequest::Memory(MemoryRequest::Search(body.into())),
                         )
-                        .await
-                        .pipe(answer),
+                        .await,
+                    ),
                     Err(resp) => resp,
                 }
             } else {
@@ -502,7 +497,7 @@ pub async fn respond(face: &Face, req: Request<Incoming>) -> (Option<Route>, Res
                 } else {
                     ApiRequest::Health
                 };
-                face.core(token, req).await.pipe(answer)
+                answer(face.core(token, req).await)
             } else {
                 forbidden("read the service's status", token)
             }
@@ -529,13 +524,6 @@ fn conversation_answer(resp: ApiResponse) -> Response<Body> {
         other => answer(other),
     }
 }
-
-trait Pipe: Sized {
-    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
-        f(self)
-    }
-}
-impl Pipe for ApiResponse {}
 
 /// `GET /v1/agents`: every agent for a token that may read the service, else those it may run.
 async fn agents(face: &Face, token: &Token) -> Response<Body> {
@@ -569,15 +557,13 @@ fn own_record(face: &Face, token: &Token, run_id: &str) -> Result<Arc<Record>, R
 
 async fn cancel(record: &Record) -> Response<Body> {
     if !record.cancel() {
-        let mut resp = json(
+        return json(
             StatusCode::CONFLICT,
             &serde_json::json!({
                 "error": {"kind": "bad_request", "message": "the run has already ended"},
                 "run": record.view(false),
             }),
         );
-        *resp.status_mut() = StatusCode::CONFLICT;
-        return resp;
     }
     // The pump ends the record at once; this only waits for it to see the request.
     let _ = tokio::time::timeout(Duration::from_secs(5), record.ended()).await;
